@@ -1,0 +1,463 @@
+//! The daemon's configuration: a YAML file read once at start.
+//!
+//! Unknown fields are refused, every value is validated right after parsing, and every error
+//! names the file, the line and the field. Secrets (upstream and client passwords) are never
+//! inline: the config names an environment variable or a file, read when a connection needs it,
+//! so a rotated Kubernetes secret takes effect without a restart.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A configuration problem, always with the file and, where known, the line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        file: String,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub limits: Limits,
+    /// How long running statements may go on after SIGTERM before connections are cut.
+    #[serde(default = "default_grace", with = "duration")]
+    pub shutdown_grace: Duration,
+    /// TLS toward clients. Without it, SSLRequest is answered 'N'.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+    pub targets: Vec<Spanned<Target>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// PostgreSQL listener address.
+    #[serde(default = "default_pg_listen")]
+    pub postgres: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            postgres: default_pg_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Client connections open at once, over all listeners.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Client connections open at once from one IP address.
+    #[serde(default = "default_max_per_client")]
+    pub max_connections_per_client: usize,
+    /// Time from accept to the end of authentication (upstream included).
+    #[serde(default = "default_startup_timeout", with = "duration")]
+    pub startup_timeout: Duration,
+    /// Time allowed to open the upstream TCP connection.
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    pub upstream_connect_timeout: Duration,
+    /// Largest protocol message accepted from a client (bytes, header included).
+    #[serde(default = "default_max_client_frame")]
+    pub max_client_frame: usize,
+    /// Largest protocol message accepted from an upstream server (a single row can be large).
+    #[serde(default = "default_max_server_frame")]
+    pub max_server_frame: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_per_client(),
+            startup_timeout: default_startup_timeout(),
+            upstream_connect_timeout: default_connect_timeout(),
+            max_client_frame: default_max_client_frame(),
+            max_server_frame: default_max_server_frame(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// PEM certificate chain presented to clients.
+    pub cert: PathBuf,
+    /// PEM private key of that certificate.
+    pub key: PathBuf,
+    /// Refuse clients that do not switch to TLS.
+    #[serde(default)]
+    pub require: bool,
+}
+
+/// One upstream database that clients reach by naming it as their `database`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// The database name clients put in their connection string.
+    pub name: String,
+    /// Upstream `host:port`.
+    pub address: String,
+    /// Database name upstream; defaults to `name`.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Role tollgate logs in as upstream.
+    pub user: String,
+    /// Its password; absent when the server trusts the connection.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// How clients prove who they are before tollgate connects upstream.
+    pub client_auth: ClientAuth,
+}
+
+impl Target {
+    pub fn upstream_database(&self) -> &str {
+        self.database.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// Where a secret lives. Never the secret itself.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Secret {
+    /// An environment variable of the tollgate process.
+    Env(String),
+    /// A file whose whole content (trailing newline removed) is the secret; re-read each use.
+    File(PathBuf),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Env(name) => write!(f, "Secret::Env({name})"),
+            Secret::File(path) => write!(f, "Secret::File({})", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {0} is not set")]
+    EnvMissing(String),
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Secret {
+    /// Reads the secret now. The value is never logged by tollgate.
+    pub fn read(&self) -> Result<String, SecretError> {
+        match self {
+            Secret::Env(name) => {
+                std::env::var(name).map_err(|_| SecretError::EnvMissing(name.clone()))
+            }
+            Secret::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain TCP to the server.
+    #[default]
+    Disable,
+    /// TLS, without checking the server's certificate (like libpq's `require`).
+    Require,
+    /// TLS, certificate checked against `ca_file` and the host name.
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// PEM CA bundle for `verify-full`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name checked in the certificate; defaults to the host part of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuthMethod {
+    /// SCRAM-SHA-256: the password never crosses the wire.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// The password in clear (only sensible over TLS).
+    Password,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    pub method: ClientAuthMethod,
+    /// The user name clients must give; any name when absent.
+    #[serde(default)]
+    pub user: Option<String>,
+    pub password: Secret,
+}
+
+fn default_pg_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 15432))
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_max_per_client() -> usize {
+    200
+}
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_client_frame() -> usize {
+    16 << 20
+}
+fn default_max_server_frame() -> usize {
+    256 << 20
+}
+
+/// Durations written the human way: `500ms`, `10s`, `5m`.
+mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the file.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// Parses and validates YAML text; `file` only names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, Error> {
+        let config: Config = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            let mut message = e.without_snippet().to_string();
+            // The location is already in front of the message.
+            if let Some(at) = message.rfind(" at line ") {
+                message.truncate(at);
+            }
+            Error::Invalid {
+                file: file.to_owned(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), Error> {
+        let invalid = |span: &Spanned<Target>, message: String| Error::Invalid {
+            file: file.to_owned(),
+            line: span.referenced.line(),
+            column: span.referenced.column(),
+            message,
+        };
+        let top = |message: &str| Error::Invalid {
+            file: file.to_owned(),
+            line: 1,
+            column: 1,
+            message: message.to_owned(),
+        };
+        if self.targets.is_empty() {
+            return Err(top("targets: at least one target is needed"));
+        }
+        if self.limits.max_connections == 0 || self.limits.max_connections_per_client == 0 {
+            return Err(top("limits: connection limits must be at least 1"));
+        }
+        if self.limits.max_client_frame < 1024 || self.limits.max_server_frame < 1024 {
+            return Err(top("limits: frame size limits must be at least 1024 bytes"));
+        }
+        let mut names = HashSet::new();
+        for span in &self.targets {
+            let t = &span.value;
+            if t.name.is_empty() {
+                return Err(invalid(span, "targets[].name: must not be empty".into()));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(invalid(
+                    span,
+                    format!("targets[].name: duplicate target {:?}", t.name),
+                ));
+            }
+            if split_host_port(&t.address).is_none() {
+                return Err(invalid(
+                    span,
+                    format!(
+                        "targets[{}].address: expected host:port, got {:?}",
+                        t.name, t.address
+                    ),
+                ));
+            }
+            if t.tls.mode == TlsMode::VerifyFull && t.tls.ca_file.is_none() {
+                return Err(invalid(
+                    span,
+                    format!(
+                        "targets[{}].tls.ca_file: required by mode verify-full",
+                        t.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets
+            .iter()
+            .map(|s| &s.value)
+            .find(|t| t.name == name)
+    }
+}
+
+/// Splits `host:port` (IPv6 hosts in brackets) into its parts.
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then_some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "
+targets:
+  - name: app
+    address: 127.0.0.1:5432
+    user: postgres
+    client_auth:
+      method: scram-sha-256
+      password: { env: AGENT_PW }
+";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, "t.yaml").unwrap();
+        assert_eq!(c.listen.postgres, "127.0.0.1:15432".parse().unwrap());
+        assert_eq!(c.limits.startup_timeout, Duration::from_secs(10));
+        let t = c.target("app").unwrap();
+        assert_eq!(t.upstream_database(), "app");
+        assert_eq!(t.tls.mode, TlsMode::Disable);
+        assert_eq!(t.client_auth.password, Secret::Env("AGENT_PW".into()));
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let text = MINIMAL.replace("    user: postgres", "    user: postgres\n    pasword: x");
+        let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("t.yaml:6:"), "{err}");
+        assert!(err.contains("pasword"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_place() {
+        let cases = [
+            (MINIMAL.replace("127.0.0.1:5432", "nowhere"), "address"),
+            (MINIMAL.replace("scram-sha-256", "md5"), "md5"),
+            (format!("{MINIMAL}{}", &MINIMAL[9..]), "duplicate"),
+            (
+                format!("{MINIMAL}shutdown_grace: soon\n"),
+                "invalid duration",
+            ),
+            (
+                MINIMAL.replace("    user: postgres", "    user: postgres\n    tls: { mode: verify-full }"),
+                "ca_file",
+            ),
+            ("targets: []\n".to_string(), "at least one target"),
+        ];
+        for (text, needle) in cases {
+            let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();
+            assert!(err.starts_with("t.yaml:"), "{err}");
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = Config::parse(MINIMAL, "t.yaml").unwrap();
+        let text = format!("{c:?}");
+        assert!(text.contains("Secret::Env(AGENT_PW)"));
+    }
+
+    #[test]
+    fn file_secret_drops_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        assert_eq!(Secret::File(path).read().unwrap(), "s3cret");
+        assert!(Secret::Env("TOLLGATE_SURELY_UNSET".into()).read().is_err());
+    }
+
+    #[test]
+    fn host_port_splitting() {
+        assert_eq!(split_host_port("db:5432"), Some(("db", 5432)));
+        assert_eq!(split_host_port("[::1]:5432"), Some(("::1", 5432)));
+        assert_eq!(split_host_port(":5432"), None);
+        assert_eq!(split_host_port("db"), None);
+    }
+}

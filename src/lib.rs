@@ -1,0 +1,15 @@
+//! tollgate: a PostgreSQL wire proxy that stands between AI agents and production databases.
+//!
+//! Module map:
+//! - [`config`]: the YAML configuration, validated, errors with file:line.
+//! - [`server`]: listeners, accept loop, connection limits, graceful shutdown.
+//! - [`protocol`]: the wire protocols (PostgreSQL today): framing, startup, relay.
+//! - [`pipeline`]: the protocol-neutral stages (inspect, transform, record) and their types.
+//! - [`tls`]: rustls acceptor for clients, connectors for upstream targets.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod pipeline;
+pub mod protocol;
+pub mod server;
+pub mod tls;

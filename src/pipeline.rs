@@ -1,0 +1,90 @@
+//! The protocol-neutral stages every statement and result passes through.
+//!
+//! The wire modules (`protocol::pg`) decode frames into the values here and hand them to the
+//! stages; the stages never see wire bytes, so one implementation serves every protocol.
+//!
+//! - **inspect**: each statement a client sends gets a [`Verdict`] before anything is forwarded.
+//!   Until the policy engine lands the daemon runs [`ForwardAll`].
+//! - **transform** and **record** plug in at the same points on the server side and around
+//!   both directions; frames no stage changes travel as their original bytes.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A live client connection's number, unique within this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// Who is on a connection and where it leads; travels with it to every stage.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub id: ConnId,
+    pub client_addr: SocketAddr,
+    /// The user name the client logged in with.
+    pub user: String,
+    /// The target (the database name the client asked for).
+    pub target: String,
+    pub application_name: Option<String>,
+}
+
+/// How a statement reached the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// A simple-protocol query string (may hold several statements).
+    Simple,
+    /// An extended-protocol Parse, with the prepared statement's name ("" = unnamed).
+    Prepare { name: &'a str },
+    /// A protocol-level function call by OID; there is no SQL text.
+    FunctionCall { oid: u32 },
+}
+
+/// One statement on its way to the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Statement<'a> {
+    pub sql: &'a str,
+    pub origin: Origin<'a>,
+}
+
+/// What happens to a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    /// Not forwarded: the client gets an ERROR with this SQLSTATE and message, and the
+    /// connection carries on as after any failed statement.
+    Refuse { sqlstate: String, message: String },
+}
+
+/// The inspect stage.
+pub trait Inspect: Send + Sync {
+    fn inspect(&self, conn: &ConnInfo, statement: &Statement<'_>) -> Verdict;
+}
+
+/// Lets every statement through: the inspect stage before a policy is configured.
+pub struct ForwardAll;
+
+impl Inspect for ForwardAll {
+    fn inspect(&self, _conn: &ConnInfo, _statement: &Statement<'_>) -> Verdict {
+        Verdict::Forward
+    }
+}
+
+/// The stages a daemon runs, shared by all its connections.
+#[derive(Clone)]
+pub struct Stages {
+    pub inspect: Arc<dyn Inspect>,
+}
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages {
+            inspect: Arc::new(ForwardAll),
+        }
+    }
+}

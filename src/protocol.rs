@@ -1,0 +1,4 @@
+//! Wire protocols. Each owns its framing, startup and relay, and hands the stages
+//! protocol-neutral values.
+
+pub mod pg;

@@ -1,0 +1,746 @@
+//! Decoding and encoding of the PostgreSQL messages tollgate looks into.
+//!
+//! Every message carries its direction: `D` is Describe from a client but DataRow from a server,
+//! so frontend and backend messages are separate types. Decoders work on a body already framed
+//! by [`super::frame`], check every length and string against what is left, and return an
+//! error rather than panic. Messages no stage looks into are never decoded: they travel as
+//! their original bytes.
+
+use super::frame::put_message;
+
+/// Startup-phase request codes (the Int32 after the length).
+pub const PROTOCOL_3_0: i32 = 196_608;
+pub const SSL_REQUEST: i32 = 80_877_103;
+pub const GSSENC_REQUEST: i32 = 80_877_104;
+pub const CANCEL_REQUEST: i32 = 80_877_102;
+
+/// A body that does not hold what its tag promises.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed {what} message: {problem}")]
+pub struct MessageError {
+    pub what: &'static str,
+    pub problem: &'static str,
+}
+
+/// A checked cursor over a message body.
+struct Reader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Reader { buf, what }
+    }
+
+    fn err(&self, problem: &'static str) -> MessageError {
+        MessageError {
+            what: self.what,
+            problem,
+        }
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], MessageError> {
+        if self.buf.len() < n {
+            return Err(self.err("truncated"));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, MessageError> {
+        Ok(self.bytes(1)?[0])
+    }
+
+    fn i16(&mut self) -> Result<i16, MessageError> {
+        let b = self.bytes(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self) -> Result<i32, MessageError> {
+        let b = self.bytes(4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A count that must not be negative.
+    fn count16(&mut self) -> Result<usize, MessageError> {
+        let n = self.i16()?;
+        usize::try_from(n).map_err(|_| self.err("negative count"))
+    }
+
+    /// A NUL-terminated UTF-8 string.
+    fn cstr(&mut self) -> Result<&'a str, MessageError> {
+        let end = self
+            .buf
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| self.err("unterminated string"))?;
+        let s = std::str::from_utf8(&self.buf[..end]).map_err(|_| self.err("invalid UTF-8"))?;
+        self.buf = &self.buf[end + 1..];
+        Ok(s)
+    }
+
+    /// An Int32 length then that many bytes; -1 is NULL.
+    fn value(&mut self) -> Result<Option<&'a [u8]>, MessageError> {
+        match self.i32()? {
+            -1 => Ok(None),
+            n if n < 0 => Err(self.err("negative value length")),
+            n => Ok(Some(self.bytes(n as usize)?)),
+        }
+    }
+
+    fn finish(&self) -> Result<(), MessageError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(self.err("trailing bytes"))
+        }
+    }
+}
+
+/// What a client sends in the startup phase (no tag byte).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartupRequest<'a> {
+    Ssl,
+    GssEnc,
+    Cancel {
+        process_id: i32,
+        secret_key: i32,
+    },
+    Startup {
+        /// Minor protocol version asked for (major is always 3).
+        minor: u16,
+        params: Vec<(&'a str, &'a str)>,
+    },
+}
+
+/// Decodes a complete startup-phase packet (length included).
+pub fn decode_startup(packet: &[u8]) -> Result<StartupRequest<'_>, MessageError> {
+    let mut r = Reader::new(packet.get(4..).unwrap_or_default(), "startup");
+    let code = r.i32()?;
+    let req = match code {
+        SSL_REQUEST => StartupRequest::Ssl,
+        GSSENC_REQUEST => StartupRequest::GssEnc,
+        CANCEL_REQUEST => StartupRequest::Cancel {
+            process_id: r.i32()?,
+            secret_key: r.i32()?,
+        },
+        code if code >> 16 == 3 => {
+            let mut params = Vec::new();
+            loop {
+                let key = r.cstr()?;
+                if key.is_empty() {
+                    break;
+                }
+                params.push((key, r.cstr()?));
+            }
+            StartupRequest::Startup {
+                minor: (code & 0xffff) as u16,
+                params,
+            }
+        }
+        _ => return Err(r.err("unsupported protocol version")),
+    };
+    r.finish()?;
+    Ok(req)
+}
+
+/// Encodes a 3.0 startup message with the given parameters.
+pub fn encode_startup(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = PROTOCOL_3_0.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A request packet with only a code (SSLRequest) or a CancelRequest.
+pub fn encode_request(code: i32, extra: &[i32]) -> Vec<u8> {
+    let len = 8 + 4 * extra.len();
+    let mut out = (len as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&code.to_be_bytes());
+    for v in extra {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out
+}
+
+/// Whether a Close or Describe names a prepared statement or a portal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Statement,
+    Portal,
+}
+
+/// A decoded client message after startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frontend<'a> {
+    Query {
+        sql: &'a str,
+    },
+    Parse {
+        statement: &'a str,
+        sql: &'a str,
+        param_types: usize,
+    },
+    Bind {
+        portal: &'a str,
+        statement: &'a str,
+        params: Vec<Option<&'a [u8]>>,
+        param_formats: Vec<i16>,
+        result_formats: Vec<i16>,
+    },
+    Describe {
+        target: Target,
+        name: &'a str,
+    },
+    Execute {
+        portal: &'a str,
+        max_rows: i32,
+    },
+    Close {
+        target: Target,
+        name: &'a str,
+    },
+    Sync,
+    Flush,
+    Terminate,
+    CopyData(&'a [u8]),
+    CopyDone,
+    CopyFail {
+        message: &'a str,
+    },
+    FunctionCall {
+        function_oid: u32,
+        args: Vec<Option<&'a [u8]>>,
+    },
+    /// PasswordMessage, SASLInitialResponse or SASLResponse: which one depends on the
+    /// authentication exchange in progress.
+    Password(&'a [u8]),
+}
+
+fn formats(r: &mut Reader<'_>) -> Result<Vec<i16>, MessageError> {
+    let n = r.count16()?;
+    let mut v = Vec::with_capacity(n.min(r.buf.len() / 2));
+    for _ in 0..n {
+        let f = r.i16()?;
+        if f != 0 && f != 1 {
+            return Err(r.err("unknown format code"));
+        }
+        v.push(f);
+    }
+    Ok(v)
+}
+
+fn values<'a>(r: &mut Reader<'a>) -> Result<Vec<Option<&'a [u8]>>, MessageError> {
+    let n = r.count16()?;
+    let mut v = Vec::with_capacity(n.min(r.buf.len() / 4));
+    for _ in 0..n {
+        v.push(r.value()?);
+    }
+    Ok(v)
+}
+
+fn target(r: &mut Reader<'_>) -> Result<Target, MessageError> {
+    match r.u8()? {
+        b'S' => Ok(Target::Statement),
+        b'P' => Ok(Target::Portal),
+        _ => Err(r.err("expected 'S' or 'P'")),
+    }
+}
+
+/// Decodes a client message body by its tag.
+pub fn decode_frontend(tag: u8, body: &[u8]) -> Result<Frontend<'_>, MessageError> {
+    let what = frontend_name(tag);
+    let mut r = Reader::new(body, what);
+    let msg = match tag {
+        b'Q' => Frontend::Query { sql: r.cstr()? },
+        b'P' => {
+            let statement = r.cstr()?;
+            let sql = r.cstr()?;
+            let n = r.count16()?;
+            r.bytes(n * 4)?;
+            Frontend::Parse {
+                statement,
+                sql,
+                param_types: n,
+            }
+        }
+        b'B' => {
+            let portal = r.cstr()?;
+            let statement = r.cstr()?;
+            let param_formats = formats(&mut r)?;
+            let params = values(&mut r)?;
+            if param_formats.len() > 1 && param_formats.len() != params.len() {
+                return Err(r.err("format count does not match parameter count"));
+            }
+            let result_formats = formats(&mut r)?;
+            Frontend::Bind {
+                portal,
+                statement,
+                params,
+                param_formats,
+                result_formats,
+            }
+        }
+        b'D' => Frontend::Describe {
+            target: target(&mut r)?,
+            name: r.cstr()?,
+        },
+        b'E' => Frontend::Execute {
+            portal: r.cstr()?,
+            max_rows: r.i32()?,
+        },
+        b'C' => Frontend::Close {
+            target: target(&mut r)?,
+            name: r.cstr()?,
+        },
+        b'S' => Frontend::Sync,
+        b'H' => Frontend::Flush,
+        b'X' => Frontend::Terminate,
+        b'c' => Frontend::CopyDone,
+        b'd' => {
+            r.buf = &[];
+            Frontend::CopyData(body)
+        }
+        b'f' => Frontend::CopyFail { message: r.cstr()? },
+        b'F' => {
+            let function_oid = r.i32()? as u32;
+            let arg_formats = formats(&mut r)?;
+            let args = values(&mut r)?;
+            if arg_formats.len() > 1 && arg_formats.len() != args.len() {
+                return Err(r.err("format count does not match argument count"));
+            }
+            let result = r.i16()?;
+            if result != 0 && result != 1 {
+                return Err(r.err("unknown result format"));
+            }
+            Frontend::FunctionCall { function_oid, args }
+        }
+        b'p' => {
+            r.buf = &[];
+            Frontend::Password(body)
+        }
+        _ => {
+            return Err(MessageError {
+                what: "client",
+                problem: "unknown message type",
+            });
+        }
+    };
+    r.finish()?;
+    Ok(msg)
+}
+
+fn frontend_name(tag: u8) -> &'static str {
+    match tag {
+        b'Q' => "Query",
+        b'P' => "Parse",
+        b'B' => "Bind",
+        b'D' => "Describe",
+        b'E' => "Execute",
+        b'C' => "Close",
+        b'S' => "Sync",
+        b'H' => "Flush",
+        b'X' => "Terminate",
+        b'd' => "CopyData",
+        b'c' => "CopyDone",
+        b'f' => "CopyFail",
+        b'F' => "FunctionCall",
+        b'p' => "PasswordMessage",
+        _ => "client",
+    }
+}
+
+/// SASLInitialResponse: mechanism name and the client's first message.
+pub fn decode_sasl_initial(body: &[u8]) -> Result<(&str, &[u8]), MessageError> {
+    let mut r = Reader::new(body, "SASLInitialResponse");
+    let mechanism = r.cstr()?;
+    let data = r.value()?.unwrap_or_default();
+    r.finish()?;
+    Ok((mechanism, data))
+}
+
+/// A PasswordMessage holding a cleartext password.
+pub fn decode_password(body: &[u8]) -> Result<&str, MessageError> {
+    let mut r = Reader::new(body, "PasswordMessage");
+    let pw = r.cstr()?;
+    r.finish()?;
+    Ok(pw)
+}
+
+/// Transaction status carried by ReadyForQuery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    Idle,
+    InTransaction,
+    Failed,
+}
+
+impl TxStatus {
+    pub fn byte(self) -> u8 {
+        match self {
+            TxStatus::Idle => b'I',
+            TxStatus::InTransaction => b'T',
+            TxStatus::Failed => b'E',
+        }
+    }
+}
+
+/// The server messages tollgate decodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend<'a> {
+    Authentication { code: i32, data: &'a [u8] },
+    BackendKeyData { process_id: i32, secret_key: i32 },
+    ReadyForQuery(TxStatus),
+    ParameterStatus { name: &'a str, value: &'a str },
+    ErrorResponse(Fields<'a>),
+    NoticeResponse(Fields<'a>),
+    NegotiateProtocolVersion { newest_minor: i32 },
+    /// Anything else: not looked into.
+    Other,
+}
+
+/// The fields of an ErrorResponse or NoticeResponse, in wire order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fields<'a>(pub Vec<(u8, &'a str)>);
+
+impl<'a> Fields<'a> {
+    pub fn get(&self, code: u8) -> Option<&'a str> {
+        self.0.iter().find(|(c, _)| *c == code).map(|(_, v)| *v)
+    }
+}
+
+fn fields<'a>(r: &mut Reader<'a>) -> Result<Fields<'a>, MessageError> {
+    let mut v = Vec::new();
+    loop {
+        let code = r.u8()?;
+        if code == 0 {
+            return Ok(Fields(v));
+        }
+        v.push((code, r.cstr()?));
+    }
+}
+
+/// Decodes the server messages of the startup phase and those the relay tracks.
+pub fn decode_backend(tag: u8, body: &[u8]) -> Result<Backend<'_>, MessageError> {
+    let mut r = Reader::new(body, "server");
+    let msg = match tag {
+        b'R' => {
+            let code = r.i32()?;
+            let data = r.buf;
+            r.buf = &[];
+            Backend::Authentication { code, data }
+        }
+        b'K' => Backend::BackendKeyData {
+            process_id: r.i32()?,
+            secret_key: r.i32()?,
+        },
+        b'Z' => Backend::ReadyForQuery(match r.u8()? {
+            b'I' => TxStatus::Idle,
+            b'T' => TxStatus::InTransaction,
+            b'E' => TxStatus::Failed,
+            _ => return Err(r.err("unknown transaction status")),
+        }),
+        b'S' => Backend::ParameterStatus {
+            name: r.cstr()?,
+            value: r.cstr()?,
+        },
+        b'E' => Backend::ErrorResponse(fields(&mut r)?),
+        b'N' => Backend::NoticeResponse(fields(&mut r)?),
+        b'v' => {
+            let newest_minor = r.i32()?;
+            r.buf = &[];
+            Backend::NegotiateProtocolVersion { newest_minor }
+        }
+        _ => {
+            r.buf = &[];
+            Backend::Other
+        }
+    };
+    r.finish()?;
+    Ok(msg)
+}
+
+/// Severity of an error tollgate raises itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+/// Appends an ErrorResponse raised by tollgate.
+pub fn put_error(out: &mut Vec<u8>, severity: Severity, sqlstate: &str, message: &str) {
+    let sev = match severity {
+        Severity::Error => "ERROR",
+        Severity::Fatal => "FATAL",
+    };
+    let mut body = Vec::with_capacity(32 + message.len());
+    for (code, value) in [(b'S', sev), (b'V', sev), (b'C', sqlstate), (b'M', message)] {
+        body.push(code);
+        // A NUL inside a field would end it early; tollgate's own messages never hold one.
+        body.extend(value.bytes().filter(|&b| b != 0));
+        body.push(0);
+    }
+    body.push(0);
+    put_message(out, b'E', &body);
+}
+
+/// Appends an Authentication message (`R`) with its code and data.
+pub fn put_auth(out: &mut Vec<u8>, code: i32, data: &[u8]) {
+    let mut body = code.to_be_bytes().to_vec();
+    body.extend_from_slice(data);
+    put_message(out, b'R', &body);
+}
+
+pub fn put_backend_key(out: &mut Vec<u8>, process_id: i32, secret_key: i32) {
+    let mut body = process_id.to_be_bytes().to_vec();
+    body.extend_from_slice(&secret_key.to_be_bytes());
+    put_message(out, b'K', &body);
+}
+
+pub fn put_ready(out: &mut Vec<u8>, status: TxStatus) {
+    put_message(out, b'Z', &[status.byte()]);
+}
+
+/// NegotiateProtocolVersion: tollgate speaks 3.0 and names the options it did not take.
+pub fn put_negotiate(out: &mut Vec<u8>, unrecognized: &[&str]) {
+    let mut body = 0i32.to_be_bytes().to_vec();
+    body.extend_from_slice(&(unrecognized.len() as i32).to_be_bytes());
+    for opt in unrecognized {
+        body.extend_from_slice(opt.as_bytes());
+        body.push(0);
+    }
+    put_message(out, b'v', &body);
+}
+
+/// Frontend messages tollgate itself sends upstream.
+pub fn put_password(out: &mut Vec<u8>, data: &[u8]) {
+    put_message(out, b'p', data);
+}
+
+pub fn put_sasl_initial(out: &mut Vec<u8>, mechanism: &str, data: &[u8]) {
+    let mut body = mechanism.as_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(&(data.len() as i32).to_be_bytes());
+    body.extend_from_slice(data);
+    put_message(out, b'p', &body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::pg::frame::{Message, message_len};
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        put_message(&mut v, tag, body);
+        v
+    }
+
+    #[test]
+    fn startup_round_trip() {
+        let packet = encode_startup(&[("user", "agent"), ("database", "app")]);
+        assert_eq!(
+            decode_startup(&packet).unwrap(),
+            StartupRequest::Startup {
+                minor: 0,
+                params: vec![("user", "agent"), ("database", "app")]
+            }
+        );
+        let ssl = encode_request(SSL_REQUEST, &[]);
+        assert_eq!(decode_startup(&ssl).unwrap(), StartupRequest::Ssl);
+        let cancel = encode_request(CANCEL_REQUEST, &[7, -9]);
+        assert_eq!(
+            decode_startup(&cancel).unwrap(),
+            StartupRequest::Cancel {
+                process_id: 7,
+                secret_key: -9
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_startup_packets_are_errors() {
+        let cases: &[&[u8]] = &[
+            b"\0\0\0\x08\0\x02\0\0",                 // protocol 2.0
+            b"\0\0\0\x0c\0\x03\0\0user",             // unterminated key
+            b"\0\0\0\x0e\0\x03\0\0user\0x\0",        // no final NUL
+            b"\0\0\0\x0c\x04\xd2\x16\x2e\0\0\0\x01", // cancel missing secret
+            b"\0\0\0\x09\x04\xd2\x16\x2fZ",          // SSLRequest with a trailing byte
+        ];
+        for case in cases {
+            assert!(decode_startup(case).is_err(), "{case:?}");
+        }
+    }
+
+    /// Every frontend message tollgate decodes, from wire bytes built by hand.
+    #[test]
+    fn frontend_messages_decode() {
+        let mut bind = b"p1\0s1\0\0\x01\0\x01\0\x02\0\0\0\x02hi\xff\xff\xff\xff\0\x01\0\x01".to_vec();
+        let bind_msg = decode_frontend(b'B', &bind).unwrap();
+        assert_eq!(
+            bind_msg,
+            Frontend::Bind {
+                portal: "p1",
+                statement: "s1",
+                params: vec![Some(&b"hi"[..]), None],
+                param_formats: vec![1],
+                result_formats: vec![1],
+            }
+        );
+        bind.push(0);
+        assert!(decode_frontend(b'B', &bind).is_err(), "trailing byte");
+
+        let cases: Vec<(u8, &[u8], Frontend)> = vec![
+            (b'Q', b"select 1\0", Frontend::Query { sql: "select 1" }),
+            (
+                b'P',
+                b"s\0select $1\0\0\x01\0\0\0\x17",
+                Frontend::Parse {
+                    statement: "s",
+                    sql: "select $1",
+                    param_types: 1,
+                },
+            ),
+            (
+                b'D',
+                b"Pp\0",
+                Frontend::Describe {
+                    target: Target::Portal,
+                    name: "p",
+                },
+            ),
+            (
+                b'E',
+                b"\0\0\0\0\x05",
+                Frontend::Execute {
+                    portal: "",
+                    max_rows: 5,
+                },
+            ),
+            (
+                b'C',
+                b"Ss\0",
+                Frontend::Close {
+                    target: Target::Statement,
+                    name: "s",
+                },
+            ),
+            (b'S', b"", Frontend::Sync),
+            (b'H', b"", Frontend::Flush),
+            (b'X', b"", Frontend::Terminate),
+            (b'c', b"", Frontend::CopyDone),
+            (b'd', b"1\t2\n", Frontend::CopyData(b"1\t2\n")),
+            (b'f', b"stop\0", Frontend::CopyFail { message: "stop" }),
+            (
+                b'F',
+                b"\0\0\x04\x00\0\0\0\x01\0\0\0\x01x\0\0",
+                Frontend::FunctionCall {
+                    function_oid: 1024,
+                    args: vec![Some(&b"x"[..])],
+                },
+            ),
+        ];
+        for (tag, body, expected) in cases {
+            assert_eq!(
+                decode_frontend(tag, body).unwrap(),
+                expected,
+                "{}",
+                tag as char
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_frontend_messages_are_errors() {
+        let cases: &[(u8, &[u8])] = &[
+            (b'Q', b"select 1"),                        // no NUL
+            (b'Q', b"\xff\xfe\0"),                      // not UTF-8
+            (b'P', b"s\0select\0\xff\xff"),             // negative param count
+            (b'P', b"s\0select\0\0\x02\0\0\0\x17"),     // 2 types announced, 1 sent
+            (b'B', b"\0\0\0\0\0\x01\xff\xff\xff\xfe"),  // length -2
+            (b'B', b"\0\0\0\0\0\x01\0\0\0\x09ab\0\0"),  // value longer than body
+            (b'B', b"\0\0\0\x01\0\x07\0\0\0\0"),        // format code 7
+            (b'D', b"Xname\0"),                         // neither S nor P
+            (b'E', b"p\0\0\0"),                         // short max_rows
+            (b'S', b"x"),                               // Sync with a body
+            (b'F', b"\0\0\x04\0\0\0\0\0\0\x02"),        // missing result format
+            (b'?', b""),                                // unknown type
+        ];
+        for (tag, body) in cases {
+            assert!(
+                decode_frontend(*tag, body).is_err(),
+                "{} {body:?}",
+                *tag as char
+            );
+        }
+    }
+
+    #[test]
+    fn error_response_round_trip() {
+        let mut out = Vec::new();
+        put_error(&mut out, Severity::Fatal, "08P01", "bad frame");
+        let n = message_len(&out, 1 << 20).unwrap().unwrap();
+        let m = Message::from_frame(&out[..n]);
+        let Backend::ErrorResponse(f) = decode_backend(m.tag, m.body).unwrap() else {
+            panic!("not an error")
+        };
+        assert_eq!(f.get(b'S'), Some("FATAL"));
+        assert_eq!(f.get(b'C'), Some("08P01"));
+        assert_eq!(f.get(b'M'), Some("bad frame"));
+    }
+
+    #[test]
+    fn backend_messages_decode() {
+        let cases: Vec<(Vec<u8>, Backend)> = vec![
+            (
+                frame(b'R', b"\0\0\0\x05salt"),
+                Backend::Authentication {
+                    code: 5,
+                    data: b"salt",
+                },
+            ),
+            (
+                frame(b'K', b"\0\0\0\x01\0\0\0\x02"),
+                Backend::BackendKeyData {
+                    process_id: 1,
+                    secret_key: 2,
+                },
+            ),
+            (frame(b'Z', b"T"), Backend::ReadyForQuery(TxStatus::InTransaction)),
+            (
+                frame(b'S', b"TimeZone\0UTC\0"),
+                Backend::ParameterStatus {
+                    name: "TimeZone",
+                    value: "UTC",
+                },
+            ),
+            (frame(b'D', b"\0\x01\0\0\0\x011"), Backend::Other),
+        ];
+        for (wire, expected) in cases {
+            let m = Message::from_frame(&wire);
+            assert_eq!(decode_backend(m.tag, m.body).unwrap(), expected);
+        }
+        assert!(decode_backend(b'Z', b"Q").is_err());
+        assert!(decode_backend(b'K', b"\0\0\0\x01").is_err());
+    }
+
+    #[test]
+    fn sasl_initial_round_trip() {
+        let mut out = Vec::new();
+        put_sasl_initial(&mut out, "SCRAM-SHA-256", b"n,,n=,r=abc");
+        let m = Message::from_frame(&out);
+        assert_eq!(
+            decode_sasl_initial(m.body).unwrap(),
+            ("SCRAM-SHA-256", &b"n,,n=,r=abc"[..])
+        );
+    }
+}

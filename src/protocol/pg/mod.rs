@@ -1,0 +1,99 @@
+//! The PostgreSQL wire protocol, from the first byte a client sends to its last.
+//!
+//! - [`frame`]: where a message ends (pure, fuzzed).
+//! - [`messages`]: decoding of the messages the proxy looks into, encoding of those it writes.
+//! - [`scram`]: the server side of SCRAM-SHA-256 for client logins.
+//! - [`startup`]: TLS negotiation, client authentication, the upstream login.
+//! - [`relay`]: the two directions of an established connection and the stage hooks.
+//! - [`cancel`]: tollgate's own cancel keys mapped to upstream backends.
+
+pub mod cancel;
+pub mod frame;
+pub mod messages;
+pub mod relay;
+pub mod scram;
+pub mod startup;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, Target};
+use crate::pipeline::Stages;
+
+/// A client or server byte stream, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub type BoxIo = Box<dyn Io>;
+
+/// What every PostgreSQL connection of one daemon shares.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub client_tls: Option<TlsAcceptor>,
+    pub targets: HashMap<String, Arc<TargetRuntime>>,
+    pub cancels: Arc<cancel::Registry>,
+    pub stages: Stages,
+}
+
+/// A configured target with what was prepared for it at start.
+pub struct TargetRuntime {
+    pub config: Target,
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<crate::tls::Upstream>,
+    /// The SCRAM verifier of the client password, with a digest of the password it was
+    /// derived from, so a rotated secret file yields a new verifier.
+    scram: Mutex<Option<([u8; 32], Arc<scram::Verifier>)>>,
+}
+
+impl TargetRuntime {
+    pub fn new(config: &Target) -> Result<TargetRuntime, crate::tls::Error> {
+        let (host, port) = crate::config::split_host_port(&config.address)
+            .ok_or_else(|| crate::tls::Error::ServerName(config.address.clone()))?;
+        Ok(TargetRuntime {
+            config: config.clone(),
+            host: host.to_owned(),
+            port,
+            tls: crate::tls::upstream(&config.tls, host)?,
+            scram: Mutex::new(None),
+        })
+    }
+
+    /// The SCRAM verifier for the current client password.
+    fn scram_verifier(&self, password: &str) -> Arc<scram::Verifier> {
+        let digest: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, password.as_bytes())
+                .as_ref()
+                .try_into()
+                .unwrap_or([0; 32]);
+        let mut cached = self.scram.lock().unwrap_or_else(|p| p.into_inner());
+        match cached.as_ref() {
+            Some((d, v)) if *d == digest => Arc::clone(v),
+            _ => {
+                let v = Arc::new(scram::Verifier::new(password));
+                *cached = Some((digest, Arc::clone(&v)));
+                v
+            }
+        }
+    }
+}
+
+impl Context {
+    /// Prepares TLS and targets from a validated config.
+    pub fn new(config: Arc<Config>, stages: Stages) -> Result<Context, crate::tls::Error> {
+        let client_tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let mut targets = HashMap::new();
+        for t in &config.targets {
+            targets.insert(t.value.name.clone(), Arc::new(TargetRuntime::new(&t.value)?));
+        }
+        Ok(Context {
+            config,
+            client_tls,
+            targets,
+            cancels: Arc::new(cancel::Registry::default()),
+            stages,
+        })
+    }
+}

@@ -1,0 +1,376 @@
+//! An established connection: client frames to the server, server frames to the client.
+//!
+//! Each direction reads into one bounded buffer, frames every complete message in it, lets the
+//! stages see the ones they care about, and writes the batch before reading again. Nothing is
+//! read faster than the other side takes it, so a slow client slows the server (TCP
+//! backpressure) and memory stays at the buffer size whatever the result size. A batch that no
+//! stage changed is written as the bytes that were read.
+//!
+//! Only the server-to-client loop writes to the client: the client-to-server loop hands it
+//! protocol errors through a channel, so tollgate's own messages never land in the middle of a
+//! frame.
+//!
+//! ## Refusing a statement
+//! A refused statement is never forwarded. In its place the server receives a statement that
+//! fails to parse and names a marker unique to this connection and refusal
+//! (`tollgate_refused_<nonce>_<n>`). The server then does exactly what it does after any failed
+//! statement (aborts the transaction block, discards the rest of an extended-protocol batch up
+//! to Sync, sends ReadyForQuery with the right status), and the server-to-client loop swaps its
+//! syntax error for tollgate's refusal. Responses therefore stay in order however deeply the
+//! client pipelines.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info};
+
+use super::frame::{self, Message, put_message};
+use super::messages::{self, Backend, Frontend, Severity, TxStatus, put_error};
+use super::startup::{Established, READ_CHUNK};
+use super::{BoxIo, Context};
+use crate::pipeline::{ConnInfo, Origin, Statement, Verdict};
+use crate::server::Phase;
+
+/// Why a relay ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client sent Terminate or closed its socket.
+    ClientClosed,
+    /// The server closed the connection.
+    ServerClosed,
+    /// A malformed or oversize client frame; the client was sent FATAL 08P01.
+    ClientProtocol(String),
+    /// A malformed server frame; the client was sent FATAL 08P01.
+    ServerProtocol(String),
+    /// The daemon is shutting down; the client was sent FATAL 57P01.
+    Shutdown,
+    Io(std::io::Error),
+}
+
+/// A refusal waiting for the server's error on its marker statement.
+struct Pending {
+    seq: u64,
+    /// The ReadyForQuery count after which the marker can no longer produce an error.
+    unit: u64,
+    error: Vec<u8>,
+}
+
+/// State the two directions share.
+struct Shared {
+    /// Statements sent (Query, Sync, FunctionCall) minus ReadyForQuery seen.
+    in_flight: AtomicU64,
+    pending: Mutex<Vec<Pending>>,
+    marker: String,
+}
+
+/// Runs an established connection until either side ends it.
+pub async fn run(ctx: &Context, est: Established, info: ConnInfo, mut phase: watch::Receiver<Phase>) -> End {
+    let Established {
+        client, server, ..
+    } = est;
+    let (client_rd, client_wr) = tokio::io::split(client.io);
+    let (server_rd, server_wr) = tokio::io::split(server.io);
+    let mut nonce = [0u8; 8];
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut nonce)
+        .expect("system random number generator failed");
+    let shared = Shared {
+        in_flight: AtomicU64::new(0),
+        pending: Mutex::new(Vec::new()),
+        marker: format!(
+            "tollgate_refused_{}_",
+            nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    };
+    let (control_tx, control_rx) = mpsc::channel::<Vec<u8>>(1);
+    let upstream = client_to_server(ctx, &info, &shared, client_rd, client.buf, server_wr, control_tx);
+    let downstream = server_to_client(ctx, &shared, server_rd, server.buf, client_wr, control_rx, &mut phase);
+    tokio::pin!(upstream, downstream);
+    tokio::select! {
+        end = &mut upstream => match end {
+            // The server-to-client loop is sending the client its FATAL error.
+            End::ClientProtocol(_) => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut downstream).await;
+                end
+            }
+            end => end,
+        },
+        end = &mut downstream => end,
+    }
+}
+
+/// Collects a batch's output: runs of unchanged frames stay in the read buffer until a stage
+/// changes a frame, and only then is anything copied.
+struct Batch {
+    out: Option<Vec<u8>>,
+    kept_from: usize,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            out: None,
+            kept_from: 0,
+        }
+    }
+
+    /// Puts `replacement` in place of `buf[start..end]`.
+    fn replace(&mut self, buf: &[u8], start: usize, end: usize, replacement: &[u8]) {
+        let out = self.out.get_or_insert_with(Vec::new);
+        out.extend_from_slice(&buf[self.kept_from..start]);
+        out.extend_from_slice(replacement);
+        self.kept_from = end;
+    }
+
+    /// The bytes to write for `buf[..consumed]`.
+    fn finish<'a>(&'a mut self, buf: &'a [u8], consumed: usize) -> &'a [u8] {
+        match &mut self.out {
+            None => &buf[..consumed],
+            Some(out) => {
+                out.extend_from_slice(&buf[self.kept_from..consumed]);
+                out
+            }
+        }
+    }
+}
+
+async fn client_to_server(
+    ctx: &Context,
+    info: &ConnInfo,
+    shared: &Shared,
+    mut rd: ReadHalf<BoxIo>,
+    mut buf: BytesMut,
+    mut wr: WriteHalf<BoxIo>,
+    control: mpsc::Sender<Vec<u8>>,
+) -> End {
+    let max = ctx.config.limits.max_client_frame;
+    let inspect = &ctx.stages.inspect;
+    // ReadyForQuery messages the server will have sent once it has answered what we forwarded.
+    let mut units: u64 = 0;
+    let mut seq: u64 = 0;
+    loop {
+        let mut batch = Batch::new();
+        let mut pos = 0;
+        let mut terminate = false;
+        let problem = loop {
+            let n = match frame::message_len(&buf[pos..], max) {
+                Ok(Some(n)) => n,
+                Ok(None) => break None,
+                Err(e) => break Some(e.to_string()),
+            };
+            let m = Message::from_frame(&buf[pos..pos + n]);
+            let msg = match messages::decode_frontend(m.tag, m.body) {
+                Ok(msg) => msg,
+                Err(e) => break Some(e.to_string()),
+            };
+            let statement = match msg {
+                Frontend::Query { sql } => Some(Statement {
+                    sql,
+                    origin: Origin::Simple,
+                }),
+                Frontend::Parse { statement, sql, .. } => Some(Statement {
+                    sql,
+                    origin: Origin::Prepare { name: statement },
+                }),
+                Frontend::FunctionCall { function_oid, .. } => Some(Statement {
+                    sql: "",
+                    origin: Origin::FunctionCall { oid: function_oid },
+                }),
+                Frontend::Password(_) => break Some("unexpected password message".into()),
+                Frontend::Terminate => {
+                    terminate = true;
+                    None
+                }
+                _ => None,
+            };
+            if matches!(msg, Frontend::Query { .. } | Frontend::Sync | Frontend::FunctionCall { .. }) {
+                units += 1;
+                shared.in_flight.fetch_add(1, Ordering::AcqRel);
+            }
+            if let Some(statement) = statement
+                && let Verdict::Refuse { sqlstate, message } = inspect.inspect(info, &statement)
+            {
+                seq += 1;
+                let marker = format!("{}{seq}", shared.marker);
+                let mut substitute = Vec::with_capacity(marker.len() + 16);
+                match statement.origin {
+                    Origin::Prepare { name } => {
+                        let mut body = Vec::with_capacity(name.len() + marker.len() + 4);
+                        body.extend_from_slice(name.as_bytes());
+                        body.push(0);
+                        body.extend_from_slice(marker.as_bytes());
+                        body.extend_from_slice(&[0, 0, 0]);
+                        put_message(&mut substitute, b'P', &body);
+                    }
+                    // A FunctionCall answers with ErrorResponse and ReadyForQuery like a Query.
+                    Origin::Simple | Origin::FunctionCall { .. } => {
+                        let mut body = marker.into_bytes();
+                        body.push(0);
+                        put_message(&mut substitute, b'Q', &body);
+                    }
+                }
+                let mut error = Vec::new();
+                put_error(&mut error, Severity::Error, &sqlstate, &message);
+                // A Parse's marker fails before the Sync that ends its unit; a Query's is its own.
+                let unit = if matches!(statement.origin, Origin::Prepare { .. }) {
+                    units + 1
+                } else {
+                    units
+                };
+                shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Pending { seq, unit, error });
+                debug!(conn = %info.id, sqlstate, "statement refused");
+                batch.replace(&buf, pos, pos + n, &substitute);
+            }
+            pos += n;
+            if terminate {
+                break None;
+            }
+        };
+        if pos > 0 {
+            let bytes = batch.finish(&buf, pos);
+            if let Err(e) = write_all(&mut wr, bytes).await {
+                return End::Io(e);
+            }
+            buf.advance(pos);
+        }
+        if terminate {
+            return End::ClientClosed;
+        }
+        if let Some(problem) = problem {
+            let mut out = Vec::new();
+            put_error(&mut out, Severity::Fatal, "08P01", &format!("invalid frontend message: {problem}"));
+            let _ = control.send(out).await;
+            info!(conn = %info.id, problem, "closing connection on a protocol violation");
+            return End::ClientProtocol(problem);
+        }
+        buf.reserve(READ_CHUNK);
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => return End::ClientClosed,
+            Ok(_) => {}
+            Err(e) => return End::Io(e),
+        }
+    }
+}
+
+async fn write_all(wr: &mut WriteHalf<BoxIo>, bytes: &[u8]) -> std::io::Result<()> {
+    wr.write_all(bytes).await?;
+    wr.flush().await
+}
+
+async fn server_to_client(
+    ctx: &Context,
+    shared: &Shared,
+    mut rd: ReadHalf<BoxIo>,
+    mut buf: BytesMut,
+    mut wr: WriteHalf<BoxIo>,
+    mut control: mpsc::Receiver<Vec<u8>>,
+    phase: &mut watch::Receiver<Phase>,
+) -> End {
+    let max = ctx.config.limits.max_server_frame;
+    let mut units_done: u64 = 0;
+    let mut status = TxStatus::Idle;
+    loop {
+        let mut batch = Batch::new();
+        let mut pos = 0;
+        let problem = loop {
+            let n = match frame::message_len(&buf[pos..], max) {
+                Ok(Some(n)) => n,
+                Ok(None) => break None,
+                Err(e) => break Some(e.to_string()),
+            };
+            let m = Message::from_frame(&buf[pos..pos + n]);
+            match m.tag {
+                b'Z' => match messages::decode_backend(m.tag, m.body) {
+                    Ok(Backend::ReadyForQuery(s)) => {
+                        status = s;
+                        units_done += 1;
+                        let _ = shared.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
+                        let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+                        if !pending.is_empty() {
+                            pending.retain(|p| p.unit > units_done);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => break Some(e.to_string()),
+                },
+                b'E' => {
+                    if let Some(error) = take_refusal(shared, m) {
+                        batch.replace(&buf, pos, pos + n, &error);
+                    }
+                }
+                _ => {}
+            }
+            pos += n;
+        };
+        if pos > 0 {
+            let bytes = batch.finish(&buf, pos);
+            if let Err(e) = write_all(&mut wr, bytes).await {
+                return End::Io(e);
+            }
+            buf.advance(pos);
+        }
+        if let Some(problem) = problem {
+            let mut out = Vec::new();
+            put_error(&mut out, Severity::Fatal, "08P01", "tollgate received an invalid message from the server");
+            let _ = write_all(&mut wr, &out).await;
+            return End::ServerProtocol(problem);
+        }
+        // A draining daemon closes a connection once nothing is running on it.
+        let draining = *phase.borrow() == Phase::Draining;
+        if draining && status == TxStatus::Idle && shared.in_flight.load(Ordering::Acquire) == 0 && buf.is_empty() {
+            return shutdown(&mut wr).await;
+        }
+        buf.reserve(READ_CHUNK);
+        tokio::select! {
+            read = rd.read_buf(&mut buf) => match read {
+                Ok(0) => return End::ServerClosed,
+                Ok(_) => {}
+                Err(e) => return End::Io(e),
+            },
+            Some(out) = control.recv() => {
+                let _ = write_all(&mut wr, &out).await;
+                return End::ClientProtocol("reported by the client loop".into());
+            }
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow() == Phase::Closing {
+                    return shutdown(&mut wr).await;
+                }
+            }
+        }
+    }
+}
+
+/// If this ErrorResponse answers one of our marker statements, the refusal to send instead.
+fn take_refusal(shared: &Shared, m: Message<'_>) -> Option<Vec<u8>> {
+    let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+    if pending.is_empty() {
+        return None;
+    }
+    let Ok(Backend::ErrorResponse(fields)) = messages::decode_backend(m.tag, m.body) else {
+        return None;
+    };
+    let text = fields.get(b'M')?;
+    let at = text.find(&shared.marker)? + shared.marker.len();
+    let digits: &str = &text[at..];
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    let seq: u64 = digits[..end].parse().ok()?;
+    let index = pending.iter().position(|p| p.seq == seq)?;
+    Some(pending.swap_remove(index).error)
+}
+
+async fn shutdown(wr: &mut WriteHalf<BoxIo>) -> End {
+    let mut out = Vec::new();
+    put_error(&mut out, Severity::Fatal, "57P01", "terminating connection because tollgate is shutting down");
+    let _ = write_all(wr, &out).await;
+    End::Shutdown
+}
+
+/// A process-wide connection counter for [`ConnId`](crate::pipeline::ConnId)s.
+pub static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);

@@ -1,0 +1,597 @@
+//! A connection's first phase: encryption negotiation, the client's login, the upstream login.
+//!
+//! Order matters: the client proves who it is before tollgate opens anything upstream, and the
+//! upstream credentials never travel toward the client. When this phase succeeds the client has
+//! received AuthenticationOk, the server's ParameterStatus messages, tollgate's own
+//! BackendKeyData and ReadyForQuery, and both streams are handed to the relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::cancel::{Registration, UpstreamKey};
+use super::frame::{self, FrameError, Message};
+use super::messages::{
+    self, Backend, Frontend, MessageError, Severity, StartupRequest, TxStatus, put_error,
+};
+use super::scram;
+use super::{BoxIo, Context, TargetRuntime};
+use crate::config::ClientAuthMethod;
+
+/// Bytes read from a socket at a time.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Why a connection ended during startup. The client has already been told, where possible.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Message(#[from] MessageError),
+    #[error("client refused: {0}")]
+    Refused(String),
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("upstream: {0}")]
+    Upstream(String),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+}
+
+/// A socket with its read buffer.
+pub struct Conn {
+    pub io: BoxIo,
+    pub buf: BytesMut,
+}
+
+impl Conn {
+    pub fn new(io: BoxIo) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::with_capacity(8 * 1024),
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), Error> {
+        self.buf.reserve(8 * 1024);
+        if self.io.read_buf(&mut self.buf).await? == 0 {
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        Ok(())
+    }
+
+    /// The next startup-phase packet, length included.
+    async fn read_startup(&mut self) -> Result<BytesMut, Error> {
+        loop {
+            if let Some(n) = frame::startup_len(&self.buf)? {
+                return Ok(self.buf.split_to(n));
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// The next regular message, as a complete frame.
+    pub async fn read_message(&mut self, max: usize) -> Result<BytesMut, Error> {
+        loop {
+            if let Some(n) = frame::message_len(&self.buf, max)? {
+                return Ok(self.buf.split_to(n));
+            }
+            self.fill().await?;
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Sends a FATAL error; the caller then closes the connection.
+    pub async fn fatal(&mut self, sqlstate: &str, message: &str) {
+        let mut out = Vec::new();
+        put_error(&mut out, Severity::Fatal, sqlstate, message);
+        // The connection is ending either way; a client that is gone cannot be told.
+        let _ = self.send(&out).await;
+    }
+}
+
+/// An authenticated client joined to its logged-in upstream.
+pub struct Established {
+    pub client: Conn,
+    pub server: Conn,
+    pub user: String,
+    pub target: Arc<TargetRuntime>,
+    pub application_name: Option<String>,
+    /// Keeps this connection's cancel key registered while it lives.
+    pub cancel: Registration,
+}
+
+/// The startup phase. `Ok(None)` when the connection was a CancelRequest (handled here).
+pub async fn run(ctx: &Context, tcp: TcpStream, peer: SocketAddr) -> Result<Option<Established>, Error> {
+    let mut client = Conn::new(Box::new(tcp));
+    let mut tls = false;
+    // A client may ask for GSS encryption, then SSL, then start; no more rounds than that.
+    let (minor, params) = 'negotiate: {
+        for _ in 0..3 {
+            let packet = client.read_startup().await?;
+            let request = match messages::decode_startup(&packet) {
+                Ok(r) => r,
+                Err(e) => {
+                    client.fatal("08P01", &format!("invalid startup packet: {}", e.problem)).await;
+                    return Err(e.into());
+                }
+            };
+            match request {
+                StartupRequest::Ssl if tls => {
+                    client.fatal("08P01", "SSLRequest received twice").await;
+                    return Err(Error::Refused("second SSLRequest".into()));
+                }
+                StartupRequest::Ssl => match &ctx.client_tls {
+                    Some(acceptor) => {
+                        // Bytes sent before the handshake would be plaintext injected into the
+                        // encrypted session (CVE-2021-23214): refuse them.
+                        if !client.buf.is_empty() {
+                            return Err(Error::Refused("data sent before the TLS handshake".into()));
+                        }
+                        client.send(b"S").await?;
+                        client = Conn::new(upgrade_client(client.io, acceptor).await?);
+                        tls = true;
+                    }
+                    None => client.send(b"N").await?,
+                },
+                StartupRequest::GssEnc => client.send(b"N").await?,
+                StartupRequest::Cancel {
+                    process_id,
+                    secret_key,
+                } => {
+                    forward_cancel(ctx, process_id, secret_key).await;
+                    return Ok(None);
+                }
+                StartupRequest::Startup { minor, params } => {
+                    let params: Vec<(String, String)> = params
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect();
+                    break 'negotiate (minor, params);
+                }
+            }
+        }
+        client.fatal("08P01", "too many encryption negotiation requests").await;
+        return Err(Error::Refused("negotiation loop".into()));
+    };
+
+    if ctx.config.tls.as_ref().is_some_and(|t| t.require) && !tls {
+        client
+            .fatal("28000", "tollgate requires an encrypted connection (use sslmode=require)")
+            .await;
+        return Err(Error::Refused("plaintext client while TLS is required".into()));
+    }
+
+    // tollgate speaks protocol 3.0 and no protocol extensions; say so, then go on.
+    let unrecognized: Vec<&str> = params
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("_pq_."))
+        .collect();
+    if minor > 0 || !unrecognized.is_empty() {
+        let mut out = Vec::new();
+        messages::put_negotiate(&mut out, &unrecognized);
+        client.send(&out).await?;
+    }
+
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let Some(user) = get("user").filter(|u| !u.is_empty()).map(str::to_owned) else {
+        client.fatal("28000", "no PostgreSQL user name specified in startup packet").await;
+        return Err(Error::Refused("no user".into()));
+    };
+    let database = get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_owned();
+    if get("replication").is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0")) {
+        client.fatal("08P01", "tollgate does not relay replication connections").await;
+        return Err(Error::Refused("replication requested".into()));
+    }
+    let mut forwarded: Vec<(&str, &str)> = Vec::new();
+    for (k, v) in &params {
+        if matches!(k.as_str(), "user" | "database" | "replication") || k.starts_with("_pq_.") {
+            continue;
+        }
+        if !FORWARDED_PARAMETERS.contains(&k.to_ascii_lowercase().as_str()) {
+            client
+                .fatal(
+                    "42501",
+                    &format!("startup parameter \"{k}\" is not allowed through tollgate"),
+                )
+                .await;
+            return Err(Error::Refused(format!("startup parameter {k}")));
+        }
+        forwarded.push((k, v));
+    }
+    let application_name = get("application_name").map(str::to_owned);
+
+    let Some(target) = ctx.targets.get(&database).cloned() else {
+        client
+            .fatal("3D000", &format!("database \"{database}\" does not exist"))
+            .await;
+        return Err(Error::Refused(format!("unknown database {database:?}")));
+    };
+
+    authenticate_client(ctx, &mut client, &target, &user).await?;
+    debug!(%peer, user, target = target.config.name, "client authenticated");
+
+    let (server, key) = match connect_upstream(ctx, &target, &forwarded).await {
+        Ok(ok) => ok,
+        Err((e, sqlstate)) => {
+            warn!(target = target.config.name, error = %e, "upstream login failed");
+            client
+                .fatal(
+                    sqlstate,
+                    "tollgate could not open the upstream connection (see the tollgate log)",
+                )
+                .await;
+            return Err(e);
+        }
+    };
+
+    // AuthenticationOk, the server's parameters, tollgate's cancel key, ReadyForQuery.
+    let (cancel, secret) = ctx.cancels.register(UpstreamKey {
+        target: target.config.name.as_str().into(),
+        process_id: key.process_id,
+        secret_key: key.secret_key,
+    });
+    let mut out = Vec::new();
+    messages::put_auth(&mut out, 0, &[]);
+    out.extend_from_slice(&key.greeting);
+    messages::put_backend_key(&mut out, cancel.process_id(), secret);
+    messages::put_ready(&mut out, key.status);
+    client.send(&out).await?;
+    // Anything the server sent after its ReadyForQuery stays in `server.buf` for the relay.
+
+    Ok(Some(Established {
+        client,
+        server,
+        user,
+        target,
+        application_name,
+        cancel,
+    }))
+}
+
+/// Startup parameters passed on to the server. Anything else is refused: a parameter such as
+/// `options` would set server settings (a role, say) without any statement being inspected.
+const FORWARDED_PARAMETERS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "intervalstyle",
+    "extra_float_digits",
+    "search_path",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "default_transaction_isolation",
+    "default_transaction_read_only",
+    "bytea_output",
+    "standard_conforming_strings",
+];
+
+async fn upgrade_client(io: BoxIo, acceptor: &tokio_rustls::TlsAcceptor) -> Result<BoxIo, Error> {
+    let stream = acceptor.accept(io).await.map_err(Error::Tls)?;
+    Ok(Box::new(stream))
+}
+
+/// The client's login against the target's configured client credentials.
+async fn authenticate_client(
+    ctx: &Context,
+    client: &mut Conn,
+    target: &TargetRuntime,
+    user: &str,
+) -> Result<(), Error> {
+    let auth = &target.config.client_auth;
+    let max = ctx.config.limits.max_client_frame.min(64 * 1024);
+    let expected = match auth.password.read() {
+        Ok(p) => p,
+        Err(e) => {
+            // Fail closed: a secret that cannot be read lets nobody in.
+            warn!(target = target.config.name, error = %e, "client password unavailable");
+            client.fatal("28P01", &failed(user)).await;
+            return Err(Error::Auth(format!("client password unavailable: {e}")));
+        }
+    };
+    let user_ok = auth.user.as_deref().is_none_or(|u| scram::password_matches(u, user));
+    let outcome = match auth.method {
+        ClientAuthMethod::Password => {
+            let mut out = Vec::new();
+            messages::put_auth(&mut out, 3, &[]);
+            client.send(&out).await?;
+            let frame = client.read_message(max).await?;
+            let m = Message::from_frame(&frame);
+            match expect_password(m).and_then(|body| Ok(messages::decode_password(body)?)) {
+                Ok(given) if scram::password_matches(given, &expected) => Ok(()),
+                Ok(_) => Err("wrong password".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        ClientAuthMethod::ScramSha256 => scram_exchange(client, target, &expected, max).await?,
+    };
+    let outcome = outcome.and_then(|()| {
+        if user_ok {
+            Ok(())
+        } else {
+            Err("user name not allowed for this target".to_owned())
+        }
+    });
+    if let Err(reason) = outcome {
+        warn!(target = target.config.name, user, reason, "client authentication failed");
+        client.fatal("28P01", &failed(user)).await;
+        return Err(Error::Auth(reason));
+    }
+    Ok(())
+}
+
+fn failed(user: &str) -> String {
+    format!("password authentication failed for user \"{user}\"")
+}
+
+fn expect_password(m: Message<'_>) -> Result<&[u8], Error> {
+    match messages::decode_frontend(m.tag, m.body)? {
+        Frontend::Password(body) => Ok(body),
+        _ => Err(Error::Auth("expected a password message".into())),
+    }
+}
+
+/// Runs SCRAM-SHA-256; the outer error is an I/O failure, the inner one a failed login.
+async fn scram_exchange(
+    client: &mut Conn,
+    target: &TargetRuntime,
+    password: &str,
+    max: usize,
+) -> Result<Result<(), String>, Error> {
+    let verifier = target.scram_verifier(password);
+    let mut out = Vec::new();
+    messages::put_auth(&mut out, 10, format!("{}\0\0", scram::MECHANISM).as_bytes());
+    client.send(&out).await?;
+
+    let frame = client.read_message(max).await?;
+    let body = expect_password(Message::from_frame(&frame))?;
+    let (mechanism, first) = messages::decode_sasl_initial(body)?;
+    if mechanism != scram::MECHANISM {
+        return Ok(Err(format!("unsupported SASL mechanism {mechanism:?}")));
+    }
+    let (exchange, server_first) = match scram::server_first(&verifier, first) {
+        Ok(ok) => ok,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    out.clear();
+    messages::put_auth(&mut out, 11, &server_first);
+    client.send(&out).await?;
+
+    let frame = client.read_message(max).await?;
+    let body = expect_password(Message::from_frame(&frame))?;
+    match exchange.server_final(body) {
+        Ok(server_final) => {
+            out.clear();
+            messages::put_auth(&mut out, 12, &server_final);
+            client.send(&out).await?;
+            Ok(Ok(()))
+        }
+        Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
+/// What the upstream told us once logged in.
+struct UpstreamSession {
+    process_id: i32,
+    secret_key: i32,
+    status: TxStatus,
+    /// ParameterStatus and NoticeResponse frames, passed on to the client as they were.
+    greeting: Vec<u8>,
+}
+
+/// Opens the TCP (and TLS) connection to a target's server.
+pub async fn open_upstream(ctx: &Context, target: &TargetRuntime) -> Result<Conn, Error> {
+    let timeout = ctx.config.limits.upstream_connect_timeout;
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect((target.host.as_str(), target.port)))
+        .await
+        .map_err(|_| Error::Upstream(format!("connect to {} timed out", target.config.address)))?
+        .map_err(|e| Error::Upstream(format!("connect to {}: {e}", target.config.address)))?;
+    tcp.set_nodelay(true)?;
+    let Some(tls) = &target.tls else {
+        return Ok(Conn::new(Box::new(tcp)));
+    };
+    let mut conn = Conn::new(Box::new(tcp));
+    conn.send(&messages::encode_request(messages::SSL_REQUEST, &[])).await?;
+    let mut answer = [0u8; 1];
+    conn.io.read_exact(&mut answer).await?;
+    if answer[0] != b'S' {
+        return Err(Error::Upstream(format!(
+            "{} does not accept TLS, and the target's TLS mode needs it",
+            target.config.address
+        )));
+    }
+    let stream = tls
+        .connector
+        .connect(tls.server_name.clone(), conn.io)
+        .await
+        .map_err(|e| Error::Upstream(format!("TLS with {}: {e}", target.config.address)))?;
+    Ok(Conn::new(Box::new(stream)))
+}
+
+/// Connects and logs in upstream with the target's credentials. On failure, also returns the
+/// SQLSTATE to show the client.
+async fn connect_upstream(
+    ctx: &Context,
+    target: &TargetRuntime,
+    forwarded: &[(&str, &str)],
+) -> Result<(Conn, UpstreamSession), (Error, &'static str)> {
+    let mut server = open_upstream(ctx, target).await.map_err(|e| (e, "08006"))?;
+    let cfg = &target.config;
+    let password = match &cfg.password {
+        Some(secret) => Some(
+            secret
+                .read()
+                .map_err(|e| (Error::Upstream(format!("upstream password: {e}")), "08006"))?,
+        ),
+        None => None,
+    };
+    let mut params = vec![("user", cfg.user.as_str()), ("database", cfg.upstream_database())];
+    params.extend_from_slice(forwarded);
+    let io = |e: Error| (e, "08006");
+    server.send(&messages::encode_startup(&params)).await.map_err(io)?;
+
+    let max = ctx.config.limits.max_server_frame;
+    let mut scram: Option<ScramSha256> = None;
+    let mut greeting = Vec::new();
+    let mut key = None;
+    loop {
+        let frame = server.read_message(max).await.map_err(io)?;
+        let m = Message::from_frame(&frame);
+        let decoded = messages::decode_backend(m.tag, m.body).map_err(|e| io(e.into()))?;
+        let need_password = || {
+            password
+                .as_deref()
+                .ok_or_else(|| (Error::Upstream("the server asks for a password and the target has none".into()), "08006"))
+        };
+        let mut out = Vec::new();
+        match decoded {
+            Backend::Authentication { code: 0, .. } => {}
+            Backend::Authentication { code: 3, .. } => {
+                let pw = need_password()?;
+                let mut body = pw.as_bytes().to_vec();
+                body.push(0);
+                messages::put_password(&mut out, &body);
+            }
+            Backend::Authentication { code: 5, data } => {
+                let pw = need_password()?;
+                let salt: [u8; 4] = data
+                    .try_into()
+                    .map_err(|_| io(Error::Upstream("malformed MD5 request".into())))?;
+                let hash = postgres_protocol::authentication::md5_hash(
+                    cfg.user.as_bytes(),
+                    pw.as_bytes(),
+                    salt,
+                );
+                let mut body = hash.into_bytes();
+                body.push(0);
+                messages::put_password(&mut out, &body);
+            }
+            Backend::Authentication { code: 10, data } => {
+                let pw = need_password()?;
+                let offered = data.split(|&b| b == 0).any(|m| m == scram::MECHANISM.as_bytes());
+                if !offered {
+                    return Err(io(Error::Upstream("the server offers no SASL mechanism tollgate supports".into())));
+                }
+                // No channel binding: "n" tells a server that offers -PLUS that we do not
+                // support it, which it accepts (unlike "y").
+                let client = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                messages::put_sasl_initial(&mut out, scram::MECHANISM, client.message());
+                scram = Some(client);
+            }
+            Backend::Authentication { code: 11, data } => {
+                let client = scram
+                    .as_mut()
+                    .ok_or_else(|| io(Error::Upstream("SASL continue out of order".into())))?;
+                client
+                    .update(data)
+                    .map_err(|e| io(Error::Upstream(format!("SCRAM: {e}"))))?;
+                messages::put_password(&mut out, client.message());
+            }
+            Backend::Authentication { code: 12, data } => {
+                let client = scram
+                    .as_mut()
+                    .ok_or_else(|| io(Error::Upstream("SASL final out of order".into())))?;
+                // Checks the server's signature: a server that does not know the password
+                // cannot pretend to.
+                client
+                    .finish(data)
+                    .map_err(|e| io(Error::Upstream(format!("SCRAM server signature: {e}"))))?;
+            }
+            Backend::Authentication { code, .. } => {
+                return Err(io(Error::Upstream(format!(
+                    "unsupported upstream authentication request {code}"
+                ))));
+            }
+            Backend::ErrorResponse(fields) => {
+                let sqlstate = match fields.get(b'C') {
+                    Some("53300") => "53300",
+                    Some("57P03") => "57P03",
+                    _ => "08006",
+                };
+                return Err((
+                    Error::Upstream(format!(
+                        "server refused: {} {}",
+                        fields.get(b'C').unwrap_or_default(),
+                        fields.get(b'M').unwrap_or_default()
+                    )),
+                    sqlstate,
+                ));
+            }
+            Backend::BackendKeyData {
+                process_id,
+                secret_key,
+            } => key = Some((process_id, secret_key)),
+            Backend::ParameterStatus { .. } | Backend::NoticeResponse(_) => {
+                greeting.extend_from_slice(&frame);
+            }
+            Backend::NegotiateProtocolVersion { .. } => {}
+            Backend::ReadyForQuery(status) => {
+                let (process_id, secret_key) = key.unwrap_or((0, 0));
+                return Ok((
+                    server,
+                    UpstreamSession {
+                        process_id,
+                        secret_key,
+                        status,
+                        greeting,
+                    },
+                ));
+            }
+            Backend::Other => {
+                return Err(io(Error::Upstream(format!(
+                    "unexpected message {:?} during login",
+                    m.tag as char
+                ))));
+            }
+        }
+        if !out.is_empty() {
+            server.send(&out).await.map_err(io)?;
+        }
+    }
+}
+
+/// Sends a cancel to the upstream backend behind tollgate's key. Unknown keys are ignored, as
+/// PostgreSQL does, so a client learns nothing from a guess.
+async fn forward_cancel(ctx: &Context, process_id: i32, secret_key: i32) {
+    let Some(key) = ctx.cancels.lookup(process_id, secret_key) else {
+        debug!("cancel request with an unknown key");
+        return;
+    };
+    let Some(target) = ctx.targets.get(&*key.target) else {
+        return;
+    };
+    let request = messages::encode_request(
+        messages::CANCEL_REQUEST,
+        &[key.process_id, key.secret_key],
+    );
+    match open_upstream(ctx, target).await {
+        Ok(mut server) => {
+            if let Err(e) = server.send(&request).await {
+                warn!(target = &*key.target, error = %e, "cancel not delivered");
+            }
+            // The server closes the connection when done; wait briefly so it reads the request.
+            let mut sink = [0u8; 1];
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                server.io.read(&mut sink),
+            )
+            .await;
+        }
+        Err(e) => warn!(target = &*key.target, error = %e, "cancel not delivered"),
+    }
+}
