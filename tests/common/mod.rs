@@ -1,0 +1,212 @@
+//! Shared by the integration tests: a tollgate started in-process on a free port in front of
+//! the machine's real PostgreSQL (127.0.0.1:5432), and a raw protocol client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tollgate::config::Config;
+use tollgate::pipeline::Stages;
+use tollgate::protocol::pg::Context;
+
+pub const AGENT_PASSWORD: &str = "agent-secret";
+
+/// Targets every test config has: `test` (SCRAM client login) and `plain` (cleartext client
+/// login, for raw-protocol tests), both in front of the local `test` database.
+pub fn targets(dir: &std::path::Path) -> String {
+    let pw = dir.join("agent-password");
+    std::fs::write(&pw, format!("{AGENT_PASSWORD}\n")).unwrap();
+    format!(
+        "
+targets:
+  - name: test
+    address: 127.0.0.1:5432
+    user: postgres
+    client_auth: {{ method: scram-sha-256, user: agent, password: {{ file: {pw} }} }}
+  - name: plain
+    address: 127.0.0.1:5432
+    database: test
+    user: postgres
+    client_auth: {{ method: password, user: agent, password: {{ file: {pw} }} }}
+",
+        pw = pw.display()
+    )
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Proxy {
+    /// Starts tollgate with the default targets and `extra` YAML (top-level keys).
+    pub async fn start(extra: &str) -> Proxy {
+        Proxy::start_with(extra, "", Stages::default()).await
+    }
+
+    /// `extra_targets` is appended to the target list (YAML list items).
+    pub async fn start_with(extra: &str, extra_targets: &str, stages: Stages) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!("{extra}\n{}{extra_targets}", targets(dir.path()));
+        Proxy::start_yaml(dir, &yaml, stages).await
+    }
+
+    pub async fn start_yaml(dir: tempfile::TempDir, yaml: &str, stages: Stages) -> Proxy {
+        let config = Arc::new(Config::parse(yaml, "test.yaml").expect("test config"));
+        let ctx = Arc::new(Context::new(config, stages).expect("context"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(tollgate::server::run(listener, ctx, async {
+            let _ = rx.await;
+        }));
+        Proxy {
+            addr,
+            dir,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=agent password={AGENT_PASSWORD} dbname={database} sslmode=disable",
+            self.addr.port()
+        )
+    }
+
+    /// A tokio-postgres client through tollgate, its connection driven in the background.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url("test"), tokio_postgres::NoTls)
+            .await
+            .expect("connect through tollgate");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Begins graceful shutdown and returns the server task to await.
+    pub fn shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle.take().expect("already shut down")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// A client speaking the protocol byte by byte, for what real drivers never send.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+pub fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+pub fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = 196_608i32.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        Raw {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects and logs in to the `plain` target with a cleartext password.
+    pub async fn login(addr: SocketAddr) -> Raw {
+        let mut raw = Raw::connect(addr).await;
+        raw.send(&startup_packet(&[("user", "agent"), ("database", "plain")])).await;
+        let (tag, body) = raw.read().await.expect("auth request");
+        assert_eq!((tag, &body[..]), (b'R', &3i32.to_be_bytes()[..]));
+        raw.send(&frame(b'p', format!("{AGENT_PASSWORD}\0").as_bytes())).await;
+        raw.until_ready().await;
+        raw
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// The next message, or `None` at end of stream; fails the test after 10 s.
+    pub async fn read(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = i32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+                if self.buf.len() > len {
+                    let msg: Vec<u8> = self.buf.drain(..len + 1).collect();
+                    return Some((msg[0], msg[5..].to_vec()));
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+                .await
+                .expect("no answer within 10 s")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads up to and including ReadyForQuery; returns the messages before it.
+    pub async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut seen = Vec::new();
+        loop {
+            let (tag, body) = self.read().await.expect("connection closed before ReadyForQuery");
+            if tag == b'Z' {
+                return seen;
+            }
+            seen.push((tag, body));
+        }
+    }
+}
+
+/// A field of an ErrorResponse/NoticeResponse body.
+pub fn error_field(body: &[u8], code: u8) -> Option<String> {
+    let mut rest = body;
+    while let Some((&c, tail)) = rest.split_first() {
+        if c == 0 {
+            return None;
+        }
+        let end = tail.iter().position(|&b| b == 0)?;
+        if c == code {
+            return Some(String::from_utf8_lossy(&tail[..end]).into_owned());
+        }
+        rest = &tail[end + 1..];
+    }
+    None
+}
+
+/// The SQLSTATE of a tokio-postgres error (from the server or from tollgate).
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
