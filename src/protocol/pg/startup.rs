@@ -114,20 +114,46 @@ pub struct Established {
 }
 
 /// The startup phase. `Ok(None)` when the connection was a CancelRequest (handled here).
-pub async fn run(ctx: &Context, tcp: TcpStream, peer: SocketAddr) -> Result<Option<Established>, Error> {
+pub async fn run(
+    ctx: &Context,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<Option<Established>, Error> {
     let mut client = Conn::new(Box::new(tcp));
+    match login(ctx, &mut client, peer).await {
+        Ok(Some(l)) => Ok(Some(Established {
+            client,
+            server: l.server,
+            user: l.user,
+            target: l.target,
+            application_name: l.application_name,
+            cancel: l.cancel,
+        })),
+        Ok(None) => Ok(None),
+        Err(e @ (Error::Frame(_) | Error::Message(_))) => {
+            client.fatal("08P01", &format!("invalid frontend message: {e}")).await;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// [`Established`] but for the client connection, which the caller keeps.
+struct LoggedIn {
+    server: Conn,
+    user: String,
+    target: Arc<TargetRuntime>,
+    application_name: Option<String>,
+    cancel: Registration,
+}
+
+async fn login(ctx: &Context, client: &mut Conn, peer: SocketAddr) -> Result<Option<LoggedIn>, Error> {
     let mut tls = false;
     // A client may ask for GSS encryption, then SSL, then start; no more rounds than that.
     let (minor, params) = 'negotiate: {
         for _ in 0..3 {
             let packet = client.read_startup().await?;
-            let request = match messages::decode_startup(&packet) {
-                Ok(r) => r,
-                Err(e) => {
-                    client.fatal("08P01", &format!("invalid startup packet: {}", e.problem)).await;
-                    return Err(e.into());
-                }
-            };
+            let request = messages::decode_startup(&packet)?;
             match request {
                 StartupRequest::Ssl if tls => {
                     client.fatal("08P01", "SSLRequest received twice").await;
@@ -141,7 +167,8 @@ pub async fn run(ctx: &Context, tcp: TcpStream, peer: SocketAddr) -> Result<Opti
                             return Err(Error::Refused("data sent before the TLS handshake".into()));
                         }
                         client.send(b"S").await?;
-                        client = Conn::new(upgrade_client(client.io, acceptor).await?);
+                        let plain = std::mem::replace(&mut client.io, placeholder_io());
+                        *client = Conn::new(upgrade_client(plain, acceptor).await?);
                         tls = true;
                     }
                     None => client.send(b"N").await?,
@@ -221,7 +248,7 @@ pub async fn run(ctx: &Context, tcp: TcpStream, peer: SocketAddr) -> Result<Opti
         return Err(Error::Refused(format!("unknown database {database:?}")));
     };
 
-    authenticate_client(ctx, &mut client, &target, &user).await?;
+    authenticate_client(ctx, client, &target, &user).await?;
     debug!(%peer, user, target = target.config.name, "client authenticated");
 
     let (server, key) = match connect_upstream(ctx, &target, &forwarded).await {
@@ -252,14 +279,18 @@ pub async fn run(ctx: &Context, tcp: TcpStream, peer: SocketAddr) -> Result<Opti
     client.send(&out).await?;
     // Anything the server sent after its ReadyForQuery stays in `server.buf` for the relay.
 
-    Ok(Some(Established {
-        client,
+    Ok(Some(LoggedIn {
         server,
         user,
         target,
         application_name,
         cancel,
     }))
+}
+
+/// Stands in for a stream while it is being moved into TLS.
+fn placeholder_io() -> BoxIo {
+    Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink()))
 }
 
 /// Startup parameters passed on to the server. Anything else is refused: a parameter such as
