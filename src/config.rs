@@ -40,6 +40,10 @@ pub struct Config {
     pub listen: Listen,
     #[serde(default)]
     pub limits: Limits,
+    /// Threads serving connections, each with its own listening socket (SO_REUSEPORT) and
+    /// single-threaded runtime. Defaults to the number of CPUs.
+    #[serde(default)]
+    pub workers: Option<usize>,
     /// How long running statements may go on after SIGTERM before connections are cut.
     #[serde(default = "default_grace", with = "duration")]
     pub shutdown_grace: Duration,
@@ -322,6 +326,9 @@ impl Config {
         if self.targets.is_empty() {
             return Err(top("targets: at least one target is needed"));
         }
+        if self.workers == Some(0) {
+            return Err(top("workers: must be at least 1"));
+        }
         if self.limits.max_connections == 0 || self.limits.max_connections_per_client == 0 {
             return Err(top("limits: connection limits must be at least 1"));
         }
@@ -425,7 +432,10 @@ targets:
                 "invalid duration",
             ),
             (
-                MINIMAL.replace("    user: postgres", "    user: postgres\n    tls: { mode: verify-full }"),
+                MINIMAL.replace(
+                    "    user: postgres",
+                    "    user: postgres\n    tls: { mode: verify-full }",
+                ),
                 "ca_file",
             ),
             ("targets: []\n".to_string(), "at least one target"),

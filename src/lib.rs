@@ -5,10 +5,12 @@
 //! - [`server`]: listeners, accept loop, connection limits, graceful shutdown.
 //! - [`protocol`]: the wire protocols (PostgreSQL today): framing, startup, relay.
 //! - [`pipeline`]: the protocol-neutral stages (inspect, transform, record) and their types.
+//! - [`net`]: a plain or TLS socket and its halves.
 //! - [`tls`]: rustls acceptor for clients, connectors for upstream targets.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod net;
 pub mod pipeline;
 pub mod protocol;
 pub mod server;

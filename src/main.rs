@@ -10,7 +10,11 @@ use tollgate::pipeline::Stages;
 use tollgate::protocol::pg::Context;
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "A data-path guard between AI agents and databases")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "A data-path guard between AI agents and databases"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -61,23 +65,18 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
-        Command::Serve { config } => {
-            let config = Arc::new(Config::load(&config)?);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            runtime.block_on(serve(config))
-        }
+        Command::Serve { config } => serve(Arc::new(Config::load(&config)?)),
     }
 }
 
-async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
+fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(Arc::clone(&config), Stages::default())?);
-    let listener = tokio::net::TcpListener::bind(config.listen.postgres)
-        .await
+    let workers = config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let listeners = tollgate::server::bind_reuseport(config.listen.postgres, workers)
         .with_context(|| format!("binding {}", config.listen.postgres))?;
-    tollgate::server::run(listener, ctx, shutdown_signal()).await?;
+    tollgate::server::run_threads(listeners, ctx, shutdown_signal())?;
     Ok(())
 }
 

@@ -58,7 +58,10 @@ pub enum Verdict {
     Forward,
     /// Not forwarded: the client gets an ERROR with this SQLSTATE and message, and the
     /// connection carries on as after any failed statement.
-    Refuse { sqlstate: String, message: String },
+    Refuse {
+        sqlstate: String,
+        message: String,
+    },
 }
 
 /// The inspect stage.

@@ -7,14 +7,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::pipeline::{ConnId, ConnInfo};
@@ -23,12 +23,65 @@ use crate::protocol::pg::{Context, relay, startup};
 
 /// Where the daemon is in its life; connections watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Phase {
-    Running,
+    Running = 0,
     /// No new connections; each ends once idle.
-    Draining,
+    Draining = 1,
     /// Grace period over: every connection ends now.
-    Closing,
+    Closing = 2,
+}
+
+/// A message to one connection's writer.
+pub enum Control {
+    /// A FATAL error to send the client before closing (from the client-reading loop).
+    Fatal(Vec<u8>),
+    /// The daemon entered a new phase.
+    Phase(Phase),
+}
+
+/// The daemon's phase and a line to every live connection, to wake it when the phase changes.
+/// (A channel per connection rather than a shared watch: its receiver is polled on every read
+/// and costs no lock.)
+#[derive(Default)]
+pub struct Lifecycle {
+    phase: AtomicU8,
+    conns: Mutex<HashMap<ConnId, mpsc::Sender<Control>>>,
+}
+
+impl Lifecycle {
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Running,
+            1 => Phase::Draining,
+            _ => Phase::Closing,
+        }
+    }
+
+    fn set(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        for tx in conns.values() {
+            // A full channel already holds a wake-up; the phase itself is read from the atomic.
+            let _ = tx.try_send(Control::Phase(phase));
+        }
+    }
+
+    fn register(&self, id: ConnId) -> (mpsc::Sender<Control>, mpsc::Receiver<Control>) {
+        let (tx, rx) = mpsc::channel(4);
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx.clone());
+        (tx, rx)
+    }
+
+    fn unregister(&self, id: ConnId) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
 }
 
 /// Open connections per client address.
@@ -69,64 +122,185 @@ impl Drop for ClientSlot {
     }
 }
 
+/// What every listener of one daemon shares: limits and the connections' lifecycle.
+pub struct Server {
+    ctx: Arc<Context>,
+    slots: Arc<Semaphore>,
+    per_client: Arc<PerClient>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl Server {
+    pub fn new(ctx: Arc<Context>) -> Arc<Server> {
+        Arc::new(Server {
+            slots: Arc::new(Semaphore::new(ctx.config.limits.max_connections)),
+            per_client: Arc::new(PerClient::default()),
+            lifecycle: Arc::new(Lifecycle::default()),
+            ctx,
+        })
+    }
+
+    /// Accepts on `listener` until `stop` completes. Connections are spawned on the runtime
+    /// this runs on, so that runtime must keep running until [`Server::drain`] returns.
+    pub async fn accept_loop(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        stop: impl Future<Output = ()>,
+    ) {
+        let limits = &self.ctx.config.limits;
+        tokio::pin!(stop);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = &mut stop => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let permit = Arc::clone(&self.slots).try_acquire_owned().ok();
+            let slot = self
+                .per_client
+                .take(peer.ip(), limits.max_connections_per_client);
+            let (Some(permit), Some(slot)) = (permit, slot) else {
+                warn!(%peer, "connection limit reached");
+                tokio::spawn(refuse_too_many(tcp));
+                continue;
+            };
+            let id = ConnId(relay::NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed));
+            let ctx = Arc::clone(&self.ctx);
+            let lifecycle = Arc::clone(&self.lifecycle);
+            tokio::spawn(
+                async move {
+                    serve_conn(&ctx, tcp, peer, id, &lifecycle).await;
+                    lifecycle.unregister(id);
+                    drop((permit, slot));
+                }
+                .instrument(info_span!("conn", id = %id, %peer)),
+            );
+        }
+    }
+
+    /// After every accept loop has stopped: lets connections finish within the grace period,
+    /// then cuts the rest.
+    pub async fn drain(&self) {
+        let max = self.ctx.config.limits.max_connections;
+        let open = max - self.slots.available_permits();
+        let grace = self.ctx.config.shutdown_grace;
+        info!(open, ?grace, "shutting down: draining connections");
+        self.lifecycle.set(Phase::Draining);
+        let all = max as u32;
+        if tokio::time::timeout(grace, self.slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            warn!("grace period over: closing the remaining connections");
+            self.lifecycle.set(Phase::Closing);
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), self.slots.acquire_many(all)).await;
+        }
+        info!("shutdown complete");
+    }
+}
+
 /// Serves PostgreSQL clients on `listener` until `shutdown` completes, then drains.
 pub async fn run(
     listener: TcpListener,
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let limits = ctx.config.limits.clone();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let per_client = Arc::new(PerClient::default());
-    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     info!(address = %listener.local_addr()?, "PostgreSQL listener ready");
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let permit = Arc::clone(&slots).try_acquire_owned().ok();
-        let slot = per_client.take(peer.ip(), limits.max_connections_per_client);
-        let (Some(permit), Some(slot)) = (permit, slot) else {
-            warn!(%peer, "connection limit reached");
-            tokio::spawn(refuse_too_many(tcp));
-            continue;
-        };
-        let id = ConnId(relay::NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed));
-        let ctx = Arc::clone(&ctx);
-        let phase = phase_rx.clone();
-        tokio::spawn(
-            async move {
-                serve_conn(&ctx, tcp, peer, id, phase).await;
-                drop((permit, slot));
-            }
-            .instrument(info_span!("conn", id = %id, %peer)),
+    let server = Server::new(ctx);
+    server.accept_loop(listener, shutdown).await;
+    server.drain().await;
+    Ok(())
+}
+
+/// Binds `workers` listening sockets to one address with SO_REUSEPORT, so the kernel spreads
+/// connections over them; each is served by its own single-threaded runtime.
+pub fn bind_reuseport(
+    address: SocketAddr,
+    workers: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    (0..workers.max(1))
+        .map(|_| {
+            let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&address.into())?;
+            socket.listen(1024)?;
+            Ok(socket.into())
+        })
+        .collect()
+}
+
+/// Runs the daemon thread-per-core: one single-threaded runtime per listener, no work
+/// stealing and no wake-ups across threads on the data path. Returns after `shutdown`
+/// completes and the connections have drained.
+pub fn run_threads(
+    listeners: Vec<std::net::TcpListener>,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let server = Server::new(ctx);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let mut listeners = listeners.into_iter();
+    let first = listeners
+        .next()
+        .ok_or_else(|| std::io::Error::other("no listener"))?;
+    let mut threads = Vec::new();
+    for (n, listener) in listeners.enumerate() {
+        let server = Arc::clone(&server);
+        let rt = runtime()?;
+        let mut stop = stop_rx.clone();
+        let mut done = done_rx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("tollgate-{}", n + 1))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                server
+                                    .accept_loop(listener, async {
+                                        let _ = stop.wait_for(|s| *s).await;
+                                    })
+                                    .await
+                            }
+                            Err(e) => warn!(error = %e, "listener not usable"),
+                        }
+                        // Keep serving this runtime's connections until the drain is over.
+                        let _ = done.wait_for(|d| *d).await;
+                    })
+                })?,
         );
     }
-    drop(listener);
-    let open = limits.max_connections - slots.available_permits();
-    info!(open, grace = ?ctx.config.shutdown_grace, "shutting down: draining connections");
-    let _ = phase_tx.send(Phase::Draining);
-    let all = limits.max_connections as u32;
-    if tokio::time::timeout(ctx.config.shutdown_grace, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
-        warn!("grace period over: closing the remaining connections");
-        let _ = phase_tx.send(Phase::Closing);
-        let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
+    let workers = threads.len() + 1;
+    runtime()?.block_on(async move {
+        let listener = TcpListener::from_std(first)?;
+        info!(address = %listener.local_addr()?, workers, "PostgreSQL listener ready");
+        server.accept_loop(listener, shutdown).await;
+        let _ = stop_tx.send(true);
+        server.drain().await;
+        let _ = done_tx.send(true);
+        Ok::<(), std::io::Error>(())
+    })?;
+    for t in threads {
+        let _ = t.join();
     }
-    info!("shutdown complete");
     Ok(())
 }
 
@@ -135,8 +309,9 @@ async fn serve_conn(
     tcp: TcpStream,
     peer: SocketAddr,
     id: ConnId,
-    phase: watch::Receiver<Phase>,
+    lifecycle: &Lifecycle,
 ) {
+    let (control_tx, control) = lifecycle.register(id);
     let est = match tokio::time::timeout(
         ctx.config.limits.startup_timeout,
         startup::run(ctx, tcp, peer),
@@ -161,8 +336,13 @@ async fn serve_conn(
         target: est.target.config.name.clone(),
         application_name: est.application_name.clone(),
     };
-    info!(user = info.user, target = info.target, application_name = info.application_name, "connected");
-    let end = relay::run(ctx, est, info, phase).await;
+    info!(
+        user = info.user,
+        target = info.target,
+        application_name = info.application_name,
+        "connected"
+    );
+    let end = relay::run(ctx, est, info, lifecycle, control_tx, control).await;
     info!(end = ?end, "disconnected");
 }
 
@@ -172,6 +352,11 @@ async fn refuse_too_many(mut tcp: TcpStream) {
     // Read what the client sent first (startup or SSLRequest) so the error is its answer.
     let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut first)).await;
     let mut out = Vec::new();
-    put_error(&mut out, Severity::Fatal, "53300", "sorry, too many clients already");
+    put_error(
+        &mut out,
+        Severity::Fatal,
+        "53300",
+        "sorry, too many clients already",
+    );
     let _ = tcp.write_all(&out).await;
 }

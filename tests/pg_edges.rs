@@ -46,9 +46,15 @@ async fn malformed_frames_get_a_fatal_error_and_spare_other_connections() {
         ("oversize", oversize),
         ("unknown type", frame(b'?', b"")),
         ("query without NUL", frame(b'Q', b"select 1")),
-        ("bind value past the end", frame(b'B', b"\0\0\0\0\0\x01\0\0\0\x09ab\0\0")),
+        (
+            "bind value past the end",
+            frame(b'B', b"\0\0\0\0\0\x01\0\0\0\x09ab\0\0"),
+        ),
         ("bind negative count", frame(b'B', b"\0\0\xff\xff")),
-        ("parse param count lies", frame(b'P', b"s\0select 1\0\0\x09")),
+        (
+            "parse param count lies",
+            frame(b'P', b"s\0select 1\0\0\x09"),
+        ),
         ("sync with a body", frame(b'S', b"x")),
         ("describe of what", frame(b'D', b"Zname\0")),
         ("password after login", frame(b'p', b"again\0")),
@@ -57,16 +63,36 @@ async fn malformed_frames_get_a_fatal_error_and_spare_other_connections() {
     for (name, bytes) in cases {
         let mut raw = Raw::login(proxy.addr).await;
         raw.send(&bytes).await;
-        assert_eq!(fatal_then_eof(&mut raw).await.as_deref(), Some("08P01"), "{name}");
+        assert_eq!(
+            fatal_then_eof(&mut raw).await.as_deref(),
+            Some("08P01"),
+            "{name}"
+        );
     }
     // Garbage before any startup packet.
-    for bytes in [&b"\0\0\0\x02"[..], b"\x7f\xff\xff\xff", b"\0\0\0\x08\0\x02\0\0", b"GET / HTTP/1.1\r\n\r\n"] {
+    for bytes in [
+        &b"\0\0\0\x02"[..],
+        b"\x7f\xff\xff\xff",
+        b"\0\0\0\x08\0\x02\0\0",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
         let mut raw = Raw::connect(proxy.addr).await;
         raw.send(bytes).await;
-        assert_eq!(fatal_then_eof(&mut raw).await.as_deref(), Some("08P01"), "{bytes:?}");
+        assert_eq!(
+            fatal_then_eof(&mut raw).await.as_deref(),
+            Some("08P01"),
+            "{bytes:?}"
+        );
     }
     busy.await.unwrap();
-    assert_eq!(healthy.query_one("select 3", &[]).await.unwrap().get::<_, i32>(0), 3);
+    assert_eq!(
+        healthy
+            .query_one("select 3", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        3
+    );
 }
 
 #[tokio::test]
@@ -111,7 +137,10 @@ async fn connection_limits_per_client_and_total() {
     let proxy = Proxy::start("limits: { max_connections_per_client: 2 }").await;
     let a = proxy.connect().await;
     let b = proxy.connect().await;
-    let err = tokio_postgres::connect(&proxy.url("test"), NoTls).await.err().expect("third refused");
+    let err = tokio_postgres::connect(&proxy.url("test"), NoTls)
+        .await
+        .err()
+        .expect("third refused");
     assert_eq!(sqlstate(&err), "53300");
     drop(a);
     // The slot frees once tollgate sees the close.
@@ -120,18 +149,29 @@ async fn connection_limits_per_client_and_total() {
         match tokio_postgres::connect(&proxy.url("test"), NoTls).await {
             Ok((c, conn)) => {
                 tokio::spawn(conn);
-                assert_eq!(c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+                assert_eq!(
+                    c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
+                    1
+                );
                 break;
             }
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(e) => panic!("slot never freed: {e}"),
         }
     }
-    assert_eq!(b.query_one("select 2", &[]).await.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(
+        b.query_one("select 2", &[]).await.unwrap().get::<_, i32>(0),
+        2
+    );
 
     let proxy = Proxy::start("limits: { max_connections: 1 }").await;
     let _only = proxy.connect().await;
-    let err = tokio_postgres::connect(&proxy.url("test"), NoTls).await.err().expect("refused");
+    let err = tokio_postgres::connect(&proxy.url("test"), NoTls)
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(sqlstate(&err), "53300");
 }
 
@@ -141,11 +181,15 @@ async fn startup_timeout_cuts_silent_and_slow_clients() {
     let started = Instant::now();
     let mut silent = Raw::connect(proxy.addr).await;
     let mut slow = Raw::connect(proxy.addr).await;
-    slow.send(&startup_packet(&[("user", "agent"), ("database", "plain")])[..6]).await;
+    slow.send(&startup_packet(&[("user", "agent"), ("database", "plain")])[..6])
+        .await;
     assert!(silent.read().await.is_none());
     assert!(slow.read().await.is_none());
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
@@ -153,21 +197,40 @@ async fn startup_refusals_have_their_sqlstate() {
     let proxy = Proxy::start("").await;
     let port = proxy.addr.port();
     let cases = [
-        (format!("host=127.0.0.1 port={port} user=agent password=nope dbname=test"), "28P01"),
-        (format!("host=127.0.0.1 port={port} user=other password=agent-secret dbname=test"), "28P01"),
-        (format!("host=127.0.0.1 port={port} user=agent password=agent-secret dbname=nosuch"), "3D000"),
         (
-            format!("host=127.0.0.1 port={port} user=agent password=agent-secret dbname=test options='-c role=pg_read_server_files'"),
+            format!("host=127.0.0.1 port={port} user=agent password=nope dbname=test"),
+            "28P01",
+        ),
+        (
+            format!("host=127.0.0.1 port={port} user=other password=agent-secret dbname=test"),
+            "28P01",
+        ),
+        (
+            format!("host=127.0.0.1 port={port} user=agent password=agent-secret dbname=nosuch"),
+            "3D000",
+        ),
+        (
+            format!(
+                "host=127.0.0.1 port={port} user=agent password=agent-secret dbname=test options='-c role=pg_read_server_files'"
+            ),
             "42501",
         ),
     ];
     for (url, code) in cases {
-        let err = tokio_postgres::connect(&url, NoTls).await.err().expect(&url);
+        let err = tokio_postgres::connect(&url, NoTls)
+            .await
+            .err()
+            .expect(&url);
         assert_eq!(sqlstate(&err), code, "{url}");
     }
     // Replication connections are not relayed.
     let mut raw = Raw::connect(proxy.addr).await;
-    raw.send(&startup_packet(&[("user", "agent"), ("database", "plain"), ("replication", "database")])).await;
+    raw.send(&startup_packet(&[
+        ("user", "agent"),
+        ("database", "plain"),
+        ("replication", "database"),
+    ]))
+    .await;
     assert_eq!(fatal_then_eof(&mut raw).await.as_deref(), Some("08P01"));
     // Protocol 3.2 is negotiated down to 3.0, then the login proceeds.
     let mut raw = Raw::connect(proxy.addr).await;
@@ -218,12 +281,20 @@ async fn client_tls_with_psql_verify_full_and_require() {
         cert.display()
     );
     let out = psql(&[&url, "-Atc", "select 'over tls'"], common::AGENT_PASSWORD).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over tls");
     // The cleartext-password target too: the password travels inside TLS.
     let url = url.replace("dbname=test", "dbname=plain");
     let out = psql(&[&url, "-Atc", "select 2"], common::AGENT_PASSWORD).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // require: a plaintext client is refused.
     let plain = format!("host=127.0.0.1 port={port} user=agent dbname=test sslmode=disable");
     let out = psql(&[&plain, "-Atc", "select 1"], common::AGENT_PASSWORD).await;
@@ -233,7 +304,9 @@ async fn client_tls_with_psql_verify_full_and_require() {
 
 /// The local server's own certificate (Debian's snakeoil, self-signed for localhost).
 async fn server_cert() -> String {
-    let (c, conn) = tokio_postgres::connect("host=127.0.0.1 user=postgres dbname=test", NoTls).await.unwrap();
+    let (c, conn) = tokio_postgres::connect("host=127.0.0.1 user=postgres dbname=test", NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     c.query_one("show ssl_cert_file", &[]).await.unwrap().get(0)
 }
@@ -246,8 +319,14 @@ async fn upstream_tls_modes() {
     let pw = dir.path().join("agent-password");
     for (name, tls) in [
         ("tls_require", "{ mode: require }".to_string()),
-        ("tls_verify", format!("{{ mode: verify-full, ca_file: {ca}, server_name: localhost }}")),
-        ("tls_wrong_name", format!("{{ mode: verify-full, ca_file: {ca}, server_name: db.example }}")),
+        (
+            "tls_verify",
+            format!("{{ mode: verify-full, ca_file: {ca}, server_name: localhost }}"),
+        ),
+        (
+            "tls_wrong_name",
+            format!("{{ mode: verify-full, ca_file: {ca}, server_name: db.example }}"),
+        ),
     ] {
         yaml.push_str(&format!(
             "
@@ -264,18 +343,27 @@ async fn upstream_tls_modes() {
     let proxy = Proxy::start_yaml(dir, &yaml, Stages::default()).await;
     let port = proxy.addr.port();
     for db in ["tls_require", "tls_verify"] {
-        let url = format!("host=127.0.0.1 port={port} user=agent password=agent-secret dbname={db}");
+        let url =
+            format!("host=127.0.0.1 port={port} user=agent password=agent-secret dbname={db}");
         let (c, conn) = tokio_postgres::connect(&url, NoTls).await.expect(db);
         tokio::spawn(conn);
         let ssl: bool = c
-            .query_one("select ssl from pg_stat_ssl where pid = pg_backend_pid()", &[])
+            .query_one(
+                "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
         assert!(ssl, "{db}: the upstream connection is encrypted");
     }
-    let url = format!("host=127.0.0.1 port={port} user=agent password=agent-secret dbname=tls_wrong_name");
-    let err = tokio_postgres::connect(&url, NoTls).await.err().expect("name mismatch refused");
+    let url = format!(
+        "host=127.0.0.1 port={port} user=agent password=agent-secret dbname=tls_wrong_name"
+    );
+    let err = tokio_postgres::connect(&url, NoTls)
+        .await
+        .err()
+        .expect("name mismatch refused");
     assert_eq!(sqlstate(&err), "08006");
 }
 
@@ -288,8 +376,16 @@ async fn upstream_logins_with_scram_md5_and_cleartext() {
     for (name, role, password) in [
         ("tollgate_scram", "tollgate_scram", "scram-upstream-pw"),
         ("tollgate_md5", "tollgate_md5", "md5-upstream-pw"),
-        ("tollgate_password", "tollgate_password", "cleartext-upstream-pw"),
-        ("wrong_upstream_password", "tollgate_scram", "not-the-password"),
+        (
+            "tollgate_password",
+            "tollgate_password",
+            "cleartext-upstream-pw",
+        ),
+        (
+            "wrong_upstream_password",
+            "tollgate_scram",
+            "not-the-password",
+        ),
     ] {
         let file = dir.path().join(name);
         std::fs::write(&file, password).unwrap();
@@ -309,20 +405,33 @@ async fn upstream_logins_with_scram_md5_and_cleartext() {
     let proxy = Proxy::start_yaml(dir, &yaml, Stages::default()).await;
     let port = proxy.addr.port();
     for role in ["tollgate_scram", "tollgate_md5", "tollgate_password"] {
-        let url = format!("host=127.0.0.1 port={port} user=agent password=agent-secret dbname={role}");
+        let url =
+            format!("host=127.0.0.1 port={port} user=agent password=agent-secret dbname={role}");
         let (c, conn) = tokio_postgres::connect(&url, NoTls)
             .await
             .unwrap_or_else(|e| panic!("{role}: {e} (has scripts/setup-postgres.sh run?)"));
         tokio::spawn(conn);
-        let who: String = c.query_one("select current_user::text", &[]).await.unwrap().get(0);
+        let who: String = c
+            .query_one("select current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(who, role);
     }
-    let url = format!("host=127.0.0.1 port={port} user=agent password=agent-secret dbname=wrong_upstream_password");
-    let err = tokio_postgres::connect(&url, NoTls).await.err().expect("refused");
+    let url = format!(
+        "host=127.0.0.1 port={port} user=agent password=agent-secret dbname=wrong_upstream_password"
+    );
+    let err = tokio_postgres::connect(&url, NoTls)
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(sqlstate(&err), "08006");
     // The client is not told the upstream role or why it failed.
     let msg = err.as_db_error().unwrap().message().to_owned();
-    assert!(!msg.contains("tollgate_scram") && !msg.contains("password"), "{msg}");
+    assert!(
+        !msg.contains("tollgate_scram") && !msg.contains("password"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -331,7 +440,9 @@ async fn shutdown_lets_running_statements_finish_then_closes() {
     let client = proxy.connect().await;
     let idle = proxy.connect().await;
     let running = tokio::spawn(async move {
-        let r = client.query_one("select pg_sleep(1)::text || 'done'", &[]).await;
+        let r = client
+            .query_one("select pg_sleep(1)::text || 'done'", &[])
+            .await;
         (r.map(|row| row.get::<_, String>(0)), client)
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -342,13 +453,21 @@ async fn shutdown_lets_running_statements_finish_then_closes() {
     let err = idle.query_one("select 1", &[]).await.unwrap_err();
     assert!(err.is_closed() || sqlstate(&err) == "57P01", "{err}");
     // New connections are no longer accepted.
-    assert!(tokio_postgres::connect(&proxy.url("test"), NoTls).await.is_err());
+    assert!(
+        tokio_postgres::connect(&proxy.url("test"), NoTls)
+            .await
+            .is_err()
+    );
     // The running statement completes.
     let (result, client) = running.await.unwrap();
     assert_eq!(result.unwrap(), "done");
     // Then that connection is closed too, and the server finishes well before the grace period.
     server.await.unwrap().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(client.query_one("select 1", &[]).await.is_err());
 }
 
@@ -360,6 +479,9 @@ async fn shutdown_grace_period_cuts_what_is_left() {
     let started = Instant::now();
     proxy.shutdown().await.unwrap().unwrap();
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
     assert!(client.query_one("select 1", &[]).await.is_err());
 }

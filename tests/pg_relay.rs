@@ -14,7 +14,9 @@ use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
 use tollgate::pipeline::{ConnInfo, Inspect, Stages, Statement, Verdict};
 
 fn message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string())
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string())
 }
 
 fn rows_of(messages: &[SimpleQueryMessage]) -> Vec<String> {
@@ -37,7 +39,10 @@ async fn simple_and_multi_statement_queries() {
         .unwrap();
     assert_eq!(rows_of(&out), ["1", "two", "NULL"]);
     // The server's identity, not the agent's, is what upstream sees.
-    let row = client.query_one("select current_user::text", &[]).await.unwrap();
+    let row = client
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "postgres");
 }
 
@@ -60,13 +65,19 @@ async fn extended_protocol_with_binary_values() {
     assert!(row.get::<_, bool>(4));
 
     // A named prepared statement used many times, then portals with a row limit.
-    let stmt = client.prepare("select g from generate_series(1, $1) g").await.unwrap();
+    let stmt = client
+        .prepare("select g from generate_series(1, $1) g")
+        .await
+        .unwrap();
     for n in [1i32, 10, 1000] {
         let rows = client.query(&stmt, &[&n]).await.unwrap();
         assert_eq!(rows.len(), n as usize);
     }
     let mut tx_client = proxy.connect().await;
-    let stmt = tx_client.prepare("select g from generate_series(1, $1) g").await.unwrap();
+    let stmt = tx_client
+        .prepare("select g from generate_series(1, $1) g")
+        .await
+        .unwrap();
     let tx = tx_client.transaction().await.unwrap();
     let portal = tx.bind(&stmt, &[&25i32]).await.unwrap();
     let mut total = 0;
@@ -109,7 +120,14 @@ async fn pipelined_queries_and_an_error_in_the_middle() {
             }
         }
     }
-    assert_eq!(client.query_one("select 7", &[]).await.unwrap().get::<_, i32>(0), 7);
+    assert_eq!(
+        client
+            .query_one("select 7", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
 }
 
 #[tokio::test]
@@ -124,13 +142,20 @@ async fn copy_in_and_out_in_text_csv_and_binary() {
     let sink = client.copy_in("copy t from stdin").await.unwrap();
     futures_util::pin_mut!(sink);
     for i in 0..1000 {
-        sink.send(Bytes::from(format!("{i}\tname {i}\n"))).await.unwrap();
+        sink.send(Bytes::from(format!("{i}\tname {i}\n")))
+            .await
+            .unwrap();
     }
     assert_eq!(sink.finish().await.unwrap(), 1000);
 
-    let sink = client.copy_in("copy t from stdin (format csv)").await.unwrap();
+    let sink = client
+        .copy_in("copy t from stdin (format csv)")
+        .await
+        .unwrap();
     futures_util::pin_mut!(sink);
-    sink.send(Bytes::from_static(b"1000,\"quoted, name\"\n")).await.unwrap();
+    sink.send(Bytes::from_static(b"1000,\"quoted, name\"\n"))
+        .await
+        .unwrap();
     assert_eq!(sink.finish().await.unwrap(), 1);
 
     let text: Vec<Bytes> = client
@@ -168,21 +193,36 @@ async fn copy_in_and_out_in_text_csv_and_binary() {
         .batch_execute("create temp table t2 (id int, name text)")
         .await
         .unwrap();
-    let sink = client.copy_in("copy t2 from stdin (format binary)").await.unwrap();
+    let sink = client
+        .copy_in("copy t2 from stdin (format binary)")
+        .await
+        .unwrap();
     futures_util::pin_mut!(sink);
     sink.send(Bytes::from(binary)).await.unwrap();
     assert_eq!(sink.finish().await.unwrap(), 1001);
 
     // A COPY the client aborts leaves the connection usable.
-    let sink = client.copy_in::<_, Bytes>("copy t from stdin").await.unwrap();
+    let sink = client
+        .copy_in::<_, Bytes>("copy t from stdin")
+        .await
+        .unwrap();
     drop(sink);
-    assert_eq!(client.query_one("select count(*) from t", &[]).await.unwrap().get::<_, i64>(0), 1001);
+    assert_eq!(
+        client
+            .query_one("select count(*) from t", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1001
+    );
 }
 
 #[tokio::test]
 async fn notices_and_notifications_reach_the_client() {
     let proxy = Proxy::start("").await;
-    let (client, mut connection) = tokio_postgres::connect(&proxy.url("test"), NoTls).await.unwrap();
+    let (client, mut connection) = tokio_postgres::connect(&proxy.url("test"), NoTls)
+        .await
+        .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     tokio::spawn(stream.for_each(move |m| {
@@ -205,7 +245,10 @@ async fn notices_and_notifications_reach_the_client() {
         .batch_execute("notify tg_channel, 'payload 42'")
         .await
         .unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     match got {
         AsyncMessage::Notification(n) => {
             assert_eq!(n.channel(), "tg_channel");
@@ -231,10 +274,28 @@ async fn cancel_reaches_the_right_backend_within_a_second() {
     let (result, client) = sleeper.await.unwrap();
     let err = result.expect_err("the sleep was cancelled");
     assert_eq!(sqlstate(&err), "57014");
-    assert!(started.elapsed() < Duration::from_millis(1300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1300),
+        "{:?}",
+        started.elapsed()
+    );
     // Both connections go on working; the bystander was not cancelled.
-    assert_eq!(client.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0), 1);
-    assert_eq!(bystander.query_one("select 2", &[]).await.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(
+        client
+            .query_one("select 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+    assert_eq!(
+        bystander
+            .query_one("select 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
 }
 
 #[tokio::test]
@@ -281,30 +342,58 @@ async fn refused_statement_keeps_the_connection_and_transaction_semantics() {
     let client = proxy.connect().await;
 
     // Simple protocol, outside a transaction: an error, then business as usual.
-    let err = client.simple_query("select 'forbidden_word'").await.unwrap_err();
+    let err = client
+        .simple_query("select 'forbidden_word'")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
-    assert_eq!(message(&err), "tollgate: blocked by rule test: marked statement");
-    assert_eq!(rows_of(&client.simple_query("select 5").await.unwrap()), ["5"]);
+    assert_eq!(
+        message(&err),
+        "tollgate: blocked by rule test: marked statement"
+    );
+    assert_eq!(
+        rows_of(&client.simple_query("select 5").await.unwrap()),
+        ["5"]
+    );
 
     // Inside a transaction the block aborts it, exactly like any failed statement.
-    client.batch_execute("begin; create temp table kept (x int)").await.unwrap();
-    let err = client.batch_execute("select 'forbidden_word'").await.unwrap_err();
+    client
+        .batch_execute("begin; create temp table kept (x int)")
+        .await
+        .unwrap();
+    let err = client
+        .batch_execute("select 'forbidden_word'")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
     let err = client.simple_query("select 1").await.unwrap_err();
     assert_eq!(sqlstate(&err), "25P02");
     client.batch_execute("rollback").await.unwrap();
-    assert_eq!(rows_of(&client.simple_query("select 6").await.unwrap()), ["6"]);
+    assert_eq!(
+        rows_of(&client.simple_query("select 6").await.unwrap()),
+        ["6"]
+    );
 
     // Extended protocol: refused at Parse, in the middle of a pipeline.
     let results = future::join_all((0..9).map(|i| {
         let client = &client;
         async move {
-            let sql = if i == 4 { "select 'forbidden_word'::text" } else { "select $1::text" };
+            let sql = if i == 4 {
+                "select 'forbidden_word'::text"
+            } else {
+                "select $1::text"
+            };
             if i == 4 {
-                client.query_one(sql, &[]).await.map(|r| r.get::<_, String>(0))
+                client
+                    .query_one(sql, &[])
+                    .await
+                    .map(|r| r.get::<_, String>(0))
             } else {
                 let v = i.to_string();
-                client.query_one(sql, &[&v]).await.map(|r| r.get::<_, String>(0))
+                client
+                    .query_one(sql, &[&v])
+                    .await
+                    .map(|r| r.get::<_, String>(0))
             }
         }
     }))
@@ -319,10 +408,20 @@ async fn refused_statement_keeps_the_connection_and_transaction_semantics() {
         }
     }
     // The marker tollgate substitutes never reaches the client: its error was swapped.
-    let e = client.prepare("select 1 where 'forbidden_word' = ''").await.unwrap_err();
+    let e = client
+        .prepare("select 1 where 'forbidden_word' = ''")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "42501");
     assert!(!message(&e).contains("tollgate_refused"), "{e}");
-    assert_eq!(client.query_one("select 9", &[]).await.unwrap().get::<_, i32>(0), 9);
+    assert_eq!(
+        client
+            .query_one("select 9", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        9
+    );
 }
 
 #[tokio::test]
@@ -330,7 +429,10 @@ async fn large_results_stream_through() {
     let proxy = Proxy::start("").await;
     let client = proxy.connect().await;
     let stream = client
-        .query_raw("select g, repeat('x', 100) from generate_series(1, 200000) g", Vec::<i32>::new())
+        .query_raw(
+            "select g, repeat('x', 100) from generate_series(1, 200000) g",
+            Vec::<i32>::new(),
+        )
         .await
         .unwrap();
     futures_util::pin_mut!(stream);
@@ -344,6 +446,9 @@ async fn large_results_stream_through() {
     assert_eq!(n, 200_000);
     assert_eq!(sum, 200_000 * 200_001 / 2);
     // A value larger than the read buffer.
-    let big = client.query_one("select repeat('y', 3000000)", &[]).await.unwrap();
+    let big = client
+        .query_one("select repeat('y', 3000000)", &[])
+        .await
+        .unwrap();
     assert_eq!(big.get::<_, String>(0).len(), 3_000_000);
 }

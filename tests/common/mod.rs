@@ -85,9 +85,10 @@ impl Proxy {
 
     /// A tokio-postgres client through tollgate, its connection driven in the background.
     pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url("test"), tokio_postgres::NoTls)
-            .await
-            .expect("connect through tollgate");
+        let (client, connection) =
+            tokio_postgres::connect(&self.url("test"), tokio_postgres::NoTls)
+                .await
+                .expect("connect through tollgate");
         tokio::spawn(connection);
         client
     }
@@ -143,10 +144,12 @@ impl Raw {
     /// Connects and logs in to the `plain` target with a cleartext password.
     pub async fn login(addr: SocketAddr) -> Raw {
         let mut raw = Raw::connect(addr).await;
-        raw.send(&startup_packet(&[("user", "agent"), ("database", "plain")])).await;
+        raw.send(&startup_packet(&[("user", "agent"), ("database", "plain")]))
+            .await;
         let (tag, body) = raw.read().await.expect("auth request");
         assert_eq!((tag, &body[..]), (b'R', &3i32.to_be_bytes()[..]));
-        raw.send(&frame(b'p', format!("{AGENT_PASSWORD}\0").as_bytes())).await;
+        raw.send(&frame(b'p', format!("{AGENT_PASSWORD}\0").as_bytes()))
+            .await;
         raw.until_ready().await;
         raw
     }
@@ -181,7 +184,10 @@ impl Raw {
     pub async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
         let mut seen = Vec::new();
         loop {
-            let (tag, body) = self.read().await.expect("connection closed before ReadyForQuery");
+            let (tag, body) = self
+                .read()
+                .await
+                .expect("connection closed before ReadyForQuery");
             if tag == b'Z' {
                 return seen;
             }
@@ -208,5 +214,7 @@ pub fn error_field(body: &[u8], code: u8) -> Option<String> {
 
 /// The SQLSTATE of a tokio-postgres error (from the server or from tollgate).
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+    e.code()
+        .map(|c| c.code().to_owned())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }

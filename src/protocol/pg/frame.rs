@@ -96,7 +96,8 @@ mod tests {
     #[test]
     fn message_len_cases() {
         let max = 1024;
-        let cases: &[(&[u8], Result<Option<usize>, FrameError>)] = &[
+        type Case<'a> = (&'a [u8], Result<Option<usize>, FrameError>);
+        let cases: &[Case] = &[
             (b"", Ok(None)),
             (b"Q\0\0", Ok(None)),
             (b"S\0\0\0\x04", Ok(Some(5))),
@@ -182,9 +183,8 @@ mod tests {
         /// Arbitrary bytes never panic the framer, and a frame it returns is within bounds.
         #[test]
         fn arbitrary_input_is_framed_or_refused(input in proptest::collection::vec(any::<u8>(), 0..64), max in 5usize..100) {
-            match message_len(&input, max) {
-                Ok(Some(n)) => prop_assert!(n >= HEADER_LEN && n <= input.len() && n <= max),
-                Ok(None) | Err(_) => {}
+            if let Ok(Some(n)) = message_len(&input, max) {
+                prop_assert!(n >= HEADER_LEN && n <= input.len() && n <= max);
             }
             if let Ok(Some(n)) = startup_len(&input) {
                 prop_assert!((8..=input.len()).contains(&n));

@@ -193,9 +193,9 @@ pub enum Frontend<'a> {
     Bind {
         portal: &'a str,
         statement: &'a str,
-        params: Vec<Option<&'a [u8]>>,
-        param_formats: Vec<i16>,
-        result_formats: Vec<i16>,
+        params: Values<'a>,
+        param_formats: Formats<'a>,
+        result_formats: Formats<'a>,
     },
     Describe {
         target: Target,
@@ -219,33 +219,85 @@ pub enum Frontend<'a> {
     },
     FunctionCall {
         function_oid: u32,
-        args: Vec<Option<&'a [u8]>>,
+        args: Values<'a>,
     },
     /// PasswordMessage, SASLInitialResponse or SASLResponse: which one depends on the
     /// authentication exchange in progress.
     Password(&'a [u8]),
 }
 
-fn formats(r: &mut Reader<'_>) -> Result<Vec<i16>, MessageError> {
-    let n = r.count16()?;
-    let mut v = Vec::with_capacity(n.min(r.buf.len() / 2));
-    for _ in 0..n {
-        let f = r.i16()?;
-        if f != 0 && f != 1 {
-            return Err(r.err("unknown format code"));
-        }
-        v.push(f);
+/// Format codes (0 text, 1 binary), validated, kept as the wire bytes: decoding a Bind on
+/// the hot path allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Formats<'a>(&'a [u8]);
+
+impl<'a> Formats<'a> {
+    pub fn len(&self) -> usize {
+        self.0.len() / 2
     }
-    Ok(v)
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = i16> + 'a {
+        self.0
+            .chunks_exact(2)
+            .map(|c| i16::from_be_bytes([c[0], c[1]]))
+    }
+
+    /// The format of value `i` by the protocol's rule: none means text, one applies to all.
+    pub fn of(&self, i: usize) -> i16 {
+        match self.len() {
+            0 => 0,
+            1 => self.iter().next().unwrap_or(0),
+            _ => self.iter().nth(i).unwrap_or(0),
+        }
+    }
 }
 
-fn values<'a>(r: &mut Reader<'a>) -> Result<Vec<Option<&'a [u8]>>, MessageError> {
+fn formats<'a>(r: &mut Reader<'a>) -> Result<Formats<'a>, MessageError> {
     let n = r.count16()?;
-    let mut v = Vec::with_capacity(n.min(r.buf.len() / 4));
-    for _ in 0..n {
-        v.push(r.value()?);
+    let raw = r.bytes(n * 2)?;
+    let formats = Formats(raw);
+    if formats.iter().any(|f| f != 0 && f != 1) {
+        return Err(r.err("unknown format code"));
     }
-    Ok(v)
+    Ok(formats)
+}
+
+/// Parameter or argument values (Int32 length, then the bytes; -1 is NULL), validated, kept
+/// as the wire bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Values<'a> {
+    raw: &'a [u8],
+    count: usize,
+}
+
+impl<'a> Values<'a> {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Option<&'a [u8]>> + 'a {
+        let mut r = Reader::new(self.raw, "values");
+        // Validated when decoded, so reading again cannot fail; stop quietly if it did.
+        std::iter::from_fn(move || r.value().ok()).take(self.count)
+    }
+}
+
+fn values<'a>(r: &mut Reader<'a>) -> Result<Values<'a>, MessageError> {
+    let count = r.count16()?;
+    let start = r.buf;
+    for _ in 0..count {
+        r.value()?;
+    }
+    let raw = &start[..start.len() - r.buf.len()];
+    Ok(Values { raw, count })
 }
 
 fn target(r: &mut Reader<'_>) -> Result<Target, MessageError> {
@@ -397,13 +449,24 @@ impl TxStatus {
 /// The server messages tollgate decodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend<'a> {
-    Authentication { code: i32, data: &'a [u8] },
-    BackendKeyData { process_id: i32, secret_key: i32 },
+    Authentication {
+        code: i32,
+        data: &'a [u8],
+    },
+    BackendKeyData {
+        process_id: i32,
+        secret_key: i32,
+    },
     ReadyForQuery(TxStatus),
-    ParameterStatus { name: &'a str, value: &'a str },
+    ParameterStatus {
+        name: &'a str,
+        value: &'a str,
+    },
     ErrorResponse(Fields<'a>),
     NoticeResponse(Fields<'a>),
-    NegotiateProtocolVersion { newest_minor: i32 },
+    NegotiateProtocolVersion {
+        newest_minor: i32,
+    },
     /// Anything else: not looked into.
     Other,
 }
@@ -584,18 +647,27 @@ mod tests {
     /// Every frontend message tollgate decodes, from wire bytes built by hand.
     #[test]
     fn frontend_messages_decode() {
-        let mut bind = b"p1\0s1\0\0\x01\0\x01\0\x02\0\0\0\x02hi\xff\xff\xff\xff\0\x01\0\x01".to_vec();
-        let bind_msg = decode_frontend(b'B', &bind).unwrap();
+        let mut bind =
+            b"p1\0s1\0\0\x01\0\x01\0\x02\0\0\0\x02hi\xff\xff\xff\xff\0\x01\0\x01".to_vec();
+        let Frontend::Bind {
+            portal,
+            statement,
+            params,
+            param_formats,
+            result_formats,
+        } = decode_frontend(b'B', &bind).unwrap()
+        else {
+            panic!("not a Bind")
+        };
+        assert_eq!((portal, statement), ("p1", "s1"));
         assert_eq!(
-            bind_msg,
-            Frontend::Bind {
-                portal: "p1",
-                statement: "s1",
-                params: vec![Some(&b"hi"[..]), None],
-                param_formats: vec![1],
-                result_formats: vec![1],
-            }
+            params.iter().collect::<Vec<_>>(),
+            vec![Some(&b"hi"[..]), None]
         );
+        assert_eq!(params.len(), 2);
+        assert_eq!(param_formats.iter().collect::<Vec<_>>(), vec![1]);
+        assert_eq!((param_formats.of(0), param_formats.of(1)), (1, 1));
+        assert_eq!(result_formats.len(), 1);
         bind.push(0);
         assert!(decode_frontend(b'B', &bind).is_err(), "trailing byte");
 
@@ -640,14 +712,6 @@ mod tests {
             (b'c', b"", Frontend::CopyDone),
             (b'd', b"1\t2\n", Frontend::CopyData(b"1\t2\n")),
             (b'f', b"stop\0", Frontend::CopyFail { message: "stop" }),
-            (
-                b'F',
-                b"\0\0\x04\x00\0\0\0\x01\0\0\0\x01x\0\0",
-                Frontend::FunctionCall {
-                    function_oid: 1024,
-                    args: vec![Some(&b"x"[..])],
-                },
-            ),
         ];
         for (tag, body, expected) in cases {
             assert_eq!(
@@ -660,20 +724,31 @@ mod tests {
     }
 
     #[test]
+    fn function_call_decodes() {
+        let Frontend::FunctionCall { function_oid, args } =
+            decode_frontend(b'F', b"\0\0\x04\x00\0\0\0\x01\0\0\0\x01x\0\0").unwrap()
+        else {
+            panic!("not a FunctionCall")
+        };
+        assert_eq!(function_oid, 1024);
+        assert_eq!(args.iter().collect::<Vec<_>>(), vec![Some(&b"x"[..])]);
+    }
+
+    #[test]
     fn malformed_frontend_messages_are_errors() {
         let cases: &[(u8, &[u8])] = &[
-            (b'Q', b"select 1"),                        // no NUL
-            (b'Q', b"\xff\xfe\0"),                      // not UTF-8
-            (b'P', b"s\0select\0\xff\xff"),             // negative param count
-            (b'P', b"s\0select\0\0\x02\0\0\0\x17"),     // 2 types announced, 1 sent
-            (b'B', b"\0\0\0\0\0\x01\xff\xff\xff\xfe"),  // length -2
-            (b'B', b"\0\0\0\0\0\x01\0\0\0\x09ab\0\0"),  // value longer than body
-            (b'B', b"\0\0\0\x01\0\x07\0\0\0\0"),        // format code 7
-            (b'D', b"Xname\0"),                         // neither S nor P
-            (b'E', b"p\0\0\0"),                         // short max_rows
-            (b'S', b"x"),                               // Sync with a body
-            (b'F', b"\0\0\x04\0\0\0\0\0\0\x02"),        // missing result format
-            (b'?', b""),                                // unknown type
+            (b'Q', b"select 1"),                       // no NUL
+            (b'Q', b"\xff\xfe\0"),                     // not UTF-8
+            (b'P', b"s\0select\0\xff\xff"),            // negative param count
+            (b'P', b"s\0select\0\0\x02\0\0\0\x17"),    // 2 types announced, 1 sent
+            (b'B', b"\0\0\0\0\0\x01\xff\xff\xff\xfe"), // length -2
+            (b'B', b"\0\0\0\0\0\x01\0\0\0\x09ab\0\0"), // value longer than body
+            (b'B', b"\0\0\0\x01\0\x07\0\0\0\0"),       // format code 7
+            (b'D', b"Xname\0"),                        // neither S nor P
+            (b'E', b"p\0\0\0"),                        // short max_rows
+            (b'S', b"x"),                              // Sync with a body
+            (b'F', b"\0\0\x04\0\0\0\0\0\0\x02"),       // missing result format
+            (b'?', b""),                               // unknown type
         ];
         for (tag, body) in cases {
             assert!(
@@ -715,7 +790,10 @@ mod tests {
                     secret_key: 2,
                 },
             ),
-            (frame(b'Z', b"T"), Backend::ReadyForQuery(TxStatus::InTransaction)),
+            (
+                frame(b'Z', b"T"),
+                Backend::ReadyForQuery(TxStatus::InTransaction),
+            ),
             (
                 frame(b'S', b"TimeZone\0UTC\0"),
                 Backend::ParameterStatus {

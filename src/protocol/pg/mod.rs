@@ -17,16 +17,10 @@ pub mod startup;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Target};
 use crate::pipeline::Stages;
-
-/// A client or server byte stream, plain or TLS.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-pub type BoxIo = Box<dyn Io>;
 
 /// What every PostgreSQL connection of one daemon shares.
 pub struct Context {
@@ -86,7 +80,10 @@ impl Context {
         let client_tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let mut targets = HashMap::new();
         for t in &config.targets {
-            targets.insert(t.value.name.clone(), Arc::new(TargetRuntime::new(&t.value)?));
+            targets.insert(
+                t.value.name.clone(),
+                Arc::new(TargetRuntime::new(&t.value)?),
+            );
         }
         Ok(Context {
             config,

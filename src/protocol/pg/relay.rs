@@ -19,21 +19,22 @@
 //! syntax error for tollgate's refusal. Responses therefore stay in order however deeply the
 //! client pipelines.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use super::Context;
 use super::frame::{self, Message, put_message};
 use super::messages::{self, Backend, Frontend, Severity, TxStatus, put_error};
 use super::startup::{Established, READ_CHUNK};
-use super::{BoxIo, Context};
+use crate::net::{ReadHalf, WriteHalf};
 use crate::pipeline::{ConnInfo, Origin, Statement, Verdict};
-use crate::server::Phase;
+use crate::server::{Control, Lifecycle, Phase};
 
 /// Why a relay ended.
 #[derive(Debug)]
@@ -64,32 +65,47 @@ struct Shared {
     /// Statements sent (Query, Sync, FunctionCall) minus ReadyForQuery seen.
     in_flight: AtomicU64,
     pending: Mutex<Vec<Pending>>,
+    /// `pending.len()`, readable without the lock on the per-message path.
+    pending_count: AtomicUsize,
     marker: String,
 }
 
 /// Runs an established connection until either side ends it.
-pub async fn run(ctx: &Context, est: Established, info: ConnInfo, mut phase: watch::Receiver<Phase>) -> End {
-    let Established {
-        client, server, ..
-    } = est;
-    let (client_rd, client_wr) = tokio::io::split(client.io);
-    let (server_rd, server_wr) = tokio::io::split(server.io);
+///
+/// `control` delivers the daemon's phase changes (and is how the client-to-server loop hands
+/// its FATAL errors to the writer); `control_tx` is its sending side.
+pub async fn run(
+    ctx: &Context,
+    est: Established,
+    info: ConnInfo,
+    lifecycle: &Lifecycle,
+    control_tx: mpsc::Sender<Control>,
+    control: mpsc::Receiver<Control>,
+) -> End {
+    let Established { client, server, .. } = est;
+    let (client_rd, client_wr) = client.io.split();
+    let (server_rd, server_wr) = server.io.split();
     let mut nonce = [0u8; 8];
     aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut nonce)
         .expect("system random number generator failed");
     let shared = Shared {
         in_flight: AtomicU64::new(0),
         pending: Mutex::new(Vec::new()),
+        pending_count: AtomicUsize::new(0),
         marker: format!(
             "tollgate_refused_{}_",
             nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
         ),
     };
-    let (control_tx, control_rx) = mpsc::channel::<Vec<u8>>(1);
-    let upstream = client_to_server(ctx, &info, &shared, client_rd, client.buf, server_wr, control_tx);
-    let downstream = server_to_client(ctx, &shared, server_rd, server.buf, client_wr, control_rx, &mut phase);
+    let upstream = client_to_server(
+        ctx, &info, &shared, client_rd, client.buf, server_wr, control_tx,
+    );
+    let downstream = server_to_client(
+        ctx, &shared, server_rd, server.buf, client_wr, control, lifecycle,
+    );
     tokio::pin!(upstream, downstream);
     tokio::select! {
+        biased;
         end = &mut upstream => match end {
             // The server-to-client loop is sending the client its FATAL error.
             End::ClientProtocol(_) => {
@@ -141,10 +157,10 @@ async fn client_to_server(
     ctx: &Context,
     info: &ConnInfo,
     shared: &Shared,
-    mut rd: ReadHalf<BoxIo>,
+    mut rd: ReadHalf,
     mut buf: BytesMut,
-    mut wr: WriteHalf<BoxIo>,
-    control: mpsc::Sender<Vec<u8>>,
+    mut wr: WriteHalf,
+    control: mpsc::Sender<Control>,
 ) -> End {
     let max = ctx.config.limits.max_client_frame;
     let inspect = &ctx.stages.inspect;
@@ -186,7 +202,10 @@ async fn client_to_server(
                 }
                 _ => None,
             };
-            if matches!(msg, Frontend::Query { .. } | Frontend::Sync | Frontend::FunctionCall { .. }) {
+            if matches!(
+                msg,
+                Frontend::Query { .. } | Frontend::Sync | Frontend::FunctionCall { .. }
+            ) {
                 units += 1;
                 shared.in_flight.fetch_add(1, Ordering::AcqRel);
             }
@@ -220,11 +239,10 @@ async fn client_to_server(
                 } else {
                     units
                 };
-                shared
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(Pending { seq, unit, error });
+                let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+                pending.push(Pending { seq, unit, error });
+                shared.pending_count.store(pending.len(), Ordering::Release);
+                drop(pending);
                 debug!(conn = %info.id, sqlstate, "statement refused");
                 batch.replace(&buf, pos, pos + n, &substitute);
             }
@@ -245,8 +263,13 @@ async fn client_to_server(
         }
         if let Some(problem) = problem {
             let mut out = Vec::new();
-            put_error(&mut out, Severity::Fatal, "08P01", &format!("invalid frontend message: {problem}"));
-            let _ = control.send(out).await;
+            put_error(
+                &mut out,
+                Severity::Fatal,
+                "08P01",
+                &format!("invalid frontend message: {problem}"),
+            );
+            let _ = control.send(Control::Fatal(out)).await;
             info!(conn = %info.id, problem, "closing connection on a protocol violation");
             return End::ClientProtocol(problem);
         }
@@ -259,7 +282,7 @@ async fn client_to_server(
     }
 }
 
-async fn write_all(wr: &mut WriteHalf<BoxIo>, bytes: &[u8]) -> std::io::Result<()> {
+async fn write_all(wr: &mut WriteHalf, bytes: &[u8]) -> std::io::Result<()> {
     wr.write_all(bytes).await?;
     wr.flush().await
 }
@@ -267,11 +290,11 @@ async fn write_all(wr: &mut WriteHalf<BoxIo>, bytes: &[u8]) -> std::io::Result<(
 async fn server_to_client(
     ctx: &Context,
     shared: &Shared,
-    mut rd: ReadHalf<BoxIo>,
+    mut rd: ReadHalf,
     mut buf: BytesMut,
-    mut wr: WriteHalf<BoxIo>,
-    mut control: mpsc::Receiver<Vec<u8>>,
-    phase: &mut watch::Receiver<Phase>,
+    mut wr: WriteHalf,
+    mut control: mpsc::Receiver<Control>,
+    lifecycle: &Lifecycle,
 ) -> End {
     let max = ctx.config.limits.max_server_frame;
     let mut units_done: u64 = 0;
@@ -291,10 +314,16 @@ async fn server_to_client(
                     Ok(Backend::ReadyForQuery(s)) => {
                         status = s;
                         units_done += 1;
-                        let _ = shared.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
-                        let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
-                        if !pending.is_empty() {
+                        let _ = shared.in_flight.fetch_update(
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                            |v| v.checked_sub(1),
+                        );
+                        if shared.pending_count.load(Ordering::Acquire) > 0 {
+                            let mut pending =
+                                shared.pending.lock().unwrap_or_else(|p| p.into_inner());
                             pending.retain(|p| p.unit > units_done);
+                            shared.pending_count.store(pending.len(), Ordering::Release);
                         }
                     }
                     Ok(_) => {}
@@ -318,56 +347,78 @@ async fn server_to_client(
         }
         if let Some(problem) = problem {
             let mut out = Vec::new();
-            put_error(&mut out, Severity::Fatal, "08P01", "tollgate received an invalid message from the server");
+            put_error(
+                &mut out,
+                Severity::Fatal,
+                "08P01",
+                "tollgate received an invalid message from the server",
+            );
             let _ = write_all(&mut wr, &out).await;
             return End::ServerProtocol(problem);
         }
         // A draining daemon closes a connection once nothing is running on it.
-        let draining = *phase.borrow() == Phase::Draining;
-        if draining && status == TxStatus::Idle && shared.in_flight.load(Ordering::Acquire) == 0 && buf.is_empty() {
+        let phase = lifecycle.phase();
+        if phase == Phase::Closing {
+            return shutdown(&mut wr).await;
+        }
+        if phase == Phase::Draining
+            && status == TxStatus::Idle
+            && shared.in_flight.load(Ordering::Acquire) == 0
+            && buf.is_empty()
+        {
             return shutdown(&mut wr).await;
         }
         buf.reserve(READ_CHUNK);
         tokio::select! {
+            biased;
             read = rd.read_buf(&mut buf) => match read {
                 Ok(0) => return End::ServerClosed,
                 Ok(_) => {}
                 Err(e) => return End::Io(e),
             },
-            Some(out) = control.recv() => {
-                let _ = write_all(&mut wr, &out).await;
-                return End::ClientProtocol("reported by the client loop".into());
-            }
-            changed = phase.changed() => {
-                if changed.is_err() || *phase.borrow() == Phase::Closing {
-                    return shutdown(&mut wr).await;
+            Some(control) = control.recv() => match control {
+                Control::Fatal(out) => {
+                    let _ = write_all(&mut wr, &out).await;
+                    return End::ClientProtocol("reported by the client loop".into());
                 }
-            }
+                Control::Phase(Phase::Closing) => return shutdown(&mut wr).await,
+                // Draining is checked at the top of the loop.
+                Control::Phase(_) => {}
+            },
         }
     }
 }
 
 /// If this ErrorResponse answers one of our marker statements, the refusal to send instead.
 fn take_refusal(shared: &Shared, m: Message<'_>) -> Option<Vec<u8>> {
-    let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
-    if pending.is_empty() {
+    if shared.pending_count.load(Ordering::Acquire) == 0 {
         return None;
     }
+    let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
     let Ok(Backend::ErrorResponse(fields)) = messages::decode_backend(m.tag, m.body) else {
         return None;
     };
     let text = fields.get(b'M')?;
     let at = text.find(&shared.marker)? + shared.marker.len();
     let digits: &str = &text[at..];
-    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
     let seq: u64 = digits[..end].parse().ok()?;
     let index = pending.iter().position(|p| p.seq == seq)?;
-    Some(pending.swap_remove(index).error)
+    let refusal = pending.swap_remove(index).error;
+    shared.pending_count.store(pending.len(), Ordering::Release);
+    Some(refusal)
 }
 
-async fn shutdown(wr: &mut WriteHalf<BoxIo>) -> End {
+async fn shutdown(wr: &mut WriteHalf) -> End {
     let mut out = Vec::new();
-    put_error(&mut out, Severity::Fatal, "57P01", "terminating connection because tollgate is shutting down");
+    put_error(
+        &mut out,
+        Severity::Fatal,
+        "57P01",
+        "terminating connection because tollgate is shutting down",
+    );
     let _ = write_all(wr, &out).await;
     End::Shutdown
 }

@@ -116,7 +116,11 @@ pub fn server_first<'v>(
         .next()
         .and_then(|p| p.strip_prefix("r="))
         .ok_or(ScramError::Malformed("missing nonce"))?;
-    if client_nonce.is_empty() || !client_nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
+    if client_nonce.is_empty()
+        || !client_nonce
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+    {
         return Err(ScramError::Malformed("bad nonce"));
     }
     let mut random = [0u8; NONCE_LEN];
@@ -202,11 +206,14 @@ mod tests {
     /// tokio-postgres's client against our server, both outcomes.
     fn run(server_password: &str, client_password: &str) -> Result<(), ScramError> {
         let verifier = Verifier::new(server_password);
-        let mut client = ScramSha256::new(client_password.as_bytes(), ChannelBinding::unrequested());
+        let mut client =
+            ScramSha256::new(client_password.as_bytes(), ChannelBinding::unrequested());
         let (exchange, first) = server_first(&verifier, client.message())?;
         client.update(&first).unwrap();
         let last = exchange.server_final(client.message())?;
-        client.finish(&last).expect("client accepts the server signature");
+        client
+            .finish(&last)
+            .expect("client accepts the server signature");
         Ok(())
     }
 

@@ -20,8 +20,9 @@ use super::messages::{
     self, Backend, Frontend, MessageError, Severity, StartupRequest, TxStatus, put_error,
 };
 use super::scram;
-use super::{BoxIo, Context, TargetRuntime};
+use super::{Context, TargetRuntime};
 use crate::config::ClientAuthMethod;
+use crate::net::Stream;
 
 /// Bytes read from a socket at a time.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -47,12 +48,12 @@ pub enum Error {
 
 /// A socket with its read buffer.
 pub struct Conn {
-    pub io: BoxIo,
+    pub io: Stream,
     pub buf: BytesMut,
 }
 
 impl Conn {
-    pub fn new(io: BoxIo) -> Conn {
+    pub fn new(io: Stream) -> Conn {
         Conn {
             io,
             buf: BytesMut::with_capacity(8 * 1024),
@@ -119,7 +120,7 @@ pub async fn run(
     tcp: TcpStream,
     peer: SocketAddr,
 ) -> Result<Option<Established>, Error> {
-    let mut client = Conn::new(Box::new(tcp));
+    let mut client = Conn::new(Stream::Tcp(tcp));
     match login(ctx, &mut client, peer).await {
         Ok(Some(l)) => Ok(Some(Established {
             client,
@@ -131,7 +132,9 @@ pub async fn run(
         })),
         Ok(None) => Ok(None),
         Err(e @ (Error::Frame(_) | Error::Message(_))) => {
-            client.fatal("08P01", &format!("invalid frontend message: {e}")).await;
+            client
+                .fatal("08P01", &format!("invalid frontend message: {e}"))
+                .await;
             Err(e)
         }
         Err(e) => Err(e),
@@ -147,7 +150,11 @@ struct LoggedIn {
     cancel: Registration,
 }
 
-async fn login(ctx: &Context, client: &mut Conn, peer: SocketAddr) -> Result<Option<LoggedIn>, Error> {
+async fn login(
+    ctx: &Context,
+    client: &mut Conn,
+    peer: SocketAddr,
+) -> Result<Option<LoggedIn>, Error> {
     let mut tls = false;
     // A client may ask for GSS encryption, then SSL, then start; no more rounds than that.
     let (minor, params) = 'negotiate: {
@@ -164,10 +171,12 @@ async fn login(ctx: &Context, client: &mut Conn, peer: SocketAddr) -> Result<Opt
                         // Bytes sent before the handshake would be plaintext injected into the
                         // encrypted session (CVE-2021-23214): refuse them.
                         if !client.buf.is_empty() {
-                            return Err(Error::Refused("data sent before the TLS handshake".into()));
+                            return Err(Error::Refused(
+                                "data sent before the TLS handshake".into(),
+                            ));
                         }
                         client.send(b"S").await?;
-                        let plain = std::mem::replace(&mut client.io, placeholder_io());
+                        let plain = std::mem::replace(&mut client.io, Stream::placeholder());
                         *client = Conn::new(upgrade_client(plain, acceptor).await?);
                         tls = true;
                     }
@@ -190,15 +199,22 @@ async fn login(ctx: &Context, client: &mut Conn, peer: SocketAddr) -> Result<Opt
                 }
             }
         }
-        client.fatal("08P01", "too many encryption negotiation requests").await;
+        client
+            .fatal("08P01", "too many encryption negotiation requests")
+            .await;
         return Err(Error::Refused("negotiation loop".into()));
     };
 
     if ctx.config.tls.as_ref().is_some_and(|t| t.require) && !tls {
         client
-            .fatal("28000", "tollgate requires an encrypted connection (use sslmode=require)")
+            .fatal(
+                "28000",
+                "tollgate requires an encrypted connection (use sslmode=require)",
+            )
             .await;
-        return Err(Error::Refused("plaintext client while TLS is required".into()));
+        return Err(Error::Refused(
+            "plaintext client while TLS is required".into(),
+        ));
     }
 
     // tollgate speaks protocol 3.0 and no protocol extensions; say so, then go on.
@@ -213,14 +229,29 @@ async fn login(ctx: &Context, client: &mut Conn, peer: SocketAddr) -> Result<Opt
         client.send(&out).await?;
     }
 
-    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let Some(user) = get("user").filter(|u| !u.is_empty()).map(str::to_owned) else {
-        client.fatal("28000", "no PostgreSQL user name specified in startup packet").await;
+        client
+            .fatal(
+                "28000",
+                "no PostgreSQL user name specified in startup packet",
+            )
+            .await;
         return Err(Error::Refused("no user".into()));
     };
-    let database = get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_owned();
+    let database = get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .to_owned();
     if get("replication").is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0")) {
-        client.fatal("08P01", "tollgate does not relay replication connections").await;
+        client
+            .fatal("08P01", "tollgate does not relay replication connections")
+            .await;
         return Err(Error::Refused("replication requested".into()));
     }
     let mut forwarded: Vec<(&str, &str)> = Vec::new();
@@ -288,11 +319,6 @@ async fn login(ctx: &Context, client: &mut Conn, peer: SocketAddr) -> Result<Opt
     }))
 }
 
-/// Stands in for a stream while it is being moved into TLS.
-fn placeholder_io() -> BoxIo {
-    Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink()))
-}
-
 /// Startup parameters passed on to the server. Anything else is refused: a parameter such as
 /// `options` would set server settings (a role, say) without any statement being inspected.
 const FORWARDED_PARAMETERS: &[&str] = &[
@@ -312,9 +338,9 @@ const FORWARDED_PARAMETERS: &[&str] = &[
     "standard_conforming_strings",
 ];
 
-async fn upgrade_client(io: BoxIo, acceptor: &tokio_rustls::TlsAcceptor) -> Result<BoxIo, Error> {
+async fn upgrade_client(io: Stream, acceptor: &tokio_rustls::TlsAcceptor) -> Result<Stream, Error> {
     let stream = acceptor.accept(io).await.map_err(Error::Tls)?;
-    Ok(Box::new(stream))
+    Ok(Stream::wrap(stream))
 }
 
 /// The client's login against the target's configured client credentials.
@@ -335,7 +361,10 @@ async fn authenticate_client(
             return Err(Error::Auth(format!("client password unavailable: {e}")));
         }
     };
-    let user_ok = auth.user.as_deref().is_none_or(|u| scram::password_matches(u, user));
+    let user_ok = auth
+        .user
+        .as_deref()
+        .is_none_or(|u| scram::password_matches(u, user));
     let outcome = match auth.method {
         ClientAuthMethod::Password => {
             let mut out = Vec::new();
@@ -359,7 +388,10 @@ async fn authenticate_client(
         }
     });
     if let Err(reason) = outcome {
-        warn!(target = target.config.name, user, reason, "client authentication failed");
+        warn!(
+            target = target.config.name,
+            user, reason, "client authentication failed"
+        );
         client.fatal("28P01", &failed(user)).await;
         return Err(Error::Auth(reason));
     }
@@ -428,16 +460,20 @@ struct UpstreamSession {
 /// Opens the TCP (and TLS) connection to a target's server.
 pub async fn open_upstream(ctx: &Context, target: &TargetRuntime) -> Result<Conn, Error> {
     let timeout = ctx.config.limits.upstream_connect_timeout;
-    let tcp = tokio::time::timeout(timeout, TcpStream::connect((target.host.as_str(), target.port)))
-        .await
-        .map_err(|_| Error::Upstream(format!("connect to {} timed out", target.config.address)))?
-        .map_err(|e| Error::Upstream(format!("connect to {}: {e}", target.config.address)))?;
+    let tcp = tokio::time::timeout(
+        timeout,
+        TcpStream::connect((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| Error::Upstream(format!("connect to {} timed out", target.config.address)))?
+    .map_err(|e| Error::Upstream(format!("connect to {}: {e}", target.config.address)))?;
     tcp.set_nodelay(true)?;
     let Some(tls) = &target.tls else {
-        return Ok(Conn::new(Box::new(tcp)));
+        return Ok(Conn::new(Stream::Tcp(tcp)));
     };
-    let mut conn = Conn::new(Box::new(tcp));
-    conn.send(&messages::encode_request(messages::SSL_REQUEST, &[])).await?;
+    let mut conn = Conn::new(Stream::Tcp(tcp));
+    conn.send(&messages::encode_request(messages::SSL_REQUEST, &[]))
+        .await?;
     let mut answer = [0u8; 1];
     conn.io.read_exact(&mut answer).await?;
     if answer[0] != b'S' {
@@ -451,7 +487,7 @@ pub async fn open_upstream(ctx: &Context, target: &TargetRuntime) -> Result<Conn
         .connect(tls.server_name.clone(), conn.io)
         .await
         .map_err(|e| Error::Upstream(format!("TLS with {}: {e}", target.config.address)))?;
-    Ok(Conn::new(Box::new(stream)))
+    Ok(Conn::new(Stream::wrap(stream)))
 }
 
 /// Connects and logs in upstream with the target's credentials. On failure, also returns the
@@ -471,10 +507,16 @@ async fn connect_upstream(
         ),
         None => None,
     };
-    let mut params = vec![("user", cfg.user.as_str()), ("database", cfg.upstream_database())];
+    let mut params = vec![
+        ("user", cfg.user.as_str()),
+        ("database", cfg.upstream_database()),
+    ];
     params.extend_from_slice(forwarded);
     let io = |e: Error| (e, "08006");
-    server.send(&messages::encode_startup(&params)).await.map_err(io)?;
+    server
+        .send(&messages::encode_startup(&params))
+        .await
+        .map_err(io)?;
 
     let max = ctx.config.limits.max_server_frame;
     let mut scram: Option<ScramSha256> = None;
@@ -485,9 +527,14 @@ async fn connect_upstream(
         let m = Message::from_frame(&frame);
         let decoded = messages::decode_backend(m.tag, m.body).map_err(|e| io(e.into()))?;
         let need_password = || {
-            password
-                .as_deref()
-                .ok_or_else(|| (Error::Upstream("the server asks for a password and the target has none".into()), "08006"))
+            password.as_deref().ok_or_else(|| {
+                (
+                    Error::Upstream(
+                        "the server asks for a password and the target has none".into(),
+                    ),
+                    "08006",
+                )
+            })
         };
         let mut out = Vec::new();
         match decoded {
@@ -514,9 +561,13 @@ async fn connect_upstream(
             }
             Backend::Authentication { code: 10, data } => {
                 let pw = need_password()?;
-                let offered = data.split(|&b| b == 0).any(|m| m == scram::MECHANISM.as_bytes());
+                let offered = data
+                    .split(|&b| b == 0)
+                    .any(|m| m == scram::MECHANISM.as_bytes());
                 if !offered {
-                    return Err(io(Error::Upstream("the server offers no SASL mechanism tollgate supports".into())));
+                    return Err(io(Error::Upstream(
+                        "the server offers no SASL mechanism tollgate supports".into(),
+                    )));
                 }
                 // No channel binding: "n" tells a server that offers -PLUS that we do not
                 // support it, which it accepts (unlike "y").
@@ -606,10 +657,8 @@ async fn forward_cancel(ctx: &Context, process_id: i32, secret_key: i32) {
     let Some(target) = ctx.targets.get(&*key.target) else {
         return;
     };
-    let request = messages::encode_request(
-        messages::CANCEL_REQUEST,
-        &[key.process_id, key.secret_key],
-    );
+    let request =
+        messages::encode_request(messages::CANCEL_REQUEST, &[key.process_id, key.secret_key]);
     match open_upstream(ctx, target).await {
         Ok(mut server) => {
             if let Err(e) = server.send(&request).await {
@@ -617,11 +666,9 @@ async fn forward_cancel(ctx: &Context, process_id: i32, secret_key: i32) {
             }
             // The server closes the connection when done; wait briefly so it reads the request.
             let mut sink = [0u8; 1];
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                server.io.read(&mut sink),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), server.io.read(&mut sink))
+                    .await;
         }
         Err(e) => warn!(target = &*key.target, error = %e, "cancel not delivered"),
     }

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# pgbench -S (select-only), simple and prepared protocol, 8 clients: directly against
+# PostgreSQL and through tollgate (and through pgbouncer in session mode when it is installed),
+# interleaved round by round so that all paths see the same machine. Prints median TPS, the
+# ratio to direct, and each proxy's CPU time per transaction (utime+stime of the proxy process
+# over the run divided by transactions), which is steadier than TPS on a shared machine.
+#
+# Usage: scripts/bench-pg.sh [seconds-per-run] [rounds]
+# Needs: PostgreSQL on 127.0.0.1:5432 trusting postgres, pgbench, a release build (made here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_PER_RUN=${1:-10}
+ROUNDS=${2:-3}
+CLIENTS=8
+THREADS=2
+DB=tollgate_bench
+PROXY_PORT=25432
+BOUNCER_PORT=26432
+export PGSSLMODE=disable # libpq prefers TLS and the local server has it: keep every path plain
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cargo build --release --quiet
+psql -h 127.0.0.1 -U postgres -d postgres -qAt -c "select 1 from pg_database where datname = '$DB'" | grep -q 1 ||
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "create database $DB"
+if ! psql -h 127.0.0.1 -U postgres -d "$DB" -qAt -c "select count(*) from pgbench_branches" >/dev/null 2>&1; then
+  pgbench -h 127.0.0.1 -U postgres -i -s 10 -q "$DB"
+fi
+
+echo "agent-secret" >"$work/agent-pw"
+cat >"$work/tollgate.yaml" <<EOF
+listen: { postgres: 127.0.0.1:$PROXY_PORT }
+targets:
+  - name: $DB
+    address: 127.0.0.1:5432
+    user: postgres
+    client_auth: { method: scram-sha-256, user: agent, password: { file: $work/agent-pw } }
+EOF
+TOLLGATE_LOG=warn target/release/tollgate serve --config "$work/tollgate.yaml" 2>"$work/tollgate.log" &
+tollgate_pid=$!
+pids+=("$tollgate_pid")
+
+bouncer_pid=
+if command -v pgbouncer >/dev/null 2>&1; then
+  cat >"$work/pgbouncer.ini" <<EOF
+[databases]
+$DB = host=127.0.0.1 port=5432 dbname=$DB user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+auth_type = trust
+auth_file = $work/userlist.txt
+pool_mode = session
+max_client_conn = 100
+default_pool_size = 20
+logfile = $work/pgbouncer.log
+pidfile = $work/pgbouncer.pid
+unix_socket_dir =
+EOF
+  echo '"postgres" ""' >"$work/userlist.txt"
+  chown -R postgres "$work" 2>/dev/null || true
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- pgbouncer "$work/pgbouncer.ini" >/dev/null 2>&1 &
+  else
+    pgbouncer "$work/pgbouncer.ini" >/dev/null 2>&1 &
+  fi
+  sleep 1
+  bouncer_pid=$(cat "$work/pgbouncer.pid" 2>/dev/null || true)
+  [ -n "$bouncer_pid" ] && pids+=("$bouncer_pid")
+fi
+
+for _ in $(seq 1 50); do
+  PGPASSWORD=agent-secret psql -h 127.0.0.1 -p $PROXY_PORT -U agent -d $DB -qAtc 'select 1' >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+# run PATH MODE: prints "tps transactions cpu_seconds"
+run() {
+  local path=$1 mode=$2 port=5432 user=postgres pid= before=0 after=0 out
+  case $path in
+    tollgate) port=$PROXY_PORT user=agent pid=$tollgate_pid ;;
+    pgbouncer) port=$BOUNCER_PORT pid=$bouncer_pid ;;
+  esac
+  [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  out=$(PGPASSWORD=agent-secret pgbench -h 127.0.0.1 -p "$port" -U "$user" -S -M "$mode" \
+    -c $CLIENTS -j $THREADS -T "$SECONDS_PER_RUN" -n "$DB" 2>&1)
+  [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  local tps txns
+  tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | tail -n 1)
+  txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+  echo "$tps $txns $(awk -v a="$after" -v b="$before" -v hz="$hz" 'BEGIN{print (a-b)/hz}')"
+}
+
+paths=(direct tollgate)
+[ -n "$bouncer_pid" ] && paths+=(pgbouncer)
+declare -A results
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in simple prepared; do
+    for path in "${paths[@]}"; do
+      r=$(run "$path" "$mode")
+      results[$path.$mode]+="$r"$'\n'
+      echo "round $round $mode $path: $r" >&2
+    done
+  done
+done
+
+median() { sort -n | awk '{v[NR]=$1} END{print (NR%2)? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+echo
+echo "pgbench -S, $CLIENTS clients, ${SECONDS_PER_RUN}s x $ROUNDS rounds, $(nproc) cores, $(date -u +%F)"
+printf '%-10s %-9s %10s %8s %14s\n' mode path tps ratio "cpu_us/txn"
+for mode in simple prepared; do
+  direct=$(awk '{print $1}' <<<"${results[direct.$mode]}" | grep . | median)
+  for path in "${paths[@]}"; do
+    tps=$(awk '{print $1}' <<<"${results[$path.$mode]}" | grep . | median)
+    cpu=$(awk '$2 > 0 {s += $3; t += $2} END{ if (t) printf "%.1f", s / t * 1e6; else print "-" }' <<<"${results[$path.$mode]}")
+    [ "$path" = direct ] && cpu=-
+    printf '%-10s %-9s %10.0f %8.2f %14s\n' "$mode" "$path" "$tps" "$(awk -v a="$tps" -v b="$direct" 'BEGIN{print a/b}')" "$cpu"
+  done
+done
