@@ -1,0 +1,149 @@
+//! The `tollgate` binary as an operator runs it: config checks, `serve` with the example config,
+//! SIGTERM, and logs free of secrets.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::NoTls;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+#[test]
+fn example_config_is_valid() {
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", "config/tollgate.example.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_config_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    let example = std::fs::read_to_string("config/tollgate.example.yaml").unwrap();
+    // A misspelt field after the target's `user:` line.
+    let at = example
+        .lines()
+        .position(|l| l.starts_with("    user: postgres"))
+        .unwrap();
+    let mut lines: Vec<&str> = example.lines().collect();
+    lines.insert(at + 1, "    passwrd: x");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = at + 2;
+    assert!(err.contains(&format!("bad.yaml:{line}:")), "{err}");
+    assert!(err.contains("passwrd"), "{err}");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--config", "/nonexistent/tollgate.yaml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tollgate.yaml"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn serve_the_example_config_then_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let example = std::fs::read_to_string("config/tollgate.example.yaml").unwrap();
+    let config = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &config,
+        example
+            .replace("127.0.0.1:15432", &format!("127.0.0.1:{port}"))
+            .replace("shutdown_grace: 30s", "shutdown_grace: 3s"),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("TOLLGATE_AGENT_PASSWORD", "agent-secret-from-env")
+        .env("TOLLGATE_LOG", "debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!(
+        "host=127.0.0.1 port={port} user=agent password=agent-secret-from-env dbname=test sslmode=disable"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (client, conn) = loop {
+        match tokio_postgres::connect(&url, NoTls).await {
+            Ok(ok) => break ok,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("tollgate did not come up: {e}"),
+        }
+    };
+    tokio::spawn(conn);
+    // Several connections, spread over the worker threads.
+    let mut others = Vec::new();
+    for _ in 0..6 {
+        let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        others.push(c);
+    }
+    for (i, c) in others.iter().enumerate() {
+        let v: i32 = c
+            .query_one("select $1::int4", &[&(i as i32)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, i as i32);
+    }
+    let running = tokio::spawn(async move {
+        client
+            .query_one("select pg_sleep(1)::text", &[])
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    running
+        .await
+        .unwrap()
+        .expect("the running statement finishes during the drain");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("shutdown complete"), "{log}");
+    assert!(
+        !log.contains("agent-secret-from-env"),
+        "a secret reached the log:\n{log}"
+    );
+}
