@@ -6,6 +6,7 @@
 # over the run divided by transactions), which is steadier than TPS on a shared machine.
 #
 # Usage: scripts/bench-pg.sh [seconds-per-run] [rounds]
+#        TOLLGATE_WORKERS=N scripts/bench-pg.sh ...   (tollgate's worker threads; default: CPUs)
 # Needs: PostgreSQL on 127.0.0.1:5432 trusting postgres, pgbench, a release build (made here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,7 @@ fi
 echo "agent-secret" >"$work/agent-pw"
 cat >"$work/tollgate.yaml" <<EOF
 listen: { postgres: 127.0.0.1:$PROXY_PORT }
+${TOLLGATE_WORKERS:+workers: $TOLLGATE_WORKERS}
 targets:
   - name: $DB
     address: 127.0.0.1:5432
@@ -116,7 +118,7 @@ done
 
 median() { sort -n | awk '{v[NR]=$1} END{print (NR%2)? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 echo
-echo "pgbench -S, $CLIENTS clients, ${SECONDS_PER_RUN}s x $ROUNDS rounds, $(nproc) cores, $(date -u +%F)"
+echo "pgbench -S, $CLIENTS clients, ${SECONDS_PER_RUN}s x $ROUNDS rounds, $(nproc) cores, tollgate workers: ${TOLLGATE_WORKERS:-$(nproc)}, $(date -u +%F)"
 printf '%-10s %-9s %10s %8s %14s\n' mode path tps ratio "cpu_us/txn"
 for mode in simple prepared; do
   direct=$(awk '{print $1}' <<<"${results[direct.$mode]}" | grep . | median)

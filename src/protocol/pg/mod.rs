@@ -9,6 +9,8 @@
 
 pub mod cancel;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod messages;
 pub mod relay;
 pub mod scram;
