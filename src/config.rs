@@ -5,7 +5,7 @@
 //! inline: the config names an environment variable or a file, read when a connection needs it,
 //! so a rotated Kubernetes secret takes effect without a restart.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,12 @@ pub struct Config {
     /// TLS toward clients. Without it, SSLRequest is answered 'N'.
     #[serde(default)]
     pub tls: Option<ClientTls>,
+    /// The admin HTTP interface (health); off unless configured.
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    /// OIDC issuers whose access tokens agents present as their password.
+    #[serde(default)]
+    pub identity: Option<IdentityConfig>,
     pub targets: Vec<Spanned<Target>>,
 }
 
@@ -67,6 +73,17 @@ impl Default for Listen {
             postgres: default_pg_listen(),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+pub fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +134,80 @@ pub struct ClientTls {
     pub require: bool,
 }
 
+/// How agent tokens are validated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub issuers: Vec<IssuerConfig>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway", with = "duration")]
+    pub leeway: Duration,
+    /// Accept tokens over plaintext from loopback clients (development only). Otherwise a
+    /// token is only asked for over TLS.
+    #[serde(default)]
+    pub allow_plaintext_loopback: bool,
+    /// Shortest time between two key-set fetches caused by tokens naming an unknown key, so
+    /// junk tokens cannot make tollgate hammer the identity provider.
+    #[serde(default = "default_min_key_refresh", with = "duration")]
+    pub min_key_refresh: Duration,
+    /// Delay before answering a failed login, doubling per consecutive failure from an address.
+    #[serde(default = "default_failure_delay", with = "duration")]
+    pub failure_delay: Duration,
+    #[serde(default = "default_max_failure_delay", with = "duration")]
+    pub max_failure_delay: Duration,
+}
+
+/// One trusted token issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The exact `iss` value; discovery is `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// Accepted `aud` values (a token needs one of them).
+    pub audiences: Vec<String>,
+    /// The key set's URL, skipping discovery.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Accepted signature algorithms: a subset of RS256, PS256, ES256, EdDSA.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Claim holding the agent's unique id.
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    /// Claim holding groups or roles; a dotted path reaches into objects
+    /// (`realm_access.roles` for Keycloak, `roles` for Azure AD, `groups` for Okta).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Claims naming the OAuth client, first present wins.
+    #[serde(default = "default_client_id_claims")]
+    pub client_id_claims: Vec<String>,
+    /// Claims that must be present with this value (or contain it, for a list).
+    #[serde(default)]
+    pub required_claims: BTreeMap<String, String>,
+    /// How often the key set is fetched again, so rotated keys need no restart.
+    #[serde(default = "default_key_refresh", with = "duration")]
+    pub key_refresh: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    RS256,
+    PS256,
+    ES256,
+    EdDSA,
+}
+
+/// Upstream credentials for the members of some groups.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupCredentials {
+    /// An identity in any of these groups uses these credentials.
+    pub groups: Vec<String>,
+    pub user: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
 /// One upstream database that clients reach by naming it as their `database`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,15 +224,37 @@ pub struct Target {
     /// Its password; absent when the server trusts the connection.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// Other upstream roles for members of some groups (first match wins), for example a
+    /// read-write role for a break-glass group while agents get the read-only `user`.
+    #[serde(default)]
+    pub credentials: Vec<GroupCredentials>,
     #[serde(default)]
     pub tls: UpstreamTls,
-    /// How clients prove who they are before tollgate connects upstream.
+    /// How clients prove who they are before tollgate connects upstream (OIDC by default).
+    #[serde(default)]
     pub client_auth: ClientAuth,
 }
 
+/// The name of the target that takes any database no other target names.
+pub const ANY_DATABASE: &str = "*";
+
 impl Target {
-    pub fn upstream_database(&self) -> &str {
-        self.database.as_deref().unwrap_or(&self.name)
+    /// The database to open upstream for a client that asked for `requested`.
+    pub fn upstream_database<'a>(&'a self, requested: &'a str) -> &'a str {
+        match &self.database {
+            Some(db) => db,
+            None if self.name == ANY_DATABASE => requested,
+            None => &self.name,
+        }
+    }
+
+    /// The upstream role and password for an identity.
+    pub fn credentials_for(&self, groups: &[String]) -> (&str, Option<&Secret>) {
+        self.credentials
+            .iter()
+            .find(|c| c.groups.iter().any(|g| groups.contains(g)))
+            .map(|c| (c.user.as_str(), c.password.as_ref()))
+            .unwrap_or((self.user.as_str(), self.password.as_ref()))
     }
 }
 
@@ -219,24 +332,63 @@ pub struct UpstreamTls {
     pub server_name: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClientAuthMethod {
-    /// SCRAM-SHA-256: the password never crosses the wire.
+    /// An OIDC access token as the password, validated against `identity.issuers`.
+    #[default]
+    Oidc,
+    /// SCRAM-SHA-256 against a static password: the password never crosses the wire.
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
     /// The password in clear (only sensible over TLS).
     Password,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuth {
+    #[serde(default)]
     pub method: ClientAuthMethod,
-    /// The user name clients must give; any name when absent.
+    /// With a static password: the user name clients must give; any name when absent.
     #[serde(default)]
     pub user: Option<String>,
-    pub password: Secret,
+    /// The static password (`scram-sha-256` and `password` methods only).
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_min_key_refresh() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_failure_delay() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_max_failure_delay() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_algorithms() -> Vec<JwtAlgorithm> {
+    vec![
+        JwtAlgorithm::RS256,
+        JwtAlgorithm::PS256,
+        JwtAlgorithm::ES256,
+        JwtAlgorithm::EdDSA,
+    ]
+}
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_client_id_claims() -> Vec<String> {
+    vec!["azp".into(), "appid".into(), "client_id".into()]
+}
+fn default_key_refresh() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_pg_listen() -> SocketAddr {
@@ -335,6 +487,36 @@ impl Config {
         if self.limits.max_client_frame < 1024 || self.limits.max_server_frame < 1024 {
             return Err(top("limits: frame size limits must be at least 1024 bytes"));
         }
+        if let Some(identity) = &self.identity {
+            if identity.issuers.is_empty() {
+                return Err(top("identity.issuers: at least one issuer is needed"));
+            }
+            for issuer in &identity.issuers {
+                let name = &issuer.issuer;
+                if !url_allowed(name) {
+                    return Err(top(&format!(
+                        "identity.issuers[].issuer: {name:?} must be an https URL (http only for loopback)"
+                    )));
+                }
+                if let Some(uri) = &issuer.jwks_uri
+                    && !url_allowed(uri)
+                {
+                    return Err(top(&format!(
+                        "identity.issuers[].jwks_uri: {uri:?} must be an https URL (http only for loopback)"
+                    )));
+                }
+                if issuer.audiences.is_empty() {
+                    return Err(top(&format!(
+                        "identity.issuers[{name}].audiences: at least one audience is needed"
+                    )));
+                }
+                if issuer.algorithms.is_empty() {
+                    return Err(top(&format!(
+                        "identity.issuers[{name}].algorithms: at least one algorithm is needed"
+                    )));
+                }
+            }
+        }
         let mut names = HashSet::new();
         for span in &self.targets {
             let t = &span.value;
@@ -356,6 +538,39 @@ impl Config {
                     ),
                 ));
             }
+            let auth = &t.client_auth;
+            match auth.method {
+                ClientAuthMethod::Oidc if self.identity.is_none() => {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "targets[{}].client_auth: OIDC logins need an `identity` section (or set method: scram-sha-256 with a password)",
+                            t.name
+                        ),
+                    ));
+                }
+                ClientAuthMethod::Oidc if auth.password.is_some() || auth.user.is_some() => {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "targets[{}].client_auth: user and password belong to the static methods, not oidc",
+                            t.name
+                        ),
+                    ));
+                }
+                ClientAuthMethod::ScramSha256 | ClientAuthMethod::Password
+                    if auth.password.is_none() =>
+                {
+                    return Err(invalid(
+                        span,
+                        format!(
+                            "targets[{}].client_auth.password: required by this method",
+                            t.name
+                        ),
+                    ));
+                }
+                _ => {}
+            }
             if t.tls.mode == TlsMode::VerifyFull && t.tls.ca_file.is_none() {
                 return Err(invalid(
                     span,
@@ -375,6 +590,22 @@ impl Config {
             .map(|s| &s.value)
             .find(|t| t.name == name)
     }
+}
+
+/// An https URL, or http to a loopback host (a local test or development issuer).
+fn url_allowed(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 /// Splits `host:port` (IPv6 hosts in brackets) into its parts.
@@ -402,15 +633,55 @@ targets:
       password: { env: AGENT_PW }
 ";
 
+    const OIDC: &str = "
+identity:
+  issuers:
+    - issuer: https://idp.example/tenant
+      audiences: [api://tollgate]
+      algorithms: [RS256]
+";
+
+    #[test]
+    fn identity_config_and_group_credentials() {
+        let text = format!(
+            "{OIDC}
+targets:
+  - name: \"*\"
+    address: 127.0.0.1:5432
+    user: agent_ro
+    credentials:
+      - groups: [break-glass]
+        user: agent_rw
+        password: {{ file: /run/secrets/rw }}
+"
+        );
+        let c = Config::parse(&text, "t.yaml").unwrap();
+        let issuer = &c.identity.as_ref().unwrap().issuers[0];
+        assert_eq!(issuer.groups_claim, "groups");
+        assert_eq!(issuer.algorithms, vec![JwtAlgorithm::RS256]);
+        let t = c.target("*").unwrap();
+        assert_eq!(t.client_auth.method, ClientAuthMethod::Oidc);
+        assert_eq!(t.upstream_database("sales"), "sales");
+        assert_eq!(t.credentials_for(&["ai-agents".into()]).0, "agent_ro");
+        assert_eq!(
+            t.credentials_for(&["x".into(), "break-glass".into()]).0,
+            "agent_rw"
+        );
+        assert!(url_allowed("http://127.0.0.1:9090/dev"));
+        assert!(url_allowed("http://localhost/x"));
+        assert!(!url_allowed("http://127.0.0.1.evil.example/x"));
+        assert!(!url_allowed("ftp://idp"));
+    }
+
     #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::parse(MINIMAL, "t.yaml").unwrap();
         assert_eq!(c.listen.postgres, "127.0.0.1:15432".parse().unwrap());
         assert_eq!(c.limits.startup_timeout, Duration::from_secs(10));
         let t = c.target("app").unwrap();
-        assert_eq!(t.upstream_database(), "app");
+        assert_eq!(t.upstream_database("app"), "app");
         assert_eq!(t.tls.mode, TlsMode::Disable);
-        assert_eq!(t.client_auth.password, Secret::Env("AGENT_PW".into()));
+        assert_eq!(t.client_auth.password, Some(Secret::Env("AGENT_PW".into())));
     }
 
     #[test]
@@ -439,6 +710,26 @@ targets:
                 "ca_file",
             ),
             ("targets: []\n".to_string(), "at least one target"),
+            (
+                MINIMAL.replace("method: scram-sha-256", "method: oidc"),
+                "identity",
+            ),
+            (
+                MINIMAL.replace("      password: { env: AGENT_PW }\n", ""),
+                "password: required",
+            ),
+            (
+                format!("{MINIMAL}{OIDC}").replace("https://idp", "http://idp"),
+                "https",
+            ),
+            (
+                format!("{MINIMAL}{OIDC}").replace("RS256", "HS256"),
+                "HS256",
+            ),
+            (
+                format!("{MINIMAL}{OIDC}").replace("[api://tollgate]", "[]"),
+                "audience",
+            ),
         ];
         for (text, needle) in cases {
             let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();

@@ -1,6 +1,8 @@
 //! tollgate: a PostgreSQL wire proxy that stands between AI agents and production databases.
 //!
 //! Module map:
+//! - [`admin`]: the admin HTTP interface (health; the dev issuer's documents).
+//! - [`auth`]: agent identity: OIDC token validation, login throttling, the dev issuer.
 //! - [`config`]: the YAML configuration, validated, errors with file:line.
 //! - [`server`]: listeners, accept loop, connection limits, graceful shutdown.
 //! - [`protocol`]: the wire protocols (PostgreSQL today): framing, startup, relay.
@@ -9,6 +11,8 @@
 //! - [`tls`]: rustls acceptor for clients, connectors for upstream targets.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod net;
 pub mod pipeline;

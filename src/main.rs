@@ -1,10 +1,14 @@
 //! The `tollgate` command line. Everything it does lives in the library.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use tollgate::admin::AdminState;
+use tollgate::auth::dev::{self, DevIssuer};
 use tollgate::config::Config;
 use tollgate::pipeline::Stages;
 use tollgate::protocol::pg::Context;
@@ -42,6 +46,54 @@ enum Command {
         #[arg(long, env = "TOLLGATE_CONFIG")]
         config: PathBuf,
     },
+    /// A first run with nothing to set up: an embedded dev token issuer in front of the local
+    /// PostgreSQL, every database reached by its own name. Not for production.
+    Dev(DevArgs),
+    /// Agent tokens from the dev issuer.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct DevArgs {
+    /// Where the dev issuer keeps its signing key.
+    #[arg(long, default_value = ".tollgate-dev")]
+    data_dir: PathBuf,
+    /// Where agents connect.
+    #[arg(long, default_value = "127.0.0.1:15432")]
+    listen: SocketAddr,
+    /// The admin HTTP port (serves the dev issuer's keys).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin: SocketAddr,
+    /// The PostgreSQL server behind tollgate.
+    #[arg(long, default_value = "127.0.0.1:5432")]
+    postgres: String,
+    /// The role tollgate logs in as there.
+    #[arg(long, default_value = "postgres")]
+    postgres_user: String,
+    /// An environment variable holding that role's password, if the server asks for one.
+    #[arg(long)]
+    postgres_password_env: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint an agent token with the dev issuer's key; prints the token alone on stdout.
+    Mint {
+        /// The agent's subject (its unique name).
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated groups; agents without any are in `ai-agents`.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Lifetime, like 15m or 1h.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        #[arg(long, default_value = ".tollgate-dev")]
+        data_dir: PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -65,19 +117,148 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
-        Command::Serve { config } => serve(Arc::new(Config::load(&config)?)),
+        Command::Serve { config } => serve(
+            Arc::new(Config::load(&config)?),
+            AdminState::default(),
+            None,
+        ),
+        Command::Dev(args) => dev(args),
+        Command::Token {
+            command:
+                TokenCommand::Mint {
+                    sub,
+                    groups,
+                    ttl,
+                    data_dir,
+                },
+        } => {
+            let issuer = open_dev_issuer(&data_dir)?;
+            let groups = if groups.is_empty() {
+                vec![dev::DEFAULT_GROUP.to_owned()]
+            } else {
+                groups
+            };
+            println!("{}", issuer.mint(&sub, &groups, ttl)?);
+            Ok(())
+        }
     }
 }
 
-fn serve(config: Arc<Config>) -> anyhow::Result<()> {
+/// The dev folder's issuer, made with the default admin address if `tollgate dev` never ran.
+fn open_dev_issuer(dir: &Path) -> anyhow::Result<DevIssuer> {
+    match DevIssuer::open_existing(dir) {
+        Ok(issuer) => Ok(issuer),
+        Err(dev::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            let url = format!("http://{}/dev", tollgate::config::default_admin_listen());
+            Ok(DevIssuer::open(dir, &url)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs the proxy (and the admin interface when configured) until SIGTERM or SIGINT.
+fn serve(config: Arc<Config>, admin: AdminState, banner: Option<String>) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(Arc::clone(&config), Stages::default())?);
     let workers = config
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let listeners = tollgate::server::bind_reuseport(config.listen.postgres, workers)
         .with_context(|| format!("binding {}", config.listen.postgres))?;
+    if let Some(admin_cfg) = &config.admin {
+        let listener = std::net::TcpListener::bind(admin_cfg.listen)
+            .with_context(|| format!("binding the admin interface {}", admin_cfg.listen))?;
+        listener.set_nonblocking(true)?;
+        let state = Arc::new(admin);
+        std::thread::Builder::new()
+            .name("tollgate-admin".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(rt) => rt.block_on(async move {
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(l) => {
+                                if let Err(e) =
+                                    tollgate::admin::serve(l, state, std::future::pending()).await
+                                {
+                                    tracing::error!(error = %e, "admin interface stopped");
+                                }
+                            }
+                            Err(e) => tracing::error!(error = %e, "admin interface not started"),
+                        }
+                    }),
+                    Err(e) => tracing::error!(error = %e, "admin interface not started"),
+                }
+            })?;
+    }
+    if let Some(banner) = banner {
+        println!("{banner}");
+    }
     tollgate::server::run_threads(listeners, ctx, shutdown_signal())?;
     Ok(())
+}
+
+fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let issuer_url = format!("http://{}/dev", args.admin);
+    let issuer = DevIssuer::open(&args.data_dir, &issuer_url)?;
+    let password = match &args.postgres_password_env {
+        Some(var) => format!("\n    password: {{ env: {var} }}"),
+        None => String::new(),
+    };
+    let yaml = format!(
+        r#"# tollgate dev: generated, not for production
+listen: {{ postgres: "{listen}" }}
+admin: {{ listen: "{admin}" }}
+shutdown_grace: 2s
+identity:
+  allow_plaintext_loopback: true
+  failure_delay: 0s
+  issuers:
+    - issuer: "{issuer_url}"
+      audiences: ["{audience}"]
+      algorithms: [EdDSA]
+targets:
+  - name: "*"
+    address: "{postgres}"
+    user: "{user}"{password}
+"#,
+        listen = args.listen,
+        admin = args.admin,
+        audience = dev::AUDIENCE,
+        postgres = args.postgres,
+        user = args.postgres_user,
+    );
+    let config = Arc::new(Config::parse(&yaml, "tollgate dev (generated)")?);
+    let agent = "dev-agent";
+    let token = issuer.mint(
+        agent,
+        &[dev::DEFAULT_GROUP.to_owned()],
+        Duration::from_secs(3600),
+    )?;
+    let data_dir = args.data_dir.display();
+    let banner = format!(
+        "tollgate dev is running. Not for production.
+
+  PostgreSQL  {listen} -> {postgres}, every database by its own name
+  Issuer      {issuer_url} (signing key in {data_dir}/)
+
+Connect as agent {agent:?} (group {group}, token valid 1 hour):
+
+  PGPASSWORD='{token}' psql \"host={host} port={port} user={agent} dbname=postgres sslmode=disable\"
+
+Mint other tokens:  tollgate token mint --sub NAME [--groups a,b] [--ttl 1h] --data-dir {data_dir}
+Stop with Ctrl-C.",
+        listen = args.listen,
+        postgres = args.postgres,
+        group = dev::DEFAULT_GROUP,
+        host = args.listen.ip(),
+        port = args.listen.port(),
+    );
+    let admin = AdminState {
+        dev_issuer: Some(Arc::new(issuer)),
+    };
+    serve(config, admin, Some(banner))
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -12,6 +12,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::auth::Identity;
+
 /// A live client connection's number, unique within this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnId(pub u64);
@@ -27,10 +29,14 @@ impl fmt::Display for ConnId {
 pub struct ConnInfo {
     pub id: ConnId,
     pub client_addr: SocketAddr,
-    /// The user name the client logged in with.
+    /// The user name the client logged in with (informational: `identity` is who it is).
     pub user: String,
-    /// The target (the database name the client asked for).
+    /// Who the client is, from its token or static login.
+    pub identity: Arc<Identity>,
+    /// The configured target serving the connection (`*` for the catch-all target).
     pub target: String,
+    /// The database name the client asked for.
+    pub database: String,
     pub application_name: Option<String>,
 }
 

@@ -333,10 +333,17 @@ async fn serve_conn(
         id,
         client_addr: peer,
         user: est.user.clone(),
+        identity: Arc::new(est.identity.clone()),
         target: est.target.config.name.clone(),
+        database: est.database.clone(),
         application_name: est.application_name.clone(),
     };
     info!(
+        subject = info.identity.subject,
+        groups = ?info.identity.groups,
+        client_id = info.identity.client_id,
+        issuer = info.identity.issuer,
+        database = info.database,
         user = info.user,
         target = info.target,
         application_name = info.application_name,

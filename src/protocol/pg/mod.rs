@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, Target};
+use crate::auth::oidc::Validator;
+use crate::auth::throttle::Throttle;
+use crate::config::{ANY_DATABASE, Config, Target};
 use crate::pipeline::Stages;
 
 /// What every PostgreSQL connection of one daemon shares.
@@ -31,6 +33,9 @@ pub struct Context {
     pub targets: HashMap<String, Arc<TargetRuntime>>,
     pub cancels: Arc<cancel::Registry>,
     pub stages: Stages,
+    /// Validates agent tokens; present when `identity` is configured.
+    pub validator: Option<Arc<Validator>>,
+    pub throttle: Throttle,
 }
 
 /// A configured target with what was prepared for it at start.
@@ -76,9 +81,18 @@ impl TargetRuntime {
     }
 }
 
+/// Why a daemon could not be set up from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0}")]
+    Tls(#[from] crate::tls::Error),
+    #[error("HTTP client for token validation: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
 impl Context {
-    /// Prepares TLS and targets from a validated config.
-    pub fn new(config: Arc<Config>, stages: Stages) -> Result<Context, crate::tls::Error> {
+    /// Prepares TLS, targets and token validation from a validated config.
+    pub fn new(config: Arc<Config>, stages: Stages) -> Result<Context, SetupError> {
         let client_tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let mut targets = HashMap::new();
         for t in &config.targets {
@@ -87,12 +101,35 @@ impl Context {
                 Arc::new(TargetRuntime::new(&t.value)?),
             );
         }
+        let validator = config
+            .identity
+            .as_ref()
+            .map(Validator::new)
+            .transpose()?
+            .map(Arc::new);
+        let throttle = match &config.identity {
+            Some(i) => Throttle::new(i.failure_delay, i.max_failure_delay),
+            None => Throttle::new(
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_secs(3),
+            ),
+        };
         Ok(Context {
             config,
             client_tls,
             targets,
             cancels: Arc::new(cancel::Registry::default()),
             stages,
+            validator,
+            throttle,
         })
+    }
+
+    /// The target a client's database name chooses: its own, else the `*` target.
+    pub fn target(&self, database: &str) -> Option<Arc<TargetRuntime>> {
+        self.targets
+            .get(database)
+            .or_else(|| self.targets.get(ANY_DATABASE))
+            .cloned()
     }
 }

@@ -21,7 +21,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -118,6 +118,21 @@ pub async fn run(
     }
 }
 
+/// Why the client-to-server loop ends a connection: the FATAL error the client gets.
+struct Problem {
+    sqlstate: &'static str,
+    message: String,
+}
+
+impl Problem {
+    fn protocol(e: impl std::fmt::Display) -> Problem {
+        Problem {
+            sqlstate: "08P01",
+            message: format!("invalid frontend message: {e}"),
+        }
+    }
+}
+
 /// Collects a batch's output: runs of unchanged frames stay in the read buffer until a stage
 /// changes a frame, and only then is anything copied.
 struct Batch {
@@ -175,12 +190,12 @@ async fn client_to_server(
             let n = match frame::message_len(&buf[pos..], max) {
                 Ok(Some(n)) => n,
                 Ok(None) => break None,
-                Err(e) => break Some(e.to_string()),
+                Err(e) => break Some(Problem::protocol(e)),
             };
             let m = Message::from_frame(&buf[pos..pos + n]);
             let msg = match messages::decode_frontend(m.tag, m.body) {
                 Ok(msg) => msg,
-                Err(e) => break Some(e.to_string()),
+                Err(e) => break Some(Problem::protocol(e)),
             };
             let statement = match msg {
                 Frontend::Query { sql } => Some(Statement {
@@ -195,13 +210,23 @@ async fn client_to_server(
                     sql: "",
                     origin: Origin::FunctionCall { oid: function_oid },
                 }),
-                Frontend::Password(_) => break Some("unexpected password message".into()),
+                Frontend::Password(_) => {
+                    break Some(Problem::protocol("unexpected password message"));
+                }
                 Frontend::Terminate => {
                     terminate = true;
                     None
                 }
                 _ => None,
             };
+            // The token's expiry holds for the whole connection: checked at every statement.
+            if statement.is_some() && info.identity.expired(SystemTime::now()) {
+                break Some(Problem {
+                    sqlstate: "28000",
+                    message: "tollgate: the agent token has expired; reconnect with a fresh token"
+                        .into(),
+                });
+            }
             if matches!(
                 msg,
                 Frontend::Query { .. } | Frontend::Sync | Frontend::FunctionCall { .. }
@@ -266,12 +291,12 @@ async fn client_to_server(
             put_error(
                 &mut out,
                 Severity::Fatal,
-                "08P01",
-                &format!("invalid frontend message: {problem}"),
+                problem.sqlstate,
+                &problem.message,
             );
             let _ = control.send(Control::Fatal(out)).await;
-            info!(conn = %info.id, problem, "closing connection on a protocol violation");
-            return End::ClientProtocol(problem);
+            info!(conn = %info.id, sqlstate = problem.sqlstate, message = problem.message, "closing the connection");
+            return End::ClientProtocol(problem.message);
         }
         buf.reserve(READ_CHUNK);
         match rd.read_buf(&mut buf).await {

@@ -21,6 +21,7 @@ use super::messages::{
 };
 use super::scram;
 use super::{Context, TargetRuntime};
+use crate::auth::{Identity, Reason};
 use crate::config::ClientAuthMethod;
 use crate::net::Stream;
 
@@ -108,6 +109,9 @@ pub struct Established {
     pub client: Conn,
     pub server: Conn,
     pub user: String,
+    pub identity: Identity,
+    /// The database name the client asked for.
+    pub database: String,
     pub target: Arc<TargetRuntime>,
     pub application_name: Option<String>,
     /// Keeps this connection's cancel key registered while it lives.
@@ -126,6 +130,8 @@ pub async fn run(
             client,
             server: l.server,
             user: l.user,
+            identity: l.identity,
+            database: l.database,
             target: l.target,
             application_name: l.application_name,
             cancel: l.cancel,
@@ -145,6 +151,8 @@ pub async fn run(
 struct LoggedIn {
     server: Conn,
     user: String,
+    identity: Identity,
+    database: String,
     target: Arc<TargetRuntime>,
     application_name: Option<String>,
     cancel: Registration,
@@ -272,17 +280,25 @@ async fn login(
     }
     let application_name = get("application_name").map(str::to_owned);
 
-    let Some(target) = ctx.targets.get(&database).cloned() else {
+    let Some(target) = ctx.target(&database) else {
         client
             .fatal("3D000", &format!("database \"{database}\" does not exist"))
             .await;
         return Err(Error::Refused(format!("unknown database {database:?}")));
     };
 
-    authenticate_client(ctx, client, &target, &user).await?;
-    debug!(%peer, user, target = target.config.name, "client authenticated");
+    let identity = authenticate_client(ctx, client, &target, &user, peer, tls).await?;
+    debug!(
+        %peer,
+        user,
+        subject = identity.subject,
+        issuer = identity.issuer,
+        target = target.config.name,
+        "client authenticated"
+    );
 
-    let (server, key) = match connect_upstream(ctx, &target, &forwarded).await {
+    let (server, key) = match connect_upstream(ctx, &target, &identity, &database, &forwarded).await
+    {
         Ok(ok) => ok,
         Err((e, sqlstate)) => {
             warn!(target = target.config.name, error = %e, "upstream login failed");
@@ -313,6 +329,8 @@ async fn login(
     Ok(Some(LoggedIn {
         server,
         user,
+        identity,
+        database,
         target,
         application_name,
         cancel,
@@ -343,59 +361,129 @@ async fn upgrade_client(io: Stream, acceptor: &tokio_rustls::TlsAcceptor) -> Res
     Ok(Stream::wrap(stream))
 }
 
-/// The client's login against the target's configured client credentials.
+/// The client's login: an OIDC token as the password, or a target's static password. On
+/// success, who the client is.
 async fn authenticate_client(
     ctx: &Context,
     client: &mut Conn,
     target: &TargetRuntime,
     user: &str,
-) -> Result<(), Error> {
+    peer: SocketAddr,
+    tls: bool,
+) -> Result<Identity, Error> {
     let auth = &target.config.client_auth;
     let max = ctx.config.limits.max_client_frame.min(64 * 1024);
-    let expected = match auth.password.read() {
-        Ok(p) => p,
-        Err(e) => {
-            // Fail closed: a secret that cannot be read lets nobody in.
-            warn!(target = target.config.name, error = %e, "client password unavailable");
+    let outcome = match auth.method {
+        ClientAuthMethod::Oidc => oidc_login(ctx, client, peer, tls, max).await?,
+        ClientAuthMethod::Password | ClientAuthMethod::ScramSha256 => {
+            static_login(client, target, user, max).await?
+        }
+    };
+    match outcome {
+        Ok(identity) => {
+            ctx.throttle.succeeded(peer.ip());
+            Ok(identity)
+        }
+        Err(reason) => {
+            warn!(
+                target = target.config.name,
+                user,
+                %reason,
+                "client authentication failed"
+            );
+            // Repeated failures from one address wait longer and longer for their answer.
+            tokio::time::sleep(ctx.throttle.failed(peer.ip())).await;
             client.fatal("28P01", &failed(user)).await;
-            return Err(Error::Auth(format!("client password unavailable: {e}")));
+            Err(Error::Auth(reason.to_string()))
+        }
+    }
+}
+
+/// Reads a PasswordMessage after AuthenticationCleartextPassword.
+async fn read_cleartext(client: &mut Conn, max: usize) -> Result<String, Error> {
+    let mut out = Vec::new();
+    messages::put_auth(&mut out, 3, &[]);
+    client.send(&out).await?;
+    let frame = client.read_message(max).await?;
+    let body = expect_password(Message::from_frame(&frame))?;
+    Ok(messages::decode_password(body)?.to_owned())
+}
+
+/// An agent token as the password, validated against the configured issuers.
+async fn oidc_login(
+    ctx: &Context,
+    client: &mut Conn,
+    peer: SocketAddr,
+    tls: bool,
+    max: usize,
+) -> Result<Result<Identity, Reason>, Error> {
+    let Some(validator) = &ctx.validator else {
+        // Config validation prevents this; refuse rather than let anyone in.
+        return Ok(Err(Reason::KeysUnavailable(
+            "no identity configured".into(),
+        )));
+    };
+    let plaintext_ok = ctx
+        .config
+        .identity
+        .as_ref()
+        .is_some_and(|i| i.allow_plaintext_loopback)
+        && peer.ip().is_loopback();
+    if !tls && !plaintext_ok {
+        client
+            .fatal(
+                "28000",
+                "tollgate accepts agent tokens only over TLS (connect with sslmode=require)",
+            )
+            .await;
+        return Err(Error::Refused("token offered over plaintext".into()));
+    }
+    let token = read_cleartext(client, max).await?;
+    Ok(validator.validate(&token).await)
+}
+
+/// A target's static password, by SCRAM-SHA-256 or in clear.
+async fn static_login(
+    client: &mut Conn,
+    target: &TargetRuntime,
+    user: &str,
+    max: usize,
+) -> Result<Result<Identity, Reason>, Error> {
+    let auth = &target.config.client_auth;
+    let expected = match auth.password.as_ref().map(|s| s.read()) {
+        Some(Ok(p)) => p,
+        // Fail closed: a secret that cannot be read lets nobody in.
+        Some(Err(e)) => {
+            return Ok(Err(Reason::KeysUnavailable(format!(
+                "client password: {e}"
+            ))));
+        }
+        None => {
+            return Ok(Err(Reason::KeysUnavailable(
+                "no client password configured".into(),
+            )));
+        }
+    };
+    let checked = match auth.method {
+        ClientAuthMethod::ScramSha256 => scram_exchange(client, target, &expected, max).await?,
+        _ => {
+            let given = read_cleartext(client, max).await?;
+            if scram::password_matches(&given, &expected) {
+                Ok(())
+            } else {
+                Err("wrong password".to_owned())
+            }
         }
     };
     let user_ok = auth
         .user
         .as_deref()
         .is_none_or(|u| scram::password_matches(u, user));
-    let outcome = match auth.method {
-        ClientAuthMethod::Password => {
-            let mut out = Vec::new();
-            messages::put_auth(&mut out, 3, &[]);
-            client.send(&out).await?;
-            let frame = client.read_message(max).await?;
-            let m = Message::from_frame(&frame);
-            match expect_password(m).and_then(|body| Ok(messages::decode_password(body)?)) {
-                Ok(given) if scram::password_matches(given, &expected) => Ok(()),
-                Ok(_) => Err("wrong password".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-        ClientAuthMethod::ScramSha256 => scram_exchange(client, target, &expected, max).await?,
-    };
-    let outcome = outcome.and_then(|()| {
-        if user_ok {
-            Ok(())
-        } else {
-            Err("user name not allowed for this target".to_owned())
-        }
-    });
-    if let Err(reason) = outcome {
-        warn!(
-            target = target.config.name,
-            user, reason, "client authentication failed"
-        );
-        client.fatal("28P01", &failed(user)).await;
-        return Err(Error::Auth(reason));
-    }
-    Ok(())
+    Ok(match checked {
+        Err(why) => Err(Reason::Malformed(why)),
+        Ok(()) if !user_ok => Err(Reason::ClaimMismatch("user".into())),
+        Ok(()) => Ok(Identity::static_login(user)),
+    })
 }
 
 fn failed(user: &str) -> String {
@@ -495,11 +583,14 @@ pub async fn open_upstream(ctx: &Context, target: &TargetRuntime) -> Result<Conn
 async fn connect_upstream(
     ctx: &Context,
     target: &TargetRuntime,
+    identity: &Identity,
+    requested: &str,
     forwarded: &[(&str, &str)],
 ) -> Result<(Conn, UpstreamSession), (Error, &'static str)> {
     let mut server = open_upstream(ctx, target).await.map_err(|e| (e, "08006"))?;
     let cfg = &target.config;
-    let password = match &cfg.password {
+    let (upstream_user, secret) = cfg.credentials_for(&identity.groups);
+    let password = match secret {
         Some(secret) => Some(
             secret
                 .read()
@@ -508,8 +599,8 @@ async fn connect_upstream(
         None => None,
     };
     let mut params = vec![
-        ("user", cfg.user.as_str()),
-        ("database", cfg.upstream_database()),
+        ("user", upstream_user),
+        ("database", cfg.upstream_database(requested)),
     ];
     params.extend_from_slice(forwarded);
     let io = |e: Error| (e, "08006");
@@ -551,7 +642,7 @@ async fn connect_upstream(
                     .try_into()
                     .map_err(|_| io(Error::Upstream("malformed MD5 request".into())))?;
                 let hash = postgres_protocol::authentication::md5_hash(
-                    cfg.user.as_bytes(),
+                    upstream_user.as_bytes(),
                     pw.as_bytes(),
                     salt,
                 );

@@ -1,0 +1,100 @@
+//! The admin HTTP interface (axum): health, and in `tollgate dev` the embedded issuer's
+//! discovery document and key set. Approvals, sessions and metrics join it later.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+
+use crate::auth::dev::DevIssuer;
+
+/// What the admin routes serve from.
+#[derive(Default)]
+pub struct AdminState {
+    /// The dev issuer, in `tollgate dev` only.
+    pub dev_issuer: Option<Arc<DevIssuer>>,
+}
+
+/// The admin routes; tested with `oneshot`, no socket needed.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/dev/.well-known/openid-configuration", get(dev_discovery))
+        .route("/dev/jwks.json", get(dev_jwks))
+        .with_state(state)
+}
+
+async fn dev_discovery(State(state): State<Arc<AdminState>>) -> Response {
+    match &state.dev_issuer {
+        Some(issuer) => Json(issuer.discovery()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn dev_jwks(State(state): State<Arc<AdminState>>) -> Response {
+    match &state.dev_issuer {
+        Some(issuer) => Json(issuer.jwks()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// Serves the admin routes on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get_json(app: Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let response = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn dev_issuer_documents_only_in_dev_mode() {
+        let (status, _) = get_json(router(Arc::default()), "/dev/jwks.json").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = DevIssuer::open(dir.path(), "http://127.0.0.1:9090/dev").unwrap();
+        let state = Arc::new(AdminState {
+            dev_issuer: Some(Arc::new(issuer)),
+        });
+        let (status, doc) = get_json(
+            router(Arc::clone(&state)),
+            "/dev/.well-known/openid-configuration",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(doc["issuer"], "http://127.0.0.1:9090/dev");
+        assert_eq!(doc["jwks_uri"], "http://127.0.0.1:9090/dev/jwks.json");
+        let (_, jwks) = get_json(router(state), "/dev/jwks.json").await;
+        assert_eq!(jwks["keys"][0]["kty"], "OKP");
+        assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+    }
+}

@@ -1,0 +1,146 @@
+//! The embedded OIDC issuer of `tollgate dev`: an Ed25519 signing key kept in the dev data
+//! folder, its discovery document and key set (served on the admin port), and minted tokens.
+//! For development only: anyone who can read the folder can mint tokens.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use serde_json::{Value, json};
+
+/// The audience of dev tokens, and what the dev config accepts.
+pub const AUDIENCE: &str = "tollgate";
+/// The group of an agent minted without `--groups`.
+pub const DEFAULT_GROUP: &str = "ai-agents";
+const KEY_FILE: &str = "issuer-ed25519.pk8";
+const ISSUER_FILE: &str = "issuer-url";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: not a valid Ed25519 key")]
+    BadKey(PathBuf),
+    #[error("signing failed: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+pub struct DevIssuer {
+    pkcs8: Vec<u8>,
+    public: Vec<u8>,
+    kid: String,
+    issuer: String,
+}
+
+impl DevIssuer {
+    /// Loads the folder's signing key, making one (mode 0600) on first use, and records
+    /// `issuer` as the URL the tokens name.
+    pub fn open(dir: &Path, issuer: &str) -> Result<DevIssuer, Error> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let key_path = dir.join(KEY_FILE);
+        let pkcs8 = match std::fs::read(&key_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+                    .map_err(|_| Error::BadKey(key_path.clone()))?;
+                write_private(&key_path, doc.as_ref())?;
+                doc.as_ref().to_vec()
+            }
+            Err(e) => return Err(io(&key_path)(e)),
+        };
+        let pair =
+            Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| Error::BadKey(key_path.clone()))?;
+        let public = pair.public_key().as_ref().to_vec();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &public);
+        let kid = digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let issuer_path = dir.join(ISSUER_FILE);
+        std::fs::write(&issuer_path, issuer).map_err(io(&issuer_path))?;
+        Ok(DevIssuer {
+            pkcs8,
+            public,
+            kid,
+            issuer: issuer.to_owned(),
+        })
+    }
+
+    /// Opens the folder with the issuer URL `tollgate dev` last recorded there.
+    pub fn open_existing(dir: &Path) -> Result<DevIssuer, Error> {
+        let issuer_path = dir.join(ISSUER_FILE);
+        let issuer = std::fs::read_to_string(&issuer_path).map_err(io(&issuer_path))?;
+        DevIssuer::open(dir, issuer.trim())
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn discovery(&self) -> Value {
+        json!({
+            "issuer": self.issuer,
+            "jwks_uri": format!("{}/jwks.json", self.issuer),
+            "id_token_signing_alg_values_supported": ["EdDSA"],
+            "subject_types_supported": ["public"],
+            "response_types_supported": ["token"],
+        })
+    }
+
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [{
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": B64URL.encode(&self.public),
+            "kid": self.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        }]})
+    }
+
+    /// A signed access token for `subject`.
+    pub fn mint(&self, subject: &str, groups: &[String], ttl: Duration) -> Result<String, Error> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = json!({
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": AUDIENCE,
+            "azp": "tollgate-dev",
+            "groups": groups,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl.as_secs(),
+        });
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let key = jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8);
+        Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    file.write_all(bytes).map_err(io(path))
+}

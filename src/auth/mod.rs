@@ -1,0 +1,99 @@
+//! Who an agent is: OIDC access tokens validated against their issuer's published keys.
+//!
+//! - [`oidc`]: discovery, the JWKS cache, and token validation into an [`Identity`].
+//! - [`throttle`]: slows repeated failures from one address.
+//! - [`dev`]: the embedded issuer of `tollgate dev` (a local signing key, minted tokens).
+//!
+//! A client sends its token as the password. Whatever goes wrong, the client is told only that
+//! authentication failed; the precise [`Reason`] goes to the log (and the audit trail).
+
+pub mod dev;
+pub mod oidc;
+pub mod throttle;
+
+use std::fmt;
+use std::time::SystemTime;
+
+/// The principal behind a connection, as the token (or the static login) established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The subject claim: a unique id of the agent (PCI DSS 8.2.1).
+    pub subject: String,
+    /// Groups or roles from the configured claim.
+    pub groups: Vec<String>,
+    /// The OAuth client the token was issued to (`azp`, `appid` or `client_id`).
+    pub client_id: Option<String>,
+    /// The token's issuer, or `tollgate:password` for a static per-target login.
+    pub issuer: String,
+    /// When the token stops being valid; `None` for static logins.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Identity {
+    /// The identity of a client that logged in with a target's static password.
+    pub fn static_login(user: &str) -> Identity {
+        Identity {
+            subject: user.to_owned(),
+            groups: Vec::new(),
+            client_id: None,
+            issuer: "tollgate:password".to_owned(),
+            expires_at: None,
+        }
+    }
+
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+
+    /// Whether the token has expired at `now`.
+    pub fn expired(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|exp| now >= exp)
+    }
+}
+
+/// Why a token was refused. Logged and recorded; never shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    Empty,
+    TooLarge(usize),
+    Malformed(String),
+    AlgorithmNotAllowed(String),
+    UnknownIssuer(String),
+    UnknownKey(Option<String>),
+    /// The key found cannot verify this algorithm (for example an RSA key and HS256).
+    KeyAlgorithmMismatch,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    WrongIssuer,
+    WrongAudience,
+    MissingClaim(String),
+    ClaimMismatch(String),
+    /// The issuer's keys could not be fetched and none are cached.
+    KeysUnavailable(String),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Empty => write!(f, "empty token"),
+            Reason::TooLarge(n) => write!(f, "token of {n} bytes is too large"),
+            Reason::Malformed(why) => write!(f, "malformed token: {why}"),
+            Reason::AlgorithmNotAllowed(alg) => write!(f, "algorithm {alg:?} is not allowed"),
+            Reason::UnknownIssuer(iss) => write!(f, "unknown issuer {iss:?}"),
+            Reason::UnknownKey(Some(kid)) => write!(f, "unknown signing key {kid:?}"),
+            Reason::UnknownKey(None) => write!(f, "token names no key and the issuer has several"),
+            Reason::KeyAlgorithmMismatch => write!(f, "the signing key does not fit the algorithm"),
+            Reason::BadSignature => write!(f, "bad signature"),
+            Reason::Expired => write!(f, "token expired"),
+            Reason::NotYetValid => write!(f, "token not yet valid"),
+            Reason::IssuedInFuture => write!(f, "token issued in the future"),
+            Reason::WrongIssuer => write!(f, "wrong issuer"),
+            Reason::WrongAudience => write!(f, "wrong audience"),
+            Reason::MissingClaim(c) => write!(f, "missing claim {c:?}"),
+            Reason::ClaimMismatch(c) => write!(f, "claim {c:?} does not have the required value"),
+            Reason::KeysUnavailable(why) => write!(f, "issuer keys unavailable: {why}"),
+        }
+    }
+}
