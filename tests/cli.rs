@@ -147,3 +147,91 @@ async fn serve_the_example_config_then_sigterm() {
         "a secret reached the log:\n{log}"
     );
 }
+
+/// `tollgate dev` as a new user meets it: the printed psql command works as printed, and
+/// `token mint` makes more tokens from the same folder.
+#[tokio::test]
+async fn dev_mode_prints_a_working_psql_command() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("dev");
+    let (pg_port, admin_port) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("dev")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--listen", &format!("127.0.0.1:{pg_port}")])
+        .args(["--admin", &format!("127.0.0.1:{admin_port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    let command = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("banner within 20 s")
+            .unwrap()
+            .expect("tollgate dev exited early");
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.trim_start().starts_with("PGPASSWORD=") {
+            break line.trim().to_owned();
+        }
+    };
+    assert!(banner.contains("Not for production"), "{banner}");
+    // Exactly as printed, with a query on standard input.
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &format!("echo 'select 40 + 2' | {command} -At")])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{command}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+
+    let mint = Command::new(BIN)
+        .args([
+            "token",
+            "mint",
+            "--sub",
+            "ci-bot",
+            "--ttl",
+            "5m",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        mint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mint.stderr)
+    );
+    let token = String::from_utf8(mint.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "the token alone on stdout");
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').nth(1).unwrap())
+        .unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(claims["sub"], "ci-bot");
+    assert_eq!(claims["groups"], serde_json::json!(["ai-agents"]));
+    let url = format!(
+        "host=127.0.0.1 port={pg_port} user=ci-bot dbname=test sslmode=disable password={token}"
+    );
+    let (client, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let db: String = client
+        .query_one("select current_database()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(db, "test", "every database is reached by its own name");
+    child.kill().await.unwrap();
+}

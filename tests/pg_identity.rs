@@ -1,0 +1,650 @@
+//! Agent identity end to end: a real OIDC issuer served over HTTP by this test process
+//! (discovery + JWKS), tollgate validating tokens against it, the machine's PostgreSQL behind.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use common::{Proxy, sqlstate};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio_postgres::NoTls;
+use tollgate::pipeline::Stages;
+
+const AUDIENCE: &str = "tollgate-test";
+const UPSTREAM_PASSWORD: &str = "scram-upstream-pw";
+
+/// Everything tollgate logs in this test binary, to check reasons and the absence of secrets.
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = Arc::clone(&buf);
+        tracing_subscriber::fmt()
+            .with_env_filter("tollgate=debug")
+            .with_ansi(false)
+            .with_writer(move || LogWriter(Arc::clone(&writer)))
+            .init();
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+}
+
+/// A signing key with its public JWK.
+struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: Value,
+    /// The public key as PEM, for the algorithm-confusion attack.
+    public_pem: String,
+}
+
+/// The INTEGER contents of a DER SEQUENCE of INTEGERs (an RSAPublicKey: n, e).
+fn der_integers(der: &[u8]) -> Vec<Vec<u8>> {
+    fn len(b: &[u8], i: &mut usize) -> usize {
+        let first = b[*i] as usize;
+        *i += 1;
+        if first < 0x80 {
+            return first;
+        }
+        let n = first & 0x7f;
+        let mut l = 0;
+        for _ in 0..n {
+            l = (l << 8) | b[*i] as usize;
+            *i += 1;
+        }
+        l
+    }
+    let mut i = 1;
+    let _ = len(der, &mut i);
+    let mut out = Vec::new();
+    while i < der.len() {
+        assert_eq!(der[i], 0x02);
+        i += 1;
+        let l = len(der, &mut i);
+        let mut v = der[i..i + l].to_vec();
+        while v.len() > 1 && v[0] == 0 {
+            v.remove(0);
+        }
+        out.push(v);
+        i += l;
+    }
+    out
+}
+
+fn key(kind: &str, kid: &str) -> SigningKey {
+    let (alg, rc_alg) = match kind {
+        "rsa" => (Algorithm::RS256, &rcgen::PKCS_RSA_SHA256),
+        "ec" => (Algorithm::ES256, &rcgen::PKCS_ECDSA_P256_SHA256),
+        _ => (Algorithm::EdDSA, &rcgen::PKCS_ED25519),
+    };
+    let pair = rcgen::KeyPair::generate_for(rc_alg).unwrap();
+    let pem = pair.serialize_pem();
+    let raw = pair.public_key_raw();
+    let (encoding, jwk) = match kind {
+        "rsa" => {
+            let ne = der_integers(raw);
+            (
+                EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+                json!({"kty": "RSA", "kid": kid, "use": "sig", "n": B64URL.encode(&ne[0]), "e": B64URL.encode(&ne[1])}),
+            )
+        }
+        "ec" => (
+            EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+            json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "x": B64URL.encode(&raw[1..33]), "y": B64URL.encode(&raw[33..65])}),
+        ),
+        _ => (
+            EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+            json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "x": B64URL.encode(raw)}),
+        ),
+    };
+    SigningKey {
+        kid: kid.into(),
+        alg,
+        encoding,
+        jwk,
+        public_pem: pair.public_key_pem(),
+    }
+}
+
+#[derive(Default)]
+struct IssuerState {
+    issuer: Mutex<String>,
+    keys: Mutex<Vec<Value>>,
+    jwks_fetches: AtomicUsize,
+}
+
+/// An OIDC issuer on a local port: discovery and a key set that tests can change.
+struct TestIssuer {
+    url: String,
+    state: Arc<IssuerState>,
+}
+
+impl TestIssuer {
+    async fn start(keys: &[&SigningKey]) -> TestIssuer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}/realms/agents");
+        let state = Arc::new(IssuerState::default());
+        *state.issuer.lock().unwrap() = url.clone();
+        *state.keys.lock().unwrap() = keys.iter().map(|k| k.jwk.clone()).collect();
+        let app = Router::new()
+            .route(
+                "/realms/agents/.well-known/openid-configuration",
+                get(|State(s): State<Arc<IssuerState>>| async move {
+                    let iss = s.issuer.lock().unwrap().clone();
+                    axum::Json(json!({"issuer": iss, "jwks_uri": format!("{iss}/certs")}))
+                }),
+            )
+            .route(
+                "/realms/agents/certs",
+                get(|State(s): State<Arc<IssuerState>>| async move {
+                    s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(json!({"keys": s.keys.lock().unwrap().clone()}))
+                }),
+            )
+            .with_state(Arc::clone(&state));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        TestIssuer { url, state }
+    }
+
+    fn publish(&self, keys: &[&SigningKey]) {
+        *self.state.keys.lock().unwrap() = keys.iter().map(|k| k.jwk.clone()).collect();
+    }
+
+    fn fetches(&self) -> usize {
+        self.state.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Standard claims for `sub`, valid for an hour; `edit` changes them.
+    fn claims(&self, sub: &str, edit: impl FnOnce(&mut Value)) -> Value {
+        let now = now();
+        let mut c = json!({
+            "iss": self.url, "sub": sub, "aud": AUDIENCE, "azp": "ci-agent-client",
+            "iat": now, "nbf": now, "exp": now + 3600,
+            "realm_access": {"roles": ["ai-agents"]},
+        });
+        edit(&mut c);
+        c
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The token with its header replaced (the signature no longer matches, on purpose).
+fn relabel(token: &str, header: &str) -> String {
+    let (_, rest) = token.split_once('.').unwrap();
+    format!("{}.{rest}", B64URL.encode(header))
+}
+
+fn sign(key: &SigningKey, claims: &Value) -> String {
+    sign_as(key, key.alg, claims)
+}
+
+fn sign_as(key: &SigningKey, alg: Algorithm, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+}
+
+/// tollgate in front of the local `test` database, trusting `issuer`.
+async fn proxy(issuer: &TestIssuer, identity_extra: &str) -> Proxy {
+    proxy_with(issuer, identity_extra, "").await
+}
+
+/// `identity_extra` lines go into `identity` (they replace the defaults set here),
+/// `issuer_extra` lines into the issuer.
+async fn proxy_with(issuer: &TestIssuer, identity_extra: &str, issuer_extra: &str) -> Proxy {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("upstream-pw");
+    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
+    let mut identity = String::new();
+    for (key, default) in [("failure_delay", "0s"), ("min_key_refresh", "0s")] {
+        if !identity_extra.contains(key) {
+            identity.push_str(&format!("  {key}: {default}\n"));
+        }
+    }
+    identity.push_str(identity_extra);
+    let yaml = format!(
+        "
+identity:
+  leeway: 0s
+  allow_plaintext_loopback: true
+{identity}
+  issuers:
+    - issuer: {url}
+      audiences: [{AUDIENCE}, other-audience]
+      groups_claim: realm_access.roles
+{issuer_extra}
+targets:
+  - name: test
+    address: 127.0.0.1:5432
+    user: postgres
+    credentials:
+      - groups: [break-glass]
+        user: tollgate_scram
+        password: {{ file: {pw} }}
+",
+        url = issuer.url,
+        pw = pw.display()
+    );
+    Proxy::start_yaml(dir, &yaml, Stages::default()).await
+}
+
+fn url(proxy: &Proxy, token: &str) -> String {
+    format!(
+        "host=127.0.0.1 port={} user=agent dbname=test sslmode=disable password='{token}'",
+        proxy.addr.port()
+    )
+}
+
+async fn connect(
+    proxy: &Proxy,
+    token: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(&url(proxy, token), NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+#[tokio::test]
+async fn valid_tokens_of_every_algorithm_connect_with_group_credentials() {
+    let (rsa, ec, ed) = (key("rsa", "rsa-1"), key("ec", "ec-1"), key("ed", "ed-1"));
+    let issuer = TestIssuer::start(&[&rsa, &ec, &ed]).await;
+    let proxy = proxy(&issuer, "").await;
+    let agent = issuer.claims("agent-7", |_| {});
+    for (token, what) in [
+        (sign(&rsa, &agent), "RS256"),
+        (sign_as(&rsa, Algorithm::PS256, &agent), "PS256"),
+        (sign(&ec, &agent), "ES256"),
+        (sign(&ed, &agent), "EdDSA"),
+        (
+            sign(
+                &rsa,
+                &issuer.claims("agent-7", |c| c["aud"] = json!(["x", "other-audience"])),
+            ),
+            "second audience",
+        ),
+    ] {
+        let client = connect(&proxy, &token)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let who: String = client
+            .query_one("select current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            who, "postgres",
+            "{what}: agents use the target's default role"
+        );
+    }
+    // The break-glass group gets the other upstream role (scripts/setup-postgres.sh made it).
+    let token = sign(
+        &ec,
+        &issuer.claims("oncall-1", |c| {
+            c["realm_access"]["roles"] = json!(["break-glass"])
+        }),
+    );
+    let client = connect(&proxy, &token).await.unwrap();
+    let who: String = client
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "tollgate_scram");
+    let log = log_text();
+    assert!(
+        log.contains("subject=\"agent-7\""),
+        "the identity is logged"
+    );
+    assert!(log.contains("client_id=\"ci-agent-client\""));
+}
+
+#[tokio::test]
+async fn refused_tokens_get_28p01_and_the_precise_reason_in_the_log() {
+    let (rsa, ec) = (key("rsa", "rsa-1"), key("ec", "ec-1"));
+    let stranger = key("ec", "ec-1"); // same kid, other key
+    let unpublished = key("rsa", "rsa-9");
+    let issuer = TestIssuer::start(&[&rsa, &ec]).await;
+    let proxy = proxy(&issuer, "").await;
+    let now = now();
+    let good = sign(&rsa, &issuer.claims("a", |_| {}));
+    let tamper_payload = {
+        let parts: Vec<&str> = good.split('.').collect();
+        let mut claims = issuer.claims("a", |_| {});
+        claims["sub"] = json!("admin");
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            B64URL.encode(claims.to_string()),
+            parts[2]
+        )
+    };
+    let tamper_signature = {
+        let (head, sig) = good.rsplit_once('.').unwrap();
+        let mut bytes = B64URL.decode(sig).unwrap();
+        bytes[10] ^= 1;
+        format!("{head}.{}", B64URL.encode(bytes))
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        B64URL.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        B64URL.encode(issuer.claims("a", |_| {}).to_string())
+    );
+    let hs256_confusion = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("rsa-1".into());
+        jsonwebtoken::encode(
+            &header,
+            &issuer.claims("a", |_| {}),
+            &EncodingKey::from_secret(rsa.public_pem.as_bytes()),
+        )
+        .unwrap()
+    };
+    let huge = sign(
+        &rsa,
+        &issuer.claims("a", |c| c["padding"] = json!("x".repeat(20_000))),
+    );
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "expired",
+            sign(&rsa, &issuer.claims("a", |c| c["exp"] = json!(now - 60))),
+            "token expired",
+        ),
+        (
+            "not yet valid",
+            sign(&rsa, &issuer.claims("a", |c| c["nbf"] = json!(now + 600))),
+            "token not yet valid",
+        ),
+        (
+            "issued in the future",
+            sign(&rsa, &issuer.claims("a", |c| c["iat"] = json!(now + 600))),
+            "issued in the future",
+        ),
+        (
+            "wrong issuer",
+            sign(
+                &rsa,
+                &issuer.claims("a", |c| c["iss"] = json!("https://evil.example")),
+            ),
+            "unknown issuer",
+        ),
+        (
+            "wrong audience",
+            sign(
+                &rsa,
+                &issuer.claims("a", |c| c["aud"] = json!("someone-else")),
+            ),
+            "wrong audience",
+        ),
+        (
+            "no audience",
+            sign(
+                &rsa,
+                &issuer.claims("a", |c| {
+                    c.as_object_mut()
+                        .unwrap()
+                        .remove("aud")
+                        .map(|_| ())
+                        .unwrap()
+                }),
+            ),
+            "missing claim",
+        ),
+        (
+            "no expiry",
+            sign(
+                &rsa,
+                &issuer.claims("a", |c| {
+                    c.as_object_mut()
+                        .unwrap()
+                        .remove("exp")
+                        .map(|_| ())
+                        .unwrap()
+                }),
+            ),
+            "missing claim",
+        ),
+        ("alg none", alg_none, "algorithm \"none\" is not allowed"),
+        (
+            "HS256 with the RSA public key",
+            hs256_confusion,
+            "algorithm \"HS256\" is not allowed",
+        ),
+        (
+            "unknown kid",
+            sign(&unpublished, &issuer.claims("a", |_| {})),
+            "unknown signing key \"rsa-9\"",
+        ),
+        (
+            "key not the published one",
+            sign(&stranger, &issuer.claims("a", |_| {})),
+            "bad signature",
+        ),
+        ("tampered payload", tamper_payload, "bad signature"),
+        ("tampered signature", tamper_signature, "bad signature"),
+        (
+            "RS256 header on the ES256 key",
+            relabel(
+                &sign(&ec, &issuer.claims("a", |_| {})),
+                r#"{"alg":"RS256","kid":"ec-1"}"#,
+            ),
+            "does not fit the algorithm",
+        ),
+        ("garbage", "not.a.token".into(), "malformed token"),
+        ("garbage without dots", "garbage".into(), "malformed token"),
+        ("empty password", String::new(), "empty token"),
+        ("20 KB token", huge, "too large"),
+    ];
+    for (what, token, reason) in cases {
+        let before = log_text().len();
+        let err = connect(&proxy, &token)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{what}: accepted"));
+        assert_eq!(sqlstate(&err), "28P01", "{what}: {err:?}");
+        let message = err.as_db_error().unwrap().message().to_owned();
+        assert_eq!(
+            message, "password authentication failed for user \"agent\"",
+            "{what}: the client learns nothing more"
+        );
+        let new_log = log_text()[before..].to_owned();
+        assert!(
+            new_log.contains(reason),
+            "{what}: expected {reason:?} in the log, got:\n{new_log}"
+        );
+        if !token.is_empty() {
+            assert!(
+                !log_text().contains(&token),
+                "{what}: the token reached the log"
+            );
+        }
+    }
+    // The good token still works after all that.
+    connect(&proxy, &good).await.unwrap();
+    assert!(!log_text().contains(&good));
+    assert!(!log_text().contains(UPSTREAM_PASSWORD));
+}
+
+#[tokio::test]
+async fn key_rotation_needs_no_restart_and_removed_keys_stop_working() {
+    let (old, new) = (key("rsa", "2026-01"), key("ed", "2026-02"));
+    let issuer = TestIssuer::start(&[&old]).await;
+    let proxy = proxy_with(&issuer, "", "      key_refresh: 500ms").await;
+    let claims = issuer.claims("rotating-agent", |_| {});
+    connect(&proxy, &sign(&old, &claims)).await.unwrap();
+    // The IdP publishes a new key and starts signing with it: fetched on the unknown kid.
+    issuer.publish(&[&old, &new]);
+    connect(&proxy, &sign(&new, &claims))
+        .await
+        .expect("new key picked up without restart");
+    // The old key is withdrawn; at the next scheduled refresh its tokens stop working.
+    issuer.publish(&[&new]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let err = connect(&proxy, &sign(&old, &claims))
+        .await
+        .expect_err("withdrawn key refused");
+    assert_eq!(sqlstate(&err), "28P01");
+    assert!(log_text().contains("unknown signing key \"2026-01\""));
+    connect(&proxy, &sign(&new, &claims)).await.unwrap();
+}
+
+#[tokio::test]
+async fn junk_key_ids_cannot_hammer_the_issuer() {
+    let rsa = key("rsa", "real");
+    let issuer = TestIssuer::start(&[&rsa]).await;
+    let proxy = proxy(&issuer, "  min_key_refresh: 30s\n").await;
+    let good = sign(&rsa, &issuer.claims("a", |_| {}));
+    connect(&proxy, &good).await.unwrap();
+    let after_first = issuer.fetches();
+    for i in 0..20 {
+        let junk = key("ed", &format!("junk-{i}"));
+        let err = connect(&proxy, &sign(&junk, &issuer.claims("a", |_| {})))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(sqlstate(&err), "28P01");
+    }
+    let extra = issuer.fetches() - after_first;
+    assert!(extra <= 1, "{extra} key-set fetches for 20 junk tokens");
+    connect(&proxy, &good).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_outliving_its_token_is_cut_at_the_next_statement() {
+    let ed = key("ed", "k");
+    let issuer = TestIssuer::start(&[&ed]).await;
+    let proxy = proxy(&issuer, "").await;
+    let token = sign(
+        &ed,
+        &issuer.claims("short-lived", |c| c["exp"] = json!(now() + 2)),
+    );
+    let client = connect(&proxy, &token).await.unwrap();
+    client.query_one("select 1", &[]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let err = client.query_one("select 1", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{err:?}");
+    assert!(
+        err.as_db_error()
+            .unwrap()
+            .message()
+            .contains("token has expired")
+    );
+    assert!(client.is_closed() || client.query_one("select 1", &[]).await.is_err());
+}
+
+#[tokio::test]
+async fn tokens_only_over_tls_unless_loopback_plaintext_is_allowed() {
+    let ed = key("ed", "k");
+    let issuer = TestIssuer::start(&[&ed]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, keyfile) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&keyfile, ck.signing_key.serialize_pem()).unwrap();
+    let yaml = format!(
+        "
+tls: {{ cert: {}, key: {} }}
+identity:
+  failure_delay: 0s
+  issuers:
+    - issuer: {}
+      audiences: [{AUDIENCE}]
+targets:
+  - name: test
+    address: 127.0.0.1:5432
+    user: postgres
+",
+        cert.display(),
+        keyfile.display(),
+        issuer.url
+    );
+    let proxy = Proxy::start_yaml(dir, &yaml, Stages::default()).await;
+    let token = sign(&ed, &issuer.claims("tls-agent", |_| {}));
+    let err = connect(&proxy, &token)
+        .await
+        .expect_err("plaintext refused");
+    assert_eq!(sqlstate(&err), "28000");
+    let out = tokio::process::Command::new("psql")
+        .arg(format!(
+            "host=localhost hostaddr=127.0.0.1 port={} user=agent dbname=test sslmode=verify-full sslrootcert={}",
+            proxy.addr.port(),
+            cert.display()
+        ))
+        .args(["-Atc", "select 'token over tls'"])
+        .env("PGPASSWORD", &token)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "token over tls"
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_from_one_address_are_slowed_down() {
+    let ed = key("ed", "k");
+    let issuer = TestIssuer::start(&[&ed]).await;
+    let proxy = proxy(
+        &issuer,
+        "  failure_delay: 100ms\n  max_failure_delay: 400ms\n",
+    )
+    .await;
+    let mut took = Vec::new();
+    for _ in 0..4 {
+        let started = Instant::now();
+        assert!(connect(&proxy, "garbage").await.is_err());
+        took.push(started.elapsed());
+    }
+    for (got, floor) in took.iter().zip([100, 200, 400, 400]) {
+        assert!(*got >= Duration::from_millis(floor), "{took:?}");
+    }
+    // A success clears the count.
+    connect(&proxy, &sign(&ed, &issuer.claims("a", |_| {})))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(connect(&proxy, "garbage").await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+}
