@@ -11,12 +11,15 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 
 use crate::auth::dev::DevIssuer;
+use crate::policy::inspect::PolicyInspector;
 
 /// What the admin routes serve from.
 #[derive(Default)]
 pub struct AdminState {
     /// The dev issuer, in `tollgate dev` only.
     pub dev_issuer: Option<Arc<DevIssuer>>,
+    /// The live policy, when one is configured.
+    pub policy: Option<Arc<PolicyInspector>>,
 }
 
 /// The admin routes; tested with `oneshot`, no socket needed.
@@ -25,6 +28,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/dev/.well-known/openid-configuration", get(dev_discovery))
         .route("/dev/jwks.json", get(dev_jwks))
+        .route("/policy/reload", axum::routing::post(policy_reload))
         .with_state(state)
 }
 
@@ -39,6 +43,24 @@ async fn dev_jwks(State(state): State<Arc<AdminState>>) -> Response {
     match &state.dev_issuer {
         Some(issuer) => Json(issuer.jwks()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// Reloads the policy files; a broken policy keeps the old one and answers 422 with the errors.
+async fn policy_reload(State(state): State<Arc<AdminState>>) -> Response {
+    let Some(policy) = &state.policy else {
+        return (StatusCode::NOT_FOUND, "no policy configured\n").into_response();
+    };
+    match policy.reload() {
+        Ok(rules) => Json(serde_json::json!({ "reloaded": true, "rules": rules })).into_response(),
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({
+                "reloaded": false,
+                "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
     }
 }
 
@@ -84,6 +106,7 @@ mod tests {
         let issuer = DevIssuer::open(dir.path(), "http://127.0.0.1:9090/dev").unwrap();
         let state = Arc::new(AdminState {
             dev_issuer: Some(Arc::new(issuer)),
+            policy: None,
         });
         let (status, doc) = get_json(
             router(Arc::clone(&state)),

@@ -57,6 +57,17 @@ pub struct Config {
     #[serde(default)]
     pub identity: Option<IdentityConfig>,
     pub targets: Vec<Spanned<Target>>,
+    /// Policy files (YAML rules); relative paths are from the config file's folder. Without
+    /// any, every statement is forwarded (and a warning logged at start).
+    #[serde(default)]
+    pub policies: Vec<PathBuf>,
+    /// How often policy files are checked for changes (they also reload on SIGHUP).
+    #[serde(default = "default_policy_reload", with = "duration")]
+    pub policy_reload_interval: Duration,
+}
+
+fn default_policy_reload() -> Duration {
+    Duration::from_secs(2)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -436,7 +447,14 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        Config::parse(&text, &file)
+        let mut config = Config::parse(&text, &file)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in &mut config.policies {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates YAML text; `file` only names it in errors.

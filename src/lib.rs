@@ -5,6 +5,7 @@
 //! - [`auth`]: agent identity: OIDC token validation, login throttling, the dev issuer.
 //! - [`config`]: the YAML configuration, validated, errors with file:line.
 //! - [`server`]: listeners, accept loop, connection limits, graceful shutdown.
+//! - [`policy`]: YAML rules that allow, block or hold each statement, from its syntax tree.
 //! - [`protocol`]: the wire protocols (PostgreSQL today): framing, startup, relay.
 //! - [`pipeline`]: the protocol-neutral stages (inspect, transform, record) and their types.
 //! - [`net`]: a plain or TLS socket and its halves.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod net;
 pub mod pipeline;
+pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod tls;

@@ -8,9 +8,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tollgate::admin::AdminState;
+use tollgate::auth::Identity;
 use tollgate::auth::dev::{self, DevIssuer};
 use tollgate::config::Config;
 use tollgate::pipeline::Stages;
+use tollgate::policy::classify::SqlDialect;
+use tollgate::policy::inspect::{PolicyInspector, PolicyStage};
+use tollgate::policy::{Policy, RuleSet};
 use tollgate::protocol::pg::Context;
 
 #[derive(Parser)]
@@ -53,6 +57,43 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Check policy files, or explain a decision.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate policy files: every problem with file:line:column; exits 1 if any.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// How a statement is classified, which rules match, and the decision.
+    Explain {
+        /// Policy files (default: those of --config / TOLLGATE_CONFIG).
+        #[arg(long = "policy")]
+        policies: Vec<PathBuf>,
+        #[arg(long, env = "TOLLGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        sub: String,
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long, default_value = "")]
+        issuer: String,
+        #[arg(long)]
+        database: String,
+        #[arg(long)]
+        sql: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -122,6 +163,7 @@ fn main() -> anyhow::Result<()> {
             AdminState::default(),
             None,
         ),
+        Command::Policy { command } => policy_command(command),
         Command::Dev(args) => dev(args),
         Command::Token {
             command:
@@ -156,9 +198,96 @@ fn open_dev_issuer(dir: &Path) -> anyhow::Result<DevIssuer> {
     }
 }
 
+fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Check { files } => match RuleSet::load(&files) {
+            Ok(set) => {
+                println!("{} file(s), {} rule(s): ok", files.len(), set.rules.len());
+                Ok(())
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                std::process::exit(1);
+            }
+        },
+        PolicyCommand::Explain {
+            policies,
+            config,
+            sub,
+            groups,
+            client_id,
+            issuer,
+            database,
+            sql,
+            json,
+        } => {
+            let files = if policies.is_empty() {
+                let config = config.context("give --policy FILE or --config FILE")?;
+                Config::load(&config)?.policies
+            } else {
+                policies
+            };
+            let rules = match RuleSet::load(&files) {
+                Ok(r) => r,
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    std::process::exit(1);
+                }
+            };
+            let identity = Identity {
+                subject: sub,
+                groups,
+                client_id,
+                issuer,
+                expires_at: None,
+            };
+            let policy = Policy::new(rules);
+            let report = policy.decide(&identity, &database, &sql, SqlDialect::Postgres);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", tollgate::policy::engine::explain_text(&report));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Runs the proxy (and the admin interface when configured) until SIGTERM or SIGINT.
-fn serve(config: Arc<Config>, admin: AdminState, banner: Option<String>) -> anyhow::Result<()> {
-    let ctx = Arc::new(Context::new(Arc::clone(&config), Stages::default())?);
+fn serve(config: Arc<Config>, mut admin: AdminState, banner: Option<String>) -> anyhow::Result<()> {
+    let mut stages = Stages::default();
+    let mut inspector = None;
+    if config.policies.is_empty() {
+        tracing::warn!("no policy configured: every statement is forwarded");
+    } else {
+        let loaded = match PolicyInspector::load(config.policies.clone(), SqlDialect::Postgres) {
+            Ok(i) => Arc::new(i),
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                anyhow::bail!("invalid policy");
+            }
+        };
+        stages.inspect = Arc::new(PolicyStage(Arc::clone(&loaded)));
+        admin.policy = Some(Arc::clone(&loaded));
+        let watched = Arc::clone(&loaded);
+        let interval = config.policy_reload_interval;
+        std::thread::Builder::new()
+            .name("tollgate-policy-watch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(interval);
+                    watched.reload_if_changed();
+                }
+            })?;
+        inspector = Some(loaded);
+    }
+    let ctx = Arc::new(Context::new(Arc::clone(&config), stages)?);
     let workers = config
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -195,7 +324,7 @@ fn serve(config: Arc<Config>, admin: AdminState, banner: Option<String>) -> anyh
     if let Some(banner) = banner {
         println!("{banner}");
     }
-    tollgate::server::run_threads(listeners, ctx, shutdown_signal())?;
+    tollgate::server::run_threads(listeners, ctx, shutdown_signal(inspector))?;
     Ok(())
 }
 
@@ -257,16 +386,26 @@ Stop with Ctrl-C.",
     );
     let admin = AdminState {
         dev_issuer: Some(Arc::new(issuer)),
+        policy: None,
     };
     serve(config, admin, Some(banner))
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT; reloads the policy on SIGHUP meanwhile.
+async fn shutdown_signal(policy: Option<Arc<PolicyInspector>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => match &policy {
+                Some(p) => {
+                    let _ = p.reload();
+                }
+                None => tracing::info!("SIGHUP: no policy to reload"),
+            },
+        }
     }
 }

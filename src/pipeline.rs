@@ -70,16 +70,28 @@ pub enum Verdict {
     },
 }
 
-/// The inspect stage.
+/// The inspect stage, shared by all connections.
 pub trait Inspect: Send + Sync {
-    fn inspect(&self, conn: &ConnInfo, statement: &Statement<'_>) -> Verdict;
+    /// The stage's state for one new connection.
+    fn connect(&self, conn: &ConnInfo) -> Box<dyn ConnInspect>;
 }
 
-/// Lets every statement through: the inspect stage before a policy is configured.
+/// The inspect stage of one connection: sees its statements in order.
+pub trait ConnInspect: Send {
+    fn inspect(&mut self, conn: &ConnInfo, statement: &Statement<'_>) -> Verdict;
+}
+
+/// Lets every statement through: the inspect stage when no policy is configured.
 pub struct ForwardAll;
 
 impl Inspect for ForwardAll {
-    fn inspect(&self, _conn: &ConnInfo, _statement: &Statement<'_>) -> Verdict {
+    fn connect(&self, _conn: &ConnInfo) -> Box<dyn ConnInspect> {
+        Box::new(ForwardAll)
+    }
+}
+
+impl ConnInspect for ForwardAll {
+    fn inspect(&mut self, _conn: &ConnInfo, _statement: &Statement<'_>) -> Verdict {
         Verdict::Forward
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::{Proxy, sqlstate};
 use futures_util::{SinkExt, StreamExt, TryStreamExt, future};
 use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
-use tollgate::pipeline::{ConnInfo, Inspect, Stages, Statement, Verdict};
+use tollgate::pipeline::{ConnInfo, ConnInspect, Inspect, Stages, Statement, Verdict};
 
 fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
@@ -318,7 +318,13 @@ async fn cancel_with_a_wrong_secret_does_nothing() {
 struct RefuseMarked;
 
 impl Inspect for RefuseMarked {
-    fn inspect(&self, _conn: &ConnInfo, statement: &Statement<'_>) -> Verdict {
+    fn connect(&self, _conn: &ConnInfo) -> Box<dyn ConnInspect> {
+        Box::new(RefuseMarked)
+    }
+}
+
+impl ConnInspect for RefuseMarked {
+    fn inspect(&mut self, _conn: &ConnInfo, statement: &Statement<'_>) -> Verdict {
         if statement.sql.contains("forbidden_word") {
             Verdict::Refuse {
                 sqlstate: "42501".into(),

@@ -178,7 +178,7 @@ async fn client_to_server(
     control: mpsc::Sender<Control>,
 ) -> End {
     let max = ctx.config.limits.max_client_frame;
-    let inspect = &ctx.stages.inspect;
+    let mut inspect = ctx.stages.inspect.connect(info);
     // ReadyForQuery messages the server will have sent once it has answered what we forwarded.
     let mut units: u64 = 0;
     let mut seq: u64 = 0;

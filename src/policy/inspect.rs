@@ -1,0 +1,228 @@
+//! The policy engine as the inspect stage: one decision per statement message, per-connection
+//! memory of prepared statements (so SQL-level EXECUTE is judged by what it runs), and the
+//! policy files reloaded without dropping connections.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tracing::{error, info, warn};
+
+use super::classify::{Classified, SqlDialect};
+use super::engine::{Decision, Policy, Report};
+use super::rules::{Action, PolicyError, RuleSet};
+use crate::pipeline::{ConnInfo, ConnInspect, Inspect, Origin, Statement, Verdict};
+
+/// Prepared statements remembered per connection, at most.
+const MAX_PREPARED: usize = 10_000;
+
+/// The live policy and where it came from.
+pub struct PolicyInspector {
+    files: Vec<PathBuf>,
+    current: ArcSwap<Policy>,
+    /// Modification times of the files when last loaded.
+    stamps: std::sync::Mutex<Vec<Option<SystemTime>>>,
+    dialect: SqlDialect,
+}
+
+impl PolicyInspector {
+    /// Loads the policy files; fails if any is invalid.
+    pub fn load(
+        files: Vec<PathBuf>,
+        dialect: SqlDialect,
+    ) -> Result<PolicyInspector, Vec<PolicyError>> {
+        let stamps = stamps(&files);
+        let rules = RuleSet::load(&files)?;
+        info!(files = ?files, rules = rules.rules.len(), "policy loaded");
+        Ok(PolicyInspector {
+            files,
+            current: ArcSwap::from_pointee(Policy::new(rules)),
+            stamps: std::sync::Mutex::new(stamps),
+            dialect,
+        })
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.current.load_full()
+    }
+
+    /// Reads the files again. A broken policy keeps the old one in force and reports why.
+    pub fn reload(&self) -> Result<usize, Vec<PolicyError>> {
+        let new_stamps = stamps(&self.files);
+        match RuleSet::load(&self.files) {
+            Ok(rules) => {
+                let n = rules.rules.len();
+                self.current.store(Arc::new(Policy::new(rules)));
+                *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) = new_stamps;
+                info!(rules = n, "policy reloaded");
+                Ok(n)
+            }
+            Err(errors) => {
+                *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) = new_stamps;
+                for e in &errors {
+                    error!(error = %e, "policy reload failed; the previous policy stays in force");
+                }
+                Err(errors)
+            }
+        }
+    }
+
+    /// Reloads if a file changed since the last load (checked by the reload task).
+    pub fn reload_if_changed(&self) {
+        let now = stamps(&self.files);
+        let changed = *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) != now;
+        if changed {
+            let _ = self.reload();
+        }
+    }
+}
+
+fn stamps(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// The inspect stage backed by a shared [`PolicyInspector`]: each connection consults the
+/// policy in force at each statement, so a reload applies to live connections.
+pub struct PolicyStage(pub Arc<PolicyInspector>);
+
+impl Inspect for PolicyStage {
+    fn connect(&self, _conn: &ConnInfo) -> Box<dyn ConnInspect> {
+        Box::new(ConnPolicy {
+            inspector: Arc::clone(&self.0),
+            prepared: HashMap::new(),
+        })
+    }
+}
+
+/// One connection's view: its prepared statements' classifications.
+pub struct ConnPolicy {
+    inspector: Arc<PolicyInspector>,
+    prepared: HashMap<String, Arc<Vec<Classified>>>,
+}
+
+impl ConnInspect for ConnPolicy {
+    fn inspect(&mut self, conn: &ConnInfo, statement: &Statement<'_>) -> Verdict {
+        let policy = self.inspector.policy();
+        let report = match statement.origin {
+            // A protocol-level call by OID has no SQL to analyse: fail closed.
+            Origin::FunctionCall { oid } => {
+                refused(format!("function calls by OID ({oid}) are not analysed"))
+            }
+            _ => self.decide_sql(&policy, conn, statement),
+        };
+        verdict(conn, statement, &report)
+    }
+}
+
+/// A report refusing a message whatever the rules say.
+fn refused(reason: String) -> Report {
+    let decision = Decision {
+        action: Action::Deny,
+        decided: Action::Deny,
+        rule: None,
+        reason,
+        approval: None,
+        dry_run: false,
+    };
+    Report {
+        statements: Vec::new(),
+        decision,
+    }
+}
+
+impl ConnPolicy {
+    fn decide_sql(
+        &mut self,
+        policy: &Policy,
+        conn: &ConnInfo,
+        statement: &Statement<'_>,
+    ) -> Report {
+        let dialect = self.inspector.dialect;
+        let classified = policy.classify(statement.sql, dialect);
+        let Ok(list) = classified.as_ref() else {
+            return policy.decide(&conn.identity, &conn.database, statement.sql, dialect);
+        };
+        // SQL-level EXECUTE runs what was prepared: judge that instead.
+        let mut effective: Vec<Classified> = Vec::with_capacity(list.len());
+        for c in list {
+            match &c.executes {
+                Some(name) => match self.prepared.get(name) {
+                    Some(prepared) => effective.extend(prepared.iter().cloned()),
+                    None => {
+                        return refused(format!(
+                            "EXECUTE of prepared statement {name:?}, which tollgate did not see prepared"
+                        ));
+                    }
+                },
+                None => effective.push(c.clone()),
+            }
+        }
+        let report = policy.decide_classified(&conn.identity, &conn.database, &effective);
+        if report.decision.action == Action::Allow {
+            self.remember(statement, list);
+        }
+        report
+    }
+
+    /// Keeps what a forwarded PREPARE or Parse defined, and forgets what DEALLOCATE drops.
+    fn remember(&mut self, statement: &Statement<'_>, list: &[Classified]) {
+        if let Origin::Prepare { name } = statement.origin
+            && !name.is_empty()
+        {
+            self.insert(name.to_owned(), Arc::new(list.to_vec()));
+        }
+        for c in list {
+            if let Some(name) = &c.prepares {
+                self.insert(name.clone(), Arc::new(vec![c.clone()]));
+            }
+            if let Some(name) = &c.deallocates {
+                self.prepared.remove(name);
+            }
+            if c.deallocates_all {
+                self.prepared.clear();
+            }
+        }
+    }
+
+    fn insert(&mut self, name: String, classified: Arc<Vec<Classified>>) {
+        if self.prepared.len() >= MAX_PREPARED && !self.prepared.contains_key(&name) {
+            warn!(
+                name,
+                "too many prepared statements remembered; forgetting them all"
+            );
+            self.prepared.clear();
+        }
+        self.prepared.insert(name, classified);
+    }
+}
+
+fn verdict(conn: &ConnInfo, statement: &Statement<'_>, report: &Report) -> Verdict {
+    let d = &report.decision;
+    let kinds = super::engine::kinds_of(report);
+    if d.dry_run {
+        warn!(conn = %conn.id, subject = conn.identity.subject, rule = d.rule, decided = ?d.decided, ?kinds, "audit mode: the statement would have been refused");
+    }
+    match d.action {
+        Action::Allow => Verdict::Forward,
+        Action::Deny | Action::RequireApproval => {
+            info!(
+                conn = %conn.id,
+                subject = conn.identity.subject,
+                rule = d.rule,
+                action = ?d.action,
+                ?kinds,
+                origin = ?statement.origin,
+                "statement refused by policy"
+            );
+            Verdict::Refuse {
+                sqlstate: "42501".to_owned(),
+                message: d.message(),
+            }
+        }
+    }
+}

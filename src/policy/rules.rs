@@ -1,0 +1,534 @@
+//! The policy files operators write: the YAML model, its validation, and rule matching.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use super::classify::{Classified, Kind};
+use crate::auth::Identity;
+
+/// What a rule does to the statements it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    // Ordered by strictness: least privilege takes the greatest.
+    Allow,
+    RequireApproval,
+    Deny,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::RequireApproval => "require_approval",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// Enforce decisions, or only record what they would have been (a dry run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+/// Conditions that make bulk export and mass change visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// UPDATE or DELETE without WHERE, TRUNCATE.
+    UnboundedWrite,
+    /// A SELECT reading a table (of `tables`, when given) with neither WHERE nor LIMIT.
+    UnfilteredRead,
+    /// COPY … TO (any destination).
+    CopyTo,
+    /// SELECT … INTO a new table.
+    SelectInto,
+    /// COPY … TO/FROM PROGRAM.
+    CopyProgram,
+    /// COPY … TO/FROM a file on the database server.
+    CopyFile,
+}
+
+/// Who approves a held statement, and how long the statement may wait.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    pub group: String,
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(900)
+}
+
+mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// What a rule matches. Every field given must match (and); within a list, any item (or).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subjects: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuers: Option<Vec<String>>,
+    /// Database names as clients ask for them (globs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<Kind>>,
+    /// Tables touched (globs, `schema.table`; an unqualified name in SQL matches any schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<String>>,
+    /// Functions called anywhere in the statement (globs; `name` also matches `schema.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<Condition>>,
+    /// Reads whose LIMIT is absent or larger than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_over: Option<u64>,
+    /// `true`: this rule is about SQL that cannot be parsed or classified (and only that).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unparsed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, rename = "match")]
+    pub matches: Match,
+    pub action: Action,
+    /// Shown to the client when the rule blocks or holds a statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+/// One policy file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// What happens to a statement no rule matches (deny unless set otherwise).
+    #[serde(default)]
+    pub default: Option<Spanned<Action>>,
+    #[serde(default)]
+    pub mode: Option<Spanned<Mode>>,
+    #[serde(default)]
+    pub rules: Vec<Spanned<Rule>>,
+}
+
+/// A problem in a policy file, with its place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct PolicyError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+/// Rules from all policy files, validated, in order.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub default: Option<Action>,
+    pub mode: Mode,
+    pub rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// Reads and validates policy files; every problem is reported, not just the first.
+    pub fn load(files: &[impl AsRef<Path>]) -> Result<RuleSet, Vec<PolicyError>> {
+        let mut sources = Vec::new();
+        let mut errors = Vec::new();
+        for f in files {
+            let name = f.as_ref().display().to_string();
+            match std::fs::read_to_string(f.as_ref()) {
+                Ok(text) => sources.push((name, text)),
+                Err(e) => errors.push(PolicyError {
+                    file: name,
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read: {e}"),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        RuleSet::parse(&sources)
+    }
+
+    /// Parses and validates `(file name, text)` pairs.
+    pub fn parse(sources: &[(String, String)]) -> Result<RuleSet, Vec<PolicyError>> {
+        let mut set = RuleSet::default();
+        let mut errors = Vec::new();
+        let mut ids: std::collections::HashMap<String, (String, u64)> = Default::default();
+        for (file, text) in sources {
+            let at = |line: u64, column: u64, message: String| PolicyError {
+                file: file.clone(),
+                line,
+                column,
+                message,
+            };
+            let parsed: PolicyFile = match serde_saphyr::from_str(text) {
+                Ok(p) => p,
+                Err(e) => {
+                    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+                    let mut message = e.without_snippet().to_string();
+                    if let Some(cut) = message.rfind(" at line ") {
+                        message.truncate(cut);
+                    }
+                    errors.push(at(line, column, message));
+                    continue;
+                }
+            };
+            if let Some(d) = &parsed.default {
+                if set.default.is_some_and(|prev| prev != d.value) {
+                    errors.push(at(
+                        d.referenced.line(),
+                        d.referenced.column(),
+                        "default: conflicts with another policy file".into(),
+                    ));
+                }
+                set.default = Some(d.value);
+            }
+            if let Some(m) = &parsed.mode {
+                if m.value == Mode::Audit {
+                    set.mode = Mode::Audit;
+                }
+            }
+            for span in parsed.rules {
+                let (line, column) = (span.referenced.line(), span.referenced.column());
+                let rule = span.value;
+                if let Some((other_file, other_line)) = ids.get(&rule.id) {
+                    errors.push(at(
+                        line,
+                        column,
+                        format!(
+                            "rule {:?}: duplicate id (first at {other_file}:{other_line})",
+                            rule.id
+                        ),
+                    ));
+                } else {
+                    ids.insert(rule.id.clone(), (file.clone(), line));
+                }
+                for problem in rule.problems() {
+                    errors.push(at(line, column, format!("rule {:?}: {problem}", rule.id)));
+                }
+                set.rules.push(rule);
+            }
+        }
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl Rule {
+    /// What makes the rule wrong or unable to ever match.
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let m = &self.matches;
+        if self.id.trim().is_empty() {
+            p.push("id must not be empty".to_owned());
+        }
+        let lists: [(&str, bool); 8] = [
+            ("subjects", m.subjects.as_ref().is_some_and(Vec::is_empty)),
+            ("groups", m.groups.as_ref().is_some_and(Vec::is_empty)),
+            (
+                "client_ids",
+                m.client_ids.as_ref().is_some_and(Vec::is_empty),
+            ),
+            ("issuers", m.issuers.as_ref().is_some_and(Vec::is_empty)),
+            ("databases", m.databases.as_ref().is_some_and(Vec::is_empty)),
+            ("kinds", m.kinds.as_ref().is_some_and(Vec::is_empty)),
+            ("tables", m.tables.as_ref().is_some_and(Vec::is_empty)),
+            ("functions", m.functions.as_ref().is_some_and(Vec::is_empty)),
+        ];
+        for (name, empty) in lists {
+            if empty {
+                p.push(format!(
+                    "match.{name} is an empty list, so the rule can never match"
+                ));
+            }
+        }
+        if let (Some(kinds), Some(conditions)) = (&m.kinds, &m.conditions) {
+            for c in conditions {
+                let needs: &[Kind] = match c {
+                    Condition::UnboundedWrite => &[Kind::Write],
+                    Condition::UnfilteredRead => &[Kind::Read],
+                    Condition::CopyTo => &[Kind::CopyOut],
+                    Condition::SelectInto => &[Kind::Ddl, Kind::Read],
+                    Condition::CopyProgram | Condition::CopyFile => {
+                        &[Kind::CopyIn, Kind::CopyOut, Kind::Admin]
+                    }
+                };
+                if !kinds.iter().any(|k| needs.contains(k)) {
+                    p.push(format!(
+                        "condition {c:?} never holds for kinds {:?}, so the rule can never match",
+                        kinds.iter().map(|k| k.name()).collect::<Vec<_>>()
+                    ));
+                }
+            }
+        }
+        if let (Some(kinds), Some(_)) = (&m.kinds, &m.rows_over)
+            && !kinds.contains(&Kind::Read)
+        {
+            p.push("rows_over only applies to reads, and kinds has no read".to_owned());
+        }
+        if let (Some(kinds), Some(_)) = (&m.kinds, &m.tables)
+            && kinds
+                .iter()
+                .all(|k| matches!(k, Kind::Transaction | Kind::Session))
+        {
+            p.push("tables never appear in session or transaction statements".to_owned());
+        }
+        if m.unparsed
+            && (m.tables.is_some()
+                || m.functions.is_some()
+                || m.conditions.is_some()
+                || m.rows_over.is_some())
+        {
+            p.push(
+                "an unparsed statement has no tables, functions or conditions to match".to_owned(),
+            );
+        }
+        match (self.action, &self.approval) {
+            (Action::RequireApproval, None) => {
+                p.push("require_approval needs approval.group".to_owned())
+            }
+            (Action::RequireApproval, Some(a)) if a.group.is_empty() => {
+                p.push("approval.group must not be empty".to_owned())
+            }
+            (Action::Allow | Action::Deny, Some(_)) => {
+                p.push("approval only applies to action require_approval".to_owned())
+            }
+            _ => {}
+        }
+        p
+    }
+
+    /// Whether the rule's identity and database conditions hold.
+    pub fn matches_who(&self, identity: &Identity, database: &str) -> bool {
+        let m = &self.matches;
+        any(&m.subjects, |p| glob(p, &identity.subject))
+            && any(&m.groups, |p| identity.groups.iter().any(|g| glob(p, g)))
+            && any(&m.client_ids, |p| {
+                identity.client_id.as_deref().is_some_and(|c| glob(p, c))
+            })
+            && any(&m.issuers, |p| glob(p, &identity.issuer))
+            && any(&m.databases, |p| glob(p, database))
+    }
+
+    /// Whether the rule's statement conditions hold for a classified statement.
+    pub fn matches_statement(&self, s: &Classified) -> bool {
+        let m = &self.matches;
+        if m.unparsed {
+            return false;
+        }
+        any(&m.kinds, |k| s.kinds.contains(k))
+            && any(&m.tables, |p| s.tables.iter().any(|t| table_matches(p, t)))
+            && any(&m.functions, |p| {
+                s.functions.iter().any(|f| name_matches(p, f))
+            })
+            && m.rows_over
+                .is_none_or(|n| s.kinds.contains(&Kind::Read) && s.limit.is_none_or(|l| l > n))
+            && m.conditions.as_ref().is_none_or(|cs| {
+                cs.iter().any(|c| match c {
+                    Condition::UnboundedWrite => s.unbounded_write,
+                    Condition::UnfilteredRead => match &m.tables {
+                        Some(patterns) => s
+                            .unfiltered_reads
+                            .iter()
+                            .any(|t| patterns.iter().any(|p| table_matches(p, t))),
+                        None => !s.unfiltered_reads.is_empty(),
+                    },
+                    Condition::CopyTo => s.kinds.contains(&Kind::CopyOut),
+                    Condition::SelectInto => s.select_into,
+                    Condition::CopyProgram => s.copy_program,
+                    Condition::CopyFile => s.copy_file,
+                })
+            })
+    }
+
+    /// Whether the rule is about unparsed SQL and holds for one whose kind was guessed.
+    pub fn matches_unparsed(&self, guessed: Option<Kind>) -> bool {
+        let m = &self.matches;
+        m.unparsed && any(&m.kinds, |k| guessed == Some(*k))
+    }
+}
+
+fn any<T>(list: &Option<Vec<T>>, f: impl Fn(&T) -> bool) -> bool {
+    list.as_ref().is_none_or(|items| items.iter().any(f))
+}
+
+/// `*` matches any run of characters, `?` any one; everything else literally.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// A table pattern against a table name from SQL. Unqualified names in SQL could be in any
+/// schema on the search path, so they match on the table part alone.
+fn table_matches(pattern: &str, table: &str) -> bool {
+    let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_owned();
+    if glob(pattern, table) {
+        return true;
+    }
+    let p_qualified = pattern.contains('.');
+    let t_qualified = table.contains('.');
+    match (p_qualified, t_qualified) {
+        (true, false) => glob(&last(pattern), table),
+        (false, true) => glob(pattern, &last(table)),
+        _ => false,
+    }
+}
+
+/// A function pattern against a called name: `name` also matches `schema.name`.
+fn name_matches(pattern: &str, called: &str) -> bool {
+    glob(pattern, called)
+        || (!pattern.contains('.') && glob(pattern, called.rsplit('.').next().unwrap_or(called)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        for (p, t, ok) in [
+            ("*", "anything", true),
+            ("lo_*", "lo_export", true),
+            ("lo_*", "flo_export", false),
+            ("pg_read_?ile", "pg_read_file", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("exact", "exact", true),
+            ("exact", "Exact", false),
+        ] {
+            assert_eq!(glob(p, t), ok, "{p} {t}");
+        }
+        assert!(table_matches("public.cards", "cards"));
+        assert!(table_matches("cards", "billing.cards"));
+        assert!(table_matches("billing.*", "billing.cards"));
+        assert!(!table_matches("billing.*", "public.cards"));
+        assert!(name_matches("pg_read_file", "pg_catalog.pg_read_file"));
+        assert!(!name_matches(
+            "pg_catalog.pg_read_file",
+            "evil.pg_read_file"
+        ));
+    }
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match RuleSet::parse(&[("p.yaml".into(), yaml.into())]) {
+            Ok(_) => vec![],
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn policy_check_names_file_line_and_problem() {
+        let cases = [
+            (
+                "rules:\n  - id: a\n    action: allow\n    match: { kinds: [reed] }\n",
+                "p.yaml:4:",
+                "reed",
+            ),
+            (
+                "rules:\n  - id: a\n    action: allow\n    bogus: 1\n",
+                "p.yaml:4:",
+                "bogus",
+            ),
+            (
+                "rules:\n  - id: a\n    action: allow\n  - id: a\n    action: deny\n",
+                "p.yaml:4:",
+                "duplicate id",
+            ),
+            (
+                "rules:\n  - id: a\n    action: allow\n    match: { kinds: [] }\n",
+                "p.yaml:2:",
+                "never match",
+            ),
+            (
+                "rules:\n  - id: a\n    action: deny\n    match: { kinds: [ddl], conditions: [unbounded_write] }\n",
+                "p.yaml:2:",
+                "never",
+            ),
+            (
+                "rules:\n  - id: a\n    action: require_approval\n",
+                "p.yaml:2:",
+                "approval.group",
+            ),
+            (
+                "rules:\n  - id: a\n    action: allow\n    approval: { group: x }\n",
+                "p.yaml:2:",
+                "only applies",
+            ),
+            (
+                "rules:\n  - id: a\n    action: maybe\n",
+                "p.yaml:3:",
+                "maybe",
+            ),
+        ];
+        for (yaml, place, needle) in cases {
+            let errs = errors(yaml);
+            assert!(
+                errs.iter()
+                    .any(|e| e.starts_with(place) && e.contains(needle)),
+                "{yaml}\n{errs:?}"
+            );
+        }
+        assert!(errors("rules:\n  - id: ok\n    action: allow\n    match: { groups: [ai-agents], kinds: [read] }\n").is_empty());
+    }
+}
