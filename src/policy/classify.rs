@@ -152,8 +152,25 @@ fn strip_leading_comments(sql: &str) -> &str {
     }
 }
 
+/// Whether `sql` holds a PostgreSQL Unicode-escaped identifier (`U&"d\0061t"`). sqlparser reads
+/// that as the operator `&` between `U` and a quoted identifier whose escapes it leaves
+/// undecoded, while PostgreSQL decodes it (`U&"pg\005fread_file"` is `pg_read_file`): a
+/// parser differential, so such SQL is refused rather than misread.
+fn has_unicode_identifier(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    b.windows(3).enumerate().any(|(i, w)| {
+        (w[0] == b'u' || w[0] == b'U')
+            && w[1] == b'&'
+            && w[2] == b'"'
+            && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'$'))
+    })
+}
+
 /// Parses `sql` (one or more statements) and classifies each.
 pub fn classify(sql: &str, dialect: SqlDialect) -> Result<Vec<Classified>, Error> {
+    if dialect == SqlDialect::Postgres && has_unicode_identifier(sql) {
+        return Err(Error::Unsupported("Unicode-escaped identifier (U&\"...\")".into()));
+    }
     let dialect: &dyn Dialect = match dialect {
         SqlDialect::Postgres => &PostgreSqlDialect {},
         SqlDialect::MySql => &MySqlDialect {},

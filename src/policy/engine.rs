@@ -236,9 +236,11 @@ impl Policy {
     /// Least privilege over the enforcing rules; audit-mode rules never decide.
     fn combine(&self, matched: &[&Rule], fallback: String) -> Decision {
         let global_audit = self.rules.mode == Mode::Audit;
+        // The strictest action; among equals, the rule that comes first.
         let enforcing = matched
             .iter()
             .filter(|r| r.mode != Some(Mode::Audit))
+            .rev()
             .max_by_key(|r| r.action);
         let (decided, rule, reason, approval) = match enforcing {
             Some(r) => (
