@@ -367,6 +367,9 @@ pub struct ClientAuth {
     /// The static password (`scram-sha-256` and `password` methods only).
     #[serde(default)]
     pub password: Option<Secret>,
+    /// Groups of clients that log in with the static password (policy rules match on them).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 fn default_leeway() -> Duration {
@@ -567,11 +570,15 @@ impl Config {
                         ),
                     ));
                 }
-                ClientAuthMethod::Oidc if auth.password.is_some() || auth.user.is_some() => {
+                ClientAuthMethod::Oidc
+                    if auth.password.is_some()
+                        || auth.user.is_some()
+                        || !auth.groups.is_empty() =>
+                {
                     return Err(invalid(
                         span,
                         format!(
-                            "targets[{}].client_auth: user and password belong to the static methods, not oidc",
+                            "targets[{}].client_auth: user, password and groups belong to the static methods, not oidc",
                             t.name
                         ),
                     ));

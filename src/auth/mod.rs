@@ -31,10 +31,10 @@ pub struct Identity {
 
 impl Identity {
     /// The identity of a client that logged in with a target's static password.
-    pub fn static_login(user: &str) -> Identity {
+    pub fn static_login(user: &str, groups: &[String]) -> Identity {
         Identity {
             subject: user.to_owned(),
-            groups: Vec::new(),
+            groups: groups.to_vec(),
             client_id: None,
             issuer: "tollgate:password".to_owned(),
             expires_at: None,

@@ -162,14 +162,17 @@ fn has_unicode_identifier(sql: &str) -> bool {
         (w[0] == b'u' || w[0] == b'U')
             && w[1] == b'&'
             && w[2] == b'"'
-            && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'$'))
+            && (i == 0
+                || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'$'))
     })
 }
 
 /// Parses `sql` (one or more statements) and classifies each.
 pub fn classify(sql: &str, dialect: SqlDialect) -> Result<Vec<Classified>, Error> {
     if dialect == SqlDialect::Postgres && has_unicode_identifier(sql) {
-        return Err(Error::Unsupported("Unicode-escaped identifier (U&\"...\")".into()));
+        return Err(Error::Unsupported(
+            "Unicode-escaped identifier (U&\"...\")".into(),
+        ));
     }
     let dialect: &dyn Dialect = match dialect {
         SqlDialect::Postgres => &PostgreSqlDialect {},
@@ -661,5 +664,23 @@ mod tests {
         assert!(classify("selec 1", SqlDialect::Postgres).is_err());
         // Forms sqlparser does not parse are refused, not guessed at.
         assert!(classify("SET ROLE TO admin", SqlDialect::Postgres).is_err());
+    }
+}
+
+#[cfg(test)]
+mod mysql_tests {
+    use super::*;
+
+    /// MySQL runs the text of `/*! … */` comments; so does the classifier with that dialect.
+    #[test]
+    fn executable_comments_are_read_as_sql() {
+        let r = classify("select 1 /*! ; drop table t */", SqlDialect::MySql).unwrap();
+        assert_eq!(r.len(), 2);
+        assert!(r[1].kinds.contains(&Kind::Ddl));
+        let r = classify("select 1 /*!50000 , sleep(1) */", SqlDialect::MySql).unwrap();
+        assert!(r[0].functions.contains("sleep"));
+        // In PostgreSQL the same text is only a comment.
+        let r = classify("select 1 /*! ; drop table t */", SqlDialect::Postgres).unwrap();
+        assert_eq!(r.len(), 1);
     }
 }

@@ -482,7 +482,7 @@ async fn static_login(
     Ok(match checked {
         Err(why) => Err(Reason::Malformed(why)),
         Ok(()) if !user_ok => Err(Reason::ClaimMismatch("user".into())),
-        Ok(()) => Ok(Identity::static_login(user)),
+        Ok(()) => Ok(Identity::static_login(user, &auth.groups)),
     })
 }
 
