@@ -117,6 +117,9 @@ struct DevArgs {
     /// An environment variable holding that role's password, if the server asks for one.
     #[arg(long)]
     postgres_password_env: Option<String>,
+    /// The policy file (default: the example agent policy, copied to the data folder).
+    #[arg(long)]
+    policy: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -328,9 +331,22 @@ fn serve(config: Arc<Config>, mut admin: AdminState, banner: Option<String>) -> 
     Ok(())
 }
 
+/// The example agent policy, written into the dev folder on first use so it can be edited.
+const EXAMPLE_POLICY: &str = include_str!("../config/policies/agents.yaml");
+
 fn dev(args: DevArgs) -> anyhow::Result<()> {
     let issuer_url = format!("http://{}/dev", args.admin);
     let issuer = DevIssuer::open(&args.data_dir, &issuer_url)?;
+    let policy_file = match &args.policy {
+        Some(p) => p.clone(),
+        None => {
+            let p = args.data_dir.join("policy.yaml");
+            if !p.exists() {
+                std::fs::write(&p, EXAMPLE_POLICY).with_context(|| format!("writing {}", p.display()))?;
+            }
+            p
+        }
+    };
     let password = match &args.postgres_password_env {
         Some(var) => format!("\n    password: {{ env: {var} }}"),
         None => String::new(),
@@ -347,11 +363,13 @@ identity:
     - issuer: "{issuer_url}"
       audiences: ["{audience}"]
       algorithms: [EdDSA]
+policies: ["{policy}"]
 targets:
   - name: "*"
     address: "{postgres}"
     user: "{user}"{password}
 "#,
+        policy = policy_file.display(),
         listen = args.listen,
         admin = args.admin,
         audience = dev::AUDIENCE,
@@ -371,6 +389,7 @@ targets:
 
   PostgreSQL  {listen} -> {postgres}, every database by its own name
   Issuer      {issuer_url} (signing key in {data_dir}/)
+  Policy      {policy} (reloads when edited)
 
 Connect as agent {agent:?} (group {group}, token valid 1 hour):
 
@@ -381,6 +400,7 @@ Stop with Ctrl-C.",
         listen = args.listen,
         postgres = args.postgres,
         group = dev::DEFAULT_GROUP,
+        policy = policy_file.display(),
         host = args.listen.ip(),
         port = args.listen.port(),
     );
