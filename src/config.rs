@@ -214,6 +214,10 @@ pub enum JwtAlgorithm {
 pub struct GroupCredentials {
     /// An identity in any of these groups uses these credentials.
     pub groups: Vec<String>,
+    /// Only identities from these issuers (when several issuers are trusted, a group name from
+    /// a weaker one must not open a stronger role).
+    #[serde(default)]
+    pub issuers: Option<Vec<String>>,
     pub user: String,
     #[serde(default)]
     pub password: Option<Secret>,
@@ -241,9 +245,27 @@ pub struct Target {
     pub credentials: Vec<GroupCredentials>,
     #[serde(default)]
     pub tls: UpstreamTls,
+    /// Password exchanges tollgate accepts from the upstream server. MD5 and cleartext hand the
+    /// password (or a replayable hash) to whoever answers at the address, so they must be
+    /// listed explicitly; SCRAM-SHA-256 also proves the server knows the password.
+    #[serde(default = "default_upstream_auth")]
+    pub upstream_auth: Vec<UpstreamAuth>,
     /// How clients prove who they are before tollgate connects upstream (OIDC by default).
     #[serde(default)]
     pub client_auth: ClientAuth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamAuth {
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    Md5,
+    Password,
+}
+
+fn default_upstream_auth() -> Vec<UpstreamAuth> {
+    vec![UpstreamAuth::ScramSha256]
 }
 
 /// The name of the target that takes any database no other target names.
@@ -259,11 +281,16 @@ impl Target {
         }
     }
 
-    /// The upstream role and password for an identity.
-    pub fn credentials_for(&self, groups: &[String]) -> (&str, Option<&Secret>) {
+    /// The upstream role and password for an identity's issuer and groups.
+    pub fn credentials_for(&self, issuer: &str, groups: &[String]) -> (&str, Option<&Secret>) {
         self.credentials
             .iter()
-            .find(|c| c.groups.iter().any(|g| groups.contains(g)))
+            .find(|c| {
+                c.groups.iter().any(|g| groups.contains(g))
+                    && c.issuers
+                        .as_ref()
+                        .is_none_or(|i| i.iter().any(|x| x == issuer))
+            })
             .map(|c| (c.user.as_str(), c.password.as_ref()))
             .unwrap_or((self.user.as_str(), self.password.as_ref()))
     }
@@ -415,7 +442,7 @@ fn default_max_connections() -> usize {
     1000
 }
 fn default_max_per_client() -> usize {
-    200
+    100
 }
 fn default_startup_timeout() -> Duration {
     Duration::from_secs(10)
@@ -618,7 +645,7 @@ impl Config {
 }
 
 /// An https URL, or http to a loopback host (a local test or development issuer).
-fn url_allowed(url: &str) -> bool {
+pub fn url_allowed(url: &str) -> bool {
     if url.starts_with("https://") {
         return true;
     }
@@ -687,9 +714,10 @@ targets:
         let t = c.target("*").unwrap();
         assert_eq!(t.client_auth.method, ClientAuthMethod::Oidc);
         assert_eq!(t.upstream_database("sales"), "sales");
-        assert_eq!(t.credentials_for(&["ai-agents".into()]).0, "agent_ro");
+        assert_eq!(t.credentials_for("i", &["ai-agents".into()]).0, "agent_ro");
         assert_eq!(
-            t.credentials_for(&["x".into(), "break-glass".into()]).0,
+            t.credentials_for("i", &["x".into(), "break-glass".into()])
+                .0,
             "agent_rw"
         );
         assert!(url_allowed("http://127.0.0.1:9090/dev"));

@@ -342,7 +342,8 @@ fn dev(args: DevArgs) -> anyhow::Result<()> {
         None => {
             let p = args.data_dir.join("policy.yaml");
             if !p.exists() {
-                std::fs::write(&p, EXAMPLE_POLICY).with_context(|| format!("writing {}", p.display()))?;
+                std::fs::write(&p, EXAMPLE_POLICY)
+                    .with_context(|| format!("writing {}", p.display()))?;
             }
             p
         }

@@ -128,6 +128,8 @@ pub struct Server {
     slots: Arc<Semaphore>,
     per_client: Arc<PerClient>,
     lifecycle: Arc<Lifecycle>,
+    /// Refusals being answered at once ("too many clients").
+    refusals: Arc<Semaphore>,
 }
 
 impl Server {
@@ -136,6 +138,7 @@ impl Server {
             slots: Arc::new(Semaphore::new(ctx.config.limits.max_connections)),
             per_client: Arc::new(PerClient::default()),
             lifecycle: Arc::new(Lifecycle::default()),
+            refusals: Arc::new(Semaphore::new(64)),
             ctx,
         })
     }
@@ -169,7 +172,13 @@ impl Server {
                 .take(peer.ip(), limits.max_connections_per_client);
             let (Some(permit), Some(slot)) = (permit, slot) else {
                 warn!(%peer, "connection limit reached");
-                tokio::spawn(refuse_too_many(tcp));
+                // Telling refused clients why is itself bounded; past that they are just closed.
+                if let Ok(refusal) = Arc::clone(&self.refusals).try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse_too_many(tcp).await;
+                        drop(refusal);
+                    });
+                }
                 continue;
             };
             let id = ConnId(relay::NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed));

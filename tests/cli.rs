@@ -234,7 +234,10 @@ async fn dev_mode_prints_a_working_psql_command() {
         .get(0);
     assert_eq!(db, "test", "every database is reached by its own name");
     // The example policy is in force: agents read, but do not change the schema.
-    let err = client.batch_execute("drop table if exists tollgate_never").await.unwrap_err();
+    let err = client
+        .batch_execute("drop table if exists tollgate_never")
+        .await
+        .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42501"));
     assert!(data_dir.join("policy.yaml").exists());
     child.kill().await.unwrap();

@@ -373,20 +373,32 @@ async fn upstream_logins_with_scram_md5_and_cleartext() {
     let dir = tempfile::tempdir().unwrap();
     let mut yaml = common::targets(dir.path());
     let agent_pw = dir.path().join("agent-password");
-    for (name, role, password) in [
-        ("tollgate_scram", "tollgate_scram", "scram-upstream-pw"),
-        ("tollgate_md5", "tollgate_md5", "md5-upstream-pw"),
+    let weak = "\n    upstream_auth: [scram-sha-256, md5, password]";
+    let targets = [
+        ("tollgate_scram", "tollgate_scram", "scram-upstream-pw", ""),
+        ("tollgate_md5", "tollgate_md5", "md5-upstream-pw", weak),
         (
             "tollgate_password",
             "tollgate_password",
             "cleartext-upstream-pw",
+            weak,
         ),
         (
             "wrong_upstream_password",
             "tollgate_scram",
             "not-the-password",
+            "",
         ),
-    ] {
+        // Weak exchanges are refused unless the target lists them.
+        ("md5_not_allowed", "tollgate_md5", "md5-upstream-pw", ""),
+        (
+            "cleartext_not_allowed",
+            "tollgate_password",
+            "cleartext-upstream-pw",
+            "",
+        ),
+    ];
+    for (name, role, password, upstream_auth) in targets {
         let file = dir.path().join(name);
         std::fs::write(&file, password).unwrap();
         yaml.push_str(&format!(
@@ -395,7 +407,7 @@ async fn upstream_logins_with_scram_md5_and_cleartext() {
     address: 127.0.0.1:5432
     database: test
     user: {role}
-    password: {{ file: {} }}
+    password: {{ file: {} }}{upstream_auth}
     client_auth: {{ method: scram-sha-256, password: {{ file: {} }} }}
 ",
             file.display(),
@@ -404,10 +416,11 @@ async fn upstream_logins_with_scram_md5_and_cleartext() {
     }
     let proxy = Proxy::start_yaml(dir, &yaml, Stages::default()).await;
     let port = proxy.addr.port();
+    let url = |db: &str| {
+        format!("host=127.0.0.1 port={port} user=agent password=agent-secret dbname={db}")
+    };
     for role in ["tollgate_scram", "tollgate_md5", "tollgate_password"] {
-        let url =
-            format!("host=127.0.0.1 port={port} user=agent password=agent-secret dbname={role}");
-        let (c, conn) = tokio_postgres::connect(&url, NoTls)
+        let (c, conn) = tokio_postgres::connect(&url(role), NoTls)
             .await
             .unwrap_or_else(|e| panic!("{role}: {e} (has scripts/setup-postgres.sh run?)"));
         tokio::spawn(conn);
@@ -418,20 +431,23 @@ async fn upstream_logins_with_scram_md5_and_cleartext() {
             .get(0);
         assert_eq!(who, role);
     }
-    let url = format!(
-        "host=127.0.0.1 port={port} user=agent password=agent-secret dbname=wrong_upstream_password"
-    );
-    let err = tokio_postgres::connect(&url, NoTls)
-        .await
-        .err()
-        .expect("refused");
-    assert_eq!(sqlstate(&err), "08006");
-    // The client is not told the upstream role or why it failed.
-    let msg = err.as_db_error().unwrap().message().to_owned();
-    assert!(
-        !msg.contains("tollgate_scram") && !msg.contains("password"),
-        "{msg}"
-    );
+    for db in [
+        "md5_not_allowed",
+        "cleartext_not_allowed",
+        "wrong_upstream_password",
+    ] {
+        let err = tokio_postgres::connect(&url(db), NoTls)
+            .await
+            .err()
+            .expect(db);
+        assert_eq!(sqlstate(&err), "08006", "{db}");
+        // The client is not told the upstream role or why it failed.
+        let msg = err.as_db_error().unwrap().message().to_owned();
+        assert!(
+            !msg.contains("tollgate_") && !msg.contains("password"),
+            "{msg}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -484,4 +500,70 @@ async fn shutdown_grace_period_cuts_what_is_left() {
         "{took:?}"
     );
     assert!(client.query_one("select 1", &[]).await.is_err());
+}
+
+#[tokio::test]
+async fn settings_that_change_how_sql_is_read_end_the_connection() {
+    let proxy = Proxy::start("").await;
+    // The upstream session is pinned to UTF8 whatever the client asked for.
+    let mut raw = Raw::connect(proxy.addr).await;
+    raw.send(&startup_packet(&[
+        ("user", "agent"),
+        ("database", "plain"),
+        ("client_encoding", "SJIS"),
+    ]))
+    .await;
+    raw.read().await.unwrap();
+    raw.send(&frame(
+        b'p',
+        format!("{}\0", common::AGENT_PASSWORD).as_bytes(),
+    ))
+    .await;
+    let greeting = raw.until_ready().await;
+    let encoding = greeting
+        .iter()
+        .find(|(t, b)| *t == b'S' && b.starts_with(b"client_encoding\0"))
+        .map(|(_, b)| {
+            String::from_utf8_lossy(&b[16..])
+                .trim_end_matches('\0')
+                .to_owned()
+        });
+    assert_eq!(encoding.as_deref(), Some("UTF8"));
+    for sql in [
+        "set client_encoding = 'LATIN1'",
+        "set standard_conforming_strings = off",
+    ] {
+        let client = proxy.connect().await;
+        let err = client.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{sql}");
+        assert!(
+            client.query_one("select 1", &[]).await.is_err(),
+            "{sql}: connection closed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn drain_after_copy_in_does_not_wait_for_the_grace_period() {
+    use futures_util::SinkExt;
+    let mut proxy = Proxy::start("shutdown_grace: 20s").await;
+    let client = proxy.connect().await;
+    client
+        .batch_execute("create temp table c (a int)")
+        .await
+        .unwrap();
+    // tokio-postgres sends Bind, Execute, Sync, then the data: the server ignores that Sync.
+    let sink = client.copy_in("copy c from stdin").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\n2\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    let started = Instant::now();
+    proxy.shutdown().await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

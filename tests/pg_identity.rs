@@ -636,14 +636,14 @@ async fn repeated_failures_from_one_address_are_slowed_down() {
     for (got, floor) in took.iter().zip([100, 200, 400, 400]) {
         assert!(*got >= Duration::from_millis(floor), "{took:?}");
     }
-    // A success clears the count.
+    // A success does not wipe the count: one valid token cannot reset the delay between guesses.
     connect(&proxy, &sign(&ed, &issuer.claims("a", |_| {})))
         .await
         .unwrap();
     let started = Instant::now();
     assert!(connect(&proxy, "garbage").await.is_err());
     assert!(
-        started.elapsed() < Duration::from_millis(350),
+        started.elapsed() >= Duration::from_millis(200),
         "{:?}",
         started.elapsed()
     );

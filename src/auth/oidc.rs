@@ -148,14 +148,14 @@ impl Validator {
             .issuers
             .iter()
             .find(|i| i.config.issuer == iss)
-            .ok_or_else(|| Reason::UnknownIssuer(iss.to_owned()))?;
+            .ok_or_else(|| Reason::UnknownIssuer(iss.chars().take(200).collect()))?;
         let alg = issuer
             .config
             .algorithms
             .iter()
             .map(|a| algorithm(*a))
             .find(|a| format!("{a:?}") == alg_name)
-            .ok_or_else(|| Reason::AlgorithmNotAllowed(alg_name.clone()))?;
+            .ok_or_else(|| Reason::AlgorithmNotAllowed(alg_name.chars().take(40).collect()))?;
 
         let key = self.key(issuer, kid.as_deref()).await?;
         if key.alg.is_some_and(|pinned| pinned != alg) || key.decoding.family() != alg.family() {
@@ -287,10 +287,14 @@ impl Validator {
                         config.issuer
                     ));
                 }
-                doc.get("jwks_uri")
+                let uri = doc
+                    .get("jwks_uri")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| format!("{url}: no jwks_uri"))?
-                    .to_owned()
+                    .ok_or_else(|| format!("{url}: no jwks_uri"))?;
+                if !crate::config::url_allowed(uri) {
+                    return Err(format!("{url}: jwks_uri {uri:?} is not https"));
+                }
+                uri.to_owned()
             }
         };
         let set: JwkSet = serde_json::from_value(self.get_json(&jwks_uri).await?)
@@ -320,7 +324,17 @@ impl Validator {
         if !response.status().is_success() {
             return Err(format!("{url}: HTTP {}", response.status()));
         }
-        response.json().await.map_err(|e| format!("{url}: {e}"))
+        // Key sets are small; a huge answer is refused rather than buffered.
+        const MAX_DOCUMENT: usize = 1 << 20;
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_DOCUMENT {
+                return Err(format!("{url}: answer larger than {MAX_DOCUMENT} bytes"));
+            }
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
     }
 }
 

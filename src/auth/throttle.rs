@@ -27,9 +27,14 @@ impl Throttle {
 
     /// Records a failure from `ip` and returns how long to wait before answering it.
     pub fn failed(&self, ip: IpAddr) -> Duration {
+        let ip = bucket(ip);
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() >= MAX_TRACKED {
             failures.retain(|_, (_, last)| last.elapsed() < FORGET_AFTER);
+            if failures.len() >= MAX_TRACKED {
+                // Under a flood from many addresses, start over rather than grow.
+                failures.clear();
+            }
         }
         let entry = failures.entry(ip).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= FORGET_AFTER {
@@ -41,11 +46,25 @@ impl Throttle {
         self.base.saturating_mul(1 << doublings).min(self.max)
     }
 
+    /// A successful login halves the address's count rather than clearing it, so one valid
+    /// credential cannot be used to reset the delay between guesses of another.
     pub fn succeeded(&self, ip: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ip);
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = failures.get_mut(&bucket(ip)) {
+            entry.0 /= 2;
+        }
+    }
+}
+
+/// IPv6 clients are counted per /64, which one host usually controls whole.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
     }
 }
 
@@ -66,6 +85,14 @@ mod tests {
             "other addresses are not affected"
         );
         t.succeeded(a);
-        assert_eq!(t.failed(a).as_millis(), 100);
+        assert_eq!(
+            t.failed(a).as_millis(),
+            400,
+            "a success halves the count (5 -> 2), then +1"
+        );
+        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
+        let v6b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        assert_eq!(t.failed(v6a).as_millis(), 100);
+        assert_eq!(t.failed(v6b).as_millis(), 200, "same /64");
     }
 }

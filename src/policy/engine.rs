@@ -82,11 +82,15 @@ pub struct Report {
     pub decision: Decision,
 }
 
+/// A statement text's classification, shared between the cache and its users.
+pub type Classification = Arc<Result<Vec<Classified>, classify::Error>>;
+type Cache = HashMap<Box<str>, Classification>;
+
 /// A compiled policy.
 #[derive(Debug, Default)]
 pub struct Policy {
     rules: RuleSet,
-    dialect_cache: Mutex<HashMap<Box<str>, Arc<Result<Vec<Classified>, classify::Error>>>>,
+    dialect_cache: Mutex<Cache>,
 }
 
 impl Policy {
@@ -102,11 +106,7 @@ impl Policy {
     }
 
     /// Classifies `sql`, from the cache when it was seen before.
-    pub fn classify(
-        &self,
-        sql: &str,
-        dialect: SqlDialect,
-    ) -> Arc<Result<Vec<Classified>, classify::Error>> {
+    pub fn classify(&self, sql: &str, dialect: SqlDialect) -> Classification {
         if sql.len() > CACHE_MAX_SQL {
             return Arc::new(classify::classify(sql, dialect));
         }
@@ -122,10 +122,7 @@ impl Policy {
         result
     }
 
-    fn cache(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Result<Vec<Classified>, classify::Error>>>>
-    {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.dialect_cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 

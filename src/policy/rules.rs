@@ -223,10 +223,10 @@ impl RuleSet {
                 }
                 set.default = Some(d.value);
             }
-            if let Some(m) = &parsed.mode {
-                if m.value == Mode::Audit {
-                    set.mode = Mode::Audit;
-                }
+            if let Some(m) = &parsed.mode
+                && m.value == Mode::Audit
+            {
+                set.mode = Mode::Audit;
             }
             for span in parsed.rules {
                 let (line, column) = (span.referenced.line(), span.referenced.column());

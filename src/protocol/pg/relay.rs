@@ -31,7 +31,7 @@ use tracing::{debug, info};
 use super::Context;
 use super::frame::{self, Message, put_message};
 use super::messages::{self, Backend, Frontend, Severity, TxStatus, put_error};
-use super::startup::{Established, READ_CHUNK};
+use super::startup::{Established, PINNED_PARAMETERS, READ_CHUNK};
 use crate::net::{ReadHalf, WriteHalf};
 use crate::pipeline::{ConnInfo, Origin, Statement, Verdict};
 use crate::server::{Control, Lifecycle, Phase};
@@ -131,6 +131,23 @@ impl Problem {
             message: format!("invalid frontend message: {e}"),
         }
     }
+
+    fn server(e: impl std::fmt::Display) -> Problem {
+        Problem {
+            sqlstate: "08P01",
+            message: format!("tollgate received an invalid message from the server: {e}"),
+        }
+    }
+}
+
+/// After a message larger than a few read chunks, gives the memory back: one large row must
+/// not keep a connection's buffer large for the rest of its life.
+fn shrink(buf: &mut BytesMut) {
+    if buf.capacity() > 16 * READ_CHUNK && buf.len() < READ_CHUNK {
+        let mut fresh = BytesMut::with_capacity(READ_CHUNK);
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
 }
 
 /// Collects a batch's output: runs of unchanged frames stay in the read buffer until a stage
@@ -182,6 +199,9 @@ async fn client_to_server(
     // ReadyForQuery messages the server will have sent once it has answered what we forwarded.
     let mut units: u64 = 0;
     let mut seq: u64 = 0;
+    // Whether the client is sending COPY data, and the Syncs it sent since its last Execute.
+    let mut copying = false;
+    let mut syncs_since_execute: u64 = 0;
     loop {
         let mut batch = Batch::new();
         let mut pos = 0;
@@ -219,20 +239,46 @@ async fn client_to_server(
                 }
                 _ => None,
             };
-            // The token's expiry holds for the whole connection: checked at every statement.
-            if statement.is_some() && info.identity.expired(SystemTime::now()) {
+            // The token's expiry holds for the whole connection: checked at every message, so
+            // a statement prepared before expiry cannot be executed after it.
+            if !terminate && info.identity.expired(SystemTime::now()) {
                 break Some(Problem {
                     sqlstate: "28000",
                     message: "tollgate: the agent token has expired; reconnect with a fresh token"
                         .into(),
                 });
             }
-            if matches!(
-                msg,
-                Frontend::Query { .. } | Frontend::Sync | Frontend::FunctionCall { .. }
-            ) {
-                units += 1;
-                shared.in_flight.fetch_add(1, Ordering::AcqRel);
+            // Count what will produce a ReadyForQuery. The server ignores a Sync that arrives
+            // during COPY FROM STDIN (a client may send Execute, Sync, then the data), so once
+            // copy data shows up, the Syncs sent since the Execute are taken back.
+            match msg {
+                Frontend::Query { .. } | Frontend::FunctionCall { .. } => {
+                    units += 1;
+                    syncs_since_execute = 0;
+                    shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                }
+                Frontend::Execute { .. } => syncs_since_execute = 0,
+                Frontend::Sync if !copying => {
+                    units += 1;
+                    syncs_since_execute += 1;
+                    shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                }
+                Frontend::CopyData(_) | Frontend::CopyDone | Frontend::CopyFail { .. } => {
+                    if !copying {
+                        copying = true;
+                        units -= syncs_since_execute.min(units);
+                        let _ = shared.in_flight.fetch_update(
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                            |v| Some(v.saturating_sub(syncs_since_execute)),
+                        );
+                        syncs_since_execute = 0;
+                    }
+                    if !matches!(msg, Frontend::CopyData(_)) {
+                        copying = false;
+                    }
+                }
+                _ => {}
             }
             if let Some(statement) = statement
                 && let Verdict::Refuse { sqlstate, message } = inspect.inspect(info, &statement)
@@ -286,6 +332,7 @@ async fn client_to_server(
         if terminate {
             return End::ClientClosed;
         }
+        shrink(&mut buf);
         if let Some(problem) = problem {
             let mut out = Vec::new();
             put_error(
@@ -331,10 +378,30 @@ async fn server_to_client(
             let n = match frame::message_len(&buf[pos..], max) {
                 Ok(Some(n)) => n,
                 Ok(None) => break None,
-                Err(e) => break Some(e.to_string()),
+                Err(e) => break Some(Problem::server(e)),
             };
             let m = Message::from_frame(&buf[pos..pos + n]);
             match m.tag {
+                b'S' => match messages::decode_backend(m.tag, m.body) {
+                    Ok(Backend::ParameterStatus { name, value }) => {
+                        if let Some((_, pinned)) = PINNED_PARAMETERS
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                            && !value.eq_ignore_ascii_case(pinned)
+                        {
+                            // The server would now read SQL text differently from the policy's
+                            // parser: end the connection rather than forward anything else.
+                            break Some(Problem {
+                                sqlstate: "42501",
+                                message: format!(
+                                    "tollgate: {name} must stay {pinned}; the connection is closed"
+                                ),
+                            });
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => break Some(Problem::server(e)),
+                },
                 b'Z' => match messages::decode_backend(m.tag, m.body) {
                     Ok(Backend::ReadyForQuery(s)) => {
                         status = s;
@@ -352,7 +419,7 @@ async fn server_to_client(
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => break Some(e.to_string()),
+                    Err(e) => break Some(Problem::server(e)),
                 },
                 b'E' => {
                     if let Some(error) = take_refusal(shared, m) {
@@ -375,12 +442,13 @@ async fn server_to_client(
             put_error(
                 &mut out,
                 Severity::Fatal,
-                "08P01",
-                "tollgate received an invalid message from the server",
+                problem.sqlstate,
+                &problem.message,
             );
             let _ = write_all(&mut wr, &out).await;
-            return End::ServerProtocol(problem);
+            return End::ServerProtocol(problem.message);
         }
+        shrink(&mut buf);
         // A draining daemon closes a connection once nothing is running on it.
         let phase = lifecycle.phase();
         if phase == Phase::Closing {

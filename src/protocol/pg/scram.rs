@@ -193,9 +193,12 @@ impl Exchange<'_> {
     }
 }
 
-/// Compares a cleartext password in constant time.
+/// Compares a cleartext password in constant time (digests first, so not even the length
+/// leaks through timing).
 pub fn password_matches(given: &str, expected: &str) -> bool {
-    constant_time::verify_slices_are_equal(given.as_bytes(), expected.as_bytes()).is_ok()
+    let a = digest::digest(&digest::SHA256, given.as_bytes());
+    let b = digest::digest(&digest::SHA256, expected.as_bytes());
+    constant_time::verify_slices_are_equal(a.as_ref(), b.as_ref()).is_ok()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use super::messages::{
 use super::scram;
 use super::{Context, TargetRuntime};
 use crate::auth::{Identity, Reason};
-use crate::config::ClientAuthMethod;
+use crate::config::{ClientAuthMethod, UpstreamAuth};
 use crate::net::Stream;
 
 /// Bytes read from a socket at a time.
@@ -276,8 +276,12 @@ async fn login(
                 .await;
             return Err(Error::Refused(format!("startup parameter {k}")));
         }
-        forwarded.push((k, v));
+        // The client's encoding is not taken: see PINNED_PARAMETERS.
+        if !k.eq_ignore_ascii_case("client_encoding") {
+            forwarded.push((k, v));
+        }
     }
+    forwarded.extend_from_slice(PINNED_PARAMETERS);
     let application_name = get("application_name").map(str::to_owned);
 
     let Some(target) = ctx.target(&database) else {
@@ -338,7 +342,9 @@ async fn login(
 }
 
 /// Startup parameters passed on to the server. Anything else is refused: a parameter such as
-/// `options` would set server settings (a role, say) without any statement being inspected.
+/// `options` would set server settings (a role, say) without any statement being inspected, and
+/// settings like `default_transaction_read_only` or `statement_timeout` would override what the
+/// DBA set on the upstream role.
 const FORWARDED_PARAMETERS: &[&str] = &[
     "application_name",
     "client_encoding",
@@ -347,13 +353,17 @@ const FORWARDED_PARAMETERS: &[&str] = &[
     "intervalstyle",
     "extra_float_digits",
     "search_path",
-    "statement_timeout",
-    "lock_timeout",
-    "idle_in_transaction_session_timeout",
-    "default_transaction_isolation",
-    "default_transaction_read_only",
     "bytea_output",
-    "standard_conforming_strings",
+];
+
+/// Settings tollgate always opens upstream sessions with, so the server reads SQL text the way
+/// the policy's parser does: UTF-8, and backslashes in '…' strings taken literally. A client
+/// encoding such as GBK or SJIS, or `standard_conforming_strings=off`, would let one text mean
+/// one thing to the parser and another to the server. The relay ends a connection whose server
+/// reports either setting changed.
+pub const PINNED_PARAMETERS: &[(&str, &str)] = &[
+    ("client_encoding", "UTF8"),
+    ("standard_conforming_strings", "on"),
 ];
 
 async fn upgrade_client(io: Stream, acceptor: &tokio_rustls::TlsAcceptor) -> Result<Stream, Error> {
@@ -375,6 +385,15 @@ async fn authenticate_client(
     let max = ctx.config.limits.max_client_frame.min(64 * 1024);
     let outcome = match auth.method {
         ClientAuthMethod::Oidc => oidc_login(ctx, client, peer, tls, max).await?,
+        ClientAuthMethod::Password if !tls && !peer.ip().is_loopback() => {
+            client
+                .fatal(
+                    "28000",
+                    "tollgate accepts cleartext passwords only over TLS (connect with sslmode=require)",
+                )
+                .await;
+            return Err(Error::Refused("cleartext password over plaintext".into()));
+        }
         ClientAuthMethod::Password | ClientAuthMethod::ScramSha256 => {
             static_login(client, target, user, max).await?
         }
@@ -589,7 +608,7 @@ async fn connect_upstream(
 ) -> Result<(Conn, UpstreamSession), (Error, &'static str)> {
     let mut server = open_upstream(ctx, target).await.map_err(|e| (e, "08006"))?;
     let cfg = &target.config;
-    let (upstream_user, secret) = cfg.credentials_for(&identity.groups);
+    let (upstream_user, secret) = cfg.credentials_for(&identity.issuer, &identity.groups);
     let password = match secret {
         Some(secret) => Some(
             secret
@@ -631,12 +650,14 @@ async fn connect_upstream(
         match decoded {
             Backend::Authentication { code: 0, .. } => {}
             Backend::Authentication { code: 3, .. } => {
+                allowed(cfg, UpstreamAuth::Password, "cleartext password")?;
                 let pw = need_password()?;
                 let mut body = pw.as_bytes().to_vec();
                 body.push(0);
                 messages::put_password(&mut out, &body);
             }
             Backend::Authentication { code: 5, data } => {
+                allowed(cfg, UpstreamAuth::Md5, "MD5 password")?;
                 let pw = need_password()?;
                 let salt: [u8; 4] = data
                     .try_into()
@@ -735,6 +756,24 @@ async fn connect_upstream(
         if !out.is_empty() {
             server.send(&out).await.map_err(io)?;
         }
+    }
+}
+
+/// Refuses a password exchange the target does not list in `upstream_auth`.
+fn allowed(
+    cfg: &crate::config::Target,
+    method: UpstreamAuth,
+    what: &str,
+) -> Result<(), (Error, &'static str)> {
+    if cfg.upstream_auth.contains(&method) {
+        Ok(())
+    } else {
+        Err((
+            Error::Upstream(format!(
+                "the server asks for a {what}, which the target's upstream_auth does not allow"
+            )),
+            "08006",
+        ))
     }
 }
 
