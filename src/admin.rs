@@ -98,6 +98,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn policy_reload_over_http_keeps_the_old_policy_when_the_new_one_is_broken() {
+        use crate::policy::classify::SqlDialect;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.yaml");
+        std::fs::write(&file, "rules:\n  - id: a\n    action: allow\n").unwrap();
+        let inspector =
+            Arc::new(PolicyInspector::load(vec![file.clone()], SqlDialect::Postgres).unwrap());
+        let state = Arc::new(AdminState {
+            dev_issuer: None,
+            policy: Some(Arc::clone(&inspector)),
+        });
+        let post = |app: Router| async move {
+            let response = app
+                .oneshot(Request::post("/policy/reload").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            )
+        };
+        std::fs::write(
+            &file,
+            "rules:\n  - id: a\n    action: allow\n  - id: b\n    action: deny\n",
+        )
+        .unwrap();
+        let (status, body) = post(router(Arc::clone(&state))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["rules"], 2);
+        std::fs::write(&file, "rules: [oops\n").unwrap();
+        let (status, body) = post(router(Arc::clone(&state))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            body["errors"][0].as_str().unwrap().contains("p.yaml:"),
+            "{body}"
+        );
+        assert_eq!(
+            inspector.policy().rules().rules.len(),
+            2,
+            "the old policy stays"
+        );
+    }
+
+    #[tokio::test]
     async fn dev_issuer_documents_only_in_dev_mode() {
         let (status, _) = get_json(router(Arc::default()), "/dev/jwks.json").await;
         assert_eq!(status, StatusCode::NOT_FOUND);

@@ -242,3 +242,74 @@ async fn dev_mode_prints_a_working_psql_command() {
     assert!(data_dir.join("policy.yaml").exists());
     child.kill().await.unwrap();
 }
+
+/// `serve` with a policy: SIGHUP reloads it without dropping the connection.
+#[tokio::test]
+async fn sighup_reloads_the_policy_on_live_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n  - id: reads\n    match: { kinds: [read] }\n    action: allow\n",
+    )
+    .unwrap();
+    let config = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {{ postgres: 127.0.0.1:{port} }}
+policies: [policy.yaml]
+policy_reload_interval: 1h
+targets:
+  - name: test
+    address: 127.0.0.1:5432
+    user: postgres
+    client_auth: {{ method: scram-sha-256, password: {{ env: TOLLGATE_AGENT_PASSWORD }} }}
+"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("TOLLGATE_AGENT_PASSWORD", "pw")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url =
+        format!("host=127.0.0.1 port={port} user=agent password=pw dbname=test sslmode=disable");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (client, conn) = loop {
+        match tokio_postgres::connect(&url, NoTls).await {
+            Ok(ok) => break ok,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("tollgate did not come up: {e}"),
+        }
+    };
+    tokio::spawn(conn);
+    client.query_one("select 1", &[]).await.unwrap();
+    std::fs::write(&policy, "default: deny\nrules: []\n").unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match client.query_one("select 1", &[]).await {
+            Err(e) => {
+                assert_eq!(e.code().map(|c| c.code()), Some("42501"));
+                break;
+            }
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Ok(_) => panic!("SIGHUP did not reload the policy"),
+        }
+    }
+    assert!(!client.is_closed(), "the connection stays");
+    child.kill().unwrap();
+    let _ = child.wait();
+}

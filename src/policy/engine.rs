@@ -156,43 +156,42 @@ impl Policy {
     ) -> Report {
         let reports: Vec<StatementReport> = statements
             .iter()
-            .map(|s| self.decide_one(identity, database, s))
+            .map(|s| {
+                let matched = self.matching(identity, database, s);
+                StatementReport {
+                    classified: Some(s.clone()),
+                    unparsed: None,
+                    matched: report_rules(&matched, self.rules.mode),
+                    decision: self.combine(&matched, || fallback_reason(s)),
+                }
+            })
             .collect();
-        let decision = reports
-            .iter()
-            .map(|r| &r.decision)
-            .max_by_key(|d| d.action)
-            .cloned()
-            .unwrap_or_else(|| Decision {
-                action: Action::Allow,
-                decided: Action::Allow,
-                rule: None,
-                reason: "empty query".to_owned(),
-                approval: None,
-                dry_run: false,
-            });
+        let decision = strictest(reports.iter().map(|r| r.decision.clone()));
         Report {
             statements: reports,
             decision,
         }
     }
 
-    fn decide_one(&self, identity: &Identity, database: &str, s: &Classified) -> StatementReport {
-        let matched: Vec<&Rule> = self
-            .rules
+    /// The decision alone, as the statement path needs it: nothing is copied into a report.
+    pub fn decision(
+        &self,
+        identity: &Identity,
+        database: &str,
+        statements: &[Classified],
+    ) -> Decision {
+        strictest(statements.iter().map(|s| {
+            let matched = self.matching(identity, database, s);
+            self.combine(&matched, || fallback_reason(s))
+        }))
+    }
+
+    fn matching(&self, identity: &Identity, database: &str, s: &Classified) -> Vec<&Rule> {
+        self.rules
             .rules
             .iter()
             .filter(|r| r.matches_who(identity, database) && r.matches_statement(s))
-            .collect();
-        let kinds: Vec<&str> = s.kinds.iter().map(|k| k.name()).collect();
-        let fallback = format!("no rule allows this {} statement", kinds.join("/"));
-        let decision = self.combine(&matched, fallback);
-        StatementReport {
-            classified: Some(s.clone()),
-            unparsed: None,
-            matched: report_rules(&matched, self.rules.mode),
-            decision,
-        }
+            .collect()
     }
 
     fn decide_unparsed(
@@ -210,7 +209,7 @@ impl Policy {
             .filter(|r| r.matches_who(identity, database) && r.matches_unparsed(guessed))
             .collect();
         let what = guessed.map_or(String::new(), |k| format!(" ({} statement)", k.name()));
-        let mut decision = self.combine(&matched, String::new());
+        let mut decision = self.combine(&matched, String::new);
         if matched.is_empty() {
             // Fail closed: SQL tollgate cannot read is refused whatever the default says.
             decision = Decision {
@@ -231,7 +230,7 @@ impl Policy {
     }
 
     /// Least privilege over the enforcing rules; audit-mode rules never decide.
-    fn combine(&self, matched: &[&Rule], fallback: String) -> Decision {
+    fn combine(&self, matched: &[&Rule], fallback: impl FnOnce() -> String) -> Decision {
         let global_audit = self.rules.mode == Mode::Audit;
         // The strictest action; among equals, the rule that comes first.
         let enforcing = matched
@@ -253,7 +252,7 @@ impl Policy {
             None => (
                 self.rules.default.unwrap_or(Action::Deny),
                 None,
-                fallback,
+                fallback(),
                 None,
             ),
         };
@@ -266,6 +265,29 @@ impl Policy {
             dry_run: global_audit && decided != Action::Allow,
         }
     }
+}
+
+fn fallback_reason(s: &Classified) -> String {
+    let kinds: Vec<&str> = s.kinds.iter().map(|k| k.name()).collect();
+    format!("no rule allows this {} statement", kinds.join("/"))
+}
+
+/// The strictest of some decisions (the first among equals); an empty message is allowed.
+fn strictest(decisions: impl Iterator<Item = Decision>) -> Decision {
+    let mut best: Option<Decision> = None;
+    for d in decisions {
+        if best.as_ref().is_none_or(|b| d.action > b.action) {
+            best = Some(d);
+        }
+    }
+    best.unwrap_or_else(|| Decision {
+        action: Action::Allow,
+        decided: Action::Allow,
+        rule: None,
+        reason: "empty query".to_owned(),
+        approval: None,
+        dry_run: false,
+    })
 }
 
 fn report_rules(matched: &[&Rule], global: Mode) -> Vec<MatchedRule> {

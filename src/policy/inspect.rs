@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 
-use super::classify::{Classified, SqlDialect};
-use super::engine::{Decision, Policy, Report};
+use super::classify::{Classified, Kind, SqlDialect};
+use super::engine::{Decision, Policy};
 use super::rules::{Action, PolicyError, RuleSet};
 use crate::pipeline::{ConnInfo, ConnInspect, Inspect, Origin, Statement, Verdict};
 
@@ -108,31 +108,35 @@ pub struct ConnPolicy {
 impl ConnInspect for ConnPolicy {
     fn inspect(&mut self, conn: &ConnInfo, statement: &Statement<'_>) -> Verdict {
         let policy = self.inspector.policy();
-        let report = match statement.origin {
+        let (decision, kinds) = match statement.origin {
             // A protocol-level call by OID has no SQL to analyse: fail closed.
-            Origin::FunctionCall { oid } => {
-                refused(format!("function calls by OID ({oid}) are not analysed"))
-            }
+            Origin::FunctionCall { oid } => (
+                refused(format!("function calls by OID ({oid}) are not analysed")),
+                Vec::new(),
+            ),
             _ => self.decide_sql(&policy, conn, statement),
         };
-        verdict(conn, statement, &report)
+        verdict(conn, statement, &decision, &kinds)
     }
 }
 
-/// A report refusing a message whatever the rules say.
-fn refused(reason: String) -> Report {
-    let decision = Decision {
+/// A decision refusing a message whatever the rules say.
+fn refused(reason: String) -> Decision {
+    Decision {
         action: Action::Deny,
         decided: Action::Deny,
         rule: None,
         reason,
         approval: None,
         dry_run: false,
-    };
-    Report {
-        statements: Vec::new(),
-        decision,
     }
+}
+
+fn kinds(list: &[Classified]) -> Vec<Kind> {
+    let mut kinds: Vec<Kind> = list.iter().flat_map(|c| c.kinds.iter().copied()).collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
 }
 
 impl ConnPolicy {
@@ -141,32 +145,40 @@ impl ConnPolicy {
         policy: &Policy,
         conn: &ConnInfo,
         statement: &Statement<'_>,
-    ) -> Report {
+    ) -> (Decision, Vec<Kind>) {
         let dialect = self.inspector.dialect;
         let classified = policy.classify(statement.sql, dialect);
         let Ok(list) = classified.as_ref() else {
-            return policy.decide(&conn.identity, &conn.database, statement.sql, dialect);
+            let report = policy.decide(&conn.identity, &conn.database, statement.sql, dialect);
+            return (report.decision, Vec::new());
         };
-        // SQL-level EXECUTE runs what was prepared: judge that instead.
-        let mut effective: Vec<Classified> = Vec::with_capacity(list.len());
-        for c in list {
-            match &c.executes {
-                Some(name) => match self.prepared.get(name) {
-                    Some(prepared) => effective.extend(prepared.iter().cloned()),
-                    None => {
-                        return refused(format!(
-                            "EXECUTE of prepared statement {name:?}, which tollgate did not see prepared"
-                        ));
-                    }
-                },
-                None => effective.push(c.clone()),
+        let decision = if list.iter().any(|c| c.executes.is_some()) {
+            // SQL-level EXECUTE runs what was prepared: judge that instead.
+            let mut effective: Vec<Classified> = Vec::with_capacity(list.len());
+            for c in list {
+                match &c.executes {
+                    Some(name) => match self.prepared.get(name) {
+                        Some(prepared) => effective.extend(prepared.iter().cloned()),
+                        None => {
+                            return (
+                                refused(format!(
+                                    "EXECUTE of prepared statement {name:?}, which tollgate did not see prepared"
+                                )),
+                                kinds(list),
+                            );
+                        }
+                    },
+                    None => effective.push(c.clone()),
+                }
             }
-        }
-        let report = policy.decide_classified(&conn.identity, &conn.database, &effective);
-        if report.decision.action == Action::Allow {
+            policy.decision(&conn.identity, &conn.database, &effective)
+        } else {
+            policy.decision(&conn.identity, &conn.database, list)
+        };
+        if decision.action == Action::Allow {
             self.remember(statement, list);
         }
-        report
+        (decision, kinds(list))
     }
 
     /// Keeps what a forwarded PREPARE or Parse defined, and forgets what DEALLOCATE drops.
@@ -201,9 +213,7 @@ impl ConnPolicy {
     }
 }
 
-fn verdict(conn: &ConnInfo, statement: &Statement<'_>, report: &Report) -> Verdict {
-    let d = &report.decision;
-    let kinds = super::engine::kinds_of(report);
+fn verdict(conn: &ConnInfo, statement: &Statement<'_>, d: &Decision, kinds: &[Kind]) -> Verdict {
     if d.dry_run {
         warn!(conn = %conn.id, subject = conn.identity.subject, rule = d.rule, decided = ?d.decided, ?kinds, "audit mode: the statement would have been refused");
     }
