@@ -395,42 +395,61 @@ fn any<T>(list: &Option<Vec<T>>, f: impl Fn(&T) -> bool) -> bool {
     list.as_ref().is_none_or(|items| items.iter().any(f))
 }
 
-/// `*` matches any run of characters, `?` any one; everything else literally.
+/// `*` matches any run of characters, `?` any one; everything else literally. Allocation-free:
+/// it runs for every rule pattern against every name of every statement.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    if !pattern.contains(['*', '?']) {
+        return pattern == text;
+    }
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && p[pi] == b'?' {
+            // One whole character, however many bytes it takes.
+            pi += 1;
+            ti += utf8_len(t[ti]);
+        } else if pi < p.len() && p[pi] == t[ti] {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some(pi);
             mark = ti;
             pi += 1;
         } else if let Some(s) = star {
             pi = s + 1;
-            mark += 1;
+            mark += utf8_len(t[mark]);
             ti = mark;
         } else {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0xf0..=0xff => 4,
+        0xe0..=0xef => 3,
+        0xc0..=0xdf => 2,
+        _ => 1,
+    }
 }
 
 /// A table pattern against a table name from SQL. Unqualified names in SQL could be in any
 /// schema on the search path, so they match on the table part alone.
 fn table_matches(pattern: &str, table: &str) -> bool {
-    let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_owned();
+    fn last(s: &str) -> &str {
+        s.rsplit('.').next().unwrap_or(s)
+    }
     if glob(pattern, table) {
         return true;
     }
     let p_qualified = pattern.contains('.');
     let t_qualified = table.contains('.');
     match (p_qualified, t_qualified) {
-        (true, false) => glob(&last(pattern), table),
-        (false, true) => glob(pattern, &last(table)),
+        (true, false) => glob(last(pattern), table),
+        (false, true) => glob(pattern, last(table)),
         _ => false,
     }
 }
@@ -456,6 +475,10 @@ mod tests {
             ("a*b*c", "axxbyy", false),
             ("exact", "exact", true),
             ("exact", "Exact", false),
+            ("caf?", "café", true),
+            ("*é", "café", true),
+            ("c*", "", false),
+            ("*", "", true),
         ] {
             assert_eq!(glob(p, t), ok, "{p} {t}");
         }
