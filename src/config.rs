@@ -53,6 +53,9 @@ pub struct Config {
     /// The admin HTTP interface (health); off unless configured.
     #[serde(default)]
     pub admin: Option<Admin>,
+    /// How card numbers are shown to clients (always masked; this chooses the format).
+    #[serde(default)]
+    pub masking: Masking,
     /// OIDC issuers whose access tokens agents present as their password.
     #[serde(default)]
     pub identity: Option<IdentityConfig>,
@@ -143,6 +146,28 @@ pub struct ClientTls {
     /// Refuse clients that do not switch to TLS.
     #[serde(default)]
     pub require: bool,
+}
+
+/// PAN masking toward clients.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Masking {
+    /// The format for everyone not in `groups` (default: first 6 and last 4 digits).
+    #[serde(default)]
+    pub format: crate::mask::Format,
+    /// The key of the `hmac` format.
+    #[serde(default)]
+    pub hmac_key: Option<Secret>,
+    /// Other formats for members of some groups (first match wins).
+    #[serde(default)]
+    pub groups: Vec<GroupMasking>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMasking {
+    pub groups: Vec<String>,
+    pub format: crate::mask::Format,
 }
 
 /// How agent tokens are validated.
@@ -525,6 +550,15 @@ impl Config {
         };
         if self.targets.is_empty() {
             return Err(top("targets: at least one target is needed"));
+        }
+        let uses_hmac = self.masking.format == crate::mask::Format::Hmac
+            || self
+                .masking
+                .groups
+                .iter()
+                .any(|g| g.format == crate::mask::Format::Hmac);
+        if uses_hmac && self.masking.hmac_key.is_none() {
+            return Err(top("masking.hmac_key: required by the hmac format"));
         }
         if self.workers == Some(0) {
             return Err(top("workers: must be at least 1"));

@@ -8,6 +8,7 @@
 //! - [`policy`]: YAML rules that allow, block or hold each statement, from its syntax tree.
 //! - [`protocol`]: the wire protocols (PostgreSQL today): framing, startup, relay.
 //! - [`pipeline`]: the protocol-neutral stages (inspect, transform, record) and their types.
+//! - [`mask`]: PAN detection and masking.
 //! - [`net`]: a plain or TLS socket and its halves.
 //! - [`tls`]: rustls acceptor for clients, connectors for upstream targets.
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod mask;
 pub mod net;
 pub mod pipeline;
 pub mod policy;

@@ -15,6 +15,7 @@ pub mod messages;
 pub mod relay;
 pub mod scram;
 pub mod startup;
+pub mod transform;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,8 @@ pub struct Context {
     /// Validates agent tokens; present when `identity` is configured.
     pub validator: Option<Arc<Validator>>,
     pub throttle: Throttle,
+    /// The HMAC key of the masking format, read once at start.
+    masking_key: Option<Vec<u8>>,
 }
 
 /// A configured target with what was prepared for it at start.
@@ -88,6 +91,8 @@ pub enum SetupError {
     Tls(#[from] crate::tls::Error),
     #[error("HTTP client for token validation: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("masking.hmac_key: {0}")]
+    MaskingKey(#[from] crate::config::SecretError),
 }
 
 impl Context {
@@ -114,6 +119,10 @@ impl Context {
                 std::time::Duration::from_secs(3),
             ),
         };
+        let masking_key = match &config.masking.hmac_key {
+            Some(secret) => Some(secret.read()?.into_bytes()),
+            None => None,
+        };
         Ok(Context {
             config,
             client_tls,
@@ -122,7 +131,19 @@ impl Context {
             stages,
             validator,
             throttle,
+            masking_key,
         })
+    }
+
+    /// The masker for a connection's identity: its group's format, else the default.
+    pub fn masker_for(&self, identity: &crate::auth::Identity) -> crate::mask::Masker {
+        let m = &self.config.masking;
+        let format = m
+            .groups
+            .iter()
+            .find(|g| g.groups.iter().any(|x| identity.in_group(x)))
+            .map_or(m.format, |g| g.format);
+        crate::mask::Masker::new(format, self.masking_key.as_deref())
     }
 
     /// The target a client's database name chooses: its own, else the `*` target.

@@ -32,6 +32,8 @@ use super::Context;
 use super::frame::{self, Message, put_message};
 use super::messages::{self, Backend, Frontend, Severity, TxStatus, put_error};
 use super::startup::{Established, PINNED_PARAMETERS, READ_CHUNK};
+use super::transform;
+use crate::mask::Masker;
 use crate::net::{ReadHalf, WriteHalf};
 use crate::pipeline::{ConnInfo, Origin, Statement, Verdict};
 use crate::server::{Control, Lifecycle, Phase};
@@ -100,8 +102,9 @@ pub async fn run(
     let upstream = client_to_server(
         ctx, &info, &shared, client_rd, client.buf, server_wr, control_tx,
     );
+    let masker = ctx.masker_for(&info.identity);
     let downstream = server_to_client(
-        ctx, &shared, server_rd, server.buf, client_wr, control, lifecycle,
+        ctx, &masker, &shared, server_rd, server.buf, client_wr, control, lifecycle,
     );
     tokio::pin!(upstream, downstream);
     tokio::select! {
@@ -359,8 +362,10 @@ async fn write_all(wr: &mut WriteHalf, bytes: &[u8]) -> std::io::Result<()> {
     wr.flush().await
 }
 
+#[allow(clippy::too_many_arguments)] // the loop's whole context, each piece used on its own
 async fn server_to_client(
     ctx: &Context,
+    masker: &Masker,
     shared: &Shared,
     mut rd: ReadHalf,
     mut buf: BytesMut,
@@ -421,9 +426,32 @@ async fn server_to_client(
                     Ok(_) => {}
                     Err(e) => break Some(Problem::server(e)),
                 },
+                // The transform stage: PANs masked in everything flowing back.
+                b'D' => {
+                    if let Some(out) = transform::data_row(m.body, masker) {
+                        batch.replace(&buf, pos, pos + n, &out);
+                    }
+                }
+                b'd' => {
+                    if let Some(out) = transform::copy_data(m.body, masker) {
+                        batch.replace(&buf, pos, pos + n, &out);
+                    }
+                }
+                b'N' => {
+                    if let Some(out) = transform::fields(m.tag, m.body, masker) {
+                        batch.replace(&buf, pos, pos + n, &out);
+                    }
+                }
+                b'A' => {
+                    if let Some(out) = transform::notification(m.body, masker) {
+                        batch.replace(&buf, pos, pos + n, &out);
+                    }
+                }
                 b'E' => {
                     if let Some(error) = take_refusal(shared, m) {
                         batch.replace(&buf, pos, pos + n, &error);
+                    } else if let Some(out) = transform::fields(m.tag, m.body, masker) {
+                        batch.replace(&buf, pos, pos + n, &out);
                     }
                 }
                 _ => {}

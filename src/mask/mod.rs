@@ -1,0 +1,174 @@
+//! PAN masking: no clear card number reaches the agent (or, through the audit stage, the disk).
+//!
+//! - [`pan`]: the detector (brand tables, Luhn, separators).
+//! - [`Masker`]: rewrites the PANs found in a value in the configured format.
+//!
+//! **Architecture Invariant:** pure: no IO, no clock; a value without a PAN is returned as it
+//! was, without a copy.
+
+pub mod pan;
+
+use std::borrow::Cow;
+
+use aws_lc_rs::hmac;
+use serde::Deserialize;
+
+/// How a found PAN is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// First 6 and last 4 digits, the rest `*`; separators and length kept (PCI DSS 3.4.1).
+    #[default]
+    BinLast4,
+    /// Only the last 4 digits.
+    Last4,
+    /// Every digit `*`.
+    Redact,
+    /// `pan_` and a keyed HMAC of the digits: the same PAN always gives the same token, so
+    /// records stay correlatable without revealing the number (PCI DSS 3.5.1.1).
+    Hmac,
+}
+
+/// Rewrites PANs in values.
+#[derive(Clone)]
+pub struct Masker {
+    format: Format,
+    key: Option<hmac::Key>,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Masker({:?})", self.format)
+    }
+}
+
+impl Masker {
+    /// A masker in `format`; `Hmac` needs the key (else it falls back to full redaction).
+    pub fn new(format: Format, hmac_key: Option<&[u8]>) -> Masker {
+        Masker {
+            format,
+            key: hmac_key.map(|k| hmac::Key::new(hmac::HMAC_SHA256, k)),
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// `text` with every PAN masked; borrowed, untouched, when there is none.
+    pub fn mask<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
+        // Fast path: fewer than 12 digits cannot hold a PAN.
+        if text
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .take(pan::MIN_DIGITS)
+            .count()
+            < pan::MIN_DIGITS
+        {
+            return Cow::Borrowed(text);
+        }
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied = 0;
+        pan::scan(text, |range| {
+            let buf = out.get_or_insert_with(|| Vec::with_capacity(text.len() + 16));
+            buf.extend_from_slice(&text[copied..range.start]);
+            self.write_masked(&text[range.clone()], buf);
+            copied = range.end;
+        });
+        match out {
+            None => Cow::Borrowed(text),
+            Some(mut buf) => {
+                buf.extend_from_slice(&text[copied..]);
+                Cow::Owned(buf)
+            }
+        }
+    }
+
+    fn write_masked(&self, found: &[u8], out: &mut Vec<u8>) {
+        let digits = found.iter().filter(|b| b.is_ascii_digit()).count();
+        let keep = |i: usize| match self.format {
+            Format::BinLast4 => i < 6 || i >= digits - 4,
+            Format::Last4 => i >= digits - 4,
+            Format::Redact | Format::Hmac => false,
+        };
+        if self.format == Format::Hmac
+            && let Some(key) = &self.key
+        {
+            let clean: Vec<u8> = found.iter().copied().filter(u8::is_ascii_digit).collect();
+            let tag = hmac::sign(key, &clean);
+            out.extend_from_slice(b"pan_");
+            // 16 hex digits, letters included, so a token can never read as a PAN.
+            for b in &tag.as_ref()[..8] {
+                out.extend_from_slice(format!("{b:02x}").as_bytes());
+            }
+            return;
+        }
+        let mut i = 0;
+        for &b in found {
+            if b.is_ascii_digit() {
+                out.push(if keep(i) { b } else { b'*' });
+                i += 1;
+            } else {
+                out.push(b);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mask(format: Format, text: &str) -> String {
+        let m = Masker::new(format, Some(b"test key"));
+        String::from_utf8(m.mask(text.as_bytes()).into_owned()).unwrap()
+    }
+
+    #[test]
+    fn formats() {
+        let t = "pan 4111-1111-1111-1111 and 378282246310005.";
+        assert_eq!(
+            mask(Format::BinLast4, t),
+            "pan 4111-11**-****-1111 and 378282*****0005."
+        );
+        assert_eq!(
+            mask(Format::Last4, t),
+            "pan ****-****-****-1111 and ***********0005."
+        );
+        assert_eq!(
+            mask(Format::Redact, t),
+            "pan ****-****-****-**** and ***************."
+        );
+        let h = mask(Format::Hmac, "4111111111111111");
+        assert!(h.starts_with("pan_") && h.len() == 20, "{h}");
+        assert_eq!(
+            h,
+            mask(Format::Hmac, "4111 1111 1111 1111"),
+            "same PAN, same token"
+        );
+        assert_ne!(h, mask(Format::Hmac, "5555555555554444"));
+    }
+
+    #[test]
+    fn untouched_values_are_not_copied() {
+        let m = Masker::new(Format::BinLast4, None);
+        assert!(matches!(
+            m.mask(b"order 1700000000000 of 12"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(m.mask(b"short"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn masking_is_idempotent() {
+        for f in [
+            Format::BinLast4,
+            Format::Last4,
+            Format::Redact,
+            Format::Hmac,
+        ] {
+            let once = mask(f, "a 4111111111111111 b 5555-5555-5555-4444");
+            assert_eq!(mask(f, &once), once, "{f:?}");
+        }
+    }
+}

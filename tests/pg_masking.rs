@@ -1,0 +1,272 @@
+//! A leak corpus through tollgate to the machine's PostgreSQL: PANs of each brand in rows (text
+//! and binary format), COPY output, errors, notices and notifications come back masked; near
+//! misses come back untouched.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::Proxy;
+use futures_util::{StreamExt, TryStreamExt, future};
+use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
+
+/// Luhn-valid test numbers of each brand and length.
+const PANS: &[(&str, &str)] = &[
+    ("4111111111111111", "411111******1111"),
+    ("4222222222222", "422222***2222"),
+    ("4111111111111111110", "411111*********1110"),
+    ("5555555555554444", "555555******4444"),
+    ("2223000048400011", "222300******0011"),
+    ("378282246310005", "378282*****0005"),
+    ("6011111111111117", "601111******1117"),
+    ("3530111333300000", "353011******0000"),
+    ("30569309025904", "305693****5904"),
+    ("6200000000000005", "620000******0005"),
+    ("6759649826438453", "675964******8453"),
+    ("501800000009", "501800**0009"),
+];
+
+fn rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pans_in_rows_of_every_type_are_masked() {
+    let proxy = Proxy::start("").await;
+    let client = proxy.connect().await;
+    for (pan, masked) in PANS {
+        let sql = format!(
+            "select '{pan}'::text, '{pan}'::varchar, 'card {pan} end', '{{\"pan\":\"{pan}\"}}'::json, \
+             '{{\"pan\":{pan}}}'::jsonb, {pan}::numeric, ARRAY['{pan}'], ROW('{pan}', 1)"
+        );
+        let got = rows(&client.simple_query(&sql).await.unwrap());
+        let row = &got[0];
+        let text = row
+            .iter()
+            .map(|v| v.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        assert!(!text.contains(pan), "{pan} leaked: {text}");
+        assert_eq!(row[0].as_deref(), Some(*masked));
+        assert_eq!(
+            row[2].as_deref(),
+            Some(format!("card {masked} end").as_str())
+        );
+        assert!(text.contains(masked), "{text}");
+    }
+    // PANs stored as bigint (16 digits fit): text format.
+    let got = rows(
+        &client
+            .simple_query("select 4111111111111111::int8")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got[0][0].as_deref(), Some("411111******1111"));
+    // Separators are kept.
+    let got = rows(
+        &client
+            .simple_query("select '4111 1111 1111 1111', '5555-5555-5555-4444'")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got[0][0].as_deref(), Some("4111 11** **** 1111"));
+    assert_eq!(got[0][1].as_deref(), Some("5555-55**-****-4444"));
+}
+
+#[tokio::test]
+async fn near_misses_come_back_untouched() {
+    let proxy = Proxy::start("").await;
+    let client = proxy.connect().await;
+    for value in [
+        "1700000000000",
+        "4111111111111112",
+        "41111111111111111111",
+        "123e4567-e89b-12d3-a456-426614174000",
+        "3.14159265358979",
+        "order 7205759403792793",
+    ] {
+        let got = rows(
+            &client
+                .simple_query(&format!("select '{value}'"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got[0][0].as_deref(), Some(value));
+    }
+}
+
+#[tokio::test]
+async fn binary_format_text_values_are_masked() {
+    let proxy = Proxy::start("").await;
+    let client = proxy.connect().await;
+    // tokio-postgres asks for binary results: text and json travel as their bytes.
+    let row = client
+        .query_one(
+            "select $1::text, $2::varchar, ('{\"pan\":\"' || $1 || '\"}')::jsonb::text",
+            &[&"4111111111111111", &"5555555555554444"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "411111******1111");
+    assert_eq!(row.get::<_, String>(1), "555555******4444");
+    let json: String = row.get(2);
+    assert_eq!(json, "{\"pan\": \"411111******1111\"}");
+}
+
+#[tokio::test]
+async fn copy_output_in_all_three_formats_is_masked() {
+    let proxy = Proxy::start("").await;
+    let client = proxy.connect().await;
+    client
+        .batch_execute("create temp table cards (id int, pan text); insert into cards values (1, '4111111111111111'), (2, '378282246310005')")
+        .await
+        .unwrap();
+    for format in ["text", "csv", "binary"] {
+        let out: Vec<u8> = client
+            .copy_out(&format!("copy cards to stdout (format {format})"))
+            .await
+            .unwrap()
+            .try_collect::<Vec<Bytes>>()
+            .await
+            .unwrap()
+            .concat();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            !text.contains("4111111111111111") && !text.contains("378282246310005"),
+            "{format}: {text}"
+        );
+        assert!(text.contains("411111******1111"), "{format}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn errors_notices_and_notifications_are_masked() {
+    let proxy = Proxy::start("").await;
+    let (client, mut connection) = tokio_postgres::connect(&proxy.url("test"), NoTls)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    tokio::spawn(stream.for_each(move |m| {
+        if let Ok(m) = m {
+            let _ = tx.send(m);
+        }
+        future::ready(())
+    }));
+    // A unique violation's DETAIL echoes the key.
+    client
+        .batch_execute(
+            "create temp table u (pan text primary key); insert into u values ('4111111111111111')",
+        )
+        .await
+        .unwrap();
+    let err = client
+        .batch_execute("insert into u values ('4111111111111111')")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "23505");
+    let detail = db.detail().unwrap_or_default();
+    assert!(
+        detail.contains("411111******1111") && !detail.contains("4111111111111111"),
+        "{detail}"
+    );
+    // A cast error echoes the value in its message.
+    let err = client
+        .simple_query("select '4111111111111111x'::int8")
+        .await
+        .unwrap_err();
+    let message = err.as_db_error().unwrap().message().to_owned();
+    assert!(!message.contains("4111111111111111"), "{message}");
+    // A NOTICE raised by a function.
+    client
+        .batch_execute("do $$ begin raise notice 'card %', '5555555555554444'; end $$")
+        .await
+        .unwrap();
+    match rx.recv().await.unwrap() {
+        AsyncMessage::Notice(n) => assert_eq!(n.message(), "card 555555******4444"),
+        other => panic!("{other:?}"),
+    }
+    // A NOTIFY payload.
+    client.batch_execute("listen cards").await.unwrap();
+    let other = proxy.connect().await;
+    other
+        .batch_execute("notify cards, 'new 378282246310005'")
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        AsyncMessage::Notification(n) => assert_eq!(n.payload(), "new 378282*****0005"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn formats_by_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "pw").unwrap();
+    let key = dir.path().join("hmac");
+    std::fs::write(&key, "a masking key").unwrap();
+    let yaml = format!(
+        "
+masking:
+  format: last4
+  hmac_key: {{ file: {key} }}
+  groups:
+    - groups: [break-glass]
+      format: bin_last4
+    - groups: [analytics]
+      format: hmac
+targets:
+  - name: agents
+    address: 127.0.0.1:5432
+    database: test
+    user: postgres
+    client_auth: {{ method: scram-sha-256, groups: [ai-agents], password: {{ file: {pw} }} }}
+  - name: oncall
+    address: 127.0.0.1:5432
+    database: test
+    user: postgres
+    client_auth: {{ method: scram-sha-256, groups: [break-glass], password: {{ file: {pw} }} }}
+  - name: analysts
+    address: 127.0.0.1:5432
+    database: test
+    user: postgres
+    client_auth: {{ method: scram-sha-256, groups: [analytics], password: {{ file: {pw} }} }}
+",
+        key = key.display(),
+        pw = pw.display()
+    );
+    let proxy = Proxy::start_yaml(dir, &yaml, tollgate::pipeline::Stages::default()).await;
+    let query = |db: &'static str| {
+        let url = format!(
+            "host=127.0.0.1 port={} user=x password=pw dbname={db}",
+            proxy.addr.port()
+        );
+        async move {
+            let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+            tokio::spawn(conn);
+            rows(&c.simple_query("select '4111111111111111'").await.unwrap())[0][0]
+                .clone()
+                .unwrap()
+        }
+    };
+    assert_eq!(query("agents").await, "************1111");
+    assert_eq!(query("oncall").await, "411111******1111");
+    let token = query("analysts").await;
+    assert!(token.starts_with("pan_") && token.len() == 20, "{token}");
+    assert_eq!(query("analysts").await, token, "tokens are stable");
+}
