@@ -171,4 +171,75 @@ mod tests {
             assert_eq!(mask(f, &once), once, "{f:?}");
         }
     }
+
+    use proptest::prelude::*;
+
+    /// A Luhn-valid PAN of a real brand prefix and length.
+    fn arb_pan() -> impl Strategy<Value = String> {
+        let brands: Vec<(&str, usize)> = vec![
+            ("4", 16),
+            ("4", 13),
+            ("4", 19),
+            ("51", 16),
+            ("55", 16),
+            ("2221", 16),
+            ("2720", 16),
+            ("34", 15),
+            ("37", 15),
+            ("6011", 16),
+            ("65", 19),
+            ("3528", 16),
+            ("36", 14),
+            ("62", 17),
+            ("6759", 12),
+        ];
+        (
+            proptest::sample::select(brands),
+            proptest::collection::vec(0u8..10, 19),
+        )
+            .prop_map(|((prefix, len), body)| {
+                let mut digits: Vec<u8> = prefix.bytes().collect();
+                for d in body {
+                    if digits.len() == len - 1 {
+                        break;
+                    }
+                    digits.push(b'0' + d);
+                }
+                for check in b'0'..=b'9' {
+                    let mut candidate = digits.clone();
+                    candidate.push(check);
+                    if pan::luhn(&candidate) {
+                        return String::from_utf8(candidate).unwrap();
+                    }
+                }
+                unreachable!("one check digit always completes a Luhn number")
+            })
+    }
+
+    fn arb_filler() -> impl Strategy<Value = String> {
+        "[a-zA-Z _,.:;{}\"\\-]{0,30}"
+    }
+
+    proptest! {
+        #[test]
+        fn any_embedded_pan_is_masked_and_masking_is_idempotent(
+            pan in arb_pan(), before in arb_filler(), after in arb_filler(), json in any::<bool>(), sep in 0usize..3,
+        ) {
+            prop_assert!(pan::is_pan(pan.as_bytes()), "{pan}");
+            let written = match sep {
+                0 => pan.clone(),
+                n => pan.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(if n == 1 { " " } else { "-" }),
+            };
+            let text = if json { format!("{before}{{\"pan\": \"{written}\"}}{after}") } else { format!("{before}{written}{after}") };
+            for format in [Format::BinLast4, Format::Last4, Format::Redact, Format::Hmac] {
+                let m = Masker::new(format, Some(b"k"));
+                let once = m.mask(text.as_bytes()).into_owned();
+                let digits_out: Vec<u8> = once.iter().copied().filter(u8::is_ascii_digit).collect();
+                let digits_out = String::from_utf8(digits_out).unwrap();
+                prop_assert!(!digits_out.contains(&pan), "{format:?}: {text} -> {}", String::from_utf8_lossy(&once));
+                prop_assert!(pan::find_all(&once).is_empty(), "{format:?}: a PAN remains in {}", String::from_utf8_lossy(&once));
+                prop_assert_eq!(m.mask(&once).into_owned(), once.clone(), "idempotent");
+            }
+        }
+    }
 }
