@@ -53,6 +53,23 @@ fn bad_config_names_file_line_and_field() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tollgate.yaml"));
 }
 
+/// Connects once the spawned tollgate accepts connections (within 10 s).
+async fn connect_when_up(url: &str) -> tokio_postgres::Client {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio_postgres::connect(url, NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                return client;
+            }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("tollgate did not come up: {e}"),
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -87,17 +104,7 @@ async fn serve_the_example_config_then_sigterm() {
     let url = format!(
         "host=127.0.0.1 port={port} user=agent password=agent-secret-from-env dbname=test sslmode=disable"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (client, conn) = loop {
-        match tokio_postgres::connect(&url, NoTls).await {
-            Ok(ok) => break ok,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("tollgate did not come up: {e}"),
-        }
-    };
-    tokio::spawn(conn);
+    let client = connect_when_up(&url).await;
     // Several connections, spread over the worker threads.
     let mut others = Vec::new();
     for _ in 0..6 {
@@ -279,17 +286,7 @@ targets:
         .unwrap();
     let url =
         format!("host=127.0.0.1 port={port} user=agent password=pw dbname=test sslmode=disable");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (client, conn) = loop {
-        match tokio_postgres::connect(&url, NoTls).await {
-            Ok(ok) => break ok,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("tollgate did not come up: {e}"),
-        }
-    };
-    tokio::spawn(conn);
+    let client = connect_when_up(&url).await;
     client.query_one("select 1", &[]).await.unwrap();
     std::fs::write(&policy, "default: deny\nrules: []\n").unwrap();
     Command::new("kill")

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::Proxy;
-use futures_util::{StreamExt, TryStreamExt, future};
+use futures_util::TryStreamExt;
 use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
 
 /// Luhn-valid test numbers of each brand and length.
@@ -151,17 +151,7 @@ async fn copy_output_in_all_three_formats_is_masked() {
 #[tokio::test]
 async fn errors_notices_and_notifications_are_masked() {
     let proxy = Proxy::start("").await;
-    let (client, mut connection) = tokio_postgres::connect(&proxy.url("test"), NoTls)
-        .await
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    tokio::spawn(stream.for_each(move |m| {
-        if let Ok(m) = m {
-            let _ = tx.send(m);
-        }
-        future::ready(())
-    }));
+    let (client, mut rx) = proxy.connect_with_messages().await;
     // A unique violation's DETAIL echoes the key.
     client
         .batch_execute(

@@ -220,17 +220,7 @@ async fn copy_in_and_out_in_text_csv_and_binary() {
 #[tokio::test]
 async fn notices_and_notifications_reach_the_client() {
     let proxy = Proxy::start("").await;
-    let (client, mut connection) = tokio_postgres::connect(&proxy.url("test"), NoTls)
-        .await
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    tokio::spawn(stream.for_each(move |m| {
-        if let Ok(m) = m {
-            let _ = tx.send(m);
-        }
-        future::ready(())
-    }));
+    let (client, mut rx) = proxy.connect_with_messages().await;
     client
         .batch_execute("do $$ begin raise notice 'hello from plpgsql'; end $$")
         .await

@@ -93,6 +93,29 @@ impl Proxy {
         client
     }
 
+    /// A client whose notices and notifications arrive on the returned channel.
+    pub async fn connect_with_messages(
+        &self,
+    ) -> (
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+    ) {
+        use futures_util::StreamExt;
+        let (client, mut connection) =
+            tokio_postgres::connect(&self.url("test"), tokio_postgres::NoTls)
+                .await
+                .expect("connect through tollgate");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        tokio::spawn(stream.for_each(move |m| {
+            if let Ok(m) = m {
+                let _ = tx.send(m);
+            }
+            futures_util::future::ready(())
+        }));
+        (client, rx)
+    }
+
     /// Begins graceful shutdown and returns the server task to await.
     pub fn shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
         if let Some(tx) = self.shutdown.take() {
@@ -120,17 +143,7 @@ pub fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
 }
 
 pub fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = 196_608i32.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut out = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&body);
-    out
+    tollgate::protocol::pg::messages::encode_startup(params)
 }
 
 impl Raw {
