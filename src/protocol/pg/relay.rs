@@ -54,6 +54,9 @@ pub enum End {
     Io(std::io::Error),
 }
 
+/// Refusals awaiting their server error on one connection, at most.
+const MAX_PENDING_REFUSALS: usize = 10_000;
+
 /// A refusal waiting for the server's error on its marker statement.
 struct Pending {
     seq: u64,
@@ -314,6 +317,14 @@ async fn client_to_server(
                     units
                 };
                 let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if pending.len() >= MAX_PENDING_REFUSALS {
+                    // Refused statements piling up without a Sync: a client misusing the
+                    // protocol; end it rather than grow.
+                    drop(pending);
+                    break Some(Problem::protocol(
+                        "too many refused statements without Sync",
+                    ));
+                }
                 pending.push(Pending { seq, unit, error });
                 shared.pending_count.store(pending.len(), Ordering::Release);
                 drop(pending);
