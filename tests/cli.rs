@@ -310,3 +310,81 @@ targets:
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// A PAN-heavy session at debug log level: no clear PAN in anything tollgate logs.
+#[tokio::test]
+async fn no_pan_reaches_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {{ postgres: 127.0.0.1:{port} }}
+targets:
+  - name: test
+    address: 127.0.0.1:5432
+    user: postgres
+    client_auth: {{ method: scram-sha-256, password: {{ env: TOLLGATE_AGENT_PASSWORD }} }}
+"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .env("TOLLGATE_AGENT_PASSWORD", "pw")
+        .env("TOLLGATE_LOG", "trace")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let url =
+        format!("host=127.0.0.1 port={port} user=agent password=pw dbname=test sslmode=disable");
+    let client = connect_when_up(&url).await;
+    let pans = [
+        "4111111111111111",
+        "5555555555554444",
+        "378282246310005",
+        "6011111111111117",
+    ];
+    client
+        .batch_execute("create temp table cards (pan text primary key, note text)")
+        .await
+        .unwrap();
+    for pan in pans {
+        client
+            .execute("insert into cards values ($1, 'card ' || $1)", &[&pan])
+            .await
+            .unwrap();
+        client
+            .simple_query(&format!("select * from cards where pan = '{pan}'"))
+            .await
+            .unwrap();
+        // Errors and notices that echo the number.
+        let _ = client
+            .simple_query(&format!("insert into cards values ('{pan}', 'dup')"))
+            .await;
+        let _ = client.simple_query(&format!("select '{pan}x'::int8")).await;
+        let _ = client
+            .batch_execute(&format!("do $$ begin raise notice 'card {pan}'; end $$"))
+            .await;
+    }
+    // A malformed message carrying a PAN, which tollgate refuses.
+    let _ = client.simple_query("selec '4111111111111111'").await;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    let text = std::fs::read(&log).unwrap();
+    assert!(!text.is_empty(), "trace logging produced output");
+    let found = tollgate::mask::pan::find_all(&text);
+    assert!(
+        found.is_empty(),
+        "clear PANs in the log: {:?}",
+        found
+            .iter()
+            .map(|f| String::from_utf8_lossy(&text[f.range.clone()]).into_owned())
+            .collect::<Vec<_>>()
+    );
+}
