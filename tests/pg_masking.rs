@@ -260,3 +260,20 @@ targets:
     assert!(token.starts_with("pan_") && token.len() == 20, "{token}");
     assert_eq!(query("analysts").await, token, "tokens are stable");
 }
+
+#[tokio::test]
+async fn function_call_results_are_masked() {
+    let proxy = Proxy::start("").await;
+    let mut raw = common::Raw::login(proxy.addr).await;
+    // FunctionCall of btrim(text) (OID 885) with a PAN in text format.
+    let pan = b"  4111111111111111  ";
+    let mut body = 885i32.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0, 1, 0, 0, 0, 1]);
+    body.extend_from_slice(&(pan.len() as i32).to_be_bytes());
+    body.extend_from_slice(pan);
+    body.extend_from_slice(&[0, 0]);
+    raw.send(&common::frame(b'F', &body)).await;
+    let seen = raw.until_ready().await;
+    assert_eq!(seen[0].0, b'V');
+    assert_eq!(&seen[0].1[4..], b"411111******1111");
+}

@@ -453,6 +453,11 @@ async fn server_to_client(
                         batch.replace(&buf, pos, pos + n, &out);
                     }
                 }
+                b'V' => {
+                    if let Some(out) = transform::function_result(m.body, masker) {
+                        batch.replace(&buf, pos, pos + n, &out);
+                    }
+                }
                 b'A' => {
                     if let Some(out) = transform::notification(m.body, masker) {
                         batch.replace(&buf, pos, pos + n, &out);

@@ -73,6 +73,33 @@ fn split_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
     rest.is_empty().then_some(values)
 }
 
+/// FunctionCallResponse (`V`): one value, masked like a DataRow's.
+pub fn function_result(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
+    if !may_hold_pan(body) {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
+    let value = match usize::try_from(len) {
+        Ok(n) if body.len() == 4 + n => &body[4..],
+        // NULL carries no value; anything else is malformed and sent as NULL (fail closed).
+        _ => {
+            let mut out = Vec::new();
+            put_message(&mut out, b'V', &(-1i32).to_be_bytes());
+            return (len != -1).then_some(out);
+        }
+    };
+    match masker.mask(value) {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(masked) => {
+            let mut new_body = (masked.len() as i32).to_be_bytes().to_vec();
+            new_body.extend_from_slice(&masked);
+            let mut out = Vec::new();
+            put_message(&mut out, b'V', &new_body);
+            Some(out)
+        }
+    }
+}
+
 /// CopyData (`d`) toward the client. Masked in place with a format that keeps the length, so
 /// the field lengths of binary COPY stay right; an HMAC format is shown redacted here.
 pub fn copy_data(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
@@ -226,5 +253,10 @@ mod tests {
         .unwrap();
         assert_eq!(&out[5..], b"1\t****************\n", "same length for COPY");
         assert!(copy_data(b"1\tno card\n", &masker()).is_none());
+
+        let mut v = 16i32.to_be_bytes().to_vec();
+        v.extend_from_slice(b"4111111111111111");
+        let out = function_result(&v, &masker()).unwrap();
+        assert_eq!(&out[9..], b"411111******1111");
     }
 }
