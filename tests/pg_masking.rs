@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::Proxy;
-use futures_util::TryStreamExt;
+use futures_util::{TryStreamExt, future};
 use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
 
 /// Luhn-valid test numbers of each brand and length.
@@ -276,4 +276,46 @@ async fn function_call_results_are_masked() {
     let seen = raw.until_ready().await;
     assert_eq!(seen[0].0, b'V');
     assert_eq!(&seen[0].1[4..], b"411111******1111");
+}
+
+#[tokio::test]
+async fn pans_stored_as_numbers_are_masked_in_binary_results() {
+    let proxy = Proxy::start("").await;
+    let client = proxy.connect().await;
+    client
+        .batch_execute("create temp table stored (id int, pan_big int8, pan_num numeric(19,0)); insert into stored values (1, 4111111111111111, 5555555555554444), (2, 42, 12.5)")
+        .await
+        .unwrap();
+    // tokio-postgres prepares (Describe statement), then binds with binary results.
+    let stmt = client
+        .prepare("select pan_big, pan_num::text, pan_num from stored order by id")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let rows = client.query(&stmt, &[]).await.unwrap();
+        let big: i64 = rows[0].get(0);
+        assert_eq!(big, 4111110000001111, "bigint PAN masked, type kept");
+        assert_eq!(rows[0].get::<_, String>(1), "555555******4444");
+        assert_eq!(rows[1].get::<_, i64>(0), 42, "other numbers untouched");
+        assert_eq!(rows[1].get::<_, String>(1), "13");
+    }
+    // Pipelined with an error in the middle: tracking stays in step.
+    let results = future::join_all((0..6).map(|i| {
+        let client = &client;
+        let stmt = &stmt;
+        async move {
+            if i == 3 {
+                client.query("select 1/0", &[]).await.map(|_| 0)
+            } else {
+                client.query(stmt, &[]).await.map(|r| r[0].get::<_, i64>(0))
+            }
+        }
+    }))
+    .await;
+    for (i, r) in results.into_iter().enumerate() {
+        match i {
+            3 => assert!(r.is_err()),
+            _ => assert_eq!(r.unwrap(), 4111110000001111),
+        }
+    }
 }

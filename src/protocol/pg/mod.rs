@@ -13,6 +13,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod messages;
 pub mod relay;
+pub mod results;
 pub mod scram;
 pub mod startup;
 pub mod transform;

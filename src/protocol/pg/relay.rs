@@ -31,6 +31,7 @@ use tracing::{debug, info};
 use super::Context;
 use super::frame::{self, Message, put_message};
 use super::messages::{self, Backend, Frontend, Severity, TxStatus, put_error};
+use super::results::{self, Expect};
 use super::startup::{Established, PINNED_PARAMETERS, READ_CHUNK};
 use super::transform;
 use crate::mask::Masker;
@@ -73,6 +74,8 @@ struct Shared {
     /// `pending.len()`, readable without the lock on the per-message path.
     pending_count: AtomicUsize,
     marker: String,
+    /// What the server will answer, so rows get their column types and formats.
+    tracker: results::Tracker,
 }
 
 /// Runs an established connection until either side ends it.
@@ -97,6 +100,7 @@ pub async fn run(
         in_flight: AtomicU64::new(0),
         pending: Mutex::new(Vec::new()),
         pending_count: AtomicUsize::new(0),
+        tracker: results::Tracker::default(),
         marker: format!(
             "tollgate_refused_{}_",
             nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -208,6 +212,7 @@ async fn client_to_server(
     // Whether the client is sending COPY data, and the Syncs it sent since its last Execute.
     let mut copying = false;
     let mut syncs_since_execute: u64 = 0;
+    let mut portals = results::ClientSide::default();
     loop {
         let mut batch = Batch::new();
         let mut pos = 0;
@@ -257,22 +262,42 @@ async fn client_to_server(
             // Count what will produce a ReadyForQuery. The server ignores a Sync that arrives
             // during COPY FROM STDIN (a client may send Execute, Sync, then the data), so once
             // copy data shows up, the Syncs sent since the Execute are taken back.
-            match msg {
+            match &msg {
                 Frontend::Query { .. } | Frontend::FunctionCall { .. } => {
                     units += 1;
                     syncs_since_execute = 0;
                     shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                    shared.tracker.push(Expect::Query);
                 }
-                Frontend::Execute { .. } => syncs_since_execute = 0,
+                Frontend::Bind {
+                    portal,
+                    statement,
+                    result_formats,
+                    ..
+                } => portals.bind(portal, statement, result_formats.iter()),
+                Frontend::Describe { target, name } => shared.tracker.push(match target {
+                    messages::Target::Statement => Expect::DescribeStatement((*name).into()),
+                    messages::Target::Portal => Expect::DescribePortal((*name).into()),
+                }),
+                Frontend::Close {
+                    target: messages::Target::Portal,
+                    name,
+                } => portals.close_portal(name),
+                Frontend::Execute { portal, .. } => {
+                    syncs_since_execute = 0;
+                    shared.tracker.push(portals.execute(portal));
+                }
                 Frontend::Sync if !copying => {
                     units += 1;
                     syncs_since_execute += 1;
                     shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                    shared.tracker.push(Expect::Sync);
                 }
                 Frontend::CopyData(_) | Frontend::CopyDone | Frontend::CopyFail { .. } => {
                     if !copying {
                         copying = true;
                         units -= syncs_since_execute.min(units);
+                        shared.tracker.retract_syncs(syncs_since_execute);
                         let _ = shared.in_flight.fetch_update(
                             Ordering::AcqRel,
                             Ordering::Acquire,
@@ -280,7 +305,7 @@ async fn client_to_server(
                         );
                         syncs_since_execute = 0;
                     }
-                    if !matches!(msg, Frontend::CopyData(_)) {
+                    if !matches!(&msg, Frontend::CopyData(_)) {
                         copying = false;
                     }
                 }
@@ -387,6 +412,7 @@ async fn server_to_client(
     let max = ctx.config.limits.max_server_frame;
     let mut units_done: u64 = 0;
     let mut status = TxStatus::Idle;
+    let mut rows = results::ServerSide::default();
     loop {
         let mut batch = Batch::new();
         let mut pos = 0;
@@ -421,6 +447,7 @@ async fn server_to_client(
                 b'Z' => match messages::decode_backend(m.tag, m.body) {
                     Ok(Backend::ReadyForQuery(s)) => {
                         status = s;
+                        rows.ready(&shared.tracker);
                         units_done += 1;
                         let _ = shared.in_flight.fetch_update(
                             Ordering::AcqRel,
@@ -437,9 +464,14 @@ async fn server_to_client(
                     Ok(_) => {}
                     Err(e) => break Some(Problem::server(e)),
                 },
+                // Result shapes, so rows are decoded by their column types and formats.
+                b'T' => rows.row_description(&shared.tracker, m.body),
+                b'n' => rows.no_data(&shared.tracker),
+                b'C' | b's' | b'I' => rows.execute_done(&shared.tracker),
                 // The transform stage: PANs masked in everything flowing back.
                 b'D' => {
-                    if let Some(out) = transform::data_row(m.body, masker) {
+                    let columns = rows.row_columns(&shared.tracker);
+                    if let Some(out) = transform::data_row(m.body, masker, columns.as_deref()) {
                         batch.replace(&buf, pos, pos + n, &out);
                     }
                 }
@@ -464,6 +496,7 @@ async fn server_to_client(
                     }
                 }
                 b'E' => {
+                    rows.error(&shared.tracker);
                     if let Some(error) = take_refusal(shared, m) {
                         batch.replace(&buf, pos, pos + n, &error);
                     } else if let Some(out) = transform::fields(m.tag, m.body, masker) {

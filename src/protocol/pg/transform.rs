@@ -6,7 +6,10 @@
 //! `None` when the original bytes can be forwarded as they are, which is the common case and
 //! costs one scan for digits.
 
+use std::borrow::Cow;
+
 use super::frame::put_message;
+use super::results::Column;
 use crate::mask::{Format, Masker, pan};
 
 /// Whether a body can hold a PAN at all (at least 12 digits somewhere).
@@ -18,10 +21,17 @@ fn may_hold_pan(body: &[u8]) -> bool {
         >= pan::MIN_DIGITS
 }
 
-/// A DataRow (`D`): every non-NULL value masked, whatever its column's type or format.
-/// A malformed row is returned fully redacted rather than forwarded (fail closed).
-pub fn data_row(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
-    if !may_hold_pan(body) {
+/// A DataRow (`D`): every non-NULL value masked, whatever its column's type or format. With the
+/// columns known, binary `bigint` and `numeric` values are decoded and a PAN stored as a number
+/// is masked in place (masked digits become zeros); other binary values are masked without
+/// changing their length, so nested lengths (arrays, records) stay right. A malformed row is
+/// returned empty rather than forwarded (fail closed).
+pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Option<Vec<u8>> {
+    let binary_numbers = columns.is_some_and(|c| {
+        c.iter()
+            .any(|c| c.format == 1 && matches!(c.type_oid, INT8 | NUMERIC))
+    });
+    if !binary_numbers && !may_hold_pan(body) {
         return None;
     }
     let Some(values) = split_row(body) else {
@@ -30,12 +40,33 @@ pub fn data_row(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
         put_message(&mut out, b'D', &0i16.to_be_bytes());
         return Some(out);
     };
-    let masked: Vec<Option<std::borrow::Cow<'_, [u8]>>> =
-        values.iter().map(|v| v.map(|v| masker.mask(v))).collect();
-    if masked.iter().all(|v| {
-        v.as_ref()
-            .is_none_or(|c| matches!(c, std::borrow::Cow::Borrowed(_)))
-    }) {
+    let same_length = Masker::new(
+        if masker.format() == Format::Hmac {
+            Format::Redact
+        } else {
+            masker.format()
+        },
+        None,
+    );
+    let masked: Vec<Option<Cow<'_, [u8]>>> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.map(|v| match columns.and_then(|c| c.get(i)) {
+                Some(c) if c.format == 1 => match c.type_oid {
+                    INT8 => mask_int8(v, masker),
+                    NUMERIC => mask_numeric(v, masker),
+                    TEXT | VARCHAR | BPCHAR | NAME | JSON | XML | UNKNOWN => masker.mask(v),
+                    _ => same_length.mask(v),
+                },
+                _ => masker.mask(v),
+            })
+        })
+        .collect();
+    if masked
+        .iter()
+        .all(|v| v.as_ref().is_none_or(|c| matches!(c, Cow::Borrowed(_))))
+    {
         return None;
     }
     let mut new_body = Vec::with_capacity(body.len() + 32);
@@ -52,6 +83,104 @@ pub fn data_row(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(new_body.len() + 5);
     put_message(&mut out, b'D', &new_body);
     Some(out)
+}
+
+const INT8: u32 = 20;
+const NAME: u32 = 19;
+const TEXT: u32 = 25;
+const JSON: u32 = 114;
+const XML: u32 = 142;
+const UNKNOWN: u32 = 705;
+const BPCHAR: u32 = 1042;
+const VARCHAR: u32 = 1043;
+const NUMERIC: u32 = 1700;
+
+/// The digits of a masked number: masked positions become zeros.
+fn masked_digits(digits: &str, masker: &Masker) -> Option<String> {
+    let number_masker = Masker::new(
+        if masker.format() == Format::Hmac {
+            Format::Redact
+        } else {
+            masker.format()
+        },
+        None,
+    );
+    match number_masker.mask(digits.as_bytes()) {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(m) => Some(
+            m.iter()
+                .map(|&b| if b == b'*' { '0' } else { b as char })
+                .collect(),
+        ),
+    }
+}
+
+/// A binary `bigint`.
+fn mask_int8<'a>(v: &'a [u8], masker: &Masker) -> Cow<'a, [u8]> {
+    let Ok(bytes) = <[u8; 8]>::try_from(v) else {
+        // Not a bigint after all: fail closed, nothing readable.
+        return Cow::Owned(vec![0; v.len()]);
+    };
+    let n = i64::from_be_bytes(bytes);
+    let digits = n.unsigned_abs().to_string();
+    match masked_digits(&digits, masker).and_then(|m| m.parse::<i64>().ok()) {
+        Some(m) => Cow::Owned((if n < 0 { -m } else { m }).to_be_bytes().to_vec()),
+        None => Cow::Borrowed(v),
+    }
+}
+
+/// A binary `numeric`: base-10000 digit groups with a weight; the integer part is checked.
+fn mask_numeric<'a>(v: &'a [u8], masker: &Masker) -> Cow<'a, [u8]> {
+    let header = |i: usize| v.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let (Some(ndigits), Some(weight), Some(sign), Some(dscale)) =
+        (header(0), header(2), header(4), header(6))
+    else {
+        return Cow::Owned(Vec::new());
+    };
+    let (ndigits, weight) = (usize::from(ndigits), weight as i16);
+    if v.len() != 8 + 2 * ndigits {
+        return Cow::Owned(vec![0; v.len()]);
+    }
+    if weight < 0 || sign >= 0xC000 {
+        return Cow::Borrowed(v);
+    }
+    let groups: Vec<u16> = (0..ndigits).filter_map(|i| header(8 + 2 * i)).collect();
+    let int_groups = weight as usize + 1;
+    let mut digits = String::new();
+    for i in 0..int_groups {
+        let g = groups.get(i).copied().unwrap_or(0);
+        if i == 0 {
+            digits.push_str(&g.to_string());
+        } else {
+            digits.push_str(&format!("{g:04}"));
+        }
+    }
+    let Some(masked) = masked_digits(&digits, masker) else {
+        return Cow::Borrowed(v);
+    };
+    // Back to groups of four from the right, then the original fraction groups.
+    let padded = format!("{}{masked}", "0".repeat((4 - masked.len() % 4) % 4));
+    let mut new_groups: Vec<u16> = padded
+        .as_bytes()
+        .chunks(4)
+        .map(|c| {
+            std::str::from_utf8(c)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    new_groups.extend(groups.iter().skip(int_groups));
+    let new_weight = (padded.len() / 4) as i16 - 1;
+    let mut out = Vec::with_capacity(8 + 2 * new_groups.len());
+    out.extend_from_slice(&(new_groups.len() as u16).to_be_bytes());
+    out.extend_from_slice(&new_weight.to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&dscale.to_be_bytes());
+    for g in new_groups {
+        out.extend_from_slice(&g.to_be_bytes());
+    }
+    Cow::Owned(out)
 }
 
 fn split_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
@@ -203,7 +332,7 @@ mod tests {
             Some(b"4111111111111111"),
             Some(b"{\"pan\": \"5555 5555 5555 4444\"}"),
         ]);
-        let out = data_row(&body, &masker()).unwrap();
+        let out = data_row(&body, &masker(), None).unwrap();
         let m = Message::from_frame(&out);
         assert_eq!(m.tag, b'D');
         let values = split_row(m.body).unwrap();
@@ -212,12 +341,54 @@ mod tests {
         assert_eq!(values[2], Some(&b"411111******1111"[..]));
         assert_eq!(values[3], Some(&b"{\"pan\": \"5555 55** **** 4444\"}"[..]));
         // No PAN: forwarded as it was.
-        assert!(data_row(&row(&[Some(b"1700000000000"), Some(b"x")]), &masker()).is_none());
+        assert!(data_row(&row(&[Some(b"1700000000000"), Some(b"x")]), &masker(), None).is_none());
         // Malformed with digits enough: redacted entirely.
         let mut bad = row(&[Some(b"4111111111111111")]);
         bad.push(0);
-        let out = data_row(&bad, &masker()).unwrap();
+        let out = data_row(&bad, &masker(), None).unwrap();
         assert_eq!(Message::from_frame(&out).body, &0i16.to_be_bytes());
+    }
+
+    #[test]
+    fn binary_bigint_and_numeric_pans_are_masked_in_place() {
+        let cols = [
+            Column {
+                type_oid: INT8,
+                format: 1,
+            },
+            Column {
+                type_oid: NUMERIC,
+                format: 1,
+            },
+            Column {
+                type_oid: INT8,
+                format: 1,
+            },
+        ];
+        // 4111111111111111 as numeric: weight 3, groups 4111 1111 1111 1111.
+        let mut numeric = 4u16.to_be_bytes().to_vec();
+        numeric.extend_from_slice(&3i16.to_be_bytes());
+        numeric.extend_from_slice(&0u16.to_be_bytes());
+        numeric.extend_from_slice(&0u16.to_be_bytes());
+        for g in [4111u16, 1111, 1111, 1111] {
+            numeric.extend_from_slice(&g.to_be_bytes());
+        }
+        let pan = 4111111111111111i64.to_be_bytes();
+        let plain = 42i64.to_be_bytes();
+        let body = row(&[Some(&pan), Some(&numeric), Some(&plain)]);
+        let out = data_row(&body, &masker(), Some(&cols)).unwrap();
+        let values = split_row(Message::from_frame(&out).body).unwrap();
+        let int8 = i64::from_be_bytes(values[0].unwrap().try_into().unwrap());
+        assert_eq!(int8, 4111110000001111);
+        let n = values[1].unwrap();
+        let groups: Vec<u16> = n[8..]
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(groups, vec![4111, 1100, 0, 1111]);
+        assert_eq!(values[2], Some(&plain[..]));
+        // The same bytes as text columns are not numbers: left alone.
+        assert!(data_row(&row(&[Some(&pan)]), &masker(), None).is_none());
     }
 
     #[test]

@@ -1,0 +1,333 @@
+//! Which columns (types and formats) the DataRows arriving from the server have.
+//!
+//! The simple protocol announces them (RowDescription before the rows). The extended protocol
+//! often does not: a client describes a statement once (types, formats still unknown), binds
+//! it with result formats, and executes it many times. So the client-to-server loop records, in
+//! order, what the server will answer ([`Expect`]), with the formats each Bind chose; the
+//! server-to-client loop pops those expectations as the answers arrive and learns statement
+//! column types from the RowDescriptions that answer Describe. After an error in an extended
+//! batch the server skips to Sync, and so do the expectations.
+//!
+//! If tracking is ever lost, values are still scanned as bytes (text and text-like types);
+//! only the decoding of binary numbers depends on this.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+/// A result column: its type and the format its values come in (0 text, 1 binary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    pub type_oid: u32,
+    pub format: i16,
+}
+
+/// What the server will answer, in order.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// A simple Query or FunctionCall: done at ReadyForQuery.
+    Query,
+    DescribeStatement(Arc<str>),
+    DescribePortal(Arc<str>),
+    Execute {
+        portal: Arc<str>,
+        statement: Option<Arc<str>>,
+        formats: Arc<[i16]>,
+    },
+    Sync,
+}
+
+/// Per-connection bookkeeping shared by the two loops.
+#[derive(Default)]
+pub struct Tracker {
+    queue: Mutex<VecDeque<Expect>>,
+}
+
+/// How many expectations a connection may have outstanding; past this tracking is dropped
+/// (values are then scanned as bytes only).
+const MAX_OUTSTANDING: usize = 100_000;
+
+impl Tracker {
+    pub fn push(&self, e: Expect) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() < MAX_OUTSTANDING {
+            q.push_back(e);
+        }
+    }
+
+    /// Takes back the last `n` Syncs: the server ignored them (they came during COPY FROM).
+    pub fn retract_syncs(&self, mut n: u64) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut i = q.len();
+        while n > 0 && i > 0 {
+            i -= 1;
+            if matches!(q[i], Expect::Sync) {
+                q.remove(i);
+                n -= 1;
+            }
+        }
+    }
+
+    fn front(&self) -> Option<Expect> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .cloned()
+    }
+
+    fn pop(&self) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+    }
+
+    /// After an error in an extended batch: drop everything up to (not including) the Sync.
+    fn skip_to_sync(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(front) = q.front() {
+            if matches!(front, Expect::Sync | Expect::Query) {
+                break;
+            }
+            q.pop_front();
+        }
+    }
+
+    /// At ReadyForQuery: drop everything up to and including the Sync or Query it ends.
+    fn ready(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(front) = q.pop_front() {
+            if matches!(front, Expect::Sync | Expect::Query) {
+                break;
+            }
+        }
+    }
+}
+
+/// A portal's statement and the result formats its Bind asked for.
+type Portal = (Arc<str>, Arc<[i16]>);
+
+/// The client side: remembers each portal's statement and result formats from Bind.
+#[derive(Default)]
+pub struct ClientSide {
+    portals: HashMap<Arc<str>, Portal>,
+}
+
+const MAX_NAMES: usize = 10_000;
+
+impl ClientSide {
+    pub fn bind(&mut self, portal: &str, statement: &str, formats: impl Iterator<Item = i16>) {
+        if self.portals.len() >= MAX_NAMES {
+            self.portals.clear();
+        }
+        self.portals
+            .insert(portal.into(), (statement.into(), formats.collect()));
+    }
+
+    pub fn close_portal(&mut self, portal: &str) {
+        self.portals.remove(portal);
+    }
+
+    pub fn execute(&self, portal: &str) -> Expect {
+        match self.portals.get(portal) {
+            Some((statement, formats)) => Expect::Execute {
+                portal: portal.into(),
+                statement: Some(Arc::clone(statement)),
+                formats: Arc::clone(formats),
+            },
+            None => Expect::Execute {
+                portal: portal.into(),
+                statement: None,
+                formats: Arc::from(Vec::new()),
+            },
+        }
+    }
+}
+
+/// The server side: column types learnt from RowDescriptions, and the columns of the rows now
+/// arriving.
+#[derive(Default)]
+pub struct ServerSide {
+    statement_types: HashMap<Arc<str>, Arc<[u32]>>,
+    portal_columns: HashMap<Arc<str>, Arc<[Column]>>,
+    /// From a simple query's RowDescription.
+    current: Option<Arc<[Column]>>,
+}
+
+/// A RowDescription's columns.
+pub fn decode_row_description(body: &[u8]) -> Option<Vec<Column>> {
+    let count = usize::try_from(i16::from_be_bytes(body.get(..2)?.try_into().ok()?)).ok()?;
+    let mut rest = &body[2..];
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name_end = rest.iter().position(|&b| b == 0)?;
+        let fixed = rest.get(name_end + 1..name_end + 1 + 18)?;
+        let type_oid = u32::from_be_bytes(fixed[6..10].try_into().ok()?);
+        let format = i16::from_be_bytes(fixed[16..18].try_into().ok()?);
+        out.push(Column { type_oid, format });
+        rest = &rest[name_end + 1 + 18..];
+    }
+    rest.is_empty().then_some(out)
+}
+
+impl ServerSide {
+    /// A RowDescription arrived.
+    pub fn row_description(&mut self, tracker: &Tracker, body: &[u8]) {
+        let columns: Option<Arc<[Column]>> = decode_row_description(body).map(Arc::from);
+        match tracker.front() {
+            Some(Expect::DescribeStatement(name)) => {
+                if let Some(c) = &columns {
+                    if self.statement_types.len() >= MAX_NAMES {
+                        self.statement_types.clear();
+                    }
+                    self.statement_types
+                        .insert(name, c.iter().map(|c| c.type_oid).collect());
+                }
+                tracker.pop();
+            }
+            Some(Expect::DescribePortal(name)) => {
+                if let Some(c) = columns {
+                    if self.portal_columns.len() >= MAX_NAMES {
+                        self.portal_columns.clear();
+                    }
+                    self.portal_columns.insert(name, c);
+                }
+                tracker.pop();
+            }
+            _ => self.current = columns,
+        }
+    }
+
+    /// NoData arrived (a Describe of something that returns no rows).
+    pub fn no_data(&mut self, tracker: &Tracker) {
+        if matches!(
+            tracker.front(),
+            Some(Expect::DescribeStatement(_) | Expect::DescribePortal(_))
+        ) {
+            tracker.pop();
+        }
+    }
+
+    /// The columns of a DataRow arriving now, if known.
+    pub fn row_columns(&self, tracker: &Tracker) -> Option<Arc<[Column]>> {
+        match tracker.front() {
+            Some(Expect::Execute {
+                portal,
+                statement,
+                formats,
+            }) => {
+                if let Some(c) = self.portal_columns.get(&portal) {
+                    return Some(Arc::clone(c));
+                }
+                let types = self.statement_types.get(statement.as_ref()?)?;
+                let format = |i: usize| match formats.len() {
+                    0 => 0,
+                    1 => formats[0],
+                    _ => formats.get(i).copied().unwrap_or(0),
+                };
+                Some(
+                    types
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &type_oid)| Column {
+                            type_oid,
+                            format: format(i),
+                        })
+                        .collect(),
+                )
+            }
+            Some(Expect::Query) | None => self.current.clone(),
+            _ => None,
+        }
+    }
+
+    /// CommandComplete, PortalSuspended or EmptyQueryResponse: an Execute is done.
+    pub fn execute_done(&mut self, tracker: &Tracker) {
+        match tracker.front() {
+            Some(Expect::Execute { .. }) => tracker.pop(),
+            // A simple query's statement ended; the next one describes its own rows.
+            _ => self.current = None,
+        }
+    }
+
+    pub fn error(&mut self, tracker: &Tracker) {
+        if !matches!(tracker.front(), Some(Expect::Query)) {
+            tracker.skip_to_sync();
+        }
+        self.current = None;
+    }
+
+    pub fn ready(&mut self, tracker: &Tracker) {
+        tracker.ready();
+        self.current = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row_description(cols: &[(u32, i16)]) -> Vec<u8> {
+        let mut b = (cols.len() as i16).to_be_bytes().to_vec();
+        for (oid, format) in cols {
+            b.extend_from_slice(b"c\0");
+            b.extend_from_slice(&0u32.to_be_bytes());
+            b.extend_from_slice(&0i16.to_be_bytes());
+            b.extend_from_slice(&oid.to_be_bytes());
+            b.extend_from_slice(&8i16.to_be_bytes());
+            b.extend_from_slice(&(-1i32).to_be_bytes());
+            b.extend_from_slice(&format.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn extended_protocol_rows_get_the_bind_formats_and_described_types() {
+        let tracker = Tracker::default();
+        let mut client = ClientSide::default();
+        let mut server = ServerSide::default();
+        // Parse/Describe S/Sync, then Bind (binary)/Execute/Sync twice.
+        tracker.push(Expect::DescribeStatement("s1".into()));
+        tracker.push(Expect::Sync);
+        client.bind("", "s1", [1i16].into_iter());
+        tracker.push(client.execute(""));
+        tracker.push(Expect::Sync);
+        server.row_description(&tracker, &row_description(&[(20, 0), (25, 0)]));
+        server.ready(&tracker);
+        let cols = server.row_columns(&tracker).unwrap();
+        assert_eq!(
+            &*cols,
+            &[
+                Column {
+                    type_oid: 20,
+                    format: 1
+                },
+                Column {
+                    type_oid: 25,
+                    format: 1
+                }
+            ]
+        );
+        server.execute_done(&tracker);
+        server.ready(&tracker);
+        assert!(server.row_columns(&tracker).is_none());
+    }
+
+    #[test]
+    fn errors_skip_to_sync_and_simple_queries_use_their_description() {
+        let tracker = Tracker::default();
+        let mut client = ClientSide::default();
+        let mut server = ServerSide::default();
+        client.bind("", "s9", std::iter::empty());
+        tracker.push(client.execute(""));
+        tracker.push(Expect::Sync);
+        tracker.push(Expect::Query);
+        server.error(&tracker);
+        server.ready(&tracker);
+        server.row_description(&tracker, &row_description(&[(1700, 0)]));
+        assert_eq!(server.row_columns(&tracker).unwrap()[0].type_oid, 1700);
+        server.execute_done(&tracker);
+        assert!(server.row_columns(&tracker).is_none());
+        server.ready(&tracker);
+    }
+}
