@@ -150,7 +150,8 @@ impl ClientSide {
 pub struct ServerSide {
     statement_types: HashMap<Arc<str>, Arc<[u32]>>,
     portal_columns: HashMap<Arc<str>, Arc<[Column]>>,
-    /// From a simple query's RowDescription.
+    /// From a simple query's RowDescription, or worked out at an Execute's first row (so the
+    /// rows after it cost no lookup).
     current: Option<Arc<[Column]>>,
 }
 
@@ -209,7 +210,14 @@ impl ServerSide {
     }
 
     /// The columns of a DataRow arriving now, if known.
-    pub fn row_columns(&self, tracker: &Tracker) -> Option<Arc<[Column]>> {
+    pub fn row_columns(&mut self, tracker: &Tracker) -> Option<Arc<[Column]>> {
+        if self.current.is_none() {
+            self.current = self.lookup(tracker);
+        }
+        self.current.clone()
+    }
+
+    fn lookup(&self, tracker: &Tracker) -> Option<Arc<[Column]>> {
         match tracker.front() {
             Some(Expect::Execute {
                 portal,
@@ -236,18 +244,17 @@ impl ServerSide {
                         .collect(),
                 )
             }
-            Some(Expect::Query) | None => self.current.clone(),
             _ => None,
         }
     }
 
-    /// CommandComplete, PortalSuspended or EmptyQueryResponse: an Execute is done.
+    /// CommandComplete, PortalSuspended or EmptyQueryResponse: an Execute (or one statement of
+    /// a simple query) is done; the next rows are described afresh.
     pub fn execute_done(&mut self, tracker: &Tracker) {
-        match tracker.front() {
-            Some(Expect::Execute { .. }) => tracker.pop(),
-            // A simple query's statement ended; the next one describes its own rows.
-            _ => self.current = None,
+        if matches!(tracker.front(), Some(Expect::Execute { .. })) {
+            tracker.pop();
         }
+        self.current = None;
     }
 
     pub fn error(&mut self, tracker: &Tracker) {
