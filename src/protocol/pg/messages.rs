@@ -240,7 +240,7 @@ impl<'a> Formats<'a> {
         self.0.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = i16> + 'a {
+    pub fn iter(&self) -> impl Iterator<Item = i16> + Clone + 'a {
         self.0
             .chunks_exact(2)
             .map(|c| i16::from_be_bytes([c[0], c[1]]))

@@ -116,7 +116,20 @@ pub struct ClientSide {
 const MAX_NAMES: usize = 10_000;
 
 impl ClientSide {
-    pub fn bind(&mut self, portal: &str, statement: &str, formats: impl Iterator<Item = i16>) {
+    pub fn bind(
+        &mut self,
+        portal: &str,
+        statement: &str,
+        formats: impl Iterator<Item = i16> + Clone,
+    ) {
+        // The same portal bound to the same statement again (every Execute of a prepared
+        // statement): nothing to allocate.
+        if let Some((s, f)) = self.portals.get(portal)
+            && &**s == statement
+            && f.iter().copied().eq(formats.clone())
+        {
+            return;
+        }
         if self.portals.len() >= MAX_NAMES {
             self.portals.clear();
         }
@@ -129,9 +142,9 @@ impl ClientSide {
     }
 
     pub fn execute(&self, portal: &str) -> Expect {
-        match self.portals.get(portal) {
-            Some((statement, formats)) => Expect::Execute {
-                portal: portal.into(),
+        match self.portals.get_key_value(portal) {
+            Some((name, (statement, formats))) => Expect::Execute {
+                portal: Arc::clone(name),
                 statement: Some(Arc::clone(statement)),
                 formats: Arc::clone(formats),
             },
