@@ -332,7 +332,10 @@ async fn serve_conn(
             return;
         }
         Ok(Err(e)) => {
-            info!(error = %e, "connection refused during startup");
+            info!(
+                error = crate::mask::for_log(&e.to_string()),
+                "connection refused during startup"
+            );
             return;
         }
         Ok(Ok(None)) => return,
@@ -347,15 +350,17 @@ async fn serve_conn(
         database: est.database.clone(),
         application_name: est.application_name.clone(),
     };
+    // Client-chosen names are masked like any other text before they are logged.
+    use crate::mask::for_log;
     info!(
-        subject = info.identity.subject,
-        groups = ?info.identity.groups,
-        client_id = info.identity.client_id,
+        subject = for_log(&info.identity.subject),
+        groups = for_log(&info.identity.groups.join(",")),
+        client_id = info.identity.client_id.as_deref().map(for_log),
         issuer = info.identity.issuer,
-        database = info.database,
-        user = info.user,
+        database = for_log(&info.database),
+        user = for_log(&info.user),
         target = info.target,
-        application_name = info.application_name,
+        application_name = info.application_name.as_deref().map(for_log),
         "connected"
     );
     let end = relay::run(ctx, est, info, lifecycle, control_tx, control).await;

@@ -373,6 +373,15 @@ targets:
     // A malformed message carrying a PAN, which tollgate refuses.
     let _ = client.simple_query("selec '4111111111111111'").await;
     drop(client);
+    // Names the client chooses: a database, a user, an application name.
+    let odd = format!(
+        "host=127.0.0.1 port={port} user=u4111111111111111 password=pw dbname=db5555555555554444 application_name=a378282246310005 sslmode=disable"
+    );
+    let _ = tokio_postgres::connect(&odd, NoTls).await;
+    let wrong = format!(
+        "host=127.0.0.1 port={port} user=6011111111111117 password=nope dbname=test sslmode=disable"
+    );
+    let _ = tokio_postgres::connect(&wrong, NoTls).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     child.kill().unwrap();
     let _ = child.wait();

@@ -305,7 +305,11 @@ async fn login(
     {
         Ok(ok) => ok,
         Err((e, sqlstate)) => {
-            warn!(target = target.config.name, error = %e, "upstream login failed");
+            warn!(
+                target = target.config.name,
+                error = crate::mask::for_log(&e.to_string()),
+                "upstream login failed"
+            );
             client
                 .fatal(
                     sqlstate,
@@ -406,8 +410,8 @@ async fn authenticate_client(
         Err(reason) => {
             warn!(
                 target = target.config.name,
-                user,
-                %reason,
+                user = crate::mask::for_log(user),
+                reason = crate::mask::for_log(&reason.to_string()),
                 "client authentication failed"
             );
             // Repeated failures from one address wait longer and longer for their answer.
