@@ -333,7 +333,7 @@ async fn serve_conn(
         }
         Ok(Err(e)) => {
             info!(
-                error = crate::mask::for_log(&e.to_string()),
+                error = %crate::mask::for_log(&e.to_string()),
                 "connection refused during startup"
             );
             return;

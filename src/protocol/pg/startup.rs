@@ -307,7 +307,7 @@ async fn login(
         Err((e, sqlstate)) => {
             warn!(
                 target = target.config.name,
-                error = crate::mask::for_log(&e.to_string()),
+                error = %crate::mask::for_log(&e.to_string()),
                 "upstream login failed"
             );
             client
@@ -411,7 +411,7 @@ async fn authenticate_client(
             warn!(
                 target = target.config.name,
                 user = crate::mask::for_log(user),
-                reason = crate::mask::for_log(&reason.to_string()),
+                reason = %crate::mask::for_log(&reason.to_string()),
                 "client authentication failed"
             );
             // Repeated failures from one address wait longer and longer for their answer.
