@@ -24,8 +24,8 @@ pub enum Format {
     Last4,
     /// Every digit `*`.
     Redact,
-    /// `pan_` and a keyed HMAC of the digits: the same PAN always gives the same token, so
-    /// records stay correlatable without revealing the number (PCI DSS 3.5.1.1).
+    /// `pan_` and a keyed HMAC of the digits (16 letters): the same PAN always gives the same
+    /// token, so records stay correlatable without revealing the number (PCI DSS 3.5.1.1).
     Hmac,
 }
 
@@ -97,9 +97,14 @@ impl Masker {
             let clean: Vec<u8> = found.iter().copied().filter(u8::is_ascii_digit).collect();
             let tag = hmac::sign(key, &clean);
             out.extend_from_slice(b"pan_");
-            // 16 hex digits, letters included, so a token can never read as a PAN.
-            for b in &tag.as_ref()[..8] {
-                out.extend_from_slice(format!("{b:02x}").as_bytes());
+            // 80 bits as 16 letters from a 32-letter alphabet: no digits at all, so a token
+            // can never read as a PAN (hex could: `4406818334133ace`).
+            const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyzABCDEF";
+            let bits = tag.as_ref()[..10]
+                .iter()
+                .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
+            for i in (0..16).rev() {
+                out.push(ALPHABET[((bits >> (i * 5)) & 31) as usize]);
             }
             return;
         }
