@@ -112,6 +112,10 @@ pub struct Limits {
     /// Time from accept to the end of authentication (upstream included).
     #[serde(default = "default_startup_timeout", with = "duration")]
     pub startup_timeout: Duration,
+    /// A connection whose client sends nothing for this long, with nothing running, is closed
+    /// (FATAL 57P05), so an idle session must log in again (PCI DSS 8.2.8). `0s` turns it off.
+    #[serde(default = "default_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
     /// Time allowed to open the upstream TCP connection.
     #[serde(default = "default_connect_timeout", with = "duration")]
     pub upstream_connect_timeout: Duration,
@@ -129,6 +133,7 @@ impl Default for Limits {
             max_connections: default_max_connections(),
             max_connections_per_client: default_max_per_client(),
             startup_timeout: default_startup_timeout(),
+            idle_timeout: default_idle_timeout(),
             upstream_connect_timeout: default_connect_timeout(),
             max_client_frame: default_max_client_frame(),
             max_server_frame: default_max_server_frame(),
@@ -471,6 +476,9 @@ fn default_max_per_client() -> usize {
 }
 fn default_startup_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)

@@ -567,3 +567,20 @@ async fn drain_after_copy_in_does_not_wait_for_the_grace_period() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn idle_sessions_are_closed_but_long_statements_are_not() {
+    let proxy = Proxy::start("limits: { idle_timeout: 400ms }").await;
+    let busy = proxy.connect().await;
+    // A statement running longer than the idle timeout is not idleness.
+    let row = busy
+        .query_one("select pg_sleep(0.8)::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "");
+    let idle = proxy.connect().await;
+    idle.query_one("select 1", &[]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let err = idle.query_one("select 1", &[]).await.unwrap_err();
+    assert!(err.is_closed() || sqlstate(&err) == "57P05", "{err:?}");
+}

@@ -385,7 +385,31 @@ async fn client_to_server(
             return End::ClientProtocol(problem.message);
         }
         buf.reserve(READ_CHUNK);
-        match rd.read_buf(&mut buf).await {
+        // PCI DSS 8.2.8: a session idle for `idle_timeout` must authenticate again. Idle means
+        // the client sends nothing while nothing of its runs on the server.
+        let idle = ctx.config.limits.idle_timeout;
+        let read = loop {
+            if idle.is_zero() {
+                break rd.read_buf(&mut buf).await;
+            }
+            match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
+                Ok(read) => break read,
+                Err(_) if shared.in_flight.load(Ordering::Acquire) > 0 => continue,
+                Err(_) => {
+                    let mut out = Vec::new();
+                    put_error(
+                        &mut out,
+                        Severity::Fatal,
+                        "57P05",
+                        "terminating connection due to idle-session timeout (tollgate idle_timeout); reconnect",
+                    );
+                    let _ = control.send(Control::Fatal(out)).await;
+                    info!(conn = %info.id, "closing an idle connection");
+                    return End::ClientProtocol("idle timeout".into());
+                }
+            }
+        };
+        match read {
             Ok(0) => return End::ClientClosed,
             Ok(_) => {}
             Err(e) => return End::Io(e),
