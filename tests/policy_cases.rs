@@ -356,6 +356,58 @@ const CASES: &[(&str, Action, &str)] = &[
         D,
         "no-dangerous-functions",
     ),
+    // Card-number columns: read bare (masked on the way back), never computed over or probed.
+    ("select pan from cards where id = 1", A, "agents-read"),
+    (
+        "select c.pan as number, c.id from cards c where c.id = 2",
+        A,
+        "agents-read",
+    ),
+    (
+        "select substring(pan, 1, 12) from cards",
+        D,
+        "no-computing-on-card-numbers",
+    ),
+    (
+        "select pan::text || '' from cards",
+        D,
+        "no-computing-on-card-numbers",
+    ),
+    (
+        "select ascii(substr(pan, 7, 1)) from cards where id = 1",
+        D,
+        "no-computing-on-card-numbers",
+    ),
+    (
+        "select id from cards where pan like '4111%'",
+        D,
+        "no-computing-on-card-numbers",
+    ),
+    (
+        "select count(*) from cards where card_number = '4111111111111111'",
+        D,
+        "no-computing-on-card-numbers",
+    ),
+    (
+        "select id from cards order by pan limit 1",
+        D,
+        "no-computing-on-card-numbers",
+    ),
+    (
+        "select md5(customers.card_number) from customers",
+        D,
+        "no-computing-on-card-numbers",
+    ),
+    (
+        "select (select pan from cards limit 1) || 'x'",
+        D,
+        "no-computing-on-card-numbers",
+    ),
+    (
+        "select substring(x, 1, 12) from (select pan as x from cards) t",
+        D,
+        "no-computing-on-card-numbers",
+    ),
     // What tollgate cannot analyse is refused (fail closed).
     ("do $$ begin drop table cards; end $$", D, ""),
     ("DO LANGUAGE plpgsql $$ begin perform 1; end $$", D, ""),

@@ -95,6 +95,11 @@ pub struct Classified {
     pub unbounded_write: bool,
     /// Tables read by a SELECT with neither WHERE nor LIMIT.
     pub unfiltered_reads: BTreeSet<String>,
+    /// Columns used in anything but a bare select-list item: in a function, a cast, an
+    /// operator, a WHERE, JOIN, GROUP BY or ORDER BY (`substring(pan, 1, 12)`,
+    /// `WHERE pan LIKE '4111%'`). Reading a masked column bare is safe; computing over it can
+    /// reveal its digits.
+    pub computed_columns: BTreeSet<String>,
     /// The top-level LIMIT of a read, when it is a literal.
     pub limit: Option<u64>,
     pub select_into: bool,
@@ -188,6 +193,7 @@ fn classify_one(statement: &Statement) -> Result<Classified, Error> {
         limits: Vec::new(),
         unsupported: None,
         depth: 0,
+        bare: std::collections::HashSet::new(),
     };
     let _ = statement.visit(&mut c);
     if let Some(what) = c.unsupported {
@@ -206,6 +212,24 @@ struct Collector {
     limits: Vec<bool>,
     unsupported: Option<String>,
     depth: usize,
+    /// Addresses of the expressions that are bare column references in a select list.
+    bare: std::collections::HashSet<usize>,
+}
+
+/// A column reference's name, normalised like other identifiers.
+fn column_name(expr: &Expr) -> Option<String> {
+    let ident = |id: &sqlparser::ast::Ident| {
+        if id.quote_style.is_some() {
+            id.value.clone()
+        } else {
+            id.value.to_lowercase()
+        }
+    };
+    match expr {
+        Expr::Identifier(id) => Some(ident(id)),
+        Expr::CompoundIdentifier(ids) => Some(ids.iter().map(ident).collect::<Vec<_>>().join(".")),
+        _ => None,
+    }
 }
 
 /// An identifier as PostgreSQL resolves it: unquoted names fold to lower case.
@@ -494,6 +518,20 @@ impl Visitor for Collector {
     }
 
     fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
+        // Only the outermost query's select list reads columns bare: a column in a subquery,
+        // a derived table or a CTE can be computed over outside it (`(select pan …) || 'x'`,
+        // or an alias that hides its name), so it counts as computed.
+        let outermost = self.limits.len() == 1;
+        for item in select.projection.iter().filter(|_| outermost) {
+            let expr = match item {
+                sqlparser::ast::SelectItem::UnnamedExpr(e) => e,
+                sqlparser::ast::SelectItem::ExprWithAlias { expr, .. } => expr,
+                _ => continue,
+            };
+            if column_name(expr).is_some() {
+                self.bare.insert(expr as *const Expr as usize);
+            }
+        }
         if select.into.is_some() {
             self.out.select_into = true;
             self.kind(Kind::Ddl);
@@ -542,6 +580,11 @@ impl Visitor for Collector {
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         if let Expr::Function(f) = expr {
             self.out.functions.insert(normalize(&f.name));
+        }
+        if let Some(name) = column_name(expr)
+            && !self.bare.contains(&(expr as *const Expr as usize))
+        {
+            self.out.computed_columns.insert(name);
         }
         ControlFlow::Continue(())
     }
@@ -648,6 +691,39 @@ mod tests {
         assert!(one("select * into x from t").select_into);
         assert_eq!(one("prepare q as select 1").prepares.as_deref(), Some("q"));
         assert_eq!(one("execute q").executes.as_deref(), Some("q"));
+    }
+
+    #[test]
+    fn columns_computed_over_or_filtered_on() {
+        let computed = |sql: &str| one(sql).computed_columns.into_iter().collect::<Vec<_>>();
+        assert!(computed("select pan from cards").is_empty());
+        assert!(computed("select cards.pan as x, * from cards").is_empty());
+        assert_eq!(computed("select pan from cards where id = 1"), ["id"]);
+        assert_eq!(computed("select substring(pan, 1, 12) from cards"), ["pan"]);
+        assert_eq!(
+            computed("select * from cards where pan like '4111%'"),
+            ["pan"]
+        );
+        assert_eq!(computed("select pan::text || '' from cards"), ["pan"]);
+        assert_eq!(
+            computed("select ascii(substr(c.pan, 7, 1)) from cards c"),
+            ["c.pan"]
+        );
+        assert_eq!(computed("select count(*) from cards group by pan"), ["pan"]);
+        assert_eq!(computed("select pan, pan || 'x' from cards"), ["pan"]);
+        assert_eq!(
+            computed("select (select pan from cards limit 1) || 'x'"),
+            ["pan"]
+        );
+        assert_eq!(
+            computed("select substring(x, 1, 12) from (select pan as x from cards) t"),
+            ["pan", "x"]
+        );
+        assert_eq!(
+            computed("with c as (select pan from cards) select pan from c"),
+            ["pan"]
+        );
+        assert!(computed("select pan from a union all select pan from b").is_empty());
     }
 
     #[test]

@@ -109,6 +109,10 @@ pub struct Match {
     pub functions: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<Condition>>,
+    /// Columns computed over or filtered on (not read bare): `[pan, card_number]`; a pattern
+    /// without a table also matches `table.column`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed_columns: Option<Vec<String>>,
     /// Reads whose LIMIT is absent or larger than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_over: Option<u64>,
@@ -265,7 +269,7 @@ impl Rule {
         if self.id.trim().is_empty() {
             p.push("id must not be empty".to_owned());
         }
-        let lists: [(&str, bool); 8] = [
+        let lists: [(&str, bool); 9] = [
             ("subjects", m.subjects.as_ref().is_some_and(Vec::is_empty)),
             ("groups", m.groups.as_ref().is_some_and(Vec::is_empty)),
             (
@@ -277,6 +281,10 @@ impl Rule {
             ("kinds", m.kinds.as_ref().is_some_and(Vec::is_empty)),
             ("tables", m.tables.as_ref().is_some_and(Vec::is_empty)),
             ("functions", m.functions.as_ref().is_some_and(Vec::is_empty)),
+            (
+                "computed_columns",
+                m.computed_columns.as_ref().is_some_and(Vec::is_empty),
+            ),
         ];
         for (name, empty) in lists {
             if empty {
@@ -318,6 +326,7 @@ impl Rule {
         }
         if m.unparsed
             && (m.tables.is_some()
+                || m.computed_columns.is_some()
                 || m.functions.is_some()
                 || m.conditions.is_some()
                 || m.rows_over.is_some())
@@ -363,6 +372,9 @@ impl Rule {
             && any(&m.tables, |p| s.tables.iter().any(|t| table_matches(p, t)))
             && any(&m.functions, |p| {
                 s.functions.iter().any(|f| name_matches(p, f))
+            })
+            && any(&m.computed_columns, |p| {
+                s.computed_columns.iter().any(|c| name_matches(p, c))
             })
             && m.rows_over
                 .is_none_or(|n| s.kinds.contains(&Kind::Read) && s.limit.is_none_or(|l| l > n))
