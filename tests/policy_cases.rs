@@ -650,3 +650,52 @@ fn prepare_and_execute_are_judged_by_what_runs() {
     };
     assert!(refused(&state.inspect(&conn, &call)));
 }
+
+/// The classification cache shares work between texts that differ only in literal values, and
+/// never lets a shared entry stand in for a text that reads differently.
+#[test]
+fn the_fingerprint_cache_is_sound() {
+    let policy = policy();
+    let decide = |sql: &str| {
+        policy
+            .decide(&agent(), "app", sql, SqlDialect::Postgres)
+            .decision
+            .action
+    };
+    // Warm the cache with a harmless look-alike, then the Unicode-escape evasion.
+    assert_eq!(
+        decide("select u & \"\\0070g_read_file\"('/etc/passwd')"),
+        Action::Allow
+    );
+    assert_eq!(
+        decide("select U&\"\\0070g_read_file\"('/etc/passwd')"),
+        Action::Deny
+    );
+    // Literal values share a classification; a different structure does not.
+    assert_eq!(decide("select * from cards where id = 1"), Action::Allow);
+    assert_eq!(decide("select * from cards where id = 2"), Action::Allow);
+    assert_eq!(
+        decide("delete from cards where id = 2"),
+        Action::RequireApproval
+    );
+    assert_eq!(decide("select 'x'; drop table t"), Action::Deny);
+    assert_eq!(decide("select 'drop table t'"), Action::Allow);
+    // LIMIT values are part of the key: rows_over rules see each one.
+    let text = "rules:
+  - id: small
+    match: { kinds: [read] }
+    action: allow
+  - id: big
+    match: { kinds: [read], rows_over: 100 }
+    action: deny
+";
+    let p = Policy::new(RuleSet::parse(&[("p.yaml".into(), text.into())]).unwrap());
+    let d = |sql: &str| {
+        p.decide(&agent(), "app", sql, SqlDialect::Postgres)
+            .decision
+            .action
+    };
+    assert_eq!(d("select * from t limit 10"), Action::Allow);
+    assert_eq!(d("select * from t limit 1000"), Action::Deny);
+    assert_eq!(d("select * from t limit 20"), Action::Allow);
+}

@@ -161,7 +161,7 @@ fn strip_leading_comments(sql: &str) -> &str {
 /// that as the operator `&` between `U` and a quoted identifier whose escapes it leaves
 /// undecoded, while PostgreSQL decodes it (`U&"pg\005fread_file"` is `pg_read_file`): a
 /// parser differential, so such SQL is refused rather than misread.
-fn has_unicode_identifier(sql: &str) -> bool {
+pub fn has_unicode_identifier(sql: &str) -> bool {
     let b = sql.as_bytes();
     b.windows(3).enumerate().any(|(i, w)| {
         (w[0] == b'u' || w[0] == b'U')
@@ -170,6 +170,44 @@ fn has_unicode_identifier(sql: &str) -> bool {
             && (i == 0
                 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'$'))
     })
+}
+
+/// A key under which statements that differ only in literal values share one classification:
+/// sqlparser's own tokens, whitespace and comments dropped, string and number literals
+/// replaced by their kind, except the numbers of LIMIT, OFFSET and FETCH (rows_over reads
+/// them). No classification depends on a literal's value otherwise (kinds, tables,
+/// functions, conditions come from keywords and identifiers), so the classification of one
+/// text is the classification of all texts with its fingerprint. `None` when the text does
+/// not tokenize (then it is classified, and refused, on its own).
+pub fn fingerprint(sql: &str, dialect: SqlDialect) -> Option<String> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let d: &dyn Dialect = match dialect {
+        SqlDialect::Postgres => &PostgreSqlDialect {},
+        SqlDialect::MySql => &MySqlDialect {},
+    };
+    let tokens = Tokenizer::new(d, sql).tokenize().ok()?;
+    let mut out = String::with_capacity(sql.len());
+    let mut keeps_number = false;
+    for token in &tokens {
+        let text = match token {
+            Token::Whitespace(_) => continue,
+            Token::SingleQuotedString(_)
+            | Token::DollarQuotedString(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::NationalStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_) => "\u{2}s".to_owned(),
+            Token::Number(..) if !keeps_number => "\u{2}n".to_owned(),
+            // Unquoted words are case-insensitive (keywords, and identifiers fold to lower case).
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_lowercase(),
+            other => other.to_string(),
+        };
+        keeps_number = matches!(token, Token::Word(w) if w.quote_style.is_none()
+            && ["limit", "offset", "fetch", "first", "next", "top"].iter().any(|k| w.value.eq_ignore_ascii_case(k)));
+        out.push_str(&text);
+        out.push('\u{1}');
+    }
+    Some(out)
 }
 
 /// Parses `sql` (one or more statements) and classifies each.
@@ -724,6 +762,29 @@ mod tests {
             ["pan"]
         );
         assert!(computed("select pan from a union all select pan from b").is_empty());
+    }
+
+    #[test]
+    fn fingerprints_ignore_literal_values_but_not_limits_or_names() {
+        let fp = |sql: &str| fingerprint(sql, SqlDialect::Postgres).unwrap();
+        assert_eq!(
+            fp("select * from t where id = 1"),
+            fp("SELECT *  FROM t WHERE id = 42 -- c")
+        );
+        assert_eq!(fp("select 'a'"), fp("select $$b$$"));
+        assert_ne!(
+            fp("select * from t limit 10"),
+            fp("select * from t limit 5000")
+        );
+        assert_ne!(fp("select * from t1"), fp("select * from t2"));
+        assert_ne!(fp("select \"X\"()"), fp("select \"Y\"()"));
+        assert_ne!(fp("select a.b"), fp("select ab"));
+        assert_ne!(
+            fp("select \"Pan\" from t"),
+            fp("select pan from t"),
+            "quoted names keep case"
+        );
+        assert!(fingerprint("select 'unterminated", SqlDialect::Postgres).is_none());
     }
 
     #[test]

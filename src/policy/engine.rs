@@ -86,18 +86,25 @@ pub struct Report {
 pub type Classification = Arc<Result<Vec<Classified>, classify::Error>>;
 type Cache = HashMap<Box<str>, Classification>;
 
+/// Exact texts, then fingerprints (statements that differ only in literal values).
+#[derive(Debug, Default)]
+struct Caches {
+    exact: Cache,
+    fingerprints: Cache,
+}
+
 /// A compiled policy.
 #[derive(Debug, Default)]
 pub struct Policy {
     rules: RuleSet,
-    dialect_cache: Mutex<Cache>,
+    dialect_cache: Mutex<Caches>,
 }
 
 impl Policy {
     pub fn new(rules: RuleSet) -> Policy {
         Policy {
             rules,
-            dialect_cache: Mutex::new(HashMap::new()),
+            dialect_cache: Mutex::new(Caches::default()),
         }
     }
 
@@ -105,24 +112,52 @@ impl Policy {
         &self.rules
     }
 
-    /// Classifies `sql`, from the cache when it was seen before.
+    /// Classifies `sql`, from the cache when it (or a text differing only in literal values)
+    /// was seen before.
     pub fn classify(&self, sql: &str, dialect: SqlDialect) -> Classification {
         if sql.len() > CACHE_MAX_SQL {
             return Arc::new(classify::classify(sql, dialect));
         }
-        if let Some(hit) = self.cache().get(sql) {
-            return Arc::clone(hit);
+        let exact = self.cache().exact.get(sql).cloned();
+        if let Some(hit) = exact {
+            return hit;
+        }
+        // Checks on the raw text run before any shared classification is reused.
+        if dialect == SqlDialect::Postgres && classify::has_unicode_identifier(sql) {
+            return Arc::new(classify::classify(sql, dialect));
+        }
+        let fingerprint = classify::fingerprint(sql, dialect);
+        // (The lookup's lock is released before `remember` takes it again.)
+        let shared = fingerprint
+            .as_deref()
+            .and_then(|fp| self.cache().fingerprints.get(fp).cloned());
+        if let Some(hit) = shared {
+            self.remember(|c| &mut c.exact, sql, &hit);
+            return hit;
         }
         let result = Arc::new(classify::classify(sql, dialect));
-        let mut cache = self.cache();
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
+        self.remember(|c| &mut c.exact, sql, &result);
+        if let Some(fp) = fingerprint {
+            self.remember(|c| &mut c.fingerprints, &fp, &result);
         }
-        cache.insert(sql.into(), Arc::clone(&result));
         result
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+    fn remember(
+        &self,
+        which: impl Fn(&mut Caches) -> &mut Cache,
+        key: &str,
+        value: &Classification,
+    ) {
+        let mut caches = self.cache();
+        let cache = which(&mut caches);
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key.into(), Arc::clone(value));
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Caches> {
         self.dialect_cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
