@@ -59,6 +59,17 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // Simple-protocol statements with inlined literals: a new text every time, one shape.
+    let mut n = 0u64;
+    group.bench_function("fingerprinted/pgbench-select", |b| {
+        b.iter(|| {
+            n += 1;
+            let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {n};");
+            let classified = policy.classify(&sql, SqlDialect::Postgres);
+            let list = classified.as_ref().as_ref().unwrap();
+            black_box(policy.decision(&agent, "app", list).action)
+        })
+    });
     group.finish();
 }
 
