@@ -3,10 +3,13 @@
 //! The wire modules (`protocol::pg`) decode frames into the values here and hand them to the
 //! stages; the stages never see wire bytes, so one implementation serves every protocol.
 //!
-//! - **inspect**: each statement a client sends gets a [`Verdict`] before anything is forwarded.
-//!   Until the policy engine lands the daemon runs [`ForwardAll`].
-//! - **transform** and **record** plug in at the same points on the server side and around
-//!   both directions; frames no stage changes travel as their original bytes.
+//! - **inspect**: each statement a client sends gets a [`Verdict`] before anything is forwarded
+//!   (`policy::inspect::PolicyStage`; [`ForwardAll`] when no policy is configured).
+//! - **transform**: values flowing back are masked by `mask::Masker`, which sees value bytes,
+//!   never frames (`protocol::pg::transform` does the framing around it).
+//! - **record** (the audit store) is not built yet; it will see the same values, masked.
+//!
+//! Frames no stage changes travel as their original bytes.
 
 use std::fmt;
 use std::net::SocketAddr;

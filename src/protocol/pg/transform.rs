@@ -122,6 +122,10 @@ fn mask_int8<'a>(v: &'a [u8], masker: &Masker) -> Cow<'a, [u8]> {
         return Cow::Owned(vec![0; v.len()]);
     };
     let n = i64::from_be_bytes(bytes);
+    // Fewer than 12 digits cannot be a PAN: most numbers end here without any formatting.
+    if n.unsigned_abs() < 100_000_000_000 {
+        return Cow::Borrowed(v);
+    }
     let digits = n.unsigned_abs().to_string();
     match masked_digits(&digits, masker).and_then(|m| m.parse::<i64>().ok()) {
         Some(m) => Cow::Owned((if n < 0 { -m } else { m }).to_be_bytes().to_vec()),
