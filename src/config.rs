@@ -67,6 +67,68 @@ pub struct Config {
     /// How often policy files are checked for changes (they also reload on SIGHUP).
     #[serde(default = "default_policy_reload", with = "duration")]
     pub policy_reload_interval: Duration,
+    /// The tamper-evident session store. Without it nothing is recorded (and a warning is
+    /// logged at start); `tollgate dev` always configures one.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
+}
+
+/// Where and how sessions are recorded (PCI DSS 10).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// An embedded SQLite database file (one instance); relative to the config file's folder.
+    #[serde(default)]
+    pub sqlite: Option<PathBuf>,
+    /// A PostgreSQL connection URL (several instances share it), held as a secret because
+    /// it may carry a password.
+    #[serde(default)]
+    pub postgres: Option<Secret>,
+    /// This instance's chain name; each instance writing to a shared store needs its own.
+    /// Defaults to the host name.
+    #[serde(default)]
+    pub chain: Option<String>,
+    /// The Ed25519 key (PKCS#8, PEM or DER) that signs checkpoints. `tollgate audit keygen`
+    /// writes one and prints its public half, which is all an auditor needs.
+    pub signing_key: Secret,
+    /// How often the chain's head is signed (also at every clean stop).
+    #[serde(default = "default_checkpoint_interval", with = "duration")]
+    pub checkpoint_interval: Duration,
+    /// Records written per store transaction, at most.
+    #[serde(default = "default_audit_batch")]
+    pub batch_size: usize,
+    /// Records waiting for the store, at most; when full, new statements are refused.
+    #[serde(default = "default_audit_queue")]
+    pub queue_size: usize,
+    /// Days a record is kept; older checkpointed segments are pruned. 0 keeps everything.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// What is kept of results: every row (`full`) or counts and bytes (`summary`).
+    /// A target's `record_results` overrides it.
+    #[serde(default)]
+    pub results: RecordResults,
+}
+
+/// How much of the result rows the session store keeps.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordResults {
+    #[default]
+    Full,
+    Summary,
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_audit_batch() -> usize {
+    512
+}
+fn default_audit_queue() -> usize {
+    65_536
+}
+fn default_retention_days() -> u32 {
+    365
 }
 
 fn default_policy_reload() -> Duration {
@@ -283,6 +345,9 @@ pub struct Target {
     /// How clients prove who they are before tollgate connects upstream (OIDC by default).
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// Overrides `audit.results` for this target.
+    #[serde(default)]
+    pub record_results: Option<RecordResults>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -358,6 +423,17 @@ pub enum SecretError {
 }
 
 impl Secret {
+    /// Reads a binary secret (a key file's exact bytes, or the variable's text).
+    pub fn read_bytes(&self) -> Result<Vec<u8>, SecretError> {
+        match self {
+            Secret::Env(_) => self.read().map(String::into_bytes),
+            Secret::File(path) => std::fs::read(path).map_err(|source| SecretError::File {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
     /// Reads the secret now. The value is never logged by tollgate.
     pub fn read(&self) -> Result<String, SecretError> {
         match self {
@@ -517,6 +593,18 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if let Some(audit) = &mut config.audit {
+            if let Some(p) = &mut audit.sqlite
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
+            }
+            if let Secret::File(p) = &mut audit.signing_key
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
+            }
+        }
         Ok(config)
     }
 
@@ -567,6 +655,26 @@ impl Config {
                 .any(|g| g.format == crate::mask::Format::Hmac);
         if uses_hmac && self.masking.hmac_key.is_none() {
             return Err(top("masking.hmac_key: required by the hmac format"));
+        }
+        if let Some(audit) = &self.audit {
+            if audit.sqlite.is_some() == audit.postgres.is_some() {
+                return Err(top("audit: exactly one of sqlite and postgres is needed"));
+            }
+            if audit.batch_size == 0 || audit.queue_size < audit.batch_size {
+                return Err(top(
+                    "audit: batch_size must be at least 1 and queue_size at least batch_size",
+                ));
+            }
+            if audit.checkpoint_interval.is_zero() {
+                return Err(top("audit.checkpoint_interval: must be more than 0"));
+            }
+            if let Some(chain) = &audit.chain
+                && !crate::audit::valid_chain_name(chain)
+            {
+                return Err(top(
+                    "audit.chain: 1 to 64 characters of letters, digits, '.', '_' and '-'",
+                ));
+            }
         }
         if self.workers == Some(0) {
             return Err(top("workers: must be at least 1"));

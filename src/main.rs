@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tollgate::admin::AdminState;
+use tollgate::audit;
 use tollgate::auth::Identity;
 use tollgate::auth::dev::{self, DevIssuer};
 use tollgate::config::Config;
@@ -62,6 +63,124 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Recorded sessions: list, show, replay.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// The audit trail: verify, export, report; signing keys.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// Where the audit store is and who reads it.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// The tollgate config whose `audit` section names the store and signing key.
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    config: PathBuf,
+    /// Who is reading (recorded in the trail); defaults to the login name.
+    #[arg(long = "as", env = "USER", default_value = "unknown")]
+    operator: String,
+}
+
+/// A period: RFC 3339 times, dates, or durations back from now (`24h`, `30d`).
+#[derive(clap::Args)]
+struct PeriodArgs {
+    #[arg(long, value_parser = tollgate::audit::parse_time)]
+    since: Option<String>,
+    #[arg(long, value_parser = tollgate::audit::parse_time)]
+    until: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// Sessions that started in a period: identity, target, start, duration, statements.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        period: PeriodArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every record of one session.
+    Show {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A session as a timeline: statements, decisions, masked rows, errors.
+    Replay {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Play at the session's own pace times this factor (1 = real time).
+        #[arg(long)]
+        speed: Option<f64>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Markdown,
+    Html,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify every chain of the store (with --config) or an export bundle (with --bundle);
+    /// exits 1 naming the first bad record.
+    Verify {
+        #[arg(long, env = "TOLLGATE_CONFIG", conflicts_with = "bundle")]
+        config: Option<PathBuf>,
+        #[arg(long = "as", env = "USER", default_value = "unknown")]
+        operator: String,
+        /// An export bundle (`audit export --format bundle`).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// The checkpoint public key (base64 or hex, or a file holding it); with --config it
+        /// defaults to the configured signing key's.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Export records of a period as JSONL, OCSF, CSV, or a verifiable bundle.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_enum)]
+        format: tollgate::audit::export::Format,
+        #[command(flatten)]
+        period: PeriodArgs,
+        /// The output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A PCI DSS evidence summary of a period.
+    Report {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        period: PeriodArgs,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+        format: ReportFormat,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a new checkpoint signing key (PKCS#8 PEM, mode 0600) and print its public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of the configured signing key.
+    PublicKey {
+        #[arg(long, env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -161,11 +280,19 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
-        Command::Serve { config } => serve(
-            Arc::new(Config::load(&config)?),
-            AdminState::default(),
-            None,
-        ),
+        Command::Serve { config: path } => {
+            let config = Arc::new(Config::load(&path)?);
+            let digest = config_digest(&path);
+            serve(
+                config,
+                AdminState::default(),
+                None,
+                &path.display().to_string(),
+                digest,
+            )
+        }
+        Command::Sessions { command } => runtime()?.block_on(sessions_command(command)),
+        Command::Audit { command } => runtime()?.block_on(audit_command(command)),
         Command::Policy { command } => policy_command(command),
         Command::Dev(args) => dev(args),
         Command::Token {
@@ -260,9 +387,364 @@ fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// SHA-256 of the config file, recorded at start (PCI DSS 10.2.1.5: configuration in force).
+fn config_digest(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| {
+            tollgate::audit::record::hex(
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &b).as_ref(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The audit section of a config, its store and its signer.
+struct AuditSetup {
+    settings: audit::writer::Settings,
+    signer: audit::record::Signer,
+}
+
+fn audit_setup(config: &Config) -> anyhow::Result<AuditSetup> {
+    let a = config
+        .audit
+        .as_ref()
+        .context("the config has no audit section")?;
+    let key = a.signing_key.read_bytes().context("audit.signing_key")?;
+    let signer = audit::record::Signer::from_pkcs8(&key).context("audit.signing_key")?;
+    let settings = audit::writer::Settings::from_config(a).context("audit.postgres")?;
+    Ok(AuditSetup { settings, signer })
+}
+
+/// Records that an operator read or exported the trail (PCI DSS 10.2.1.3), on the CLI's own
+/// chain beside the daemon's. Refuses the read if it cannot be recorded.
+async fn record_read(
+    setup: &AuditSetup,
+    operator: &str,
+    kind: &'static str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    let chain = format!("{}-cli", setup.settings.chain);
+    let chain: String = chain.chars().take(64).collect();
+    let event = audit::Event::new(
+        kind,
+        audit::Outcome::Success,
+        audit::Who::operator(&format!("cli:{}", tollgate::mask::for_log(operator))),
+        detail,
+    );
+    audit::writer::append_once(&setup.settings.location, &chain, &setup.signer, event)
+        .await
+        .context("recording this read of the audit trail (refused: it cannot be recorded)")
+}
+
+async fn open_store(setup: &AuditSetup) -> anyhow::Result<audit::Store> {
+    Ok(audit::Store::open(&setup.settings.location, false).await?)
+}
+
+async fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
+    match command {
+        SessionsCommand::List {
+            store,
+            period,
+            json,
+        } => {
+            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let period = audit::export::Period {
+                since: period.since,
+                until: period.until,
+            };
+            record_read(
+                &setup,
+                &store.operator,
+                audit::kind::AUDIT_READ,
+                serde_json::json!({"command": "sessions list", "since": period.since, "until": period.until}),
+            )
+            .await?;
+            let mut st = open_store(&setup).await?;
+            let list = audit::sessions::list(&mut st, &period).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{}", audit::sessions::table(&list));
+            }
+            Ok(())
+        }
+        SessionsCommand::Show { id, store, json } => {
+            let setup = audit_setup(&Config::load(&store.config)?)?;
+            record_read(
+                &setup,
+                &store.operator,
+                audit::kind::AUDIT_READ,
+                serde_json::json!({"command": "sessions show", "session": id}),
+            )
+            .await?;
+            let mut st = open_store(&setup).await?;
+            let steps = audit::sessions::timeline(&mut st, &id).await?;
+            anyhow::ensure!(!steps.is_empty(), "no session {id:?} in the store");
+            if json {
+                println!("{}", serde_json::to_string_pretty(&steps)?);
+            } else {
+                for s in &steps {
+                    println!(
+                        "{}  {:<15} {:<8} {}:{}  {}",
+                        s.ts, s.kind, s.outcome, s.chain, s.seq, s.detail
+                    );
+                }
+            }
+            Ok(())
+        }
+        SessionsCommand::Replay { id, store, speed } => {
+            let setup = audit_setup(&Config::load(&store.config)?)?;
+            record_read(
+                &setup,
+                &store.operator,
+                audit::kind::AUDIT_READ,
+                serde_json::json!({"command": "sessions replay", "session": id}),
+            )
+            .await?;
+            let mut st = open_store(&setup).await?;
+            let steps = audit::sessions::timeline(&mut st, &id).await?;
+            anyhow::ensure!(!steps.is_empty(), "no session {id:?} in the store");
+            audit::sessions::replay(&steps, speed, &mut std::io::stdout()).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Prints verification reports; true when every chain is intact.
+fn print_reports(reports: &[audit::verify::ChainReport]) -> bool {
+    let mut ok = true;
+    for r in reports {
+        if r.ok() {
+            println!(
+                "chain {}: ok, records {}..{}, {} checkpoint(s), {} unsigned at the tail",
+                r.chain,
+                r.first_seq.unwrap_or(0),
+                r.last_seq.unwrap_or(0),
+                r.checkpoints,
+                r.unsigned_tail
+            );
+        } else {
+            ok = false;
+            println!("chain {}: FAILED", r.chain);
+            for p in &r.problems {
+                println!("  {p}");
+            }
+        }
+    }
+    if reports.is_empty() {
+        println!("no chains to verify");
+    }
+    ok
+}
+
+fn public_key_arg(text: &str) -> anyhow::Result<audit::record::PublicKey> {
+    let text = match std::fs::read_to_string(text) {
+        Ok(file) => file,
+        Err(_) => text.to_owned(),
+    };
+    Ok(audit::record::PublicKey::parse(&text)?)
+}
+
+async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Keygen { out } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let pem = audit::record::Signer::generate_pem();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            f.write_all(pem.as_bytes())?;
+            let signer = audit::record::Signer::from_pkcs8(pem.as_bytes())?;
+            println!(
+                "{}",
+                audit::record::PublicKey::from_bytes(signer.public_key()).base64()
+            );
+            Ok(())
+        }
+        AuditCommand::PublicKey { config } => {
+            let setup = audit_setup(&Config::load(&config)?)?;
+            println!(
+                "{}",
+                audit::record::PublicKey::from_bytes(setup.signer.public_key()).base64()
+            );
+            Ok(())
+        }
+        AuditCommand::Verify {
+            config,
+            operator,
+            bundle,
+            public_key,
+        } => {
+            let reports = match (bundle, config) {
+                (Some(bundle), _) => {
+                    let key = public_key_arg(
+                        public_key
+                            .as_deref()
+                            .context("--bundle needs --public-key")?,
+                    )?;
+                    let file = std::fs::File::open(&bundle)
+                        .with_context(|| format!("opening {}", bundle.display()))?;
+                    audit::verify::bundle(std::io::BufReader::new(file), &key)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.display()))?
+                }
+                (None, Some(config)) => {
+                    let setup = audit_setup(&Config::load(&config)?)?;
+                    let key = match public_key {
+                        Some(k) => public_key_arg(&k)?,
+                        None => audit::record::PublicKey::from_bytes(setup.signer.public_key()),
+                    };
+                    let mut st = open_store(&setup).await?;
+                    let reports = audit::verify::store(&mut st, &key).await?;
+                    st.close().await;
+                    record_read(
+                        &setup,
+                        &operator,
+                        audit::kind::AUDIT_READ,
+                        serde_json::json!({
+                            "command": "audit verify",
+                            "chains": reports.len(),
+                            "intact": reports.iter().all(|r| r.ok()),
+                        }),
+                    )
+                    .await?;
+                    reports
+                }
+                (None, None) => anyhow::bail!("give --config FILE or --bundle FILE"),
+            };
+            if !print_reports(&reports) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCommand::Export {
+            store,
+            format,
+            period,
+            out,
+        } => {
+            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let period = audit::export::Period {
+                since: period.since,
+                until: period.until,
+            };
+            record_read(
+                &setup,
+                &store.operator,
+                audit::kind::AUDIT_EXPORT,
+                serde_json::json!({
+                    "format": format!("{format:?}").to_lowercase(),
+                    "since": period.since,
+                    "until": period.until,
+                    "out": out.as_ref().map(|p| p.display().to_string()),
+                }),
+            )
+            .await?;
+            let mut st = open_store(&setup).await?;
+            let (since, until) = period.bounds();
+            let total = st.count(since, until).await?;
+            let bar = indicatif::ProgressBar::new(total);
+            if out.is_none() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let key_id = Some(setup.signer.key_id().to_owned());
+            let n = match &out {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    let mut w = std::io::BufWriter::new(file);
+                    audit::export::write(&mut st, format, &period, key_id, &mut w, &|n| {
+                        bar.set_position(n)
+                    })
+                    .await?
+                }
+                None => {
+                    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                    audit::export::write(&mut st, format, &period, key_id, &mut w, &|_| {}).await?
+                }
+            };
+            bar.finish_and_clear();
+            eprintln!("{n} record(s) exported");
+            Ok(())
+        }
+        AuditCommand::Report {
+            store,
+            period,
+            format,
+            out,
+        } => {
+            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let period = audit::export::Period {
+                since: period.since,
+                until: period.until,
+            };
+            record_read(
+                &setup,
+                &store.operator,
+                audit::kind::AUDIT_READ,
+                serde_json::json!({"command": "audit report", "since": period.since, "until": period.until}),
+            )
+            .await?;
+            let mut st = open_store(&setup).await?;
+            let key = audit::record::PublicKey::from_bytes(setup.signer.public_key());
+            let chains = audit::verify::store(&mut st, &key).await?;
+            let evidence = audit::report::gather(&mut st, &period).await?;
+            let text = match format {
+                ReportFormat::Markdown => audit::report::markdown(&evidence, &chains, &period),
+                ReportFormat::Html => audit::report::html(&evidence, &chains, &period),
+            };
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Runs the proxy (and the admin interface when configured) until SIGTERM or SIGINT.
-fn serve(config: Arc<Config>, mut admin: AdminState, banner: Option<String>) -> anyhow::Result<()> {
+fn serve(
+    config: Arc<Config>,
+    mut admin: AdminState,
+    banner: Option<String>,
+    source: &str,
+    digest: String,
+) -> anyhow::Result<()> {
     let mut stages = Stages::default();
+    let recorder = match &config.audit {
+        Some(_) => {
+            let setup = audit_setup(&config)?;
+            let recorder = audit::Recorder::start(setup.settings, setup.signer)
+                .context("opening the audit store")?;
+            let _ = recorder.record(audit::Event::new(
+                audit::kind::CONFIG_LOAD,
+                audit::Outcome::Success,
+                audit::Who::daemon(),
+                serde_json::json!({
+                    "file": source,
+                    "sha256": digest,
+                    "targets": config.targets.iter().map(|t| t.value.name.clone()).collect::<Vec<_>>(),
+                    "policies": config.policies,
+                }),
+            ));
+            Some(recorder)
+        }
+        None => {
+            tracing::warn!("no audit store configured: sessions are not recorded");
+            None
+        }
+    };
+    stages.record = recorder.clone();
     let mut inspector = None;
     if config.policies.is_empty() {
         tracing::warn!("no policy configured: every statement is forwarded");
@@ -277,6 +759,9 @@ fn serve(config: Arc<Config>, mut admin: AdminState, banner: Option<String>) -> 
             }
         };
         stages.inspect = Arc::new(PolicyStage(Arc::clone(&loaded)));
+        if let Some(r) = &recorder {
+            loaded.record_to(r.clone());
+        }
         admin.policy = Some(Arc::clone(&loaded));
         let watched = Arc::clone(&loaded);
         let interval = config.policy_reload_interval;
@@ -327,7 +812,11 @@ fn serve(config: Arc<Config>, mut admin: AdminState, banner: Option<String>) -> 
     if let Some(banner) = banner {
         println!("{banner}");
     }
-    tollgate::server::run_threads(listeners, ctx, shutdown_signal(inspector))?;
+    let served = tollgate::server::run_threads(listeners, ctx, shutdown_signal(inspector));
+    if let Some(r) = recorder {
+        r.stop(serde_json::json!({"reason": if served.is_ok() { "signal" } else { "error" }}));
+    }
+    served?;
     Ok(())
 }
 
@@ -348,6 +837,22 @@ fn dev(args: DevArgs) -> anyhow::Result<()> {
             p
         }
     };
+    // The session store: SQLite in the data folder, signed with a key made on first use.
+    let data_dir_abs = std::fs::canonicalize(&args.data_dir)
+        .with_context(|| format!("resolving {}", args.data_dir.display()))?;
+    let signing_key = data_dir_abs.join("audit-signing.pem");
+    if !signing_key.exists() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&signing_key)
+            .and_then(|mut f| f.write_all(audit::record::Signer::generate_pem().as_bytes()))
+            .with_context(|| format!("writing {}", signing_key.display()))?;
+    }
+    let audit_db = data_dir_abs.join("audit.db");
     let password = match &args.postgres_password_env {
         Some(var) => format!("\n    password: {{ env: {var} }}"),
         None => String::new(),
@@ -365,19 +870,31 @@ identity:
       audiences: ["{audience}"]
       algorithms: [EdDSA]
 policies: ["{policy}"]
+audit:
+  sqlite: "{audit_db}"
+  signing_key: {{ file: "{signing_key}" }}
+  checkpoint_interval: 5s
 targets:
   - name: "*"
     address: "{postgres}"
     user: "{user}"{password}
 "#,
-        policy = policy_file.display(),
+        policy = std::fs::canonicalize(&policy_file)
+            .with_context(|| format!("resolving {}", policy_file.display()))?
+            .display(),
         listen = args.listen,
         admin = args.admin,
         audience = dev::AUDIENCE,
         postgres = args.postgres,
         user = args.postgres_user,
+        audit_db = audit_db.display(),
+        signing_key = signing_key.display(),
     );
-    let config = Arc::new(Config::parse(&yaml, "tollgate dev (generated)")?);
+    let config_file = data_dir_abs.join("tollgate.yaml");
+    std::fs::write(&config_file, &yaml)
+        .with_context(|| format!("writing {}", config_file.display()))?;
+    let config = Arc::new(Config::load(&config_file)?);
+    let digest = config_digest(&config_file);
     let agent = "dev-agent";
     let token = issuer.mint(
         agent,
@@ -397,7 +914,12 @@ Connect as agent {agent:?} (group {group}, token valid 1 hour):
   PGPASSWORD='{token}' psql \"host={host} port={port} user={agent} dbname=postgres sslmode=disable\"
 
 Mint other tokens:  tollgate token mint --sub NAME [--groups a,b] [--ttl 1h] --data-dir {data_dir}
+Sessions:           tollgate sessions list --config {config_file}
+                    tollgate sessions replay ID --config {config_file}
+Audit trail:        tollgate audit verify --config {config_file}  ({audit_db})
 Stop with Ctrl-C.",
+        config_file = config_file.display(),
+        audit_db = audit_db.display(),
         listen = args.listen,
         postgres = args.postgres,
         group = dev::DEFAULT_GROUP,
@@ -409,7 +931,13 @@ Stop with Ctrl-C.",
         dev_issuer: Some(Arc::new(issuer)),
         policy: None,
     };
-    serve(config, admin, Some(banner))
+    serve(
+        config,
+        admin,
+        Some(banner),
+        &config_file.display().to_string(),
+        digest,
+    )
 }
 
 /// Completes on SIGTERM or SIGINT; reloads the policy on SIGHUP meanwhile.

@@ -7,7 +7,8 @@
 //!   (`policy::inspect::PolicyStage`; [`ForwardAll`] when no policy is configured).
 //! - **transform**: values flowing back are masked by `mask::Masker`, which sees value bytes,
 //!   never frames (`protocol::pg::transform` does the framing around it).
-//! - **record** (the audit store) is not built yet; it will see the same values, masked.
+//! - **record**: `audit::Recorder` receives every session, statement (with its [`Ruling`]) and
+//!   frame, masked; a statement it cannot record is refused.
 //!
 //! Frames no stage changes travel as their original bytes.
 
@@ -41,6 +42,8 @@ pub struct ConnInfo {
     /// The database name the client asked for.
     pub database: String,
     pub application_name: Option<String>,
+    /// The session's audit identity (id and the 10.2.2 fields every record carries).
+    pub who: Arc<crate::audit::Who>,
 }
 
 /// How a statement reached the proxy.
@@ -73,6 +76,37 @@ pub enum Verdict {
     },
 }
 
+/// A verdict with what the audit trail keeps of how it was reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruling {
+    pub verdict: Verdict,
+    /// `allow`, `deny` or `require_approval`: what was done.
+    pub action: &'static str,
+    /// What the rules decided, when only logged (audit mode) it differs from `action`.
+    pub decided: &'static str,
+    /// The deciding rule; `None` for the default or when no policy is configured.
+    pub rule: Option<String>,
+    pub reason: String,
+    /// Statement kinds (`read`, `ddl`…) and tables touched, as classified.
+    pub kinds: Vec<&'static str>,
+    pub tables: Vec<String>,
+}
+
+impl Ruling {
+    /// Forwarded without a policy.
+    pub fn forward_all() -> Ruling {
+        Ruling {
+            verdict: Verdict::Forward,
+            action: "allow",
+            decided: "allow",
+            rule: None,
+            reason: "no policy configured".into(),
+            kinds: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
+}
+
 /// The inspect stage, shared by all connections.
 pub trait Inspect: Send + Sync {
     /// The stage's state for one new connection.
@@ -81,7 +115,7 @@ pub trait Inspect: Send + Sync {
 
 /// The inspect stage of one connection: sees its statements in order.
 pub trait ConnInspect: Send {
-    fn inspect(&mut self, conn: &ConnInfo, statement: &Statement<'_>) -> Verdict;
+    fn inspect(&mut self, conn: &ConnInfo, statement: &Statement<'_>) -> Ruling;
 }
 
 /// Lets every statement through: the inspect stage when no policy is configured.
@@ -94,8 +128,8 @@ impl Inspect for ForwardAll {
 }
 
 impl ConnInspect for ForwardAll {
-    fn inspect(&mut self, _conn: &ConnInfo, _statement: &Statement<'_>) -> Verdict {
-        Verdict::Forward
+    fn inspect(&mut self, _conn: &ConnInfo, _statement: &Statement<'_>) -> Ruling {
+        Ruling::forward_all()
     }
 }
 
@@ -103,12 +137,15 @@ impl ConnInspect for ForwardAll {
 #[derive(Clone)]
 pub struct Stages {
     pub inspect: Arc<dyn Inspect>,
+    /// The record stage; `None` when no audit store is configured.
+    pub record: Option<crate::audit::Recorder>,
 }
 
 impl Default for Stages {
     fn default() -> Self {
         Stages {
             inspect: Arc::new(ForwardAll),
+            record: None,
         }
     }
 }

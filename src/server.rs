@@ -341,6 +341,27 @@ async fn serve_conn(
         Ok(Ok(None)) => return,
         Ok(Ok(Some(est))) => est,
     };
+    let identity = &est.identity;
+    let upstream_role = est
+        .target
+        .config
+        .credentials_for(&identity.issuer, &identity.groups)
+        .0
+        .to_owned();
+    // Client-chosen names are masked like any other text before they are logged or recorded.
+    use crate::mask::for_log;
+    let who = Arc::new(crate::audit::Who {
+        session: Some(crate::audit::SessionId::random()),
+        subject: Some(for_log(&identity.subject)),
+        groups: identity.groups.iter().map(|g| for_log(g)).collect(),
+        client_id: identity.client_id.as_deref().map(for_log),
+        issuer: Some(identity.issuer.clone()),
+        upstream_role: Some(upstream_role),
+        client_addr: Some(peer.to_string()),
+        application_name: est.application_name.as_deref().map(for_log),
+        target: Some(est.target.config.name.clone()),
+        database: Some(for_log(&est.database)),
+    });
     let info = ConnInfo {
         id,
         client_addr: peer,
@@ -349,10 +370,10 @@ async fn serve_conn(
         target: est.target.config.name.clone(),
         database: est.database.clone(),
         application_name: est.application_name.clone(),
+        who,
     };
-    // Client-chosen names are masked like any other text before they are logged.
-    use crate::mask::for_log;
     info!(
+        session = info.who.session.as_ref().map(|s| s.0.as_str()),
         subject = for_log(&info.identity.subject),
         groups = for_log(&info.identity.groups.join(",")),
         client_id = info.identity.client_id.as_deref().map(for_log),
@@ -363,8 +384,54 @@ async fn serve_conn(
         application_name = info.application_name.as_deref().map(for_log),
         "connected"
     );
+    if let Some(recorder) = &ctx.stages.record {
+        use crate::audit::{Event, Outcome, kind};
+        let auth = Event::new(
+            kind::AUTH,
+            Outcome::Success,
+            info.who.clone(),
+            serde_json::json!({
+                "user": for_log(&info.user),
+                "method": if identity.issuer == crate::auth::STATIC_ISSUER { "static" } else { "oidc" },
+                "tls": est.client_tls,
+            }),
+        );
+        let start = Event::new(
+            kind::SESSION_START,
+            Outcome::Success,
+            info.who.clone(),
+            serde_json::json!({"conn": info.id.to_string(), "tls": est.client_tls, "expires_at": identity.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string())}),
+        );
+        // A session that cannot be recorded does not start (PCI DSS 10.7).
+        if let Err(e) = recorder.record(auth).and_then(|()| recorder.record(start)) {
+            warn!(error = %e, "session refused: the audit store cannot record it");
+            let mut client = est.client;
+            let mut out = Vec::new();
+            put_error(
+                &mut out,
+                Severity::Fatal,
+                "58030",
+                "tollgate: the session cannot be recorded by the audit store; retry shortly",
+            );
+            let _ = client.io.write_all(&out).await;
+            return;
+        }
+    }
+    let who = info.who.clone();
     let end = relay::run(ctx, est, info, lifecycle, control_tx, control).await;
     info!(end = ?end, "disconnected");
+    if let Some(recorder) = &ctx.stages.record {
+        use crate::audit::{Event, Outcome, kind};
+        let reason = crate::mask::for_log(&format!("{end:?}"));
+        let _ = recorder
+            .record_wait(Event::new(
+                kind::SESSION_END,
+                Outcome::Success,
+                who,
+                serde_json::json!({ "reason": reason }),
+            ))
+            .await;
+    }
 }
 
 /// Tells a client over the limits why it is turned away, as PostgreSQL does.

@@ -14,6 +14,9 @@ pub mod throttle;
 use std::fmt;
 use std::time::SystemTime;
 
+/// The issuer of identities from a target's static password.
+pub const STATIC_ISSUER: &str = "tollgate:password";
+
 /// The principal behind a connection, as the token (or the static login) established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -36,7 +39,7 @@ impl Identity {
             subject: user.to_owned(),
             groups: groups.to_vec(),
             client_id: None,
-            issuer: "tollgate:password".to_owned(),
+            issuer: STATIC_ISSUER.to_owned(),
             expires_at: None,
         }
     }
@@ -72,6 +75,30 @@ pub enum Reason {
     ClaimMismatch(String),
     /// The issuer's keys could not be fetched and none are cached.
     KeysUnavailable(String),
+}
+
+impl Reason {
+    /// A stable name for reports and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reason::Empty => "empty",
+            Reason::TooLarge(_) => "too_large",
+            Reason::Malformed(_) => "malformed",
+            Reason::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            Reason::UnknownIssuer(_) => "unknown_issuer",
+            Reason::UnknownKey(_) => "unknown_key",
+            Reason::KeyAlgorithmMismatch => "key_algorithm_mismatch",
+            Reason::BadSignature => "bad_signature",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::IssuedInFuture => "issued_in_future",
+            Reason::WrongIssuer => "wrong_issuer",
+            Reason::WrongAudience => "wrong_audience",
+            Reason::MissingClaim(_) => "missing_claim",
+            Reason::ClaimMismatch(_) => "claim_mismatch",
+            Reason::KeysUnavailable(_) => "keys_unavailable",
+        }
+    }
 }
 
 impl fmt::Display for Reason {

@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use super::classify::{Classified, Kind, SqlDialect};
 use super::engine::{Decision, Policy};
 use super::rules::{Action, PolicyError, RuleSet};
-use crate::pipeline::{ConnInfo, ConnInspect, Inspect, Origin, Statement, Verdict};
+use crate::pipeline::{ConnInfo, ConnInspect, Inspect, Origin, Ruling, Statement, Verdict};
 
 /// Prepared statements remembered per connection, at most.
 const MAX_PREPARED: usize = 10_000;
@@ -25,6 +25,8 @@ pub struct PolicyInspector {
     /// Modification times of the files when last loaded.
     stamps: std::sync::Mutex<Vec<Option<SystemTime>>>,
     dialect: SqlDialect,
+    /// Where reloads are recorded, once the audit store is open.
+    recorder: std::sync::OnceLock<crate::audit::Recorder>,
 }
 
 impl PolicyInspector {
@@ -41,7 +43,27 @@ impl PolicyInspector {
             current: ArcSwap::from_pointee(Policy::new(rules)),
             stamps: std::sync::Mutex::new(stamps),
             dialect,
+            recorder: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records every later reload, successful or not, in the audit trail.
+    pub fn record_to(&self, recorder: crate::audit::Recorder) {
+        let _ = self.recorder.set(recorder);
+    }
+
+    fn record(&self, outcome: crate::audit::Outcome, detail: serde_json::Value) {
+        if let Some(r) = self.recorder.get() {
+            use crate::audit::{Event, Who, kind};
+            if let Err(e) = r.record(Event::new(
+                kind::POLICY_RELOAD,
+                outcome,
+                Who::daemon(),
+                detail,
+            )) {
+                error!(error = %e, "policy reload not recorded");
+            }
+        }
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -57,6 +79,10 @@ impl PolicyInspector {
                 self.current.store(Arc::new(Policy::new(rules)));
                 *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) = new_stamps;
                 info!(rules = n, "policy reloaded");
+                self.record(
+                    crate::audit::Outcome::Success,
+                    serde_json::json!({"files": self.files, "rules": n}),
+                );
                 Ok(n)
             }
             Err(errors) => {
@@ -64,6 +90,13 @@ impl PolicyInspector {
                 for e in &errors {
                     error!(error = %e, "policy reload failed; the previous policy stays in force");
                 }
+                self.record(
+                    crate::audit::Outcome::Failure,
+                    serde_json::json!({
+                        "files": self.files,
+                        "errors": errors.iter().map(|e| crate::mask::for_log(&e.to_string())).collect::<Vec<_>>(),
+                    }),
+                );
                 Err(errors)
             }
         }
@@ -106,17 +139,26 @@ pub struct ConnPolicy {
 }
 
 impl ConnInspect for ConnPolicy {
-    fn inspect(&mut self, conn: &ConnInfo, statement: &Statement<'_>) -> Verdict {
+    fn inspect(&mut self, conn: &ConnInfo, statement: &Statement<'_>) -> Ruling {
         let policy = self.inspector.policy();
-        let (decision, kinds) = match statement.origin {
+        let (decision, kinds, tables) = match statement.origin {
             // A protocol-level call by OID has no SQL to analyse: fail closed.
             Origin::FunctionCall { oid } => (
                 refused(format!("function calls by OID ({oid}) are not analysed")),
                 Vec::new(),
+                Vec::new(),
             ),
             _ => self.decide_sql(&policy, conn, statement),
         };
-        verdict(conn, statement, &decision, &kinds)
+        Ruling {
+            verdict: verdict(conn, statement, &decision, &kinds),
+            action: action_name(decision.action),
+            decided: action_name(decision.decided),
+            rule: decision.rule,
+            reason: decision.reason,
+            kinds: kinds.iter().map(|k| k.name()).collect(),
+            tables,
+        }
     }
 }
 
@@ -132,6 +174,21 @@ fn refused(reason: String) -> Decision {
     }
 }
 
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Allow => "allow",
+        Action::Deny => "deny",
+        Action::RequireApproval => "require_approval",
+    }
+}
+
+fn tables(list: &[Classified]) -> Vec<String> {
+    let mut t: Vec<String> = list.iter().flat_map(|c| c.tables.iter().cloned()).collect();
+    t.sort();
+    t.dedup();
+    t
+}
+
 fn kinds(list: &[Classified]) -> Vec<Kind> {
     let mut kinds: Vec<Kind> = list.iter().flat_map(|c| c.kinds.iter().copied()).collect();
     kinds.sort();
@@ -145,12 +202,12 @@ impl ConnPolicy {
         policy: &Policy,
         conn: &ConnInfo,
         statement: &Statement<'_>,
-    ) -> (Decision, Vec<Kind>) {
+    ) -> (Decision, Vec<Kind>, Vec<String>) {
         let dialect = self.inspector.dialect;
         let classified = policy.classify(statement.sql, dialect);
         let Ok(list) = classified.as_ref() else {
             let report = policy.decide(&conn.identity, &conn.database, statement.sql, dialect);
-            return (report.decision, Vec::new());
+            return (report.decision, Vec::new(), Vec::new());
         };
         let decision = if list.iter().any(|c| c.executes.is_some()) {
             // SQL-level EXECUTE runs what was prepared: judge that instead.
@@ -165,6 +222,7 @@ impl ConnPolicy {
                                     "EXECUTE of prepared statement {name:?}, which tollgate did not see prepared"
                                 )),
                                 kinds(list),
+                                tables(list),
                             );
                         }
                     },
@@ -178,7 +236,7 @@ impl ConnPolicy {
         if decision.action == Action::Allow {
             self.remember(statement, list);
         }
-        (decision, kinds(list))
+        (decision, kinds(list), tables(list))
     }
 
     /// Keeps what a forwarded PREPARE or Parse defined, and forgets what DEALLOCATE drops.

@@ -12,6 +12,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod messages;
+pub mod recording;
 pub mod relay;
 pub mod results;
 pub mod scram;
@@ -145,6 +146,15 @@ impl Context {
             .find(|g| g.groups.iter().any(|x| identity.in_group(x)))
             .map_or(m.format, |g| g.format);
         crate::mask::Masker::new(format, self.masking_key.as_deref())
+    }
+
+    /// What the session store keeps of results on a target.
+    pub fn record_results(&self, target: &str) -> crate::config::RecordResults {
+        self.targets
+            .get(target)
+            .and_then(|t| t.config.record_results)
+            .or_else(|| self.config.audit.as_ref().map(|a| a.results))
+            .unwrap_or_default()
     }
 
     /// The target a client's database name chooses: its own, else the `*` target.

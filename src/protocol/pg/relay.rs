@@ -31,12 +31,15 @@ use tracing::{debug, info};
 use super::Context;
 use super::frame::{self, Message, put_message};
 use super::messages::{self, Backend, Frontend, Severity, TxStatus, put_error};
+use super::recording::{self, ServerBatch};
 use super::results::{self, Expect};
 use super::startup::{Established, PINNED_PARAMETERS, READ_CHUNK};
 use super::transform;
+use crate::audit::{self, Event, Outcome, Recorder};
+use crate::config::RecordResults;
 use crate::mask::Masker;
 use crate::net::{ReadHalf, WriteHalf};
-use crate::pipeline::{ConnInfo, Origin, Statement, Verdict};
+use crate::pipeline::{ConnInfo, Origin, Ruling, Statement, Verdict};
 use crate::server::{Control, Lifecycle, Phase};
 
 /// Why a relay ended.
@@ -106,12 +109,33 @@ pub async fn run(
             nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
         ),
     };
-    let upstream = client_to_server(
-        ctx, &info, &shared, client_rd, client.buf, server_wr, control_tx,
-    );
     let masker = ctx.masker_for(&info.identity);
+    let record = ctx.stages.record.as_ref().map(|r| Record {
+        recorder: r,
+        full: ctx.record_results(&info.target) == RecordResults::Full,
+    });
+    let upstream = client_to_server(
+        ctx,
+        &info,
+        &shared,
+        &masker,
+        record.as_ref(),
+        client_rd,
+        client.buf,
+        server_wr,
+        control_tx,
+    );
     let downstream = server_to_client(
-        ctx, &masker, &shared, server_rd, server.buf, client_wr, control, lifecycle,
+        ctx,
+        &info,
+        &masker,
+        record.as_ref(),
+        &shared,
+        server_rd,
+        server.buf,
+        client_wr,
+        control,
+        lifecycle,
     );
     tokio::pin!(upstream, downstream);
     tokio::select! {
@@ -126,6 +150,57 @@ pub async fn run(
         },
         end = &mut downstream => end,
     }
+}
+
+/// The record stage of one connection.
+struct Record<'a> {
+    recorder: &'a Recorder,
+    /// Whether result rows are kept (else counted).
+    full: bool,
+}
+
+/// The `statement` event: the masked text, how it came, and the ruling.
+fn statement_event(
+    info: &ConnInfo,
+    statement: &Statement<'_>,
+    ruling: &Ruling,
+    masker: &Masker,
+) -> Event {
+    let (origin, name, oid) = match statement.origin {
+        Origin::Simple => ("simple", None, None),
+        Origin::Prepare { name } => ("prepare", Some(name), None),
+        Origin::FunctionCall { oid } => ("function_call", None, Some(oid)),
+    };
+    let sql = String::from_utf8_lossy(&masker.mask(statement.sql.as_bytes())).into_owned();
+    let mut detail = serde_json::json!({
+        "sql": sql,
+        "origin": origin,
+        "decision": {
+            "action": ruling.action,
+            "decided": ruling.decided,
+            "rule": ruling.rule,
+            "reason": crate::mask::for_log(&ruling.reason),
+            "dry_run": ruling.action != ruling.decided,
+        },
+        "kinds": ruling.kinds,
+    });
+    if let Some(name) = name {
+        detail["name"] = serde_json::Value::String(crate::mask::for_log(name));
+    }
+    if let Some(oid) = oid {
+        detail["oid"] = oid.into();
+    }
+    let outcome = match &ruling.verdict {
+        Verdict::Forward => Outcome::Success,
+        Verdict::Refuse { sqlstate, message } => {
+            detail["sqlstate"] = sqlstate.as_str().into();
+            detail["message"] = crate::mask::for_log(message).into();
+            Outcome::Refused
+        }
+    };
+    let mut event = Event::new(audit::kind::STATEMENT, outcome, info.who.clone(), detail);
+    event.tables = ruling.tables.clone();
+    event
 }
 
 /// Why the client-to-server loop ends a connection: the FATAL error the client gets.
@@ -195,10 +270,13 @@ impl Batch {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the loop's whole context, each piece used on its own
 async fn client_to_server(
     ctx: &Context,
     info: &ConnInfo,
     shared: &Shared,
+    masker: &Masker,
+    record: Option<&Record<'_>>,
     mut rd: ReadHalf,
     mut buf: BytesMut,
     mut wr: WriteHalf,
@@ -215,6 +293,7 @@ async fn client_to_server(
     let mut portals = results::ClientSide::default();
     loop {
         let mut batch = Batch::new();
+        let mut frames: Vec<serde_json::Value> = Vec::new();
         let mut pos = 0;
         let mut terminate = false;
         let problem = loop {
@@ -311,8 +390,32 @@ async fn client_to_server(
                 }
                 _ => {}
             }
+            if let Some(record) = record
+                && let Some(frame) = recording::client_frame(&msg, masker, record.full)
+            {
+                frames.push(frame);
+            }
+            let verdict = statement.as_ref().map(|statement| {
+                let ruling = inspect.inspect(info, statement);
+                match record {
+                    // PCI DSS 10.7: what cannot be recorded is not run.
+                    Some(record) => match record
+                        .recorder
+                        .record(statement_event(info, statement, &ruling, masker))
+                    {
+                        Ok(()) => ruling.verdict,
+                        Err(e) => Verdict::Refuse {
+                            sqlstate: "58030".into(),
+                            message: format!(
+                                "tollgate: statement refused because the audit trail cannot record it ({e}); retry shortly"
+                            ),
+                        },
+                    },
+                    None => ruling.verdict,
+                }
+            });
             if let Some(statement) = statement
-                && let Verdict::Refuse { sqlstate, message } = inspect.inspect(info, &statement)
+                && let Some(Verdict::Refuse { sqlstate, message }) = verdict
             {
                 seq += 1;
                 let marker = format!("{}{seq}", shared.marker);
@@ -361,6 +464,19 @@ async fn client_to_server(
                 break None;
             }
         };
+        if let Some(record) = record
+            && frames.iter().any(|f| f["t"] != "Q")
+        {
+            let event = Event::new(
+                audit::kind::CLIENT_FRAMES,
+                Outcome::Info,
+                info.who.clone(),
+                serde_json::json!({ "frames": frames }),
+            );
+            if record.recorder.record_wait(event).await.is_err() {
+                return End::ClientProtocol("the audit writer stopped".into());
+            }
+        }
         if pos > 0 {
             let bytes = batch.finish(&buf, pos);
             if let Err(e) = write_all(&mut wr, bytes).await {
@@ -425,7 +541,9 @@ async fn write_all(wr: &mut WriteHalf, bytes: &[u8]) -> std::io::Result<()> {
 #[allow(clippy::too_many_arguments)] // the loop's whole context, each piece used on its own
 async fn server_to_client(
     ctx: &Context,
+    info: &ConnInfo,
     masker: &Masker,
+    record: Option<&Record<'_>>,
     shared: &Shared,
     mut rd: ReadHalf,
     mut buf: BytesMut,
@@ -439,6 +557,7 @@ async fn server_to_client(
     let mut rows = results::ServerSide::default();
     loop {
         let mut batch = Batch::new();
+        let mut recorded = record.map(|r| ServerBatch::new(r.full));
         let mut pos = 0;
         let problem = loop {
             let n = match frame::message_len(&buf[pos..], max) {
@@ -447,6 +566,8 @@ async fn server_to_client(
                 Err(e) => break Some(Problem::server(e)),
             };
             let m = Message::from_frame(&buf[pos..pos + n]);
+            // What the transform stage puts in the frame's place.
+            let mut changed: Option<Vec<u8>> = None;
             match m.tag {
                 b'S' => match messages::decode_backend(m.tag, m.body) {
                     Ok(Backend::ParameterStatus { name, value }) => {
@@ -495,42 +616,40 @@ async fn server_to_client(
                 // The transform stage: PANs masked in everything flowing back.
                 b'D' => {
                     let columns = rows.row_columns(&shared.tracker);
-                    if let Some(out) = transform::data_row(m.body, masker, columns.as_deref()) {
-                        batch.replace(&buf, pos, pos + n, &out);
-                    }
+                    changed = transform::data_row(m.body, masker, columns.as_deref());
                 }
-                b'd' => {
-                    if let Some(out) = transform::copy_data(m.body, masker) {
-                        batch.replace(&buf, pos, pos + n, &out);
-                    }
-                }
-                b'N' => {
-                    if let Some(out) = transform::fields(m.tag, m.body, masker) {
-                        batch.replace(&buf, pos, pos + n, &out);
-                    }
-                }
-                b'V' => {
-                    if let Some(out) = transform::function_result(m.body, masker) {
-                        batch.replace(&buf, pos, pos + n, &out);
-                    }
-                }
-                b'A' => {
-                    if let Some(out) = transform::notification(m.body, masker) {
-                        batch.replace(&buf, pos, pos + n, &out);
-                    }
-                }
+                b'd' => changed = transform::copy_data(m.body, masker),
+                b'N' => changed = transform::fields(m.tag, m.body, masker),
+                b'V' => changed = transform::function_result(m.body, masker),
+                b'A' => changed = transform::notification(m.body, masker),
                 b'E' => {
                     rows.error(&shared.tracker);
-                    if let Some(error) = take_refusal(shared, m) {
-                        batch.replace(&buf, pos, pos + n, &error);
-                    } else if let Some(out) = transform::fields(m.tag, m.body, masker) {
-                        batch.replace(&buf, pos, pos + n, &out);
-                    }
+                    changed = take_refusal(shared, m)
+                        .or_else(|| transform::fields(m.tag, m.body, masker));
                 }
                 _ => {}
             }
+            if let Some(out) = &changed {
+                batch.replace(&buf, pos, pos + n, out);
+            }
+            if let Some(recorded) = &mut recorded {
+                let body = changed.as_deref().map_or(m.body, |out| &out[5..]);
+                recorded.frame(m.tag, body, masker, changed.is_some() && m.tag != b'E');
+            }
             pos += n;
         };
+        // Recorded before the client gets it: a result is never seen unrecorded.
+        if let (Some(record), Some(detail)) = (record, recorded.and_then(ServerBatch::finish)) {
+            let event = Event::new(
+                audit::kind::SERVER_FRAMES,
+                Outcome::Info,
+                info.who.clone(),
+                detail,
+            );
+            if record.recorder.record_wait(event).await.is_err() {
+                return End::ServerProtocol("the audit writer stopped".into());
+            }
+        }
         if pos > 0 {
             let bytes = batch.finish(&buf, pos);
             if let Err(e) = write_all(&mut wr, bytes).await {

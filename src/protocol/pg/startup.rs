@@ -116,6 +116,8 @@ pub struct Established {
     pub application_name: Option<String>,
     /// Keeps this connection's cancel key registered while it lives.
     pub cancel: Registration,
+    /// Whether the client connection is TLS.
+    pub client_tls: bool,
 }
 
 /// The startup phase. `Ok(None)` when the connection was a CancelRequest (handled here).
@@ -135,6 +137,7 @@ pub async fn run(
             target: l.target,
             application_name: l.application_name,
             cancel: l.cancel,
+            client_tls: l.tls,
         })),
         Ok(None) => Ok(None),
         Err(e @ (Error::Frame(_) | Error::Message(_))) => {
@@ -156,6 +159,7 @@ struct LoggedIn {
     target: Arc<TargetRuntime>,
     application_name: Option<String>,
     cancel: Registration,
+    tls: bool,
 }
 
 async fn login(
@@ -342,6 +346,7 @@ async fn login(
         target,
         application_name,
         cancel,
+        tls,
     }))
 }
 
@@ -414,11 +419,40 @@ async fn authenticate_client(
                 reason = %crate::mask::for_log(&reason.to_string()),
                 "client authentication failed"
             );
+            if let Some(recorder) = &ctx.stages.record {
+                use crate::audit::{Event, Outcome, Who, kind};
+                let who = std::sync::Arc::new(Who {
+                    subject: Some(crate::mask::for_log(user)),
+                    client_addr: Some(peer.to_string()),
+                    target: Some(target.config.name.clone()),
+                    ..Who::default()
+                });
+                // Best effort: a failed login is refused whatever the store's state.
+                let _ = recorder.record(Event::new(
+                    kind::AUTH,
+                    Outcome::Failure,
+                    who,
+                    serde_json::json!({
+                        "method": auth_method_name(auth.method),
+                        "tls": tls,
+                        "reason_kind": reason.kind(),
+                        "reason": crate::mask::for_log(&reason.to_string()),
+                    }),
+                ));
+            }
             // Repeated failures from one address wait longer and longer for their answer.
             tokio::time::sleep(ctx.throttle.failed(peer.ip())).await;
             client.fatal("28P01", &failed(user)).await;
             Err(Error::Auth(reason.to_string()))
         }
+    }
+}
+
+fn auth_method_name(m: ClientAuthMethod) -> &'static str {
+    match m {
+        ClientAuthMethod::Oidc => "oidc",
+        ClientAuthMethod::Password => "password",
+        ClientAuthMethod::ScramSha256 => "scram-sha-256",
     }
 }
 

@@ -1,0 +1,545 @@
+//! The [`Recorder`]: the data path's handle to the store.
+//!
+//! Events go through a bounded queue to a writer thread of their own, which gives each its
+//! chain position, encodes and hashes it, and appends them in batches (one transaction each),
+//! then signs the chain head every `checkpoint_interval`. The data path never waits on disk.
+//!
+//! Fail closed (PCI DSS 10.7): while the store fails or the queue is full, [`Recorder::record`]
+//! refuses, and the proxy refuses the statement it wanted to record. The writer keeps the
+//! batch it could not write and retries it (reconnecting) until the store takes it, so nothing
+//! already accepted is lost or reordered; the outage itself becomes a `store_failure` record
+//! once the store is back. Results of statements already forwarded wait for room in the queue
+//! ([`Recorder::record_wait`]) rather than go unrecorded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::record::{self, GENESIS, Signer};
+use super::store::{self, Location, Store};
+use super::{Event, Outcome, Who, kind, now_ts};
+
+/// The store cannot take the record now; the statement must be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    #[error("the audit store is failing")]
+    Failing,
+    #[error("the audit queue is full")]
+    Full,
+    #[error("the audit writer has stopped")]
+    Stopped,
+}
+
+enum Msg {
+    Event(Box<Event>, String),
+    /// Answered once everything queued before it is written and checkpointed.
+    Flush(oneshot::Sender<()>),
+}
+
+struct Inner {
+    tx: mpsc::Sender<Msg>,
+    failing: AtomicBool,
+    /// Set while an alert for the current outage has been logged.
+    alerted: AtomicBool,
+    /// Records refused because the queue was full or the store failing (a metric).
+    refused: AtomicU64,
+    written: AtomicU64,
+    queue_size: usize,
+    chain: String,
+}
+
+/// The handle connections and the daemon record through. Cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    inner: Arc<Inner>,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+/// How the writer runs.
+#[derive(Clone)]
+pub struct Settings {
+    pub location: Location,
+    pub chain: String,
+    pub checkpoint_interval: Duration,
+    pub batch_size: usize,
+    pub queue_size: usize,
+    pub retention_days: u32,
+}
+
+impl Settings {
+    pub fn from_config(
+        c: &crate::config::AuditConfig,
+    ) -> Result<Settings, crate::config::SecretError> {
+        Ok(Settings {
+            location: Location::from_config(c)?,
+            chain: c.chain.clone().unwrap_or_else(default_chain),
+            checkpoint_interval: c.checkpoint_interval,
+            batch_size: c.batch_size,
+            queue_size: c.queue_size,
+            retention_days: c.retention_days,
+        })
+    }
+}
+
+/// The host name, as a chain name.
+pub fn default_chain() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "tollgate".into()
+    } else {
+        name
+    }
+}
+
+impl Recorder {
+    /// Opens the store, starts the writer thread and records `daemon_start` (noting an unclean
+    /// previous stop). Fails if the store cannot be opened.
+    pub fn start(settings: Settings, signer: Signer) -> Result<Recorder, store::Error> {
+        let (tx, rx) = mpsc::channel(settings.queue_size);
+        let inner = Arc::new(Inner {
+            tx,
+            failing: AtomicBool::new(false),
+            alerted: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            queue_size: settings.queue_size,
+            chain: settings.chain.clone(),
+        });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let writer_inner = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("tollgate-audit".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("audit writer runtime");
+                rt.block_on(async move {
+                    let mut writer = match Writer::open(settings, signer, writer_inner).await {
+                        Ok(w) => {
+                            let _ = ready_tx.send(Ok(w.previous_stop_clean));
+                            w
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    writer.run(rx).await;
+                });
+            })
+            .expect("spawn the audit writer");
+        let clean = ready_rx.recv().map_err(|_| {
+            store::Error::Corrupt("the audit writer stopped while opening the store".into())
+        })??;
+        let recorder = Recorder {
+            inner,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        };
+        let _ = recorder.record(Event::new(
+            kind::DAEMON_START,
+            Outcome::Success,
+            Who::daemon(),
+            serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "previous_stop": if clean { "clean" } else { "unclean" },
+            }),
+        ));
+        Ok(recorder)
+    }
+
+    /// This instance's chain.
+    pub fn chain(&self) -> &str {
+        &self.inner.chain
+    }
+
+    /// Queues an event. Refuses when the store is failing or the queue is full: the caller
+    /// must then refuse whatever it wanted to record.
+    pub fn record(&self, event: Event) -> Result<(), Unavailable> {
+        if self.inner.failing.load(Ordering::Acquire) {
+            self.inner.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Unavailable::Failing);
+        }
+        match self
+            .inner
+            .tx
+            .try_send(Msg::Event(Box::new(event), now_ts()))
+        {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.inner.refused.fetch_add(1, Ordering::Relaxed);
+                if !self.inner.alerted.swap(true, Ordering::AcqRel) {
+                    error!(
+                        chain = self.inner.chain,
+                        queue = self.inner.queue_size,
+                        "ALERT audit queue full: statements are refused until the store catches up"
+                    );
+                }
+                Err(Unavailable::Full)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Unavailable::Stopped),
+        }
+    }
+
+    /// Queues an event, waiting for room: for what must be recorded whatever the store's
+    /// state (results of statements already forwarded).
+    pub async fn record_wait(&self, event: Event) -> Result<(), Unavailable> {
+        let ts = now_ts();
+        self.inner
+            .tx
+            .send(Msg::Event(Box::new(event), ts))
+            .await
+            .map_err(|_| Unavailable::Stopped)
+    }
+
+    /// Waits until everything queued so far is written and the head checkpointed.
+    pub async fn flush(&self) -> Result<(), Unavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::Flush(tx))
+            .await
+            .map_err(|_| Unavailable::Stopped)?;
+        rx.await.map_err(|_| Unavailable::Stopped)
+    }
+
+    /// Whether records are being accepted.
+    pub fn healthy(&self) -> bool {
+        !self.inner.failing.load(Ordering::Acquire)
+            && self.inner.tx.capacity() > 0
+            && !self.inner.tx.is_closed()
+    }
+
+    /// Records waiting for the store.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.queue_size - self.inner.tx.capacity()
+    }
+
+    /// Records written since start.
+    pub fn written(&self) -> u64 {
+        self.inner.written.load(Ordering::Relaxed)
+    }
+
+    /// Records refused since start.
+    pub fn refused(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
+    }
+
+    /// Records `daemon_stop`, writes everything queued, signs the head and stops the writer.
+    /// Blocking: call from outside the runtimes.
+    pub fn stop(&self, detail: serde_json::Value) {
+        let _ = self.inner.tx.blocking_send(Msg::Event(
+            Box::new(Event::new(
+                kind::DAEMON_STOP,
+                Outcome::Success,
+                Who::daemon(),
+                detail,
+            )),
+            now_ts(),
+        ));
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.blocking_send(Msg::Flush(tx)).is_ok() {
+            // A store that never comes back must not hold the process forever.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut rx = rx;
+            loop {
+                match rx.try_recv() {
+                    Err(oneshot::error::TryRecvError::Empty) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        error!("ALERT audit store did not take the last records before stop");
+                        return;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // The writer ends once every sender is gone; this handle's clones may live on, so it
+        // is detached rather than joined after the final flush.
+        drop(thread);
+    }
+}
+
+struct Writer {
+    store: Option<Store>,
+    settings: Settings,
+    signer: Signer,
+    inner: Arc<Inner>,
+    seq: u64,
+    head: String,
+    checkpointed: u64,
+    last_checkpoint: Instant,
+    previous_stop_clean: bool,
+    /// Events the writer itself has to record next (an outage that ended).
+    own: Vec<(Event, String)>,
+    last_prune: Option<Instant>,
+}
+
+impl Writer {
+    async fn open(
+        settings: Settings,
+        signer: Signer,
+        inner: Arc<Inner>,
+    ) -> Result<Writer, store::Error> {
+        let mut store = Store::open(&settings.location, true).await?;
+        let (seq, head) = store
+            .head(&settings.chain)
+            .await?
+            .unwrap_or((0, GENESIS.into()));
+        let checkpointed = store
+            .last_checkpoint(&settings.chain, None)
+            .await?
+            .map_or(0, |c| c.seq);
+        // The last record of a cleanly stopped chain is its daemon_stop, checkpointed.
+        let previous_stop_clean = seq == 0 || {
+            let last = store
+                .page(&settings.chain, seq.saturating_sub(1), 1)
+                .await?;
+            last.first().is_some_and(|r| r.kind == kind::DAEMON_STOP) && checkpointed == seq
+        };
+        info!(chain = settings.chain, location = ?settings.location, head = seq, "audit store open");
+        Ok(Writer {
+            store: Some(store),
+            settings,
+            signer,
+            inner,
+            seq,
+            head,
+            checkpointed,
+            last_checkpoint: Instant::now(),
+            previous_stop_clean,
+            own: Vec::new(),
+            last_prune: None,
+        })
+    }
+
+    async fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut events: Vec<(Event, String)> = Vec::with_capacity(self.settings.batch_size);
+        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            let wait = self
+                .settings
+                .checkpoint_interval
+                .saturating_sub(self.last_checkpoint.elapsed())
+                .max(Duration::from_millis(10));
+            let first = match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some(m)) => Some(m),
+                Ok(None) => break,
+                Err(_) => None,
+            };
+            events.append(&mut self.own);
+            let mut take = |m: Msg, events: &mut Vec<(Event, String)>| match m {
+                Msg::Event(e, ts) => events.push((*e, ts)),
+                Msg::Flush(tx) => flushes.push(tx),
+            };
+            if let Some(m) = first {
+                take(m, &mut events);
+            }
+            while events.len() < self.settings.batch_size {
+                match rx.try_recv() {
+                    Ok(m) => take(m, &mut events),
+                    Err(_) => break,
+                }
+            }
+            if !events.is_empty() {
+                self.write(&mut events).await;
+            }
+            let due = self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval;
+            if self.seq > self.checkpointed && (due || !flushes.is_empty()) {
+                self.checkpoint().await;
+            } else if due {
+                self.last_checkpoint = Instant::now();
+            }
+            for f in flushes.drain(..) {
+                let _ = f.send(());
+            }
+            self.prune_if_due().await;
+        }
+        if self.seq > self.checkpointed {
+            self.checkpoint().await;
+        }
+    }
+
+    /// Writes a batch, retrying until the store takes it.
+    async fn write(&mut self, events: &mut Vec<(Event, String)>) {
+        let mut records = Vec::with_capacity(events.len());
+        let mut prev = self.head.clone();
+        let mut seq = self.seq;
+        for (event, ts) in events.drain(..) {
+            seq += 1;
+            let body = event.into_body(&self.settings.chain, seq, &prev, ts);
+            let encoded = body.encode();
+            let hash = record::hash(&encoded);
+            prev = hash.clone();
+            records.push((body, encoded, hash));
+        }
+        let mut outage: Option<(String, String)> = None;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let result = match self.store.as_mut() {
+                Some(store) => store.append(&records).await,
+                None => match Store::open(&self.settings.location, false).await {
+                    Ok(store) => {
+                        self.store = Some(store);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    let message = e.to_string();
+                    if outage.is_none() {
+                        self.inner.failing.store(true, Ordering::Release);
+                        error!(chain = self.settings.chain, error = %message, "ALERT audit store failing: statements are refused until it recovers");
+                        outage = Some((now_ts(), message));
+                    }
+                    // A position already taken means another writer on this chain: fatal
+                    // for this chain, but the records stay queued and statements refused.
+                    if let Some(store) = self.store.take() {
+                        store.close().await;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        self.seq = seq;
+        self.head = prev;
+        self.inner
+            .written
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        if let Some((since, message)) = outage {
+            self.inner.failing.store(false, Ordering::Release);
+            self.inner.alerted.store(false, Ordering::Release);
+            warn!(chain = self.settings.chain, "audit store recovered");
+            self.own.push((
+                Event::new(
+                    kind::STORE_FAILURE,
+                    Outcome::Failure,
+                    Who::daemon(),
+                    serde_json::json!({"since": since, "until": now_ts(), "error": crate::mask::for_log(&message)}),
+                ),
+                now_ts(),
+            ));
+        } else if self.inner.alerted.load(Ordering::Acquire) && self.inner.tx.capacity() > 0 {
+            self.inner.alerted.store(false, Ordering::Release);
+        }
+    }
+
+    async fn checkpoint(&mut self) {
+        let c = self
+            .signer
+            .sign(&self.settings.chain, self.seq, &self.head, &now_ts());
+        if let Some(store) = self.store.as_mut() {
+            match store.add_checkpoint(&c).await {
+                Ok(()) => {
+                    self.checkpointed = self.seq;
+                    self.last_checkpoint = Instant::now();
+                }
+                Err(e) => warn!(error = %e, "audit checkpoint not written; retrying later"),
+            }
+        }
+    }
+
+    /// Once an hour, removes checkpointed segments older than the retention period.
+    async fn prune_if_due(&mut self) {
+        if self.settings.retention_days == 0
+            || self
+                .last_prune
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
+        {
+            return;
+        }
+        self.last_prune = Some(Instant::now());
+        let cutoff = std::time::SystemTime::now()
+            - Duration::from_secs(u64::from(self.settings.retention_days) * 86_400);
+        let cutoff = humantime::format_rfc3339_micros(cutoff).to_string();
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        match prune(store, &self.settings.chain, &cutoff).await {
+            Ok(Some((seq, removed))) => {
+                info!(
+                    chain = self.settings.chain,
+                    through = seq,
+                    removed,
+                    "audit records pruned"
+                );
+                self.own.push((
+                    Event::new(
+                        kind::AUDIT_PRUNED,
+                        Outcome::Success,
+                        Who::daemon(),
+                        serde_json::json!({"through_seq": seq, "removed": removed, "older_than": cutoff, "retention_days": self.settings.retention_days}),
+                    ),
+                    now_ts(),
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "audit pruning failed"),
+        }
+    }
+}
+
+/// Removes a chain's records up to its newest checkpoint older than `cutoff`, keeping that
+/// checkpoint as the anchor the remaining chain verifies from.
+pub async fn prune(
+    store: &mut Store,
+    chain: &str,
+    cutoff: &str,
+) -> Result<Option<(u64, u64)>, store::Error> {
+    let Some(anchor) = store.last_checkpoint(chain, Some(cutoff)).await? else {
+        return Ok(None);
+    };
+    let removed = store.prune(chain, anchor.seq).await?;
+    Ok((removed > 0).then_some((anchor.seq, removed)))
+}
+
+/// Appends one event to `chain` outside a running writer (the CLI recording its own audit
+/// reads), then signs the new head. Retries when another process took the position.
+pub async fn append_once(
+    location: &Location,
+    chain: &str,
+    signer: &Signer,
+    event: Event,
+) -> Result<(), store::Error> {
+    let mut store = Store::open(location, true).await?;
+    let mut attempt = 0;
+    loop {
+        let (seq, prev) = store.head(chain).await?.unwrap_or((0, GENESIS.into()));
+        let body = event.clone().into_body(chain, seq + 1, &prev, now_ts());
+        let encoded = body.encode();
+        let hash = record::hash(&encoded);
+        match store.append(&[(body, encoded, hash.clone())]).await {
+            Ok(()) => {
+                store
+                    .add_checkpoint(&signer.sign(chain, seq + 1, &hash, &now_ts()))
+                    .await?;
+                store.close().await;
+                return Ok(());
+            }
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::debug!(error = %e, "audit append raced; retrying");
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

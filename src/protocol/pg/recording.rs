@@ -1,0 +1,295 @@
+//! What the record stage keeps of PostgreSQL frames: each relay batch becomes one
+//! `client_frames` or `server_frames` event listing its frames in order.
+//!
+//! Values are recorded as the client saw them, after masking, and the masker runs once more
+//! over everything recorded (idempotent on masked text), so bind parameters, COPY data and
+//! text that never went through the transform stage are masked too. A value that is not
+//! clean UTF-8 text is recorded as base64 of its masked bytes. Statement texts are in the
+//! `statement` events, so Query and Parse frames here carry only their shape; password
+//! messages never reach the relay.
+
+use serde_json::{Value, json};
+
+use super::messages::{Frontend, Target};
+use crate::mask::Masker;
+
+/// One value as recorded.
+fn value(v: Option<&[u8]>, masker: &Masker) -> Value {
+    let Some(v) = v else { return Value::Null };
+    let masked = masker.mask(v);
+    match std::str::from_utf8(&masked) {
+        Ok(text)
+            if !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') =>
+        {
+            Value::String(text.to_owned())
+        }
+        _ => {
+            use base64::Engine;
+            json!({"b64": base64::engine::general_purpose::STANDARD.encode(&*masked)})
+        }
+    }
+}
+
+fn text(t: &str, masker: &Masker) -> Value {
+    Value::String(String::from_utf8_lossy(&masker.mask(t.as_bytes())).into_owned())
+}
+
+fn target(t: Target) -> &'static str {
+    match t {
+        Target::Statement => "statement",
+        Target::Portal => "portal",
+    }
+}
+
+/// A client frame, or `None` for what is not recorded here.
+pub fn client_frame(msg: &Frontend<'_>, masker: &Masker, full: bool) -> Option<Value> {
+    Some(match msg {
+        Frontend::Query { .. } => json!({"t": "Q"}),
+        Frontend::Parse {
+            statement,
+            param_types,
+            ..
+        } => json!({"t": "P", "statement": text(statement, masker), "param_types": param_types}),
+        Frontend::Bind {
+            portal,
+            statement,
+            params,
+            ..
+        } => json!({
+            "t": "B",
+            "portal": text(portal, masker),
+            "statement": text(statement, masker),
+            "params": params.iter().map(|p| value(p, masker)).collect::<Vec<_>>(),
+        }),
+        Frontend::Describe { target: t, name } => {
+            json!({"t": "D", "target": target(*t), "name": text(name, masker)})
+        }
+        Frontend::Execute { portal, max_rows } => {
+            json!({"t": "E", "portal": text(portal, masker), "max_rows": max_rows})
+        }
+        Frontend::Close { target: t, name } => {
+            json!({"t": "C", "target": target(*t), "name": text(name, masker)})
+        }
+        Frontend::Sync => json!({"t": "S"}),
+        Frontend::Flush => json!({"t": "H"}),
+        Frontend::Terminate => json!({"t": "X"}),
+        Frontend::CopyData(data) if full => json!({"t": "d", "data": value(Some(data), masker)}),
+        Frontend::CopyData(data) => json!({"t": "d", "bytes": data.len()}),
+        Frontend::CopyDone => json!({"t": "c"}),
+        Frontend::CopyFail { message } => json!({"t": "f", "message": text(message, masker)}),
+        Frontend::FunctionCall { function_oid, args } => json!({
+            "t": "F",
+            "oid": function_oid,
+            "args": args.iter().map(|a| value(a, masker)).collect::<Vec<_>>(),
+        }),
+        Frontend::Password(_) => return None,
+    })
+}
+
+/// A server batch being recorded.
+pub struct ServerBatch {
+    pub frames: Vec<Value>,
+    /// Rows (and COPY lines) in the batch, their bytes, and frames the masker changed.
+    pub rows: u64,
+    pub bytes: u64,
+    pub masked: u64,
+    /// Rows not listed one by one (summary mode) since the last listed frame.
+    summarised_rows: u64,
+    summarised_bytes: u64,
+    full: bool,
+}
+
+impl ServerBatch {
+    pub fn new(full: bool) -> ServerBatch {
+        ServerBatch {
+            frames: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            masked: 0,
+            summarised_rows: 0,
+            summarised_bytes: 0,
+            full,
+        }
+    }
+
+    fn push(&mut self, frame: Value) {
+        self.close_summary();
+        self.frames.push(frame);
+    }
+
+    fn close_summary(&mut self) {
+        if self.summarised_rows > 0 {
+            self.frames.push(
+                json!({"t": "D", "rows": self.summarised_rows, "bytes": self.summarised_bytes}),
+            );
+            self.summarised_rows = 0;
+            self.summarised_bytes = 0;
+        }
+    }
+
+    /// A frame as sent to the client (after the transform stage); `masked` says whether the
+    /// transform changed it.
+    pub fn frame(&mut self, tag: u8, body: &[u8], masker: &Masker, masked: bool) {
+        if masked {
+            self.masked += 1;
+        }
+        match tag {
+            b'D' | b'd' => {
+                self.rows += 1;
+                self.bytes += body.len() as u64;
+                if !self.full {
+                    self.summarised_rows += 1;
+                    self.summarised_bytes += body.len() as u64;
+                } else if tag == b'd' {
+                    self.push(json!({"t": "d", "data": value(Some(body), masker)}));
+                } else {
+                    let values = data_row_values(body)
+                        .map(|vs| Value::Array(vs.into_iter().map(|v| value(v, masker)).collect()))
+                        .unwrap_or_else(|| json!({"b64_row": value(Some(body), masker)}));
+                    self.push(json!({"t": "D", "values": values}));
+                }
+            }
+            b'T' => self.push(json!({"t": "T", "columns": column_names(body, masker)})),
+            b'C' => self.push(json!({"t": "C", "tag": text(&cstr(body), masker)})),
+            b'E' | b'N' => {
+                let mut f = serde_json::Map::new();
+                f.insert("t".into(), json!((tag as char).to_string()));
+                for (code, v) in fields(body) {
+                    let key = match code {
+                        b'S' => "severity",
+                        b'C' => "sqlstate",
+                        b'M' => "message",
+                        b'D' => "detail",
+                        b'H' => "hint",
+                        b'W' => "where",
+                        b's' => "schema",
+                        b't' => "table",
+                        b'c' => "column",
+                        b'n' => "constraint",
+                        _ => continue,
+                    };
+                    f.insert(key.into(), text(&v, masker));
+                }
+                self.push(Value::Object(f));
+            }
+            b'A' => self.push(json!({"t": "A", "payload": value(Some(body.get(4..).unwrap_or_default()), masker)})),
+            b'Z' => self.push(json!({"t": "Z", "status": body.first().map(|b| (*b as char).to_string())})),
+            b'G' | b'H' | b'W' => self.push(json!({"t": (tag as char).to_string()})),
+            b'V' => self.push(json!({"t": "V", "result": value(body.get(4..), masker)})),
+            b'I' => self.push(json!({"t": "I"})),
+            b's' => self.push(json!({"t": "s"})),
+            b'1' | b'2' | b'3' | b'n' | b't' | b'S' | b'K' | b'c' => {
+                // Protocol bookkeeping (ParseComplete, BindComplete…): listed by tag.
+                self.push(json!({"t": (tag as char).to_string()}));
+            }
+            _ => self.push(json!({"t": (tag as char).to_string()})),
+        }
+    }
+
+    /// The event detail, or `None` for an empty batch.
+    pub fn finish(mut self) -> Option<Value> {
+        self.close_summary();
+        if self.frames.is_empty() {
+            return None;
+        }
+        Some(
+            json!({"frames": self.frames, "rows": self.rows, "bytes": self.bytes, "masked": self.masked}),
+        )
+    }
+}
+
+fn cstr(body: &[u8]) -> String {
+    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    String::from_utf8_lossy(&body[..end]).into_owned()
+}
+
+fn fields(body: &[u8]) -> Vec<(u8, String)> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some((&code, tail)) = rest.split_first() {
+        if code == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        out.push((code, String::from_utf8_lossy(&tail[..end]).into_owned()));
+        rest = tail.get(end + 1..).unwrap_or_default();
+    }
+    out
+}
+
+fn column_names(body: &[u8], masker: &Masker) -> Vec<Value> {
+    let mut out = Vec::new();
+    let Some(count) = body.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
+        return out;
+    };
+    let mut rest = &body[2..];
+    for _ in 0..count.max(0) {
+        let Some(end) = rest.iter().position(|&b| b == 0) else {
+            break;
+        };
+        out.push(text(&String::from_utf8_lossy(&rest[..end]), masker));
+        rest = rest.get(end + 1 + 18..).unwrap_or_default();
+    }
+    out
+}
+
+/// A DataRow's values, or `None` if it does not parse.
+fn data_row_values(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let count = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    let mut rest = &body[2..];
+    let mut out = Vec::with_capacity(count.max(0) as usize);
+    for _ in 0..count {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        if len < 0 {
+            out.push(None);
+        } else {
+            let len = len as usize;
+            out.push(Some(rest.get(..len)?));
+            rest = &rest[len..];
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::Format;
+
+    #[test]
+    fn rows_are_recorded_masked_and_binary_as_base64() {
+        let masker = Masker::new(Format::BinLast4, None);
+        let mut body = vec![0, 3];
+        for v in [&b"4111111111111111"[..], b"\x00\x01"] {
+            body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            body.extend_from_slice(v);
+        }
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        let mut batch = ServerBatch::new(true);
+        batch.frame(b'D', &body, &masker, false);
+        let detail = batch.finish().unwrap();
+        assert_eq!(
+            detail["frames"][0]["values"],
+            json!(["411111******1111", {"b64": "AAE="}, null])
+        );
+        assert_eq!(detail["rows"], 1);
+    }
+
+    #[test]
+    fn summary_mode_counts_rows() {
+        let masker = Masker::new(Format::BinLast4, None);
+        let mut batch = ServerBatch::new(false);
+        batch.frame(b'D', &[0, 0], &masker, false);
+        batch.frame(b'D', &[0, 0], &masker, false);
+        batch.frame(b'C', b"SELECT 2\0", &masker, false);
+        let detail = batch.finish().unwrap();
+        assert_eq!(
+            detail["frames"][0],
+            json!({"t": "D", "rows": 2, "bytes": 4})
+        );
+        assert_eq!(detail["frames"][1], json!({"t": "C", "tag": "SELECT 2"}));
+    }
+}
