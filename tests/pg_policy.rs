@@ -40,6 +40,7 @@ targets:
     );
     let stages = Stages {
         inspect: Arc::new(PolicyStage(Arc::clone(&inspector))),
+        record: None,
     };
     (Proxy::start_yaml(dir, &yaml, stages).await, inspector)
 }
