@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::{Proxy, sqlstate};
 use futures_util::{SinkExt, StreamExt, TryStreamExt, future};
 use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
-use tollgate::pipeline::{ConnInfo, ConnInspect, Inspect, Stages, Statement, Verdict};
+use tollgate::pipeline::{ConnInfo, ConnInspect, Inspect, Ruling, Stages, Statement, Verdict};
 
 fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
@@ -314,21 +314,22 @@ impl Inspect for RefuseMarked {
 }
 
 impl ConnInspect for RefuseMarked {
-    fn inspect(&mut self, _conn: &ConnInfo, statement: &Statement<'_>) -> Verdict {
+    fn inspect(&mut self, _conn: &ConnInfo, statement: &Statement<'_>) -> Ruling {
+        let mut ruling = Ruling::forward_all();
         if statement.sql.contains("forbidden_word") {
-            Verdict::Refuse {
+            ruling.verdict = Verdict::Refuse {
                 sqlstate: "42501".into(),
                 message: "tollgate: blocked by rule test: marked statement".into(),
-            }
-        } else {
-            Verdict::Forward
+            };
         }
+        ruling
     }
 }
 
 fn refusing() -> Stages {
     Stages {
         inspect: Arc::new(RefuseMarked),
+        record: None,
     }
 }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tollgate::auth::Identity;
-use tollgate::pipeline::{ConnId, ConnInfo, Inspect, Origin, Statement, Verdict};
+use tollgate::pipeline::{ConnId, ConnInfo, Inspect, Origin, Ruling, Statement, Verdict};
 use tollgate::policy::classify::SqlDialect;
 use tollgate::policy::inspect::{PolicyInspector, PolicyStage};
 use tollgate::policy::{Action, Policy, RuleSet};
@@ -603,11 +603,12 @@ fn conn() -> ConnInfo {
         target: "app".into(),
         database: "app".into(),
         application_name: None,
+        who: Arc::new(tollgate::audit::Who::default()),
     }
 }
 
-fn refused(v: &Verdict) -> bool {
-    matches!(v, Verdict::Refuse { .. })
+fn refused(r: &Ruling) -> bool {
+    matches!(r.verdict, Verdict::Refuse { .. })
 }
 
 #[test]
