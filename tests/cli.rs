@@ -321,6 +321,9 @@ async fn no_pan_reaches_the_logs() {
         &config,
         format!(
             "listen: {{ postgres: 127.0.0.1:{port} }}
+audit:
+  sqlite: audit.db
+  signing_key: {{ file: signing.pem }}
 targets:
   - name: test
     address: 127.0.0.1:5432
@@ -330,6 +333,7 @@ targets:
         ),
     )
     .unwrap();
+    keygen(dir.path());
     let log = dir.path().join("stderr.log");
     let mut child = Command::new(BIN)
         .args(["--log-format", "json", "serve", "--config"])
@@ -383,17 +387,334 @@ targets:
     );
     let _ = tokio_postgres::connect(&wrong, NoTls).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    child.kill().unwrap();
-    let _ = child.wait();
+    sigterm(&mut child);
     let text = std::fs::read(&log).unwrap();
     assert!(!text.is_empty(), "trace logging produced output");
-    let found = tollgate::mask::pan::find_all(&text);
+    assert_no_pan(&text, "the log");
+    // The audit store: its files hold the whole session, masked.
+    let mut store = Vec::new();
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("audit.db")
+        {
+            store.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    assert!(store.len() > 10_000, "the session was recorded");
+    assert_no_pan(&store, "the audit store");
+    assert!(
+        !store.windows(b"nope".len()).any(|w| w == b"nope"),
+        "a password in the store"
+    );
+    let verify = tollgate_cmd(&["audit", "verify", "--config"], &config);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+fn assert_no_pan(text: &[u8], what: &str) {
+    let found = tollgate::mask::pan::find_all(text);
     assert!(
         found.is_empty(),
-        "clear PANs in the log: {:?}",
+        "clear PANs in {what}: {:?}",
         found
             .iter()
             .map(|f| String::from_utf8_lossy(&text[f.range.clone()]).into_owned())
             .collect::<Vec<_>>()
+    );
+}
+
+/// Writes `signing.pem` in `dir` with `tollgate audit keygen`; returns the public key.
+fn keygen(dir: &std::path::Path) -> String {
+    let out = Command::new(BIN)
+        .args(["audit", "keygen", "--out"])
+        .arg(dir.join("signing.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn tollgate_cmd(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg(config)
+        .env("USER", "auditor-alice")
+        .output()
+        .unwrap()
+}
+
+fn sigterm(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    panic!("tollgate did not stop on SIGTERM");
+}
+
+fn audited_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let config = dir.join("tollgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {{ postgres: 127.0.0.1:{port} }}
+shutdown_grace: 1s
+audit:
+  sqlite: audit.db
+  signing_key: {{ file: signing.pem }}
+  checkpoint_interval: 1s
+  chain: cli-test
+targets:
+  - name: test
+    address: 127.0.0.1:5432
+    user: postgres
+    client_auth: {{ method: scram-sha-256, groups: [ai-agents], password: {{ env: TOLLGATE_AGENT_PASSWORD }} }}
+"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn serve(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("TOLLGATE_AGENT_PASSWORD", "pw")
+        .stderr(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap()
+}
+
+/// The operator's and auditor's commands over a recorded session: verify, sessions, replay,
+/// a bundle verified with the public key only, a report, and tampering caught.
+#[tokio::test]
+async fn audit_commands_over_a_recorded_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = audited_config(dir.path(), port);
+    let public_key = keygen(dir.path());
+    let log = dir.path().join("stderr.log");
+    let mut child = serve(&config, &log);
+    let url = format!(
+        "host=127.0.0.1 port={port} user=agent password=pw dbname=test sslmode=disable application_name=claude"
+    );
+    let client = connect_when_up(&url).await;
+    client
+        .batch_execute(
+            "create temp table cards (pan text); insert into cards values ('4111111111111111')",
+        )
+        .await
+        .unwrap();
+    let rows = client.simple_query("select pan from cards").await.unwrap();
+    assert!(
+        matches!(&rows[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("411111******1111"))
+    );
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(&mut child);
+
+    let verify = tollgate_cmd(&["audit", "verify", "--config"], &config);
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{text}");
+    assert!(text.contains("chain cli-test: ok"), "{text}");
+
+    let list = tollgate_cmd(&["sessions", "list", "--json", "--config"], &config);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let sessions: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(sessions.as_array().unwrap().len(), 1);
+    let s = &sessions[0];
+    assert_eq!(s["subject"], "agent");
+    assert_eq!(s["application_name"], "claude");
+    assert_eq!(s["statements"], 2);
+    let id = s["id"].as_str().unwrap().to_owned();
+    let table = tollgate_cmd(&["sessions", "list", "--config"], &config);
+    assert!(String::from_utf8_lossy(&table.stdout).contains(&id));
+
+    let replay = Command::new(BIN)
+        .args(["sessions", "replay", &id, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&replay.stdout);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(text.contains("select pan from cards"), "{text}");
+    assert!(text.contains("411111******1111"), "{text}");
+    assert!(text.contains("decision: allow"), "{text}");
+
+    // A bundle carries what an auditor needs: verified elsewhere with the public key alone.
+    let bundle = dir.path().join("evidence.jsonl");
+    let export = Command::new(BIN)
+        .args(["audit", "export", "--format", "bundle", "--out"])
+        .arg(&bundle)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("evidence.jsonl");
+    std::fs::copy(&bundle, &copy).unwrap();
+    let check = Command::new(BIN)
+        .args(["audit", "verify", "--public-key", &public_key, "--bundle"])
+        .arg(&copy)
+        .current_dir(elsewhere.path())
+        .env_remove("TOLLGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let tampered = std::fs::read_to_string(&copy).unwrap().replacen(
+        "select pan from cards",
+        "select 1 from cards",
+        1,
+    );
+    std::fs::write(&copy, tampered).unwrap();
+    let check = Command::new(BIN)
+        .args(["audit", "verify", "--public-key", &public_key, "--bundle"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    assert!(String::from_utf8_lossy(&check.stdout).contains("FAILED"));
+
+    // OCSF and the report.
+    let ocsf = tollgate_cmd(
+        &["audit", "export", "--format", "ocsf", "--config"],
+        &config,
+    );
+    let text = String::from_utf8_lossy(&ocsf.stdout);
+    assert!(text.contains("\"class_uid\":3002") && text.contains("\"class_uid\":6005"));
+    let report = tollgate_cmd(
+        &["audit", "report", "--format", "html", "--config"],
+        &config,
+    );
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    for req in [
+        "3.4.1", "7.2", "8.2.1", "10.2.1.3", "10.3", "10.7", "PASSED",
+    ] {
+        assert!(text.contains(req), "{req} missing from the report");
+    }
+    // Every read above was itself recorded (PCI DSS 10.2.1.3), by who ran it.
+    let md = tollgate_cmd(&["audit", "report", "--config"], &config);
+    let text = String::from_utf8_lossy(&md.stdout);
+    assert!(text.contains("cli:auditor-alice"), "{text}");
+
+    // One changed byte in the store: verify fails and names the record.
+    let changed = Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.execute(\"update audit_records set body=replace(body,'select pan','select pam') where chain='cli-test' and body like '%select pan%'\")\nc.commit()")
+        .arg(dir.path().join("audit.db"))
+        .status()
+        .unwrap();
+    assert!(changed.success());
+    let verify = tollgate_cmd(&["audit", "verify", "--config"], &config);
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(!verify.status.success(), "{text}");
+    assert!(
+        text.contains("chain cli-test: FAILED") && text.contains("record modified"),
+        "{text}"
+    );
+}
+
+/// `kill -9` during traffic: on restart the store verifies and the unclean stop is recorded.
+#[tokio::test]
+async fn a_killed_daemon_leaves_a_verifiable_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = audited_config(dir.path(), port);
+    keygen(dir.path());
+    let log = dir.path().join("stderr.log");
+    let mut child = serve(&config, &log);
+    let url =
+        format!("host=127.0.0.1 port={port} user=agent password=pw dbname=test sslmode=disable");
+    let client = connect_when_up(&url).await;
+    let traffic = tokio::spawn(async move {
+        for i in 0.. {
+            if client
+                .simple_query(&format!("select {i}, repeat('x', 100)"))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    let _ = traffic.await;
+
+    let mut child = serve(&config, &log);
+    let client = connect_when_up(&url).await;
+    client.simple_query("select 'after restart'").await.unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(&mut child);
+    let verify = tollgate_cmd(&["audit", "verify", "--config"], &config);
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{text}");
+    let export = tollgate_cmd(
+        &["audit", "export", "--format", "jsonl", "--config"],
+        &config,
+    );
+    let text = String::from_utf8_lossy(&export.stdout);
+    let starts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"type\":\"daemon_start\""))
+        .collect();
+    assert_eq!(starts.len(), 2, "{text:.500}");
+    assert!(
+        starts[1].contains("\"previous_stop\":\"unclean\""),
+        "{}",
+        starts[1]
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("\"type\":\"statement\""))
+            .count()
+            > 10
     );
 }
