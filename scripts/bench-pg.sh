@@ -7,6 +7,8 @@
 #
 # Usage: scripts/bench-pg.sh [seconds-per-run] [rounds]
 #        TOLLGATE_WORKERS=N scripts/bench-pg.sh ...   (tollgate's worker threads; default: CPUs)
+#        BENCH_AUDIT=1 scripts/bench-pg.sh ...        (adds tollgate recording every frame to a
+#                                                      SQLite store and to a PostgreSQL store)
 # Needs: PostgreSQL on 127.0.0.1:5432 trusting postgres, pgbench, a release build (made here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,18 +38,47 @@ if ! psql -h 127.0.0.1 -U postgres -d "$DB" -qAt -c "select count(*) from pgbenc
 fi
 
 echo "agent-secret" >"$work/agent-pw"
-cat >"$work/tollgate.yaml" <<EOF
-listen: { postgres: 127.0.0.1:$PROXY_PORT }
+declare -A port_of pid_of user_of
+port_of[direct]=5432
+user_of[direct]=postgres
+
+# start_tollgate NAME PORT [AUDIT_YAML]: a tollgate in front of the bench database.
+start_tollgate() {
+  local name=$1 port=$2 audit=${3:-}
+  cat >"$work/$name.yaml" <<EOF
+listen: { postgres: 127.0.0.1:$port }
 ${TOLLGATE_WORKERS:+workers: $TOLLGATE_WORKERS}
+$audit
 targets:
   - name: $DB
     address: 127.0.0.1:5432
     user: postgres
     client_auth: { method: scram-sha-256, user: agent, password: { file: $work/agent-pw } }
 EOF
-TOLLGATE_LOG=warn target/release/tollgate serve --config "$work/tollgate.yaml" 2>"$work/tollgate.log" &
-tollgate_pid=$!
-pids+=("$tollgate_pid")
+  TOLLGATE_LOG=warn target/release/tollgate serve --config "$work/$name.yaml" 2>"$work/$name.log" &
+  pid_of[$name]=$!
+  port_of[$name]=$port
+  user_of[$name]=agent
+  pids+=("$!")
+  for _ in $(seq 1 50); do
+    PGPASSWORD=agent-secret psql -h 127.0.0.1 -p "$port" -U agent -d $DB -qAtc 'select 1' >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "$name did not start:" >&2
+  cat "$work/$name.log" >&2
+  exit 1
+}
+
+paths=(direct tollgate)
+start_tollgate tollgate $PROXY_PORT
+if [ "${BENCH_AUDIT:-}" = 1 ]; then
+  target/release/tollgate audit keygen --out "$work/signing.pem" >/dev/null
+  start_tollgate audit-sqlite 25433 "audit: { sqlite: $work/audit.db, signing_key: { file: $work/signing.pem } }"
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "drop database if exists tollgate_bench_audit" -c "create database tollgate_bench_audit"
+  export TOLLGATE_BENCH_AUDIT_URL=postgres://postgres@127.0.0.1:5432/tollgate_bench_audit
+  start_tollgate audit-pg 25434 "audit: { postgres: { env: TOLLGATE_BENCH_AUDIT_URL }, signing_key: { file: $work/signing.pem } }"
+  paths+=(audit-sqlite audit-pg)
+fi
 
 bouncer_pid=
 if command -v pgbouncer >/dev/null 2>&1; then
@@ -75,24 +106,22 @@ EOF
   fi
   sleep 1
   bouncer_pid=$(cat "$work/pgbouncer.pid" 2>/dev/null || true)
-  [ -n "$bouncer_pid" ] && pids+=("$bouncer_pid")
+  if [ -n "$bouncer_pid" ]; then
+    pids+=("$bouncer_pid")
+    paths+=(pgbouncer)
+    port_of[pgbouncer]=$BOUNCER_PORT
+    pid_of[pgbouncer]=$bouncer_pid
+    user_of[pgbouncer]=postgres
+  fi
 fi
-
-for _ in $(seq 1 50); do
-  PGPASSWORD=agent-secret psql -h 127.0.0.1 -p $PROXY_PORT -U agent -d $DB -qAtc 'select 1' >/dev/null 2>&1 && break
-  sleep 0.1
-done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
 # run PATH MODE: prints "tps transactions cpu_seconds"
 run() {
-  local path=$1 mode=$2 port=5432 user=postgres pid= before=0 after=0 out
-  case $path in
-    tollgate) port=$PROXY_PORT user=agent pid=$tollgate_pid ;;
-    pgbouncer) port=$BOUNCER_PORT pid=$bouncer_pid ;;
-  esac
+  local path=$1 mode=$2 before=0 after=0 out
+  local port=${port_of[$path]} user=${user_of[$path]} pid=${pid_of[$path]:-}
   [ -n "$pid" ] && before=$(cpu_ticks "$pid")
   out=$(PGPASSWORD=agent-secret pgbench -h 127.0.0.1 -p "$port" -U "$user" -S -M "$mode" \
     -c $CLIENTS -j $THREADS -T "$SECONDS_PER_RUN" -n "$DB" 2>&1)
@@ -103,8 +132,6 @@ run() {
   echo "$tps $txns $(awk -v a="$after" -v b="$before" -v hz="$hz" 'BEGIN{print (a-b)/hz}')"
 }
 
-paths=(direct tollgate)
-[ -n "$bouncer_pid" ] && paths+=(pgbouncer)
 declare -A results
 for round in $(seq 1 "$ROUNDS"); do
   for mode in simple prepared; do
@@ -119,13 +146,13 @@ done
 median() { sort -n | awk '{v[NR]=$1} END{print (NR%2)? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 echo
 echo "pgbench -S, $CLIENTS clients, ${SECONDS_PER_RUN}s x $ROUNDS rounds, $(nproc) cores, tollgate workers: ${TOLLGATE_WORKERS:-$(nproc)}, $(date -u +%F)"
-printf '%-10s %-9s %10s %8s %14s\n' mode path tps ratio "cpu_us/txn"
+printf '%-10s %-12s %10s %8s %14s\n' mode path tps ratio "cpu_us/txn"
 for mode in simple prepared; do
   direct=$(awk '{print $1}' <<<"${results[direct.$mode]}" | grep . | median)
   for path in "${paths[@]}"; do
     tps=$(awk '{print $1}' <<<"${results[$path.$mode]}" | grep . | median)
     cpu=$(awk '$2 > 0 {s += $3; t += $2} END{ if (t) printf "%.1f", s / t * 1e6; else print "-" }' <<<"${results[$path.$mode]}")
     [ "$path" = direct ] && cpu=-
-    printf '%-10s %-9s %10.0f %8.2f %14s\n' "$mode" "$path" "$tps" "$(awk -v a="$tps" -v b="$direct" 'BEGIN{print a/b}')" "$cpu"
+    printf '%-10s %-12s %10.0f %8.2f %14s\n' "$mode" "$path" "$tps" "$(awk -v a="$tps" -v b="$direct" 'BEGIN{print a/b}')" "$cpu"
   done
 done
