@@ -156,6 +156,11 @@ impl Default for Listen {
 pub struct Admin {
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// Groups whose members may read the audit trail through the admin API (sessions,
+    /// timelines, exports), presenting an access token from a configured issuer as
+    /// `Authorization: Bearer`. Empty: the audit endpoints answer 403.
+    #[serde(default)]
+    pub auditor_groups: Vec<String>,
 }
 
 pub fn default_admin_listen() -> SocketAddr {

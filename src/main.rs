@@ -659,16 +659,17 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             let key_id = Some(setup.signer.key_id().to_owned());
             let n = match &out {
                 Some(path) => {
-                    let file = std::fs::File::create(path)
+                    let file = tokio::fs::File::create(path)
+                        .await
                         .with_context(|| format!("creating {}", path.display()))?;
-                    let mut w = std::io::BufWriter::new(file);
+                    let mut w = tokio::io::BufWriter::new(file);
                     audit::export::write(&mut st, format, &period, key_id, &mut w, &|n| {
                         bar.set_position(n)
                     })
                     .await?
                 }
                 None => {
-                    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                    let mut w = tokio::io::BufWriter::new(tokio::io::stdout());
                     audit::export::write(&mut st, format, &period, key_id, &mut w, &|_| {}).await?
                 }
             };
@@ -724,8 +725,15 @@ fn serve(
     let recorder = match &config.audit {
         Some(_) => {
             let setup = audit_setup(&config)?;
+            let location = setup.settings.location.clone();
+            let key_id = setup.signer.key_id().to_owned();
             let recorder = audit::Recorder::start(setup.settings, setup.signer)
                 .context("opening the audit store")?;
+            admin.audit = Some(tollgate::admin::audit::AuditAccess {
+                location,
+                recorder: recorder.clone(),
+                key_id,
+            });
             let _ = recorder.record(audit::Event::new(
                 audit::kind::CONFIG_LOAD,
                 audit::Outcome::Success,
@@ -776,6 +784,10 @@ fn serve(
         inspector = Some(loaded);
     }
     let ctx = Arc::new(Context::new(Arc::clone(&config), stages)?);
+    admin.validator = ctx.validator.clone();
+    if let Some(a) = &config.admin {
+        admin.auditor_groups = a.auditor_groups.clone();
+    }
     let workers = config
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -929,7 +941,7 @@ Stop with Ctrl-C.",
     );
     let admin = AdminState {
         dev_issuer: Some(Arc::new(issuer)),
-        policy: None,
+        ..AdminState::default()
     };
     serve(
         config,

@@ -6,7 +6,9 @@
 //!
 //! Everything streams: records are read a page at a time and written as they come.
 
-use std::io::Write;
+use std::fmt::Write as _;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use serde::{Deserialize, Serialize};
 
@@ -112,13 +114,16 @@ pub async fn write(
     format: Format,
     period: &Period,
     key_id: Option<String>,
-    out: &mut dyn Write,
-    progress: &dyn Fn(u64),
+    out: &mut (dyn AsyncWrite + Unpin + Send),
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<u64, Error> {
     let (since, until) = period.bounds();
     let mut written = 0u64;
+    // Each page of records is formatted here, then written at once.
+    let mut buf = String::new();
     if format == Format::Csv {
-        writeln!(out, "{}", CSV_COLUMNS.join(","))?;
+        buf.push_str(&CSV_COLUMNS.join(","));
+        buf.push('\n');
     }
     if format == Format::Bundle {
         let header = BundleLine::Header {
@@ -128,11 +133,7 @@ pub async fn write(
             until: period.until.clone(),
             key_id,
         };
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string(&header).expect("serialisable")
-        )?;
+        line(&mut buf, &header);
     }
     for chain in store.chains().await? {
         let Some((lo, hi)) = store.span(&chain, since, until).await? else {
@@ -156,7 +157,7 @@ pub async fn write(
             (lo, hi, None)
         };
         if let Some(c) = anchor {
-            line(out, &BundleLine::Checkpoint(c))?;
+            line(&mut buf, &BundleLine::Checkpoint(c));
         }
         let mut after = start - 1;
         let mut cp_after = Some(after);
@@ -176,6 +177,8 @@ pub async fn write(
                 checkpoints.extend(more);
                 cp_after = Some(last);
             }
+            out.write_all(buf.as_bytes()).await?;
+            buf.clear();
             for r in &page {
                 if r.seq > end {
                     break 'pages;
@@ -184,33 +187,35 @@ pub async fn write(
                 let in_period = r.ts.as_str() >= since && r.ts.as_str() < until;
                 match format {
                     Format::Bundle => {
-                        line(out, &BundleLine::Record(BundleRecord::from_stored(r)))?;
+                        line(&mut buf, &BundleLine::Record(BundleRecord::from_stored(r)));
                         while checkpoints.front().is_some_and(|c| c.seq <= r.seq) {
                             let c = checkpoints.pop_front().expect("front exists");
-                            line(out, &BundleLine::Checkpoint(c))?;
+                            line(&mut buf, &BundleLine::Checkpoint(c));
                         }
                     }
                     _ if !in_period => continue,
-                    Format::Jsonl => jsonl(out, r)?,
-                    Format::Ocsf => ocsf(out, r)?,
-                    Format::Csv => csv(out, r)?,
+                    Format::Jsonl => jsonl(&mut buf, r),
+                    Format::Ocsf => ocsf(&mut buf, r),
+                    Format::Csv => csv(&mut buf, r),
                 }
                 written += 1;
                 progress(written);
             }
         }
     }
-    out.flush()?;
+    out.write_all(buf.as_bytes()).await?;
+    out.flush().await?;
     Ok(written)
 }
 
-fn line(out: &mut dyn Write, l: &BundleLine) -> std::io::Result<()> {
-    writeln!(out, "{}", serde_json::to_string(l).expect("serialisable"))
+fn line(buf: &mut String, l: &BundleLine) {
+    buf.push_str(&serde_json::to_string(l).expect("serialisable"));
+    buf.push('\n');
 }
 
-fn jsonl(out: &mut dyn Write, r: &StoredRecord) -> std::io::Result<()> {
+fn jsonl(buf: &mut String, r: &StoredRecord) {
     // The body verbatim, with the hash beside it: `{"hash":…,"record":{…}}`.
-    writeln!(out, "{{\"hash\":\"{}\",\"record\":{}}}", r.hash, r.body)
+    let _ = writeln!(buf, "{{\"hash\":\"{}\",\"record\":{}}}", r.hash, r.body);
 }
 
 const CSV_COLUMNS: &[&str] = &[
@@ -249,9 +254,9 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-fn csv(out: &mut dyn Write, r: &StoredRecord) -> std::io::Result<()> {
+fn csv(buf: &mut String, r: &StoredRecord) {
     let Ok(b) = serde_json::from_str::<Body>(&r.body) else {
-        return Ok(());
+        return;
     };
     let o = |v: &Option<String>| v.clone().unwrap_or_default();
     let fields = [
@@ -275,7 +280,7 @@ fn csv(out: &mut dyn Write, r: &StoredRecord) -> std::io::Result<()> {
         r.hash.clone(),
     ];
     let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-    writeln!(out, "{}", row.join(","))
+    let _ = writeln!(buf, "{}", row.join(","));
 }
 
 /// Milliseconds since the epoch of a record timestamp.
@@ -348,11 +353,10 @@ pub fn ocsf_event(b: &Body, hash: &str) -> serde_json::Value {
     event
 }
 
-fn ocsf(out: &mut dyn Write, r: &StoredRecord) -> std::io::Result<()> {
-    let Ok(b) = serde_json::from_str::<Body>(&r.body) else {
-        return Ok(());
-    };
-    writeln!(out, "{}", ocsf_event(&b, &r.hash))
+fn ocsf(buf: &mut String, r: &StoredRecord) {
+    if let Ok(b) = serde_json::from_str::<Body>(&r.body) {
+        let _ = writeln!(buf, "{}", ocsf_event(&b, &r.hash));
+    }
 }
 
 #[cfg(test)]

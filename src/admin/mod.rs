@@ -1,5 +1,7 @@
-//! The admin HTTP interface (axum): health, and in `tollgate dev` the embedded issuer's
-//! discovery document and key set. Approvals, sessions and metrics join it later.
+//! The admin HTTP interface (axum): health, the audit trail for auditors ([`audit`]), and in
+//! `tollgate dev` the embedded issuer's discovery document and key set.
+
+pub mod audit;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +22,12 @@ pub struct AdminState {
     pub dev_issuer: Option<Arc<DevIssuer>>,
     /// The live policy, when one is configured.
     pub policy: Option<Arc<PolicyInspector>>,
+    /// Validates the bearer tokens of API callers (the agents' issuers).
+    pub validator: Option<Arc<crate::auth::oidc::Validator>>,
+    /// Who may read the audit trail.
+    pub auditor_groups: Vec<String>,
+    /// The session store, when one is configured.
+    pub audit: Option<audit::AuditAccess>,
 }
 
 /// The admin routes; tested with `oneshot`, no socket needed.
@@ -29,6 +37,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/dev/.well-known/openid-configuration", get(dev_discovery))
         .route("/dev/jwks.json", get(dev_jwks))
         .route("/policy/reload", axum::routing::post(policy_reload))
+        .route("/audit/sessions", get(audit::sessions))
+        .route("/audit/sessions/{id}", get(audit::session))
+        .route("/audit/export", get(audit::export))
         .with_state(state)
 }
 
@@ -106,8 +117,8 @@ mod tests {
         let inspector =
             Arc::new(PolicyInspector::load(vec![file.clone()], SqlDialect::Postgres).unwrap());
         let state = Arc::new(AdminState {
-            dev_issuer: None,
             policy: Some(Arc::clone(&inspector)),
+            ..AdminState::default()
         });
         let post = |app: Router| async move {
             let response = app
@@ -154,7 +165,7 @@ mod tests {
         let issuer = DevIssuer::open(dir.path(), "http://127.0.0.1:9090/dev").unwrap();
         let state = Arc::new(AdminState {
             dev_issuer: Some(Arc::new(issuer)),
-            policy: None,
+            ..AdminState::default()
         });
         let (status, doc) = get_json(
             router(Arc::clone(&state)),
