@@ -233,6 +233,11 @@ pub struct Masking {
     /// Other formats for members of some groups (first match wins).
     #[serde(default)]
     pub groups: Vec<GroupMasking>,
+    /// Columns that hold card numbers, masked whatever their content: a column-name pattern
+    /// (`pan`, `*card_number*`), `table.column` or `schema.table.column`. Name patterns match
+    /// the source column (`SELECT pan AS x` is caught) and the output name.
+    #[serde(default)]
+    pub columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -680,6 +685,16 @@ impl Config {
                     "audit.chain: 1 to 64 characters of letters, digits, '.', '_' and '-'",
                 ));
             }
+        }
+        if let Some(bad) = self
+            .masking
+            .columns
+            .iter()
+            .find(|c| !crate::mask::columns::ColumnRules::valid_entry(c))
+        {
+            return Err(top(&format!(
+                "masking.columns: {bad:?} is not a column name, table.column or schema.table.column"
+            )));
         }
         if self.workers == Some(0) {
             return Err(top("workers: must be at least 1"));

@@ -2,6 +2,7 @@
 //! by the recorder verify; every kind of tampering is caught and named; bundles verify with
 //! the public key alone; a failing store refuses records and recovers without a gap.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -459,4 +460,133 @@ async fn a_failing_store_refuses_then_recovers_the_chain() {
         .unwrap();
     assert_eq!(failures.len(), 1);
     assert!(failures[0].body.contains("\"since\""));
+}
+
+/// Retention: records up to the newest checkpoint older than the cutoff go; that checkpoint
+/// anchors what remains, which still verifies; the pruning is recorded.
+#[tokio::test]
+async fn pruning_removes_checkpointed_segments_and_the_rest_verifies() {
+    let b = backend(false).await;
+    let key = write_chain(&b.location, "east", 300).await;
+    let mut store = Store::open(&b.location, false).await.unwrap();
+    let anchor = store
+        .checkpoint_before("east", 250)
+        .await
+        .unwrap()
+        .expect("checkpoints every 200 ms");
+    // Everything signed up to the anchor counts as old.
+    let cutoff = format!("{}~", anchor.ts);
+    let pruned = tollgate::audit::writer::prune(&mut store, "east", &cutoff)
+        .await
+        .unwrap()
+        .expect("something to prune");
+    assert_eq!(pruned, (anchor.seq, anchor.seq));
+    let first = store.page("east", 0, 1).await.unwrap();
+    assert_eq!(first[0].seq, anchor.seq + 1);
+    store.close().await;
+    let reports = verify_store(&b.location, &key).await;
+    assert!(reports[0].ok(), "{:?}", reports[0].problems);
+    assert_eq!(reports[0].first_seq, Some(anchor.seq + 1));
+    // Without the anchor, the cut is named.
+    raw(
+        &b.location,
+        &format!("DELETE FROM audit_checkpoints WHERE seq = {}", anchor.seq),
+    )
+    .await;
+    let p = first_problem(&verify_store(&b.location, &key).await).expect("detected");
+    assert!(p.message.contains("no checkpoint anchors"), "{p}");
+}
+
+/// A TCP relay to the local PostgreSQL that can be cut (as if the server stopped) and restored.
+struct Cuttable {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Cuttable {
+    async fn start() -> Cuttable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (u, c) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !u.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // refused: dropped at once
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Cuttable { port, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The PostgreSQL store goes away mid-stream: records are refused, then the writer reconnects,
+/// writes what it held in order, records the outage, and the chain verifies.
+#[tokio::test]
+async fn a_postgres_store_that_goes_away_is_reconnected_without_a_gap() {
+    let b = backend(true).await;
+    let Location::Postgres(url) = &b.location else {
+        unreachable!()
+    };
+    let relay = Cuttable::start().await;
+    let via = Location::Postgres(url.replace(":5432/", &format!(":{}/", relay.port)));
+    let signer = Signer::from_pkcs8(signer_pem().as_bytes()).unwrap();
+    let key = PublicKey::from_bytes(signer.public_key());
+    let recorder = tokio::task::spawn_blocking({
+        let via = via.clone();
+        move || Recorder::start(settings(&via, "east"), signer).unwrap()
+    })
+    .await
+    .unwrap();
+    recorder.record(event(1)).unwrap();
+    recorder.flush().await.unwrap();
+    relay.cut();
+    let mut accepted = 0;
+    let mut refused = false;
+    for i in 0..200 {
+        match recorder.record(event(10 + i)) {
+            Ok(()) => accepted += 1,
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "records refused while the store is gone");
+    assert!(accepted > 0);
+    relay.restore();
+    let mut healthy = false;
+    for _ in 0..200 {
+        if recorder.healthy() {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(healthy, "the writer reconnects");
+    recorder.flush().await.unwrap();
+    let reports = verify_store(&b.location, &key).await;
+    assert!(reports[0].ok(), "{:?}", reports[0].problems);
+    // start + 1 + every accepted record + the outage.
+    assert_eq!(reports[0].last_seq, Some(2 + accepted + 1));
 }

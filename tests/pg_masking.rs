@@ -319,3 +319,84 @@ async fn pans_stored_as_numbers_are_masked_in_binary_results() {
         }
     }
 }
+
+/// Column rules: values of named columns are masked whatever they hold (a number failing Luhn
+/// included), through aliases, in binary results and prepared statements; an undecodable
+/// binary value there becomes NULL.
+#[tokio::test]
+async fn column_rules_mask_named_columns_whatever_they_hold() {
+    let proxy = Proxy::start(
+        "masking:\n  columns: [\"pan*\", \"*card_number*\", public.tollgate_legacy_cards.cc]\n",
+    )
+    .await;
+    let client = proxy.connect().await;
+    // Real tables (the lookup sees them from its own connection), dropped at the end.
+    let suffix = std::process::id();
+    let cards = format!("tollgate_colrule_{suffix}");
+    client
+        .batch_execute(&format!(
+            "drop table if exists {cards}; drop table if exists tollgate_legacy_cards;
+             create table {cards} (id int, pan text, note text, n bigint, raw bytea);
+             insert into {cards} values (1, '4111111111111112', '4111111111111112', 4111111111111112, '\\x0102');
+             create table tollgate_legacy_cards (cc text, other text);
+             insert into tollgate_legacy_cards values ('5555 5555 5555 4445', '5555 5555 5555 4445');"
+        ))
+        .await
+        .unwrap();
+    let text = |r: Vec<SimpleQueryMessage>| -> Vec<Vec<Option<String>>> { rows(&r) };
+    // By source column: direct, aliased; the note column (no rule) keeps a Luhn-failing number.
+    let r = text(
+        client
+            .simple_query(&format!("select pan, pan as x, note from {cards}"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        r,
+        [[
+            Some("411111******1112".into()),
+            Some("411111******1112".into()),
+            Some("4111111111111112".into())
+        ]]
+    );
+    // By output name.
+    let r = text(
+        client
+            .simple_query("select '4111111111111112' as old_card_number")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r, [[Some("411111******1112".into())]]);
+    // By schema.table.column, separators kept; the other column untouched.
+    let r = text(
+        client
+            .simple_query("select cc, other from tollgate_legacy_cards")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        r,
+        [[
+            Some("5555 55** **** 4445".into()),
+            Some("5555 5555 5555 4445".into())
+        ]]
+    );
+    // Binary results through a prepared statement: text masked, bigint masked in place, and
+    // a bytea the masker cannot read in a masked column comes back NULL.
+    let stmt = client
+        .prepare(&format!(
+            "select pan, n as pan_number, raw as pan_raw from {cards} where id = $1"
+        ))
+        .await
+        .unwrap();
+    let row = client.query_one(&stmt, &[&1i32]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "411111******1112");
+    assert_eq!(row.get::<_, i64>(1), 4111110000001112);
+    assert_eq!(row.get::<_, Option<Vec<u8>>>(2), None);
+    client
+        .batch_execute(&format!(
+            "drop table {cards}; drop table tollgate_legacy_cards"
+        ))
+        .await
+        .unwrap();
+}

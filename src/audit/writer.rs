@@ -193,6 +193,36 @@ impl Recorder {
         }
     }
 
+    /// Queues an event, waiting up to `max_wait` for room in a full queue (a burst becomes
+    /// latency, not refusals); refuses at once while the store is failing.
+    pub async fn record_within(&self, event: Event, max_wait: Duration) -> Result<(), Unavailable> {
+        if self.inner.failing.load(Ordering::Acquire) {
+            self.inner.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Unavailable::Failing);
+        }
+        let msg = Msg::Event(Box::new(event), now_ts());
+        let msg = match self.inner.tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Unavailable::Stopped),
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
+        match self.inner.tx.send_timeout(msg, max_wait).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Unavailable::Stopped),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                self.inner.refused.fetch_add(1, Ordering::Relaxed);
+                if !self.inner.alerted.swap(true, Ordering::AcqRel) {
+                    error!(
+                        chain = self.inner.chain,
+                        queue = self.inner.queue_size,
+                        "ALERT audit queue full: statements are refused until the store catches up"
+                    );
+                }
+                Err(Unavailable::Full)
+            }
+        }
+    }
+
     /// Queues an event, waiting for room: for what must be recorded whatever the store's
     /// state (results of statements already forwarded).
     pub async fn record_wait(&self, event: Event) -> Result<(), Unavailable> {

@@ -8,6 +8,7 @@
 //! - [`cancel`]: tollgate's own cancel keys mapped to upstream backends.
 
 pub mod cancel;
+pub mod catalog;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -41,6 +42,10 @@ pub struct Context {
     pub throttle: Throttle,
     /// The HMAC key of the masking format, read once at start.
     masking_key: Option<Vec<u8>>,
+    /// Columns masked whatever their content (`masking.columns`).
+    pub column_rules: crate::mask::columns::ColumnRules,
+    /// Source columns of result columns, for the column rules.
+    pub catalog: catalog::Cache,
 }
 
 /// A configured target with what was prepared for it at start.
@@ -125,6 +130,7 @@ impl Context {
             Some(secret) => Some(secret.read()?.into_bytes()),
             None => None,
         };
+        let column_rules = crate::mask::columns::ColumnRules::new(&config.masking.columns);
         Ok(Context {
             config,
             client_tls,
@@ -134,6 +140,8 @@ impl Context {
             validator,
             throttle,
             masking_key,
+            column_rules,
+            catalog: catalog::Cache::default(),
         })
     }
 

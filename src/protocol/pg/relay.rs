@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::Context;
+use super::catalog::ConnCatalog;
 use super::frame::{self, Message, put_message};
 use super::messages::{self, Backend, Frontend, Severity, TxStatus, put_error};
 use super::recording::{self, ServerBatch};
@@ -57,6 +58,9 @@ pub enum End {
     Shutdown,
     Io(std::io::Error),
 }
+
+/// How long a statement waits for room in a full audit queue before it is refused.
+const RECORD_WAIT: Duration = Duration::from_secs(2);
 
 /// Refusals awaiting their server error on one connection, at most.
 const MAX_PENDING_REFUSALS: usize = 10_000;
@@ -93,7 +97,12 @@ pub async fn run(
     control_tx: mpsc::Sender<Control>,
     control: mpsc::Receiver<Control>,
 ) -> End {
-    let Established { client, server, .. } = est;
+    let Established {
+        client,
+        server,
+        target,
+        ..
+    } = est;
     let (client_rd, client_wr) = client.io.split();
     let (server_rd, server_wr) = server.io.split();
     let mut nonce = [0u8; 8];
@@ -125,9 +134,12 @@ pub async fn run(
         server_wr,
         control_tx,
     );
+    let catalog = (!ctx.column_rules.is_empty())
+        .then(|| ConnCatalog::new(ctx, target, &info.identity, &info.database));
     let downstream = server_to_client(
         ctx,
         &info,
+        catalog,
         &masker,
         record.as_ref(),
         &shared,
@@ -395,25 +407,32 @@ async fn client_to_server(
             {
                 frames.push(frame);
             }
-            let verdict = statement.as_ref().map(|statement| {
-                let ruling = inspect.inspect(info, statement);
-                match record {
-                    // PCI DSS 10.7: what cannot be recorded is not run.
-                    Some(record) => match record
-                        .recorder
-                        .record(statement_event(info, statement, &ruling, masker))
-                    {
-                        Ok(()) => ruling.verdict,
-                        Err(e) => Verdict::Refuse {
-                            sqlstate: "58030".into(),
-                            message: format!(
-                                "tollgate: statement refused because the audit trail cannot record it ({e}); retry shortly"
-                            ),
+            let verdict = match &statement {
+                None => None,
+                Some(statement) => {
+                    let ruling = inspect.inspect(info, statement);
+                    Some(match record {
+                        // PCI DSS 10.7: what cannot be recorded is not run.
+                        Some(record) => match record
+                            .recorder
+                            .record_within(
+                                statement_event(info, statement, &ruling, masker),
+                                RECORD_WAIT,
+                            )
+                            .await
+                        {
+                            Ok(()) => ruling.verdict,
+                            Err(e) => Verdict::Refuse {
+                                sqlstate: "58030".into(),
+                                message: format!(
+                                    "tollgate: statement refused because the audit trail cannot record it ({e}); retry shortly"
+                                ),
+                            },
                         },
-                    },
-                    None => ruling.verdict,
+                        None => ruling.verdict,
+                    })
                 }
-            });
+            };
             if let Some(statement) = statement
                 && let Some(Verdict::Refuse { sqlstate, message }) = verdict
             {
@@ -542,6 +561,7 @@ async fn write_all(wr: &mut WriteHalf, bytes: &[u8]) -> std::io::Result<()> {
 async fn server_to_client(
     ctx: &Context,
     info: &ConnInfo,
+    mut catalog: Option<ConnCatalog<'_>>,
     masker: &Masker,
     record: Option<&Record<'_>>,
     shared: &Shared,
@@ -610,7 +630,13 @@ async fn server_to_client(
                     Err(e) => break Some(Problem::server(e)),
                 },
                 // Result shapes, so rows are decoded by their column types and formats.
-                b'T' => rows.row_description(&shared.tracker, m.body),
+                b'T' => {
+                    let mut columns = results::decode_row_description(m.body);
+                    if let (Some(catalog), Some(columns)) = (&mut catalog, &mut columns) {
+                        catalog.mark(m.body, columns).await;
+                    }
+                    rows.row_description(&shared.tracker, columns);
+                }
                 b'n' => rows.no_data(&shared.tracker),
                 b'C' | b's' | b'I' => rows.execute_done(&shared.tracker),
                 // The transform stage: PANs masked in everything flowing back.

@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex};
 pub struct Column {
     pub type_oid: u32,
     pub format: i16,
+    /// A column rule names it: its values are masked whatever they hold.
+    pub masked: bool,
 }
 
 /// What the server will answer, in order.
@@ -161,7 +163,8 @@ impl ClientSide {
 /// arriving.
 #[derive(Default)]
 pub struct ServerSide {
-    statement_types: HashMap<Arc<str>, Arc<[u32]>>,
+    /// A described statement's column types, and whether a column rule masks each.
+    statement_types: HashMap<Arc<str>, Arc<[(u32, bool)]>>,
     portal_columns: HashMap<Arc<str>, Arc<[Column]>>,
     /// From a simple query's RowDescription, or worked out at an Execute's first row (so the
     /// rows after it cost no lookup).
@@ -178,16 +181,20 @@ pub fn decode_row_description(body: &[u8]) -> Option<Vec<Column>> {
         let fixed = rest.get(name_end + 1..name_end + 1 + 18)?;
         let type_oid = u32::from_be_bytes(fixed[6..10].try_into().ok()?);
         let format = i16::from_be_bytes(fixed[16..18].try_into().ok()?);
-        out.push(Column { type_oid, format });
+        out.push(Column {
+            type_oid,
+            format,
+            masked: false,
+        });
         rest = &rest[name_end + 1 + 18..];
     }
     rest.is_empty().then_some(out)
 }
 
 impl ServerSide {
-    /// A RowDescription arrived.
-    pub fn row_description(&mut self, tracker: &Tracker, body: &[u8]) {
-        let columns: Option<Arc<[Column]>> = decode_row_description(body).map(Arc::from);
+    /// A RowDescription arrived (`columns`: its decoded columns, marked by the column rules).
+    pub fn row_description(&mut self, tracker: &Tracker, columns: Option<Vec<Column>>) {
+        let columns: Option<Arc<[Column]>> = columns.map(Arc::from);
         match tracker.front() {
             Some(Expect::DescribeStatement(name)) => {
                 if let Some(c) = &columns {
@@ -195,7 +202,7 @@ impl ServerSide {
                         self.statement_types.clear();
                     }
                     self.statement_types
-                        .insert(name, c.iter().map(|c| c.type_oid).collect());
+                        .insert(name, c.iter().map(|c| (c.type_oid, c.masked)).collect());
                 }
                 tracker.pop();
             }
@@ -250,9 +257,10 @@ impl ServerSide {
                     types
                         .iter()
                         .enumerate()
-                        .map(|(i, &type_oid)| Column {
+                        .map(|(i, &(type_oid, masked))| Column {
                             type_oid,
                             format: format(i),
+                            masked,
                         })
                         .collect(),
                 )
@@ -312,7 +320,10 @@ mod tests {
         client.bind("", "s1", [1i16].into_iter());
         tracker.push(client.execute(""));
         tracker.push(Expect::Sync);
-        server.row_description(&tracker, &row_description(&[(20, 0), (25, 0)]));
+        server.row_description(
+            &tracker,
+            decode_row_description(&row_description(&[(20, 0), (25, 0)])),
+        );
         server.ready(&tracker);
         let cols = server.row_columns(&tracker).unwrap();
         assert_eq!(
@@ -320,11 +331,13 @@ mod tests {
             &[
                 Column {
                     type_oid: 20,
-                    format: 1
+                    format: 1,
+                    masked: false,
                 },
                 Column {
                     type_oid: 25,
-                    format: 1
+                    format: 1,
+                    masked: false,
                 }
             ]
         );
@@ -344,7 +357,10 @@ mod tests {
         tracker.push(Expect::Query);
         server.error(&tracker);
         server.ready(&tracker);
-        server.row_description(&tracker, &row_description(&[(1700, 0)]));
+        server.row_description(
+            &tracker,
+            decode_row_description(&row_description(&[(1700, 0)])),
+        );
         assert_eq!(server.row_columns(&tracker).unwrap()[0].type_oid, 1700);
         server.execute_done(&tracker);
         assert!(server.row_columns(&tracker).is_none());

@@ -594,7 +594,7 @@ async fn scram_exchange(
 }
 
 /// What the upstream told us once logged in.
-struct UpstreamSession {
+pub(crate) struct UpstreamSession {
     process_id: i32,
     secret_key: i32,
     status: TxStatus,
@@ -637,7 +637,7 @@ pub async fn open_upstream(ctx: &Context, target: &TargetRuntime) -> Result<Conn
 
 /// Connects and logs in upstream with the target's credentials. On failure, also returns the
 /// SQLSTATE to show the client.
-async fn connect_upstream(
+pub(crate) async fn connect_upstream(
     ctx: &Context,
     target: &TargetRuntime,
     identity: &Identity,

@@ -29,7 +29,7 @@ fn may_hold_pan(body: &[u8]) -> bool {
 pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Option<Vec<u8>> {
     let binary_numbers = columns.is_some_and(|c| {
         c.iter()
-            .any(|c| c.format == 1 && matches!(c.type_oid, INT8 | NUMERIC))
+            .any(|c| c.masked || (c.format == 1 && matches!(c.type_oid, INT8 | NUMERIC)))
     });
     if !binary_numbers && !may_hold_pan(body) {
         return None;
@@ -48,14 +48,28 @@ pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Opt
         },
         None,
     );
+    // A value in a column a rule masks is masked whatever it holds; one the masker cannot
+    // decode there (an unknown binary type) becomes NULL: fail closed.
+    let mut nulled = false;
     let masked: Vec<Option<Cow<'_, [u8]>>> = values
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            v.map(|v| match columns.and_then(|c| c.get(i)) {
+            let v = (*v)?;
+            Some(match columns.and_then(|c| c.get(i)) {
+                Some(c) if c.masked && c.format == 1 => match c.type_oid {
+                    INT8 => mask_int8(v, masker, true),
+                    NUMERIC => mask_numeric(v, masker, true),
+                    TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN => Cow::Owned(masker.mask_column(v)),
+                    _ => {
+                        nulled = true;
+                        return None;
+                    }
+                },
+                Some(c) if c.masked => Cow::Owned(masker.mask_column(v)),
                 Some(c) if c.format == 1 => match c.type_oid {
-                    INT8 => mask_int8(v, masker),
-                    NUMERIC => mask_numeric(v, masker),
+                    INT8 => mask_int8(v, masker, false),
+                    NUMERIC => mask_numeric(v, masker, false),
                     TEXT | VARCHAR | BPCHAR | NAME | JSON | XML | UNKNOWN => masker.mask(v),
                     _ => same_length.mask(v),
                 },
@@ -63,9 +77,10 @@ pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Opt
             })
         })
         .collect();
-    if masked
-        .iter()
-        .all(|v| v.as_ref().is_none_or(|c| matches!(c, Cow::Borrowed(_))))
+    if !nulled
+        && masked
+            .iter()
+            .all(|v| v.as_ref().is_none_or(|c| matches!(c, Cow::Borrowed(_))))
     {
         return None;
     }
@@ -95,8 +110,9 @@ const BPCHAR: u32 = 1042;
 const VARCHAR: u32 = 1043;
 const NUMERIC: u32 = 1700;
 
-/// The digits of a masked number: masked positions become zeros.
-fn masked_digits(digits: &str, masker: &Masker) -> Option<String> {
+/// The digits of a masked number: masked positions become zeros. `forced`: the column holds
+/// card numbers, so the digits are masked whether or not they read as a PAN.
+fn masked_digits(digits: &str, masker: &Masker, forced: bool) -> Option<String> {
     let number_masker = Masker::new(
         if masker.format() == Format::Hmac {
             Format::Redact
@@ -105,36 +121,41 @@ fn masked_digits(digits: &str, masker: &Masker) -> Option<String> {
         },
         None,
     );
-    match number_masker.mask(digits.as_bytes()) {
-        Cow::Borrowed(_) => None,
-        Cow::Owned(m) => Some(
+    let masked = if forced {
+        Cow::Owned(number_masker.mask_column(digits.as_bytes()))
+    } else {
+        number_masker.mask(digits.as_bytes())
+    };
+    match masked {
+        Cow::Owned(m) if m != digits.as_bytes() => Some(
             m.iter()
                 .map(|&b| if b == b'*' { '0' } else { b as char })
                 .collect(),
         ),
+        _ => None,
     }
 }
 
 /// A binary `bigint`.
-fn mask_int8<'a>(v: &'a [u8], masker: &Masker) -> Cow<'a, [u8]> {
+fn mask_int8<'a>(v: &'a [u8], masker: &Masker, forced: bool) -> Cow<'a, [u8]> {
     let Ok(bytes) = <[u8; 8]>::try_from(v) else {
         // Not a bigint after all: fail closed, nothing readable.
         return Cow::Owned(vec![0; v.len()]);
     };
     let n = i64::from_be_bytes(bytes);
     // Fewer than 12 digits cannot be a PAN: most numbers end here without any formatting.
-    if n.unsigned_abs() < 100_000_000_000 {
+    if n.unsigned_abs() < 100_000_000_000 && !forced {
         return Cow::Borrowed(v);
     }
     let digits = n.unsigned_abs().to_string();
-    match masked_digits(&digits, masker).and_then(|m| m.parse::<i64>().ok()) {
+    match masked_digits(&digits, masker, forced).and_then(|m| m.parse::<i64>().ok()) {
         Some(m) => Cow::Owned((if n < 0 { -m } else { m }).to_be_bytes().to_vec()),
         None => Cow::Borrowed(v),
     }
 }
 
 /// A binary `numeric`: base-10000 digit groups with a weight; the integer part is checked.
-fn mask_numeric<'a>(v: &'a [u8], masker: &Masker) -> Cow<'a, [u8]> {
+fn mask_numeric<'a>(v: &'a [u8], masker: &Masker, forced: bool) -> Cow<'a, [u8]> {
     let header = |i: usize| v.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     let (Some(ndigits), Some(weight), Some(sign), Some(dscale)) =
         (header(0), header(2), header(4), header(6))
@@ -159,7 +180,7 @@ fn mask_numeric<'a>(v: &'a [u8], masker: &Masker) -> Cow<'a, [u8]> {
             digits.push_str(&format!("{g:04}"));
         }
     }
-    let Some(masked) = masked_digits(&digits, masker) else {
+    let Some(masked) = masked_digits(&digits, masker, forced) else {
         return Cow::Borrowed(v);
     };
     // Back to groups of four from the right, then the original fraction groups.
@@ -359,14 +380,17 @@ mod tests {
             Column {
                 type_oid: INT8,
                 format: 1,
+                masked: false,
             },
             Column {
                 type_oid: NUMERIC,
                 format: 1,
+                masked: false,
             },
             Column {
                 type_oid: INT8,
                 format: 1,
+                masked: false,
             },
         ];
         // 4111111111111111 as numeric: weight 3, groups 4111 1111 1111 1111.

@@ -1,0 +1,254 @@
+//! Which table column a result column comes from, for the masking column rules.
+//!
+//! A RowDescription gives each column's table OID and attribute number (zero for computed
+//! columns). Their names come from `pg_attribute`, asked on a side connection of the session's
+//! own upstream role, opened the first time a session meets a column it does not know, and
+//! cached per target and database for every session. A lookup that fails masks the columns
+//! it was for (fail closed).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use tracing::warn;
+
+use super::Context;
+use super::TargetRuntime;
+use super::frame::Message;
+use super::messages::{self, Backend};
+use super::results::Column;
+use super::startup::{Conn, connect_upstream};
+use crate::auth::Identity;
+use crate::mask::columns::SourceColumn;
+
+type Key = (Arc<str>, Arc<str>, u32, i16);
+
+/// Entries kept at most; the cache is cleared when full.
+const MAX_ENTRIES: usize = 200_000;
+
+/// Source columns by (target, upstream database, table OID, attribute number).
+#[derive(Default)]
+pub struct Cache {
+    map: Mutex<HashMap<Key, Option<Arc<SourceColumn>>>>,
+}
+
+impl Cache {
+    fn get(&self, key: &Key) -> Option<Option<Arc<SourceColumn>>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn put(&self, entries: impl IntoIterator<Item = (Key, Option<Arc<SourceColumn>>)>) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.extend(entries);
+    }
+}
+
+/// One RowDescription field.
+struct Field<'a> {
+    name: &'a str,
+    table: u32,
+    attnum: i16,
+}
+
+fn fields(body: &[u8]) -> Option<Vec<Field<'_>>> {
+    let count = usize::try_from(i16::from_be_bytes(body.get(..2)?.try_into().ok()?)).ok()?;
+    let mut rest = &body[2..];
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let end = rest.iter().position(|&b| b == 0)?;
+        let name = std::str::from_utf8(&rest[..end]).ok()?;
+        let fixed = rest.get(end + 1..end + 1 + 18)?;
+        out.push(Field {
+            name,
+            table: u32::from_be_bytes(fixed[0..4].try_into().ok()?),
+            attnum: i16::from_be_bytes(fixed[4..6].try_into().ok()?),
+        });
+        rest = &rest[end + 1 + 18..];
+    }
+    Some(out)
+}
+
+/// A session's use of the catalog.
+pub struct ConnCatalog<'a> {
+    ctx: &'a Context,
+    target: Arc<TargetRuntime>,
+    identity: &'a Identity,
+    /// The database the client asked for (the upstream one follows from the target).
+    requested: String,
+    database: Arc<str>,
+    conn: Option<Conn>,
+}
+
+impl<'a> ConnCatalog<'a> {
+    pub fn new(
+        ctx: &'a Context,
+        target: Arc<TargetRuntime>,
+        identity: &'a Identity,
+        requested: &str,
+    ) -> ConnCatalog<'a> {
+        let database: Arc<str> = target.config.upstream_database(requested).into();
+        ConnCatalog {
+            ctx,
+            target,
+            identity,
+            requested: requested.to_owned(),
+            database,
+            conn: None,
+        }
+    }
+
+    /// Sets `masked` on the columns the rules name. `columns` are the decoded `body`'s.
+    pub async fn mark(&mut self, body: &[u8], columns: &mut [Column]) {
+        let rules = &self.ctx.column_rules;
+        let Some(fields) = fields(body) else {
+            // Not readable, so not checkable: mask everything.
+            columns.iter_mut().for_each(|c| c.masked = true);
+            return;
+        };
+        let target: Arc<str> = self.target.config.name.as_str().into();
+        let mut missing = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            let Some(c) = columns.get_mut(i) else { break };
+            c.masked = rules.output_name(f.name);
+            if c.masked || f.table == 0 {
+                continue;
+            }
+            let key = (target.clone(), self.database.clone(), f.table, f.attnum);
+            match self.ctx.catalog.get(&key) {
+                Some(Some(src)) => c.masked = rules.source(&src),
+                Some(None) => {}
+                None => missing.push((i, f.table, f.attnum)),
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        let wanted: Vec<(u32, i16)> = missing.iter().map(|&(_, t, a)| (t, a)).collect();
+        match self.lookup(&wanted).await {
+            Ok(found) => {
+                self.ctx.catalog.put(wanted.iter().map(|&(t, a)| {
+                    (
+                        (target.clone(), self.database.clone(), t, a),
+                        found.get(&(t, a)).cloned(),
+                    )
+                }));
+                for (i, t, a) in missing {
+                    if let Some(src) = found.get(&(t, a)) {
+                        columns[i].masked = rules.source(src);
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %crate::mask::for_log(&e), "column lookup failed; masking the columns it was for");
+                self.conn = None;
+                for (i, _, _) in missing {
+                    columns[i].masked = true;
+                }
+            }
+        }
+    }
+
+    async fn lookup(
+        &mut self,
+        wanted: &[(u32, i16)],
+    ) -> Result<HashMap<(u32, i16), Arc<SourceColumn>>, String> {
+        if self.conn.is_none() {
+            let (conn, _) = connect_upstream(
+                self.ctx,
+                &self.target,
+                self.identity,
+                &self.requested,
+                &[("application_name", "tollgate-catalog")],
+            )
+            .await
+            .map_err(|(e, _)| e.to_string())?;
+            self.conn = Some(conn);
+        }
+        let conn = self.conn.as_mut().expect("opened above");
+        // Only numbers go into the text.
+        let mut sql = String::from(
+            "SELECT a.attrelid::int8, a.attnum::int4, n.nspname, c.relname, a.attname \
+             FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE (a.attrelid, a.attnum) IN (",
+        );
+        for (i, (t, a)) in wanted.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let _ = write!(sql, "({t}::oid,{a}::int2)");
+        }
+        sql.push(')');
+        let mut body = sql.into_bytes();
+        body.push(0);
+        let mut out = Vec::new();
+        super::frame::put_message(&mut out, b'Q', &body);
+        conn.send(&out).await.map_err(|e| e.to_string())?;
+        let mut found = HashMap::new();
+        let mut error = None;
+        loop {
+            let frame = conn
+                .read_message(self.ctx.config.limits.max_server_frame)
+                .await
+                .map_err(|e| e.to_string())?;
+            let m = Message::from_frame(&frame);
+            match m.tag {
+                b'D' => {
+                    let values = row(m.body).ok_or("malformed catalog row")?;
+                    let [Some(t), Some(a), Some(s), Some(r), Some(c)] = values[..] else {
+                        continue;
+                    };
+                    let (Ok(t), Ok(a)) = (t.parse::<u32>(), a.parse::<i16>()) else {
+                        continue;
+                    };
+                    found.insert(
+                        (t, a),
+                        Arc::new(SourceColumn {
+                            schema: s.to_owned(),
+                            table: r.to_owned(),
+                            column: c.to_owned(),
+                        }),
+                    );
+                }
+                b'E' => {
+                    if let Ok(Backend::ErrorResponse(f)) = messages::decode_backend(m.tag, m.body) {
+                        error = Some(f.get(b'M').unwrap_or("error").to_owned());
+                    }
+                }
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(found),
+        }
+    }
+}
+
+/// A text-format DataRow's values.
+fn row(body: &[u8]) -> Option<Vec<Option<&str>>> {
+    let count = usize::try_from(i16::from_be_bytes(body.get(..2)?.try_into().ok()?)).ok()?;
+    let mut rest = &body[2..];
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        if len < 0 {
+            out.push(None);
+        } else {
+            let len = len as usize;
+            out.push(std::str::from_utf8(rest.get(..len)?).ok());
+            rest = &rest[len..];
+        }
+    }
+    Some(out)
+}
