@@ -361,6 +361,7 @@ async fn serve_conn(
         application_name: est.application_name.as_deref().map(for_log),
         target: Some(est.target.config.name.clone()),
         database: Some(for_log(&est.database)),
+        cache: Default::default(),
     });
     let info = ConnInfo {
         id,

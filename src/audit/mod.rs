@@ -68,9 +68,42 @@ pub struct Who {
     pub application_name: Option<String>,
     pub target: Option<String>,
     pub database: Option<String>,
+    /// Leave it `Default`: the fields above encoded once per session.
+    pub cache: WhoCache,
+}
+
+/// The canonical JSON of a [`Who`], made at its first record.
+#[derive(Debug, Default)]
+pub struct WhoCache(std::sync::OnceLock<String>);
+
+impl Clone for WhoCache {
+    /// A clone may be changed before use, so it starts empty.
+    fn clone(&self) -> WhoCache {
+        WhoCache::default()
+    }
 }
 
 impl Who {
+    /// `"session":…,…,"database":…` as in a record body.
+    fn encoded(&self) -> &str {
+        self.cache.0.get_or_init(|| {
+            let j = |v: &dyn erased::Json| v.json();
+            format!(
+                "\"session\":{},\"subject\":{},\"groups\":{},\"client_id\":{},\"issuer\":{},\"upstream_role\":{},\"client_addr\":{},\"application_name\":{},\"target\":{},\"database\":{}",
+                j(&self.session.as_ref().map(|s| s.0.as_str())),
+                j(&self.subject.as_deref()),
+                j(&self.groups),
+                j(&self.client_id.as_deref()),
+                j(&self.issuer.as_deref()),
+                j(&self.upstream_role.as_deref()),
+                j(&self.client_addr.as_deref()),
+                j(&self.application_name.as_deref()),
+                j(&self.target.as_deref()),
+                j(&self.database.as_deref()),
+            )
+        })
+    }
+
     /// The daemon itself (start, stop, reloads, audit reads).
     pub fn daemon() -> Arc<Who> {
         Arc::new(Who {
@@ -156,6 +189,36 @@ impl Event {
         }
     }
 
+    /// The canonical encoding of the body this event becomes at a chain position, without
+    /// building the body: byte for byte what `into_body(…).encode()` gives (tested).
+    pub fn encode(&self, chain: &str, seq: u64, prev: &str, ts: &str) -> String {
+        use erased::Json;
+        let detail = self.detail.json();
+        let mut out = String::with_capacity(256 + detail.len());
+        out.push_str("{\"v\":");
+        out.push_str(&record::VERSION.to_string());
+        out.push_str(",\"chain\":");
+        out.push_str(&chain.json());
+        out.push_str(",\"seq\":");
+        out.push_str(&seq.to_string());
+        out.push_str(",\"prev\":");
+        out.push_str(&prev.json());
+        out.push_str(",\"ts\":");
+        out.push_str(&ts.json());
+        out.push_str(",\"type\":");
+        out.push_str(&self.kind.json());
+        out.push_str(",\"outcome\":");
+        out.push_str(&self.outcome.as_str().json());
+        out.push(',');
+        out.push_str(self.who.encoded());
+        out.push_str(",\"tables\":");
+        out.push_str(&self.tables.json());
+        out.push_str(",\"detail\":");
+        out.push_str(&detail);
+        out.push('}');
+        out
+    }
+
     /// The record body this event becomes at a chain position.
     pub fn into_body(self, chain: &str, seq: u64, prev: &str, ts: String) -> record::Body {
         let w = &*self.who;
@@ -205,4 +268,60 @@ pub fn parse_time(text: &str) -> Result<String, String> {
     humantime::parse_rfc3339_weak(&full)
         .map(|t| humantime::format_rfc3339_micros(t).to_string())
         .map_err(|_| format!("{text:?} is neither an RFC 3339 time, a date nor a duration"))
+}
+
+/// Compact JSON of one value, as serde_json writes it inside a record body.
+mod erased {
+    pub trait Json {
+        fn json(&self) -> String;
+    }
+
+    impl<T: serde::Serialize + ?Sized> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).expect("plain values always serialise")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_direct_encoding_is_the_bodys() {
+        let who = Arc::new(Who {
+            session: Some(SessionId("s1".into())),
+            subject: Some("a \"quoted\" \u{7f} name\n".into()),
+            groups: vec!["g1".into(), "ü".into()],
+            client_addr: Some("[::1]:5".into()),
+            ..Who::default()
+        });
+        for detail in [
+            serde_json::json!({}),
+            serde_json::json!({"z": 1, "a": [1.5, null, "x\u{0}y"], "m": {"k": true}}),
+        ] {
+            let mut e = Event::new(kind::STATEMENT, Outcome::Refused, who.clone(), detail);
+            e.tables = vec!["public.cards".into()];
+            let direct = e.encode("c-1", 7, record::GENESIS, "2026-11-26T10:00:00.000001Z");
+            let body = e
+                .into_body(
+                    "c-1",
+                    7,
+                    record::GENESIS,
+                    "2026-11-26T10:00:00.000001Z".into(),
+                )
+                .encode();
+            assert_eq!(direct, body);
+        }
+        let daemon = Event::new(
+            kind::DAEMON_START,
+            Outcome::Info,
+            Who::daemon(),
+            serde_json::json!({"pid": 1}),
+        );
+        assert_eq!(
+            daemon.encode("x", 1, "p", "t"),
+            daemon.clone().into_body("x", 1, "p", "t".into()).encode()
+        );
+    }
 }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::record::{self, GENESIS, Signer};
-use super::store::{self, Location, Store};
+use super::store::{self, Encoded, Location, Store};
 use super::{Event, Outcome, Who, kind, now_ts};
 
 /// The store cannot take the record now; the statement must be refused.
@@ -411,17 +411,24 @@ impl Writer {
         let mut seq = self.seq;
         for (event, ts) in events.drain(..) {
             seq += 1;
-            let body = event.into_body(&self.settings.chain, seq, &prev, ts);
-            let encoded = body.encode();
-            let hash = record::hash(&encoded);
+            let body = event.encode(&self.settings.chain, seq, &prev, &ts);
+            let hash = record::hash(&body);
             prev = hash.clone();
-            records.push((body, encoded, hash));
+            records.push(Encoded {
+                seq,
+                ts,
+                kind: event.kind,
+                outcome: event.outcome.as_str(),
+                session: event.who.session.as_ref().map(|s| s.0.clone()),
+                body,
+                hash,
+            });
         }
         let mut outage: Option<(String, String)> = None;
         let mut backoff = Duration::from_millis(50);
         loop {
             let result = match self.store.as_mut() {
-                Some(store) => store.append(&records).await,
+                Some(store) => store.append(&self.settings.chain, &records).await,
                 None => match Store::open(&self.settings.location, false).await {
                     Ok(store) => {
                         self.store = Some(store);
@@ -553,10 +560,19 @@ pub async fn append_once(
     let mut attempt = 0;
     loop {
         let (seq, prev) = store.head(chain).await?.unwrap_or((0, GENESIS.into()));
-        let body = event.clone().into_body(chain, seq + 1, &prev, now_ts());
-        let encoded = body.encode();
-        let hash = record::hash(&encoded);
-        match store.append(&[(body, encoded, hash.clone())]).await {
+        let ts = now_ts();
+        let body = event.encode(chain, seq + 1, &prev, &ts);
+        let hash = record::hash(&body);
+        let record = Encoded {
+            seq: seq + 1,
+            ts,
+            kind: event.kind,
+            outcome: event.outcome.as_str(),
+            session: event.who.session.as_ref().map(|s| s.0.clone()),
+            body,
+            hash: hash.clone(),
+        };
+        match store.append(chain, &[record]).await {
             Ok(()) => {
                 store
                     .add_checkpoint(&signer.sign(chain, seq + 1, &hash, &now_ts()))
