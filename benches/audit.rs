@@ -27,6 +27,7 @@ fn who() -> Arc<Who> {
         application_name: Some("pgbench".into()),
         target: Some("payments".into()),
         database: Some("payments".into()),
+        cache: Default::default(),
     })
 }
 
@@ -77,6 +78,7 @@ fn recorder(location: Location) -> Recorder {
             batch_size: 512,
             queue_size: 65_536,
             retention_days: 0,
+            linger: Duration::from_millis(2),
         },
         signer,
     )

@@ -71,6 +71,47 @@ pub struct Config {
     /// logged at start); `tollgate dev` always configures one.
     #[serde(default)]
     pub audit: Option<AuditConfig>,
+    /// Just-in-time approval of statements a rule holds (`require_approval`). Without it such
+    /// statements are refused. Approvers decide through the admin API, so `admin` is needed.
+    #[serde(default)]
+    pub approvals: Option<ApprovalsConfig>,
+}
+
+/// How held statements reach approvers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// The approvals page approvers open (named in the client's notice and the webhook).
+    #[serde(default)]
+    pub page_url: Option<String>,
+    /// A webhook told about every held statement (JSON POST, Slack-compatible `text`).
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+    /// Statements waiting at once, at most; more are refused.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Each attempt's limit.
+    #[serde(default = "default_webhook_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Attempts after the first, with growing pauses.
+    #[serde(default = "default_webhook_retries")]
+    pub retries: u32,
+}
+
+fn default_max_pending() -> usize {
+    1000
+}
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_webhook_retries() -> u32 {
+    3
 }
 
 /// Where and how sessions are recorded (PCI DSS 10).
@@ -97,6 +138,10 @@ pub struct AuditConfig {
     /// Records written per store transaction, at most.
     #[serde(default = "default_audit_batch")]
     pub batch_size: usize,
+    /// How long the writer waits for more records before committing a batch (group commit:
+    /// fewer, larger transactions). A record is durable at most this long after it is made.
+    #[serde(default = "default_linger", with = "duration")]
+    pub linger: Duration,
     /// Records waiting for the store, at most; when full, new statements are refused.
     #[serde(default = "default_audit_queue")]
     pub queue_size: usize,
@@ -120,6 +165,9 @@ pub enum RecordResults {
 
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(10)
+}
+fn default_linger() -> Duration {
+    Duration::from_millis(5)
 }
 fn default_audit_batch() -> usize {
     512
@@ -684,6 +732,21 @@ impl Config {
                 return Err(top(
                     "audit.chain: 1 to 64 characters of letters, digits, '.', '_' and '-'",
                 ));
+            }
+        }
+        if let Some(a) = &self.approvals {
+            if self.admin.is_none() {
+                return Err(top(
+                    "approvals: approvers decide through the admin API, so an `admin` section is needed",
+                ));
+            }
+            if let Some(w) = &a.webhook
+                && !url_allowed(&w.url)
+            {
+                return Err(top(&format!(
+                    "approvals.webhook.url: {:?} must be an https URL (http only for loopback)",
+                    w.url
+                )));
             }
         }
         if let Some(bad) = self

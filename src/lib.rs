@@ -1,7 +1,9 @@
 //! tollgate: a PostgreSQL wire proxy that stands between AI agents and production databases.
 //!
 //! Module map:
-//! - [`admin`]: the admin HTTP interface (health; the dev issuer's documents).
+//! - [`admin`]: the admin HTTP interface (health, audit reads, approvals; the dev issuer).
+//! - [`approval`]: statements held on live connections until a human approves them.
+//! - [`audit`]: the tamper-evident session store.
 //! - [`auth`]: agent identity: OIDC token validation, login throttling, the dev issuer.
 //! - [`config`]: the YAML configuration, validated, errors with file:line.
 //! - [`server`]: listeners, accept loop, connection limits, graceful shutdown.
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod config;

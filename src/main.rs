@@ -74,6 +74,44 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Statements held for approval: list, approve, deny (through the admin API).
+    Approvals {
+        /// The admin API of a tollgate.
+        #[arg(
+            long,
+            env = "TOLLGATE_ADMIN_URL",
+            default_value = "http://127.0.0.1:9090",
+            global = true
+        )]
+        url: String,
+        /// The approver's access token (from the identity provider).
+        #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true, global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// The pending requests you may decide.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a request, optionally for a window (same identity, statement and target).
+    Approve {
+        id: String,
+        /// Like 10m or 1h.
+        #[arg(long)]
+        window: Option<String>,
+    },
+    /// Deny a request.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// Where the audit store is and who reads it.
@@ -293,6 +331,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Sessions { command } => runtime()?.block_on(sessions_command(command)),
         Command::Audit { command } => runtime()?.block_on(audit_command(command)),
+        Command::Approvals {
+            url,
+            token,
+            command,
+        } => runtime()?.block_on(approvals_command(&url, token, command)),
         Command::Policy { command } => policy_command(command),
         Command::Dev(args) => dev(args),
         Command::Token {
@@ -514,6 +557,63 @@ async fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn approvals_command(
+    url: &str,
+    token: Option<String>,
+    command: ApprovalsCommand,
+) -> anyhow::Result<()> {
+    let token = token.context("an approver token is needed: --token or TOLLGATE_TOKEN")?;
+    let http = reqwest::Client::new();
+    let base = url.trim_end_matches('/');
+    let response = match &command {
+        ApprovalsCommand::List { .. } => http.get(format!("{base}/approvals")),
+        ApprovalsCommand::Approve { id, window } => http
+            .post(format!("{base}/approvals/{id}/approve"))
+            .json(&serde_json::json!({ "window": window })),
+        ApprovalsCommand::Deny { id, reason } => http
+            .post(format!("{base}/approvals/{id}/deny"))
+            .json(&serde_json::json!({ "reason": reason })),
+    }
+    .bearer_auth(token)
+    .send()
+    .await
+    .with_context(|| format!("reaching {base}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!(
+            "{status}: {}",
+            body["error"].as_str().unwrap_or("request failed")
+        );
+    }
+    match command {
+        ApprovalsCommand::List { json: true } => {
+            println!("{}", serde_json::to_string_pretty(&body)?)
+        }
+        ApprovalsCommand::List { json: false } => {
+            let mut t = comfy_table::Table::new();
+            t.set_header(["id", "requester", "target", "statement", "rule", "expires"]);
+            for r in body.as_array().into_iter().flatten() {
+                t.add_row([
+                    r["id"].as_str().unwrap_or_default().to_owned(),
+                    r["subject"].as_str().unwrap_or_default().to_owned(),
+                    r["target"].as_str().unwrap_or_default().to_owned(),
+                    r["sql"].as_str().unwrap_or_default().to_owned(),
+                    r["rule"].as_str().unwrap_or("default").to_owned(),
+                    r["expires"].as_str().unwrap_or_default().to_owned(),
+                ]);
+            }
+            println!("{t}");
+        }
+        _ => println!(
+            "{} {}",
+            body["id"].as_str().unwrap_or_default(),
+            body["decision"].as_str().unwrap_or_default()
+        ),
+    }
+    Ok(())
 }
 
 /// Prints verification reports; true when every chain is intact.
@@ -753,6 +853,24 @@ fn serve(
         }
     };
     stages.record = recorder.clone();
+    if let Some(a) = &config.approvals {
+        let webhook = a
+            .webhook
+            .as_ref()
+            .map(|w| tollgate::approval::webhook::Webhook::new(w.url.clone(), w.timeout, w.retries))
+            .transpose()
+            .context("approvals.webhook")?;
+        let approvals = tollgate::approval::Approvals::new(
+            tollgate::approval::Settings {
+                page_url: a.page_url.clone(),
+                webhook,
+                max_pending: a.max_pending,
+            },
+            recorder.clone(),
+        );
+        stages.approvals = Some(Arc::clone(&approvals));
+        admin.approvals = Some(approvals);
+    }
     let mut inspector = None;
     if config.policies.is_empty() {
         tracing::warn!("no policy configured: every statement is forwarded");

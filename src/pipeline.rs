@@ -90,6 +90,16 @@ pub struct Ruling {
     /// Statement kinds (`read`, `ddl`…) and tables touched, as classified.
     pub kinds: Vec<&'static str>,
     pub tables: Vec<String>,
+    /// Set when the rules hold the statement for approval: who decides and how long it may
+    /// wait. The verdict is then the refusal used where approvals are not enabled.
+    pub hold: Option<Hold>,
+}
+
+/// A statement held for approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub group: String,
+    pub timeout: std::time::Duration,
 }
 
 impl Ruling {
@@ -103,6 +113,7 @@ impl Ruling {
             reason: "no policy configured".into(),
             kinds: Vec::new(),
             tables: Vec::new(),
+            hold: None,
         }
     }
 }
@@ -139,6 +150,8 @@ pub struct Stages {
     pub inspect: Arc<dyn Inspect>,
     /// The record stage; `None` when no audit store is configured.
     pub record: Option<crate::audit::Recorder>,
+    /// Held statements wait here; `None` refuses them.
+    pub approvals: Option<std::sync::Arc<crate::approval::Approvals>>,
 }
 
 impl Default for Stages {
@@ -146,6 +159,7 @@ impl Default for Stages {
         Stages {
             inspect: Arc::new(ForwardAll),
             record: None,
+            approvals: None,
         }
     }
 }

@@ -36,6 +36,8 @@ pub enum Phase {
 pub enum Control {
     /// A FATAL error to send the client before closing (from the client-reading loop).
     Fatal(Vec<u8>),
+    /// A message for the client (a NoticeResponse) from the client-reading loop.
+    Notice(Vec<u8>),
     /// The daemon entered a new phase.
     Phase(Phase),
 }

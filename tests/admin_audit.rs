@@ -55,6 +55,7 @@ targets:
             batch_size: 64,
             queue_size: 1024,
             retention_days: 0,
+            linger: Duration::from_millis(2),
         },
         signer,
     )

@@ -71,6 +71,7 @@ fn settings(location: &Location, chain: &str) -> Settings {
         batch_size: 16,
         queue_size: 1024,
         retention_days: 0,
+        linger: Duration::from_millis(2),
     }
 }
 

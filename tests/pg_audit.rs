@@ -48,6 +48,7 @@ async fn audited(policy: Option<&str>, results: &str) -> Audited {
             batch_size: 64,
             queue_size: 4096,
             retention_days: 0,
+            linger: Duration::from_millis(2),
         },
         signer,
     )

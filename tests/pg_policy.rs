@@ -41,6 +41,7 @@ targets:
     let stages = Stages {
         inspect: Arc::new(PolicyStage(Arc::clone(&inspector))),
         record: None,
+        approvals: None,
     };
     (Proxy::start_yaml(dir, &yaml, stages).await, inspector)
 }

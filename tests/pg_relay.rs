@@ -330,6 +330,7 @@ fn refusing() -> Stages {
     Stages {
         inspect: Arc::new(RefuseMarked),
         record: None,
+        approvals: None,
     }
 }
 

@@ -35,29 +35,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// The caller, if it is an auditor.
 async fn auditor(state: &AdminState, headers: &HeaderMap) -> Result<Identity, Response> {
-    let unauthorized = || {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(serde_json::json!({"error": "a bearer token from a configured issuer is needed"})),
-        )
-            .into_response()
-    };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(unauthorized)?;
-    let Some(validator) = &state.validator else {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "no identity issuers are configured, so nobody can read the audit trail here",
-        ));
-    };
-    let identity = validator.validate(token.trim()).await.map_err(|reason| {
-        warn!(reason = %crate::mask::for_log(&reason.to_string()), "admin API: token refused");
-        unauthorized()
-    })?;
+    let identity = super::caller(state, headers).await?;
     if !state.auditor_groups.iter().any(|g| identity.in_group(g)) {
         return Err(error(
             StatusCode::FORBIDDEN,

@@ -1,6 +1,7 @@
 //! The admin HTTP interface (axum): health, the audit trail for auditors ([`audit`]), and in
 //! `tollgate dev` the embedded issuer's discovery document and key set.
 
+pub mod approvals;
 pub mod audit;
 
 use std::future::Future;
@@ -8,12 +9,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 
+use crate::auth::Identity;
 use crate::auth::dev::DevIssuer;
 use crate::policy::inspect::PolicyInspector;
+use tracing::warn;
 
 /// What the admin routes serve from.
 #[derive(Default)]
@@ -28,6 +31,8 @@ pub struct AdminState {
     pub auditor_groups: Vec<String>,
     /// The session store, when one is configured.
     pub audit: Option<audit::AuditAccess>,
+    /// Held statements, when approvals are enabled.
+    pub approvals: Option<Arc<crate::approval::Approvals>>,
 }
 
 /// The admin routes; tested with `oneshot`, no socket needed.
@@ -40,6 +45,12 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/audit/sessions", get(audit::sessions))
         .route("/audit/sessions/{id}", get(audit::session))
         .route("/audit/export", get(audit::export))
+        .route("/approvals", get(approvals::list))
+        .route(
+            "/approvals/{id}/approve",
+            axum::routing::post(approvals::approve),
+        )
+        .route("/approvals/{id}/deny", axum::routing::post(approvals::deny))
         .with_state(state)
 }
 
@@ -73,6 +84,37 @@ async fn policy_reload(State(state): State<Arc<AdminState>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The caller's identity from its bearer token.
+pub async fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Identity, Response> {
+    let unauthorized = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(serde_json::json!({"error": "a bearer token from a configured issuer is needed"})),
+        )
+            .into_response()
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(unauthorized)?;
+    let Some(validator) = &state.validator else {
+        return Err(json_error(
+            StatusCode::FORBIDDEN,
+            "no identity issuers are configured, so no caller can be identified",
+        ));
+    };
+    validator.validate(token.trim()).await.map_err(|reason| {
+        warn!(reason = %crate::mask::for_log(&reason.to_string()), "admin API: token refused");
+        unauthorized()
+    })
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
 /// Serves the admin routes on `listener` until `shutdown` completes.

@@ -67,6 +67,8 @@ pub struct Settings {
     pub batch_size: usize,
     pub queue_size: usize,
     pub retention_days: u32,
+    /// How long a batch waits for more records before it is committed.
+    pub linger: Duration,
 }
 
 impl Settings {
@@ -80,6 +82,7 @@ impl Settings {
             batch_size: c.batch_size,
             queue_size: c.queue_size,
             retention_days: c.retention_days,
+            linger: c.linger,
         })
     }
 }
@@ -372,16 +375,21 @@ impl Writer {
                 Err(_) => None,
             };
             events.append(&mut self.own);
-            let mut take = |m: Msg, events: &mut Vec<(Event, String)>| match m {
+            let take = |m: Msg, events: &mut Vec<(Event, String)>, flushes: &mut Vec<_>| match m {
                 Msg::Event(e, ts) => events.push((*e, ts)),
                 Msg::Flush(tx) => flushes.push(tx),
             };
             if let Some(m) = first {
-                take(m, &mut events);
+                take(m, &mut events, &mut flushes);
+                // Group commit: a moment for more records to arrive, so a busy proxy commits
+                // (and syncs) a few hundred times a second rather than once per statement.
+                if self.settings.linger > Duration::ZERO && flushes.is_empty() {
+                    tokio::time::sleep(self.settings.linger).await;
+                }
             }
             while events.len() < self.settings.batch_size {
                 match rx.try_recv() {
-                    Ok(m) => take(m, &mut events),
+                    Ok(m) => take(m, &mut events, &mut flushes),
                     Err(_) => break,
                 }
             }

@@ -158,6 +158,13 @@ impl ConnInspect for ConnPolicy {
             reason: decision.reason,
             kinds: kinds.iter().map(|k| k.name()).collect(),
             tables,
+            hold: match (decision.action, decision.approval) {
+                (Action::RequireApproval, Some(a)) => Some(crate::pipeline::Hold {
+                    group: a.group,
+                    timeout: a.timeout,
+                }),
+                _ => None,
+            },
         }
     }
 }

@@ -556,6 +556,23 @@ pub fn put_error(out: &mut Vec<u8>, severity: Severity, sqlstate: &str, message:
     put_message(out, b'E', &body);
 }
 
+/// Appends a NoticeResponse of severity NOTICE.
+pub fn put_notice(out: &mut Vec<u8>, sqlstate: &str, message: &str) {
+    let mut body = Vec::with_capacity(32 + message.len());
+    for (code, value) in [
+        (b'S', "NOTICE"),
+        (b'V', "NOTICE"),
+        (b'C', sqlstate),
+        (b'M', message),
+    ] {
+        body.push(code);
+        body.extend(value.bytes().filter(|&b| b != 0));
+        body.push(0);
+    }
+    body.push(0);
+    put_message(out, b'N', &body);
+}
+
 /// Appends an Authentication message (`R`) with its code and data.
 pub fn put_auth(out: &mut Vec<u8>, code: i32, data: &[u8]) {
     let mut body = code.to_be_bytes().to_vec();

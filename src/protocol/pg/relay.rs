@@ -215,6 +215,140 @@ fn statement_event(
     event
 }
 
+/// What holding a statement needs of the client-to-server loop.
+struct Held<'a, 'b> {
+    batch: &'a mut Batch,
+    buf: &'a [u8],
+    /// Where the held message starts in `buf`.
+    pos: usize,
+    wr: &'a mut WriteHalf,
+    rd: &'a mut ReadHalf,
+    early: &'a mut Vec<u8>,
+    control: &'b mpsc::Sender<Control>,
+}
+
+/// Client bytes buffered at most while a statement is held; beyond it the client is no
+/// longer read (so its disconnect is noticed only at the decision).
+const MAX_EARLY: usize = 1 << 20;
+
+/// Holds a statement until an approver decides: what came before it is forwarded, the client
+/// is told (NoticeResponse) and the connection waits, its transaction open. Returns the
+/// verdict for the statement and a note for the record; ends the connection if the client
+/// leaves meanwhile (the request is then cancelled).
+async fn hold_statement(
+    info: &ConnInfo,
+    approvals: &std::sync::Arc<crate::approval::Approvals>,
+    statement: &Statement<'_>,
+    ruling: &Ruling,
+    hold: &crate::pipeline::Hold,
+    masker: &Masker,
+    held: &mut Held<'_, '_>,
+) -> Result<(Verdict, String), End> {
+    use crate::approval::Outcome as Decided;
+    let refuse = |message: String| Verdict::Refuse {
+        sqlstate: "42501".into(),
+        message,
+    };
+    let fingerprint = crate::policy::classify::fingerprint(
+        statement.sql,
+        crate::policy::classify::SqlDialect::Postgres,
+    )
+    .unwrap_or_else(|| statement.sql.to_owned());
+    if let Some((id, by)) = approvals.window(&info.identity, &info.target, &fingerprint) {
+        return Ok((
+            Verdict::Forward,
+            format!("approved by {by} within the window of approval {id}"),
+        ));
+    }
+    let sql = String::from_utf8_lossy(&masker.mask(statement.sql.as_bytes())).into_owned();
+    let mut ticket = match approvals.submit(
+        &info.identity,
+        info.who.clone(),
+        &info.target,
+        &info.database,
+        sql,
+        fingerprint,
+        ruling.rule.clone(),
+        ruling.reason.clone(),
+        hold.group.clone(),
+        hold.timeout,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            return Ok((
+                refuse(format!("tollgate: statement not held for approval: {e}")),
+                e.to_string(),
+            ));
+        }
+    };
+    // Earlier statements of the pipeline run now; later ones wait behind this one.
+    let before = held.batch.finish(held.buf, held.pos);
+    if !before.is_empty()
+        && let Err(e) = write_all(held.wr, before).await
+    {
+        return Err(End::Io(e));
+    }
+    *held.batch = Batch::starting_at(held.pos);
+    let mut notice = Vec::new();
+    messages::put_notice(&mut notice, "01000", &approvals.notice(&ticket.request));
+    let _ = held.control.send(Control::Notice(notice)).await;
+    info!(conn = %info.id, approval = %ticket.request.id, group = hold.group, "statement held for approval");
+    let mut scratch = [0u8; 8192];
+    let outcome = loop {
+        if held.early.len() >= MAX_EARLY {
+            break ticket.outcome().await;
+        }
+        tokio::select! {
+            outcome = ticket.outcome() => break outcome,
+            read = held.rd.read(&mut scratch) => match read {
+                Ok(0) | Err(_) => {
+                    info!(conn = %info.id, approval = %ticket.request.id, "client left while its statement was held");
+                    drop(ticket);
+                    return Err(End::ClientClosed);
+                }
+                Ok(n) => held.early.extend_from_slice(&scratch[..n]),
+            },
+        }
+    };
+    let id = &ticket.request.id;
+    Ok(match outcome {
+        Decided::Approved { by, .. } if info.identity.expired(SystemTime::now()) => (
+            refuse(format!(
+                "tollgate: approval {id} was granted by {by} but the agent token expired meanwhile; reconnect and retry"
+            )),
+            format!("approval {id} granted by {by}; token expired"),
+        ),
+        Decided::Approved { by, window } => (
+            Verdict::Forward,
+            match window {
+                Some(w) => format!(
+                    "approval {id} granted by {by} for {}",
+                    humantime::format_duration(w)
+                ),
+                None => format!("approval {id} granted by {by}"),
+            },
+        ),
+        Decided::Denied { by, reason } => (
+            refuse(format!(
+                "tollgate: approval {id} denied by {by}: {}",
+                crate::mask::for_log(&reason)
+            )),
+            format!("approval {id} denied by {by}"),
+        ),
+        Decided::TimedOut => (
+            refuse(format!(
+                "tollgate: approval {id} timed out after {}; the statement was not run",
+                humantime::format_duration(hold.timeout)
+            )),
+            format!("approval {id} timed out"),
+        ),
+        Decided::Cancelled => (
+            refuse(format!("tollgate: approval {id} was cancelled")),
+            format!("approval {id} cancelled"),
+        ),
+    })
+}
+
 /// Why the client-to-server loop ends a connection: the FATAL error the client gets.
 struct Problem {
     sqlstate: &'static str,
@@ -252,13 +386,20 @@ fn shrink(buf: &mut BytesMut) {
 struct Batch {
     out: Option<Vec<u8>>,
     kept_from: usize,
+    /// Where the batch starts in the buffer (after a part written early).
+    start: usize,
 }
 
 impl Batch {
     fn new() -> Batch {
+        Batch::starting_at(0)
+    }
+
+    fn starting_at(start: usize) -> Batch {
         Batch {
             out: None,
-            kept_from: 0,
+            kept_from: start,
+            start,
         }
     }
 
@@ -273,7 +414,7 @@ impl Batch {
     /// The bytes to write for `buf[..consumed]`.
     fn finish<'a>(&'a mut self, buf: &'a [u8], consumed: usize) -> &'a [u8] {
         match &mut self.out {
-            None => &buf[..consumed],
+            None => &buf[self.start..consumed],
             Some(out) => {
                 out.extend_from_slice(&buf[self.kept_from..consumed]);
                 out
@@ -296,6 +437,8 @@ async fn client_to_server(
 ) -> End {
     let max = ctx.config.limits.max_client_frame;
     let mut inspect = ctx.stages.inspect.connect(info);
+    // Client bytes read while a statement was held, to be framed after the current batch.
+    let mut early: Vec<u8> = Vec::new();
     // ReadyForQuery messages the server will have sent once it has answered what we forwarded.
     let mut units: u64 = 0;
     let mut seq: u64 = 0;
@@ -410,7 +553,31 @@ async fn client_to_server(
             let verdict = match &statement {
                 None => None,
                 Some(statement) => {
-                    let ruling = inspect.inspect(info, statement);
+                    let mut ruling = inspect.inspect(info, statement);
+                    if let (Some(hold), Some(approvals)) =
+                        (ruling.hold.clone(), ctx.stages.approvals.as_ref())
+                    {
+                        let mut held = Held {
+                            batch: &mut batch,
+                            buf: &buf,
+                            pos,
+                            wr: &mut wr,
+                            rd: &mut rd,
+                            early: &mut early,
+                            control: &control,
+                        };
+                        match hold_statement(
+                            info, approvals, statement, &ruling, &hold, masker, &mut held,
+                        )
+                        .await
+                        {
+                            Ok((verdict, note)) => {
+                                ruling.verdict = verdict;
+                                ruling.reason = note;
+                            }
+                            Err(end) => return end,
+                        }
+                    }
                     Some(match record {
                         // PCI DSS 10.7: what cannot be recorded is not run.
                         Some(record) => match record
@@ -498,13 +665,23 @@ async fn client_to_server(
         }
         if pos > 0 {
             let bytes = batch.finish(&buf, pos);
-            if let Err(e) = write_all(&mut wr, bytes).await {
+            if !bytes.is_empty()
+                && let Err(e) = write_all(&mut wr, bytes).await
+            {
                 return End::Io(e);
             }
             buf.advance(pos);
         }
         if terminate {
             return End::ClientClosed;
+        }
+        if !early.is_empty() {
+            buf.extend_from_slice(&early);
+            early.clear();
+            if problem.is_none() {
+                // Frame what arrived during the hold before reading more.
+                continue;
+            }
         }
         shrink(&mut buf);
         if let Some(problem) = problem {
@@ -719,6 +896,11 @@ async fn server_to_client(
                 Control::Fatal(out) => {
                     let _ = write_all(&mut wr, &out).await;
                     return End::ClientProtocol("reported by the client loop".into());
+                }
+                Control::Notice(out) => {
+                    if let Err(e) = write_all(&mut wr, &out).await {
+                        return End::Io(e);
+                    }
                 }
                 Control::Phase(Phase::Closing) => return shutdown(&mut wr).await,
                 // Draining is checked at the top of the loop.

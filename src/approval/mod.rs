@@ -1,0 +1,473 @@
+//! Just-in-time approval: one statement held on a live connection until a human decides.
+//!
+//! The relay asks [`Approvals::submit`] for a [`Ticket`] and waits on it while the connection
+//! and its transaction stay open; approvers decide through the admin API
+//! ([`Approvals::decide`]), never on their own request and only in the rule's approver group.
+//! An approval may cover a window: the same identity running a statement with the same
+//! fingerprint on the same target within N minutes goes through without asking again.
+//! Every step (held, notified, approved, denied, timed out, cancelled) is recorded.
+
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::audit::{self, Event, Outcome as AuditOutcome, Recorder, Who};
+use crate::auth::Identity;
+
+/// An approval request's id (`ap_` and 12 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ApprovalId(pub String);
+
+impl ApprovalId {
+    fn random() -> ApprovalId {
+        let mut b = [0u8; 6];
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut b)
+            .expect("system random number generator failed");
+        ApprovalId(format!("ap_{}", audit::record::hex(&b)))
+    }
+}
+
+impl fmt::Display for ApprovalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn ts(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// What an approver reviews.
+#[derive(Debug, Clone, Serialize)]
+pub struct Request {
+    pub id: ApprovalId,
+    /// The requester's subject and issuer (nobody approves their own request).
+    pub subject: String,
+    pub issuer: String,
+    pub groups: Vec<String>,
+    pub session: Option<String>,
+    pub client_addr: Option<String>,
+    pub target: String,
+    pub database: String,
+    /// The statement, masked.
+    pub sql: String,
+    #[serde(skip)]
+    pub fingerprint: String,
+    pub rule: Option<String>,
+    pub reason: String,
+    /// The group whose members may decide.
+    pub approver_group: String,
+    pub created: String,
+    pub expires: String,
+    #[serde(skip)]
+    pub expires_at: SystemTime,
+    #[serde(skip)]
+    pub who: Arc<Who>,
+}
+
+/// How a held statement ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Approved {
+        by: String,
+        /// Same identity, statement and target go through without asking for this long.
+        window: Option<Duration>,
+    },
+    Denied {
+        by: String,
+        reason: String,
+    },
+    TimedOut,
+    /// The client went away (or the daemon stopped) while waiting.
+    Cancelled,
+}
+
+/// A decision an approver takes.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Approve { window: Option<Duration> },
+    Deny { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    #[error("no pending approval {0}")]
+    NotFound(String),
+    #[error("nobody approves their own request")]
+    OwnRequest,
+    #[error("deciding needs membership of group {0:?}")]
+    NotInGroup(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("too many statements are waiting for approval")]
+    TooMany,
+    #[error("the request cannot be recorded ({0})")]
+    NotRecorded(audit::Unavailable),
+}
+
+struct Pending {
+    request: Arc<Request>,
+    tx: oneshot::Sender<Outcome>,
+}
+
+struct Window {
+    subject: String,
+    issuer: String,
+    target: String,
+    fingerprint: String,
+    until: SystemTime,
+    approval: ApprovalId,
+    by: String,
+}
+
+/// Settings from the `approvals` config section.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Where approvers decide (named in the client's notice and the webhook).
+    pub page_url: Option<String>,
+    pub webhook: Option<webhook::Webhook>,
+    /// Requests waiting at once, at most.
+    pub max_pending: usize,
+}
+
+/// The daemon's pending approvals.
+pub struct Approvals {
+    pending: Mutex<HashMap<ApprovalId, Pending>>,
+    windows: Mutex<Vec<Window>>,
+    recorder: Option<Recorder>,
+    settings: Settings,
+}
+
+/// A submitted request, waited on by the connection holding its statement. Dropped before
+/// an outcome (the client went away), it cancels the request.
+pub struct Ticket {
+    pub request: Arc<Request>,
+    rx: Option<oneshot::Receiver<Outcome>>,
+    approvals: Arc<Approvals>,
+}
+
+impl Ticket {
+    /// Waits for the decision, or the request's expiry (a timeout denies).
+    pub async fn outcome(&mut self) -> Outcome {
+        let Some(rx) = self.rx.as_mut() else {
+            return Outcome::Cancelled;
+        };
+        let wait = self
+            .request
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let outcome = match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Outcome::Cancelled,
+            Err(_) => {
+                self.approvals
+                    .finish(&self.request.id, Outcome::TimedOut, None);
+                Outcome::TimedOut
+            }
+        };
+        self.rx = None;
+        outcome
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.rx.is_some() {
+            self.approvals
+                .finish(&self.request.id, Outcome::Cancelled, None);
+        }
+    }
+}
+
+impl Approvals {
+    pub fn new(settings: Settings, recorder: Option<Recorder>) -> Arc<Approvals> {
+        Arc::new(Approvals {
+            pending: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Vec::new()),
+            recorder,
+            settings,
+        })
+    }
+
+    pub fn page_url(&self) -> Option<&str> {
+        self.settings.page_url.as_deref()
+    }
+
+    /// The approval whose window covers this statement, and who granted it.
+    pub fn window(
+        &self,
+        identity: &Identity,
+        target: &str,
+        fingerprint: &str,
+    ) -> Option<(ApprovalId, String)> {
+        let now = SystemTime::now();
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        windows.retain(|w| w.until > now);
+        windows
+            .iter()
+            .find(|w| {
+                w.subject == identity.subject
+                    && w.issuer == identity.issuer
+                    && w.target == target
+                    && w.fingerprint == fingerprint
+            })
+            .map(|w| (w.approval.clone(), w.by.clone()))
+    }
+
+    /// Holds a statement: records the request, notifies approvers, returns the ticket.
+    #[allow(clippy::too_many_arguments)] // a request's fields, each from its own source
+    pub fn submit(
+        self: &Arc<Self>,
+        identity: &Identity,
+        who: Arc<Who>,
+        target: &str,
+        database: &str,
+        sql: String,
+        fingerprint: String,
+        rule: Option<String>,
+        reason: String,
+        approver_group: String,
+        timeout: Duration,
+    ) -> Result<Ticket, SubmitError> {
+        let now = SystemTime::now();
+        let request = Arc::new(Request {
+            id: ApprovalId::random(),
+            subject: identity.subject.clone(),
+            issuer: identity.issuer.clone(),
+            groups: identity.groups.clone(),
+            session: who.session.as_ref().map(|s| s.0.clone()),
+            client_addr: who.client_addr.clone(),
+            target: target.to_owned(),
+            database: database.to_owned(),
+            sql,
+            fingerprint,
+            rule,
+            reason,
+            approver_group,
+            created: ts(now),
+            expires: ts(now + timeout),
+            expires_at: now + timeout,
+            who,
+        });
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.len() >= self.settings.max_pending.max(1) {
+                return Err(SubmitError::TooMany);
+            }
+            // Recorded before anyone can see it (PCI DSS 10.7: nothing unrecorded).
+            if let Some(r) = &self.recorder {
+                r.record(self.event(&request, AuditOutcome::Held, serde_json::json!({})))
+                    .map_err(SubmitError::NotRecorded)?;
+            }
+            pending.insert(
+                request.id.clone(),
+                Pending {
+                    request: Arc::clone(&request),
+                    tx,
+                },
+            );
+        }
+        if let Some(hook) = self.settings.webhook.clone() {
+            let approvals = Arc::clone(self);
+            let request = Arc::clone(&request);
+            tokio::spawn(async move {
+                let result = hook.notify(&request, approvals.page_url()).await;
+                approvals.record_notification(&request, result);
+            });
+        }
+        Ok(Ticket {
+            request,
+            rx: Some(rx),
+            approvals: Arc::clone(self),
+        })
+    }
+
+    /// Requests waiting for a decision, oldest first.
+    pub fn list(&self) -> Vec<Arc<Request>> {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<Arc<Request>> =
+            pending.values().map(|p| Arc::clone(&p.request)).collect();
+        list.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.0.cmp(&b.id.0)));
+        list
+    }
+
+    /// An approver's decision. The approver must be in the request's group and not its
+    /// requester.
+    pub fn decide(
+        &self,
+        id: &str,
+        approver: &Identity,
+        decision: Decision,
+    ) -> Result<Arc<Request>, DecideError> {
+        let request = {
+            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let p = pending
+                .get(&ApprovalId(id.to_owned()))
+                .ok_or_else(|| DecideError::NotFound(id.to_owned()))?;
+            Arc::clone(&p.request)
+        };
+        if approver.subject == request.subject && approver.issuer == request.issuer {
+            self.record_refused_decision(&request, approver, "own request");
+            return Err(DecideError::OwnRequest);
+        }
+        if !approver.in_group(&request.approver_group) {
+            self.record_refused_decision(&request, approver, "not in the approver group");
+            return Err(DecideError::NotInGroup(request.approver_group.clone()));
+        }
+        let outcome = match decision {
+            Decision::Approve { window } => Outcome::Approved {
+                by: approver.subject.clone(),
+                window,
+            },
+            Decision::Deny { reason } => Outcome::Denied {
+                by: approver.subject.clone(),
+                reason,
+            },
+        };
+        if !self.finish(&request.id, outcome, Some(approver)) {
+            return Err(DecideError::NotFound(id.to_owned()));
+        }
+        Ok(request)
+    }
+
+    /// Ends a request; false if it had already ended.
+    fn finish(&self, id: &ApprovalId, outcome: Outcome, approver: Option<&Identity>) -> bool {
+        let Some(p) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+        else {
+            return false;
+        };
+        if let Outcome::Approved {
+            by,
+            window: Some(window),
+        } = &outcome
+        {
+            self.windows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Window {
+                    subject: p.request.subject.clone(),
+                    issuer: p.request.issuer.clone(),
+                    target: p.request.target.clone(),
+                    fingerprint: p.request.fingerprint.clone(),
+                    until: SystemTime::now() + *window,
+                    approval: id.clone(),
+                    by: by.clone(),
+                });
+        }
+        if let Some(r) = &self.recorder {
+            let (result, detail) = match &outcome {
+                Outcome::Approved { by, window } => (
+                    AuditOutcome::Success,
+                    serde_json::json!({"decision": "approved", "approver": by, "window_s": window.map(|w| w.as_secs())}),
+                ),
+                Outcome::Denied { by, reason } => (
+                    AuditOutcome::Refused,
+                    serde_json::json!({"decision": "denied", "approver": by, "reason": crate::mask::for_log(reason)}),
+                ),
+                Outcome::TimedOut => (
+                    AuditOutcome::Refused,
+                    serde_json::json!({"decision": "timed_out"}),
+                ),
+                Outcome::Cancelled => (
+                    AuditOutcome::Failure,
+                    serde_json::json!({"decision": "cancelled", "why": "the client disconnected"}),
+                ),
+            };
+            let mut detail = detail;
+            if let Some(a) = approver {
+                detail["approver_issuer"] = a.issuer.clone().into();
+                detail["approver_groups"] = a.groups.clone().into();
+            }
+            // Decisions are recorded even when the queue is full: they wait for room.
+            let event = self.event(&p.request, result, detail);
+            let r = r.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn(async move {
+                        let _ = r.record_wait(event).await;
+                    });
+                }
+                Err(_) => {
+                    let _ = r.record(event);
+                }
+            }
+        }
+        let _ = p.tx.send(outcome);
+        true
+    }
+
+    fn event(&self, r: &Request, outcome: AuditOutcome, mut detail: serde_json::Value) -> Event {
+        let fields = serde_json::json!({
+            "approval": r.id.0,
+            "sql": r.sql,
+            "rule": r.rule,
+            "reason": crate::mask::for_log(&r.reason),
+            "approver_group": r.approver_group,
+            "requester": crate::mask::for_log(&r.subject),
+            "created": r.created,
+            "expires": r.expires,
+        });
+        if let (Some(d), serde_json::Value::Object(f)) = (detail.as_object_mut(), fields) {
+            for (k, v) in f {
+                d.entry(k).or_insert(v);
+            }
+        }
+        Event::new(audit::kind::APPROVAL, outcome, Arc::clone(&r.who), detail)
+    }
+
+    fn record_refused_decision(&self, r: &Request, approver: &Identity, why: &str) {
+        if let Some(rec) = &self.recorder {
+            let _ = rec.record(self.event(
+                r,
+                AuditOutcome::Failure,
+                serde_json::json!({
+                    "decision": "refused_decision",
+                    "approver": crate::mask::for_log(&approver.subject),
+                    "why": why,
+                }),
+            ));
+        }
+    }
+
+    fn record_notification(&self, r: &Request, result: Result<u16, String>) {
+        if let Some(rec) = &self.recorder {
+            let (outcome, detail) = match result {
+                Ok(status) => (
+                    AuditOutcome::Success,
+                    serde_json::json!({"notification": "delivered", "status": status}),
+                ),
+                Err(e) => (
+                    AuditOutcome::Failure,
+                    serde_json::json!({"notification": "failed", "error": crate::mask::for_log(&e)}),
+                ),
+            };
+            let _ = rec.record(self.event(r, outcome, detail));
+        }
+    }
+
+    /// The client's notice when a statement is held.
+    pub fn notice(&self, r: &Request) -> String {
+        let mut text = format!(
+            "tollgate: statement held for approval {} by group {} ({}); it waits until {}",
+            r.id, r.approver_group, r.reason, r.expires
+        );
+        if let Some(url) = self.page_url() {
+            text.push_str(&format!("; approve at {url}"));
+        }
+        text
+    }
+}

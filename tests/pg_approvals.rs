@@ -1,0 +1,536 @@
+//! Just-in-time approval through tollgate to the machine's PostgreSQL: a held statement waits on
+//! its live connection (transaction kept) while approvers decide through the admin API; approve,
+//! deny, timeout, windows, self-approval and outsiders refused, disconnects, 50 at once; every
+//! outcome in the audit trail.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Proxy;
+use futures_util::StreamExt;
+use tokio_postgres::{AsyncMessage, NoTls};
+use tollgate::admin::AdminState;
+use tollgate::approval::Approvals;
+use tollgate::audit::record::Signer;
+use tollgate::audit::store::Location;
+use tollgate::audit::writer::{Recorder, Settings};
+use tollgate::audit::{Store, kind};
+use tollgate::auth::dev::{self, DevIssuer};
+use tollgate::auth::oidc::Validator;
+use tollgate::config::Config;
+use tollgate::pipeline::Stages;
+use tollgate::policy::classify::SqlDialect;
+use tollgate::policy::inspect::{PolicyInspector, PolicyStage};
+
+struct Setup {
+    proxy: Proxy,
+    admin: String,
+    issuer: Arc<DevIssuer>,
+    recorder: Recorder,
+    db: std::path::PathBuf,
+    table: String,
+    quick: String,
+    http: reqwest::Client,
+}
+
+/// Tables the policy holds writes to, made directly on the server (not through tollgate).
+async fn direct() -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect("host=127.0.0.1 user=postgres dbname=test", NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+async fn setup(name: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}", listener.local_addr().unwrap());
+    let issuer_url = format!("{admin}/dev");
+    let issuer = Arc::new(DevIssuer::open(dir.path(), &issuer_url).unwrap());
+    let table = format!("appr_{name}_{}", std::process::id());
+    let quick = format!("{table}_quick");
+    direct()
+        .await
+        .batch_execute(&format!(
+            "drop table if exists {table}; drop table if exists {quick};
+             create table {table} (v int); create table {quick} (v int);
+             grant all on {table}, {quick} to public"
+        ))
+        .await
+        .unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "default: deny
+rules:
+  - id: read
+    match: {{ groups: [ai-agents], kinds: [read, session, transaction] }}
+    action: allow
+  - id: writes
+    match: {{ groups: [ai-agents], kinds: [write], tables: [{table}] }}
+    action: require_approval
+    reason: data changes by agents are approved by a DBA
+    approval: {{ group: dba, timeout: 60s }}
+  - id: quick-writes
+    match: {{ groups: [ai-agents], kinds: [write], tables: [{quick}] }}
+    action: require_approval
+    reason: quick ones
+    approval: {{ group: dba, timeout: 1s }}
+"
+        ),
+    )
+    .unwrap();
+    let yaml = format!(
+        "
+admin: {{ listen: 127.0.0.1:0 }}
+approvals: {{ page_url: {admin}/approvals/ui }}
+identity:
+  allow_plaintext_loopback: true
+  failure_delay: 0s
+  issuers:
+    - issuer: {issuer_url}
+      audiences: [{aud}]
+      algorithms: [EdDSA]
+targets:
+  - name: test
+    address: 127.0.0.1:5432
+    user: postgres
+",
+        aud = dev::AUDIENCE
+    );
+    let config = Config::parse(&yaml, "test.yaml").unwrap();
+    let db = dir.path().join("audit.db");
+    let recorder = Recorder::start(
+        Settings {
+            location: Location::Sqlite(db.clone()),
+            chain: "t".into(),
+            checkpoint_interval: Duration::from_secs(1),
+            batch_size: 64,
+            queue_size: 4096,
+            retention_days: 0,
+            linger: Duration::from_millis(1),
+        },
+        Signer::from_pkcs8(Signer::generate_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let approvals = Approvals::new(
+        tollgate::approval::Settings {
+            page_url: Some(format!("{admin}/approvals/ui")),
+            webhook: None,
+            max_pending: 100,
+        },
+        Some(recorder.clone()),
+    );
+    let inspector = Arc::new(PolicyInspector::load(vec![policy], SqlDialect::Postgres).unwrap());
+    let stages = Stages {
+        inspect: Arc::new(PolicyStage(inspector)),
+        record: Some(recorder.clone()),
+        approvals: Some(Arc::clone(&approvals)),
+    };
+    let validator = Arc::new(Validator::new(config.identity.as_ref().unwrap()).unwrap());
+    let state = Arc::new(AdminState {
+        dev_issuer: Some(Arc::clone(&issuer)),
+        validator: Some(validator),
+        approvals: Some(approvals),
+        ..AdminState::default()
+    });
+    tokio::spawn(tollgate::admin::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    let proxy = Proxy::start_yaml(dir, &yaml, stages).await;
+    Setup {
+        proxy,
+        admin,
+        issuer,
+        recorder,
+        db,
+        table,
+        quick,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Setup {
+    fn token(&self, sub: &str, groups: &[&str]) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        self.issuer
+            .mint(sub, &groups, Duration::from_secs(600))
+            .unwrap()
+    }
+
+    /// An agent connection whose notices arrive on the channel.
+    async fn agent(
+        &self,
+        sub: &str,
+        groups: &[&str],
+    ) -> (
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<AsyncMessage>,
+    ) {
+        let url = format!(
+            "host=127.0.0.1 port={} user={sub} password={} dbname=test sslmode=disable",
+            self.proxy.addr.port(),
+            self.token(sub, groups)
+        );
+        let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        tokio::spawn(stream.for_each(move |m| {
+            if let Ok(m) = m {
+                let _ = tx.send(m);
+            }
+            futures_util::future::ready(())
+        }));
+        (client, rx)
+    }
+
+    async fn pending(&self, token: &str) -> Vec<serde_json::Value> {
+        let r = self
+            .http
+            .get(format!("{}/approvals", self.admin))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Vec<serde_json::Value>>().await.unwrap()
+    }
+
+    /// Waits until `n` requests are pending for the approver.
+    async fn wait_pending(&self, token: &str, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..200 {
+            let list = self.pending(token).await;
+            if list.len() >= n {
+                return list;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{n} pending approvals never appeared");
+    }
+
+    async fn decide(
+        &self,
+        token: &str,
+        id: &str,
+        what: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{}/approvals/{id}/{what}", self.admin))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn count(&self) -> i64 {
+        direct()
+            .await
+            .query_one(&format!("select count(*) from {}", self.table), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn approval_records(&self) -> Vec<serde_json::Value> {
+        self.recorder.flush().await.unwrap();
+        let mut store = Store::open(&Location::Sqlite(self.db.clone()), false)
+            .await
+            .unwrap();
+        store
+            .of_types(&[kind::APPROVAL], "", "9999")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect()
+    }
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_owned()).unwrap_or_default()
+}
+
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn approve_deny_and_timeout_each_end_the_wait_and_are_recorded() {
+    let s = setup("basic").await;
+    let bob = s.token("bob", &["dba"]);
+    let (agent, mut notices) = s.agent("agent-1", &["ai-agents"]).await;
+
+    // Held: the client is told at once, with the id, the group and the page.
+    let insert = format!("insert into {} values (1)", s.table);
+    let held = tokio::spawn({
+        let agent_sql = insert.clone();
+        let a = agent;
+        async move {
+            let r = a.execute(agent_sql.as_str(), &[]).await;
+            (a, r)
+        }
+    });
+    let list = s.wait_pending(&bob, 1).await;
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list[0]["subject"], "agent-1");
+    assert_eq!(list[0]["approver_group"], "dba");
+    assert_eq!(list[0]["rule"], "writes");
+    assert!(list[0]["sql"].as_str().unwrap().contains("insert into"));
+    match tokio::time::timeout(Duration::from_secs(5), notices.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        AsyncMessage::Notice(n) => {
+            assert!(n.message().contains(&id), "{}", n.message());
+            assert!(n.message().contains("dba") && n.message().contains("/approvals/ui"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.count().await, 0, "not run while held");
+    let r = s.decide(&bob, &id, "approve", serde_json::json!({})).await;
+    assert_eq!(r.status(), 200);
+    let (agent, result) = held.await.unwrap();
+    assert_eq!(result.unwrap(), 1, "the statement's real result");
+    assert_eq!(s.count().await, 1);
+
+    // Denied with a reason: 42501 naming the approval and the reason.
+    let held = tokio::spawn({
+        let sql = format!("insert into {} values (2)", s.table);
+        async move {
+            let r = agent.execute(sql.as_str(), &[]).await;
+            (agent, r)
+        }
+    });
+    let list = s.wait_pending(&bob, 1).await;
+    let id2 = list[0]["id"].as_str().unwrap().to_owned();
+    let r = s
+        .decide(
+            &bob,
+            &id2,
+            "deny",
+            serde_json::json!({"reason": "not on a Friday"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let (agent, result) = held.await.unwrap();
+    let e = result.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    assert!(
+        message(&e).contains(&id2) && message(&e).contains("not on a Friday"),
+        "{}",
+        message(&e)
+    );
+    // The connection goes on.
+    agent.simple_query("select 1").await.unwrap();
+
+    // Nobody decides: after the rule's timeout, denied.
+    let e = agent
+        .execute(format!("insert into {} values (3)", s.quick).as_str(), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501");
+    assert!(message(&e).contains("timed out"), "{}", message(&e));
+    assert_eq!(s.count().await, 1);
+
+    // The trail: held, approved (by bob), held, denied (reason), held, timed out.
+    let records = s.approval_records().await;
+    let decisions: Vec<String> = records
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["outcome"].as_str().unwrap(),
+                r["detail"]["decision"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            "held:-",
+            "success:approved",
+            "held:-",
+            "refused:denied",
+            "held:-",
+            "refused:timed_out"
+        ]
+    );
+    assert_eq!(records[1]["detail"]["approver"], "bob");
+    assert_eq!(records[1]["detail"]["approval"], id.as_str());
+    assert_eq!(records[1]["subject"], "agent-1", "the requester's identity");
+    assert_eq!(records[3]["detail"]["reason"], "not on a Friday");
+    assert!(
+        records[0]["detail"]["created"].is_string() && records[0]["detail"]["expires"].is_string()
+    );
+}
+
+#[tokio::test]
+async fn only_approvers_outside_the_request_decide_and_windows_skip_the_wait() {
+    let s = setup("who").await;
+    // The agent is a DBA too, but cannot approve its own request.
+    let (agent, _n) = s.agent("agent-2", &["ai-agents", "dba"]).await;
+    let own = s.token("agent-2", &["dba"]);
+    let carol = s.token("carol", &["developers"]);
+    let bob = s.token("bob", &["dba"]);
+    let agent = Arc::new(agent);
+    let held = tokio::spawn({
+        let a = Arc::clone(&agent);
+        let sql = format!("insert into {} values (10)", s.table);
+        async move { a.execute(sql.as_str(), &[]).await }
+    });
+    let list = s.wait_pending(&bob, 1).await;
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    assert!(s.pending(&carol).await.is_empty(), "not carol's group");
+    let r = s.decide(&own, &id, "approve", serde_json::json!({})).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("own request"));
+    let r = s
+        .decide(&carol, &id, "approve", serde_json::json!({}))
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = s
+        .decide("not-a-token", &id, "approve", serde_json::json!({}))
+        .await;
+    assert_eq!(r.status(), 401);
+    // Bob approves for a window: the same statement with other values runs without asking.
+    let r = s
+        .decide(&bob, &id, "approve", serde_json::json!({"window": "10m"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        agent.execute(format!("insert into {} values (11)", s.table).as_str(), &[]),
+    )
+    .await
+    .expect("not held again within the window")
+    .unwrap();
+    assert_eq!(n, 1);
+    // A different statement is still held.
+    let other = tokio::spawn({
+        let a = Arc::clone(&agent);
+        let sql = format!("update {} set v = 12 where v = 11", s.table);
+        async move { a.execute(sql.as_str(), &[]).await }
+    });
+    let list = s.wait_pending(&bob, 1).await;
+    let r = s
+        .decide(
+            &bob,
+            list[0]["id"].as_str().unwrap(),
+            "deny",
+            serde_json::json!({"reason": "no"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(other.await.unwrap().is_err());
+    let records = s.approval_records().await;
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r["detail"]["decision"] == "refused_decision")
+        .collect();
+    assert_eq!(refused.len(), 2, "the refused decisions are recorded");
+}
+
+#[tokio::test]
+async fn a_held_statement_keeps_its_transaction_and_a_disconnect_cancels() {
+    let s = setup("tx").await;
+    let bob = s.token("bob", &["dba"]);
+    let (agent, _n) = s.agent("agent-3", &["ai-agents"]).await;
+    let agent = Arc::new(agent);
+    agent.batch_execute("begin").await.unwrap();
+    let held = tokio::spawn({
+        let a = Arc::clone(&agent);
+        let sql = format!("insert into {} values (20)", s.table);
+        async move { a.execute(sql.as_str(), &[]).await }
+    });
+    let list = s.wait_pending(&bob, 1).await;
+    s.decide(
+        &bob,
+        list[0]["id"].as_str().unwrap(),
+        "approve",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    assert_eq!(s.count().await, 0, "not visible before COMMIT");
+    agent.batch_execute("commit").await.unwrap();
+    assert_eq!(s.count().await, 1);
+
+    // The client goes away while held: the request is cancelled and recorded so.
+    let url = format!(
+        "host=127.0.0.1 port={} user=agent-4 password={} dbname=test sslmode=disable",
+        s.proxy.addr.port(),
+        s.token("agent-4", &["ai-agents"])
+    );
+    let (gone, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    let socket = tokio::spawn(connection);
+    let task = tokio::spawn({
+        let sql = format!("insert into {} values (21)", s.table);
+        async move { gone.execute(sql.as_str(), &[]).await }
+    });
+    s.wait_pending(&bob, 1).await;
+    // The socket closes: the client process is gone.
+    socket.abort();
+    task.abort();
+    let _ = task.await;
+    let mut cancelled = false;
+    for _ in 0..100 {
+        if s.pending(&bob).await.is_empty() {
+            cancelled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cancelled, "the request went away with its client");
+    let records = s.approval_records().await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r["detail"]["decision"] == "cancelled")
+    );
+    assert_eq!(s.count().await, 1);
+}
+
+#[tokio::test]
+async fn fifty_held_at_once_approved_in_another_order() {
+    let s = setup("fifty").await;
+    let bob = s.token("bob", &["dba"]);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (agent, _n) = s.agent(&format!("agent-{i}"), &["ai-agents"]).await;
+        let sql = format!("insert into {} values ({i})", s.table);
+        tasks.push(tokio::spawn(async move {
+            let _keep = _n;
+            agent.execute(sql.as_str(), &[]).await
+        }));
+    }
+    let mut list = s.wait_pending(&bob, 50).await;
+    assert_eq!(list.len(), 50);
+    list.reverse();
+    for r in &list {
+        let resp = s
+            .decide(
+                &bob,
+                r["id"].as_str().unwrap(),
+                "approve",
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 1);
+    }
+    assert_eq!(s.count().await, 50);
+}
