@@ -299,6 +299,22 @@ async fn pans_stored_as_numbers_are_masked_in_binary_results() {
         assert_eq!(rows[1].get::<_, i64>(0), 42, "other numbers untouched");
         assert_eq!(rows[1].get::<_, String>(1), "13");
     }
+    // Arrays of them, in binary, a NULL included (two dimensions: transform's unit tests).
+    let row = client
+        .query_one("select array[4111111111111111::int8, 42, null]", &[])
+        .await
+        .unwrap();
+    let bigs: Vec<Option<i64>> = row.get(0);
+    assert_eq!(bigs, [Some(4111110000001111), Some(42), None]);
+    let text = client
+        .query_one(
+            "select array[5555555555554444::numeric, 7]::text, array[4111111111111111::int8]",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(text.get::<_, String>(0), "{555555******4444,7}");
+    assert_eq!(text.get::<_, Vec<i64>>(1), [4111110000001111]);
     // Pipelined with an error in the middle: tracking stays in step.
     let results = future::join_all((0..6).map(|i| {
         let client = &client;

@@ -28,8 +28,11 @@ fn may_hold_pan(body: &[u8]) -> bool {
 /// returned empty rather than forwarded (fail closed).
 pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Option<Vec<u8>> {
     let binary_numbers = columns.is_some_and(|c| {
-        c.iter()
-            .any(|c| c.masked || (c.format == 1 && matches!(c.type_oid, INT8 | NUMERIC)))
+        c.iter().any(|c| {
+            c.masked
+                || (c.format == 1
+                    && matches!(c.type_oid, INT8 | NUMERIC | INT8_ARRAY | NUMERIC_ARRAY))
+        })
     });
     if !binary_numbers && !may_hold_pan(body) {
         return None;
@@ -60,6 +63,13 @@ pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Opt
                 Some(c) if c.masked && c.format == 1 => match c.type_oid {
                     INT8 => mask_int8(v, masker, true),
                     NUMERIC => mask_numeric(v, masker, true),
+                    INT8_ARRAY | NUMERIC_ARRAY => match mask_number_array(v, masker, true) {
+                        Some(m) => m,
+                        None => {
+                            nulled = true;
+                            return None;
+                        }
+                    },
                     TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN => Cow::Owned(masker.mask_column(v)),
                     _ => {
                         nulled = true;
@@ -70,6 +80,9 @@ pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Opt
                 Some(c) if c.format == 1 => match c.type_oid {
                     INT8 => mask_int8(v, masker, false),
                     NUMERIC => mask_numeric(v, masker, false),
+                    // An array that does not parse cannot be checked: nothing readable.
+                    INT8_ARRAY | NUMERIC_ARRAY => mask_number_array(v, masker, false)
+                        .unwrap_or_else(|| Cow::Owned(vec![0; v.len()])),
                     TEXT | VARCHAR | BPCHAR | NAME | JSON | XML | UNKNOWN => masker.mask(v),
                     _ => same_length.mask(v),
                 },
@@ -109,6 +122,70 @@ const UNKNOWN: u32 = 705;
 const BPCHAR: u32 = 1042;
 const VARCHAR: u32 = 1043;
 const NUMERIC: u32 = 1700;
+const INT8_ARRAY: u32 = 1016;
+const NUMERIC_ARRAY: u32 = 1231;
+
+/// A binary array of `bigint` or `numeric` (any dimensions): each element masked like a
+/// single value, the array re-encoded when an element changed length. `None` if it does not
+/// parse.
+fn mask_number_array<'a>(v: &'a [u8], masker: &Masker, forced: bool) -> Option<Cow<'a, [u8]>> {
+    let int = |at: usize| {
+        v.get(at..at + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let ndim = usize::try_from(int(0)?).ok()?;
+    let elem = int(8)? as u32;
+    if ndim > 6 || !matches!(elem, INT8 | NUMERIC) {
+        return None;
+    }
+    let header = 12 + 8 * ndim;
+    let mut count = 1usize;
+    for d in 0..ndim {
+        count = count.checked_mul(usize::try_from(int(12 + 8 * d)?).ok()?)?;
+    }
+    if ndim == 0 {
+        count = 0;
+    }
+    let mut out: Option<Vec<u8>> = None;
+    let mut at = header;
+    for _ in 0..count {
+        let len = int(at)?;
+        let start = at + 4;
+        if len < 0 {
+            if let Some(o) = &mut out {
+                o.extend_from_slice(&(-1i32).to_be_bytes());
+            }
+            at = start;
+            continue;
+        }
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        let e = v.get(start..end)?;
+        let masked = if elem == INT8 {
+            mask_int8(e, masker, forced)
+        } else {
+            mask_numeric(e, masker, forced)
+        };
+        match (&masked, &mut out) {
+            (Cow::Borrowed(_), None) => {}
+            (_, None) => {
+                let mut o = Vec::with_capacity(v.len() + 16);
+                o.extend_from_slice(&v[..at]);
+                o.extend_from_slice(&(masked.len() as i32).to_be_bytes());
+                o.extend_from_slice(&masked);
+                out = Some(o);
+            }
+            (_, Some(o)) => {
+                o.extend_from_slice(&(masked.len() as i32).to_be_bytes());
+                o.extend_from_slice(&masked);
+            }
+        }
+        at = end;
+    }
+    if at != v.len() {
+        return None;
+    }
+    Some(out.map_or(Cow::Borrowed(v), Cow::Owned))
+}
 
 /// The digits of a masked number: masked positions become zeros. `forced`: the column holds
 /// card numbers, so the digits are masked whether or not they read as a PAN.
@@ -457,5 +534,39 @@ mod tests {
         v.extend_from_slice(b"4111111111111111");
         let out = function_result(&v, &masker()).unwrap();
         assert_eq!(&out[9..], b"411111******1111");
+    }
+
+    #[test]
+    fn binary_number_arrays_of_any_shape_are_masked() {
+        fn numeric(groups: &[u16], weight: i16) -> Vec<u8> {
+            let mut n = (groups.len() as u16).to_be_bytes().to_vec();
+            n.extend_from_slice(&weight.to_be_bytes());
+            n.extend_from_slice(&[0, 0, 0, 0]);
+            for g in groups {
+                n.extend_from_slice(&g.to_be_bytes());
+            }
+            n
+        }
+        // A 2x1 numeric array: {{5555555555554444},{7}}.
+        let mut a = 2i32.to_be_bytes().to_vec();
+        a.extend_from_slice(&0i32.to_be_bytes());
+        a.extend_from_slice(&NUMERIC.to_be_bytes());
+        for (size, lower) in [(2i32, 1i32), (1, 1)] {
+            a.extend_from_slice(&size.to_be_bytes());
+            a.extend_from_slice(&lower.to_be_bytes());
+        }
+        for e in [numeric(&[5555, 5555, 5555, 4444], 3), numeric(&[7], 0)] {
+            a.extend_from_slice(&(e.len() as i32).to_be_bytes());
+            a.extend_from_slice(&e);
+        }
+        let out = mask_number_array(&a, &masker(), false).unwrap();
+        let masked = numeric(&[5555, 5500, 0, 4444], 3);
+        assert!(
+            out.windows(masked.len()).any(|w| w == masked.as_slice()),
+            "{out:?}"
+        );
+        assert!(out.ends_with(&numeric(&[7], 0)));
+        // Truncated: refused rather than passed on.
+        assert!(mask_number_array(&a[..a.len() - 1], &masker(), false).is_none());
     }
 }
