@@ -1004,6 +1004,7 @@ audit:
   sqlite: "{audit_db}"
   signing_key: {{ file: "{signing_key}" }}
   checkpoint_interval: 5s
+approvals: {{}}
 targets:
   - name: "*"
     address: "{postgres}"
@@ -1044,6 +1045,10 @@ Connect as agent {agent:?} (group {group}, token valid 1 hour):
   PGPASSWORD='{token}' psql \"host={host} port={port} user={agent} dbname=postgres sslmode=disable\"
 
 Mint other tokens:  tollgate token mint --sub NAME [--groups a,b] [--ttl 1h] --data-dir {data_dir}
+Approvals:          agents' data changes wait for group dba (the example policy). As an approver:
+                    export TOLLGATE_TOKEN=$(tollgate token mint --sub you --groups dba --data-dir {data_dir})
+                    tollgate approvals list
+                    tollgate approvals approve ID [--window 10m]   |   deny ID --reason \"...\"
 Sessions:           tollgate sessions list --config {config_file}
                     tollgate sessions replay ID --config {config_file}
 Audit trail:        tollgate audit verify --config {config_file}  ({audit_db})

@@ -247,6 +247,80 @@ async fn dev_mode_prints_a_working_psql_command() {
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42501"));
     assert!(data_dir.join("policy.yaml").exists());
+
+    // A data change waits for a DBA, who approves it from the command line.
+    let table = format!("tollgate_dev_approval_{}", std::process::id());
+    let (direct, conn) = tokio_postgres::connect("host=127.0.0.1 user=postgres dbname=test", NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    direct
+        .batch_execute(&format!(
+            "drop table if exists {table}; create table {table} (v int)"
+        ))
+        .await
+        .unwrap();
+    let held = tokio::spawn({
+        let sql = format!("insert into {table} values (1)");
+        async move { client.execute(sql.as_str(), &[]).await }
+    });
+    let mint = Command::new(BIN)
+        .args([
+            "token",
+            "mint",
+            "--sub",
+            "dba-dana",
+            "--groups",
+            "dba",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    let approver = String::from_utf8(mint.stdout).unwrap().trim().to_owned();
+    let approvals = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("approvals")
+            .args(args)
+            .env("TOLLGATE_TOKEN", &approver)
+            .env(
+                "TOLLGATE_ADMIN_URL",
+                format!("http://127.0.0.1:{admin_port}"),
+            )
+            .output()
+            .unwrap()
+    };
+    let mut id = None;
+    for _ in 0..100 {
+        let out = approvals(&["list", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(first) = list.as_array().and_then(|l| l.first()) {
+            id = Some(first["id"].as_str().unwrap().to_owned());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id.expect("the insert is held");
+    let out = approvals(&["approve", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        held.await.unwrap().unwrap(),
+        1,
+        "the insert ran once approved"
+    );
+    direct
+        .batch_execute(&format!("drop table {table}"))
+        .await
+        .unwrap();
     child.kill().await.unwrap();
 }
 
