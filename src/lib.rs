@@ -11,6 +11,7 @@
 //! - [`protocol`]: the wire protocols (PostgreSQL today): framing, startup, relay.
 //! - [`pipeline`]: the protocol-neutral stages (inspect, transform, record) and their types.
 //! - [`mask`]: PAN detection and masking.
+//! - [`metrics`]: Prometheus metrics (names, the recorder).
 //! - [`net`]: a plain or TLS socket and its halves.
 //! - [`tls`]: rustls acceptor for clients, connectors for upstream targets.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod mask;
+pub mod metrics;
 pub mod net;
 pub mod pipeline;
 pub mod policy;

@@ -822,6 +822,18 @@ fn serve(
     digest: String,
 ) -> anyhow::Result<()> {
     let mut stages = Stages::default();
+    if config.admin.is_some() {
+        match tollgate::metrics::install() {
+            Ok(handle) => admin.metrics = Some(handle),
+            Err(e) => tracing::warn!(error = %e, "metrics not available"),
+        }
+    }
+    admin.readiness.targets = config
+        .targets
+        .iter()
+        .map(|t| (t.value.name.clone(), t.value.address.clone()))
+        .collect();
+    admin.readiness.policy_files = config.policies.len();
     let recorder = match &config.audit {
         Some(_) => {
             let setup = audit_setup(&config)?;
@@ -853,6 +865,7 @@ fn serve(
         }
     };
     stages.record = recorder.clone();
+    admin.readiness.recorder = recorder.clone();
     if let Some(a) = &config.approvals {
         let webhook = a
             .webhook

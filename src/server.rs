@@ -174,6 +174,7 @@ impl Server {
                 .take(peer.ip(), limits.max_connections_per_client);
             let (Some(permit), Some(slot)) = (permit, slot) else {
                 warn!(%peer, "connection limit reached");
+                metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "refused").increment(1);
                 // Telling refused clients why is itself bounded; past that they are just closed.
                 if let Ok(refusal) = Arc::clone(&self.refusals).try_acquire_owned() {
                     tokio::spawn(async move {
@@ -188,7 +189,9 @@ impl Server {
             let lifecycle = Arc::clone(&self.lifecycle);
             tokio::spawn(
                 async move {
+                    metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).increment(1.0);
                     serve_conn(&ctx, tcp, peer, id, &lifecycle).await;
+                    metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).decrement(1.0);
                     lifecycle.unregister(id);
                     drop((permit, slot));
                 }
@@ -343,6 +346,7 @@ async fn serve_conn(
         Ok(Ok(None)) => return,
         Ok(Ok(Some(est))) => est,
     };
+    metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "accepted").increment(1);
     let identity = &est.identity;
     let upstream_role = est
         .target

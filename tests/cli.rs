@@ -792,3 +792,136 @@ async fn a_killed_daemon_leaves_a_verifiable_chain() {
             > 10
     );
 }
+
+/// `/metrics` moves with traffic; `/readyz` fails while a target is down or the audit store
+/// cannot write, and recovers.
+#[tokio::test]
+async fn metrics_and_readiness_follow_traffic_and_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin_port, down_port) = (free_port(), free_port(), free_port());
+    keygen(dir.path());
+    let config = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {{ postgres: 127.0.0.1:{port} }}
+admin: {{ listen: 127.0.0.1:{admin_port} }}
+shutdown_grace: 1s
+audit:
+  sqlite: audit.db
+  signing_key: {{ file: signing.pem }}
+targets:
+  - name: test
+    address: 127.0.0.1:5432
+    user: postgres
+    client_auth: {{ method: scram-sha-256, password: {{ env: TOLLGATE_AGENT_PASSWORD }} }}
+  - name: spare
+    address: 127.0.0.1:{down_port}
+    user: postgres
+    client_auth: {{ method: scram-sha-256, password: {{ env: TOLLGATE_AGENT_PASSWORD }} }}
+"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = serve(&config, &log);
+    let url =
+        format!("host=127.0.0.1 port={port} user=agent password=pw dbname=test sslmode=disable");
+    let client = connect_when_up(&url).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:{admin_port}{path}");
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (_, before) = get("/metrics").await;
+    for _ in 0..5 {
+        client
+            .simple_query("select '4111111111111111'")
+            .await
+            .unwrap();
+    }
+    let (status, after) = get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metric(&after, "tollgate_statements_total")
+            >= metric(&before, "tollgate_statements_total") + 5.0,
+        "{after}"
+    );
+    assert!(
+        metric(&after, "tollgate_masked_values_total") >= 5.0,
+        "{after}"
+    );
+    assert_eq!(metric(&after, "tollgate_connections_open"), 1.0, "{after}");
+    assert!(
+        after.contains("tollgate_upstream_connect_seconds_bucket"),
+        "{after}"
+    );
+    assert!(after.contains("tollgate_audit_write_seconds"), "{after}");
+
+    // A target down: not ready, and says which.
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("\"spare\":\"unreachable\"") && body.contains("\"test\":\"ok\""),
+        "{body}"
+    );
+    let spare = std::net::TcpListener::bind(("127.0.0.1", down_port)).unwrap();
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"audit_store\":\"ok\""), "{body}");
+
+    // The audit store locked by another process: not ready until it frees up.
+    let mut locker = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys\nc=sqlite3.connect(sys.argv[1],isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked',flush=True)\nsys.stdin.readline()\nc.execute('COMMIT')")
+        .arg(dir.path().join("audit.db"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(locker.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+    }
+    let mut unready = false;
+    for _ in 0..100 {
+        let _ = client.simple_query("select 1").await;
+        let (status, body) = get("/readyz").await;
+        if status == 503 && body.contains("\"audit_store\":\"failing\"") {
+            unready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(unready, "readiness follows the store");
+    let (_, m) = get("/metrics").await;
+    assert_eq!(metric(&m, "tollgate_audit_store_failing"), 1.0);
+    use std::io::Write;
+    writeln!(locker.stdin.as_mut().unwrap()).unwrap();
+    locker.wait().unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if get("/readyz").await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ready again once the store writes");
+    drop(spare);
+    drop(client);
+    sigterm(&mut child);
+}

@@ -33,12 +33,29 @@ pub struct AdminState {
     pub audit: Option<audit::AuditAccess>,
     /// Held statements, when approvals are enabled.
     pub approvals: Option<Arc<crate::approval::Approvals>>,
+    /// Renders `/metrics`; absent when no recorder is installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// What `/readyz` checks.
+    pub readiness: Readiness,
+}
+
+/// What makes the daemon ready to take traffic.
+#[derive(Default)]
+pub struct Readiness {
+    /// Targets by name and `host:port`, each must accept a TCP connection.
+    pub targets: Vec<(String, String)>,
+    /// The audit store must be taking records.
+    pub recorder: Option<crate::audit::Recorder>,
+    /// Policy files configured (they were valid at start, or the daemon would not run).
+    pub policy_files: usize,
 }
 
 /// The admin routes; tested with `oneshot`, no socket needed.
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/dev/.well-known/openid-configuration", get(dev_discovery))
         .route("/dev/jwks.json", get(dev_jwks))
         .route("/policy/reload", axum::routing::post(policy_reload))
@@ -52,6 +69,50 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/approvals/{id}/deny", axum::routing::post(approvals::deny))
         .with_state(state)
+}
+
+/// Prometheus text format.
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    match &state.metrics {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
+    }
+}
+
+/// 200 when the audit store takes records and every target accepts connections; else 503,
+/// with each check's result.
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    let r = &state.readiness;
+    let checks = r.targets.iter().map(|(name, address)| async move {
+        let ok = matches!(
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                tokio::net::TcpStream::connect(address.as_str()),
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        (name.clone(), ok)
+    });
+    let targets: Vec<(String, bool)> = futures_util::future::join_all(checks).await;
+    let store = r.recorder.as_ref().map(|rec| rec.healthy());
+    let ready = targets.iter().all(|(_, ok)| *ok) && store.unwrap_or(true);
+    let body = serde_json::json!({
+        "ready": ready,
+        "policy_files": r.policy_files,
+        "audit_store": match store { None => "not configured", Some(true) => "ok", Some(false) => "failing" },
+        "targets": targets.iter().map(|(n, ok)| (n.clone(), serde_json::Value::from(if *ok { "ok" } else { "unreachable" }))).collect::<serde_json::Map<_, _>>(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn dev_discovery(State(state): State<Arc<AdminState>>) -> Response {

@@ -68,6 +68,8 @@ pub struct Request {
     #[serde(skip)]
     pub expires_at: SystemTime,
     #[serde(skip)]
+    pub created_at: SystemTime,
+    #[serde(skip)]
     pub who: Arc<Who>,
 }
 
@@ -256,6 +258,7 @@ impl Approvals {
             created: ts(now),
             expires: ts(now + timeout),
             expires_at: now + timeout,
+            created_at: now,
             who,
         });
         let (tx, rx) = oneshot::channel();
@@ -276,6 +279,7 @@ impl Approvals {
                     tx,
                 },
             );
+            metrics::gauge!(crate::metrics::APPROVALS_PENDING).set(pending.len() as f64);
         }
         if let Some(hook) = self.settings.webhook.clone() {
             let approvals = Arc::clone(self);
@@ -342,14 +346,26 @@ impl Approvals {
 
     /// Ends a request; false if it had already ended.
     fn finish(&self, id: &ApprovalId, outcome: Outcome, approver: Option<&Identity>) -> bool {
-        let Some(p) = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id)
-        else {
+        let p = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let p = pending.remove(id);
+            metrics::gauge!(crate::metrics::APPROVALS_PENDING).set(pending.len() as f64);
+            p
+        };
+        let Some(p) = p else {
             return false;
         };
+        let label = match &outcome {
+            Outcome::Approved { .. } => "approved",
+            Outcome::Denied { .. } => "denied",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Cancelled => "cancelled",
+        };
+        let waited = SystemTime::now()
+            .duration_since(p.request.created_at)
+            .unwrap_or_default();
+        metrics::histogram!(crate::metrics::APPROVAL_WAIT, "outcome" => label)
+            .record(waited.as_secs_f64());
         if let Outcome::Approved {
             by,
             window: Some(window),

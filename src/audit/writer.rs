@@ -173,6 +173,7 @@ impl Recorder {
     pub fn record(&self, event: Event) -> Result<(), Unavailable> {
         if self.inner.failing.load(Ordering::Acquire) {
             self.inner.refused.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
             return Err(Unavailable::Failing);
         }
         match self
@@ -183,6 +184,8 @@ impl Recorder {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.inner.refused.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
+                metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
                 if !self.inner.alerted.swap(true, Ordering::AcqRel) {
                     error!(
                         chain = self.inner.chain,
@@ -201,6 +204,7 @@ impl Recorder {
     pub async fn record_within(&self, event: Event, max_wait: Duration) -> Result<(), Unavailable> {
         if self.inner.failing.load(Ordering::Acquire) {
             self.inner.refused.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
             return Err(Unavailable::Failing);
         }
         let msg = Msg::Event(Box::new(event), now_ts());
@@ -214,6 +218,8 @@ impl Recorder {
             Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Unavailable::Stopped),
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                 self.inner.refused.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
+                metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
                 if !self.inner.alerted.swap(true, Ordering::AcqRel) {
                     error!(
                         chain = self.inner.chain,
@@ -434,6 +440,9 @@ impl Writer {
         }
         let mut outage: Option<(String, String)> = None;
         let mut backoff = Duration::from_millis(50);
+        metrics::gauge!(crate::metrics::AUDIT_QUEUE)
+            .set((self.inner.queue_size - self.inner.tx.capacity()) as f64);
+        let started = Instant::now();
         loop {
             let result = match self.store.as_mut() {
                 Some(store) => store.append(&self.settings.chain, &records).await,
@@ -451,6 +460,7 @@ impl Writer {
                     let message = e.to_string();
                     if outage.is_none() {
                         self.inner.failing.store(true, Ordering::Release);
+                        metrics::gauge!(crate::metrics::AUDIT_FAILING).set(1.0);
                         error!(chain = self.settings.chain, error = %message, "ALERT audit store failing: statements are refused until it recovers");
                         outage = Some((now_ts(), message));
                     }
@@ -464,6 +474,8 @@ impl Writer {
                 }
             }
         }
+        metrics::histogram!(crate::metrics::AUDIT_WRITE).record(started.elapsed().as_secs_f64());
+        metrics::counter!(crate::metrics::AUDIT_RECORDS).increment(records.len() as u64);
         self.seq = seq;
         self.head = prev;
         self.inner
@@ -471,6 +483,7 @@ impl Writer {
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         if let Some((since, message)) = outage {
             self.inner.failing.store(false, Ordering::Release);
+            metrics::gauge!(crate::metrics::AUDIT_FAILING).set(0.0);
             self.inner.alerted.store(false, Ordering::Release);
             warn!(chain = self.settings.chain, "audit store recovered");
             self.own.push((

@@ -79,6 +79,8 @@ impl PolicyInspector {
                 self.current.store(Arc::new(Policy::new(rules)));
                 *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) = new_stamps;
                 info!(rules = n, "policy reloaded");
+                metrics::counter!(crate::metrics::POLICY_RELOADS, "outcome" => "success")
+                    .increment(1);
                 self.record(
                     crate::audit::Outcome::Success,
                     serde_json::json!({"files": self.files, "rules": n}),
@@ -90,6 +92,8 @@ impl PolicyInspector {
                 for e in &errors {
                     error!(error = %e, "policy reload failed; the previous policy stays in force");
                 }
+                metrics::counter!(crate::metrics::POLICY_RELOADS, "outcome" => "failure")
+                    .increment(1);
                 self.record(
                     crate::audit::Outcome::Failure,
                     serde_json::json!({

@@ -578,6 +578,12 @@ async fn client_to_server(
                             Err(end) => return end,
                         }
                     }
+                    metrics::counter!(
+                        crate::metrics::STATEMENTS,
+                        "decision" => if ruling.verdict == Verdict::Forward { ruling.action } else if ruling.hold.is_some() { "require_approval" } else { "deny" },
+                        "rule" => ruling.rule.clone().unwrap_or_default()
+                    )
+                    .increment(1);
                     Some(match record {
                         // PCI DSS 10.7: what cannot be recorded is not run.
                         Some(record) => match record
@@ -589,12 +595,15 @@ async fn client_to_server(
                             .await
                         {
                             Ok(()) => ruling.verdict,
-                            Err(e) => Verdict::Refuse {
-                                sqlstate: "58030".into(),
-                                message: format!(
-                                    "tollgate: statement refused because the audit trail cannot record it ({e}); retry shortly"
-                                ),
-                            },
+                            Err(e) => {
+                                metrics::counter!(crate::metrics::STATEMENTS, "decision" => "refused_audit", "rule" => "").increment(1);
+                                Verdict::Refuse {
+                                    sqlstate: "58030".into(),
+                                    message: format!(
+                                        "tollgate: statement refused because the audit trail cannot record it ({e}); retry shortly"
+                                    ),
+                                }
+                            }
                         },
                         None => ruling.verdict,
                     })
@@ -755,6 +764,7 @@ async fn server_to_client(
     loop {
         let mut batch = Batch::new();
         let mut recorded = record.map(|r| ServerBatch::new(r.full));
+        let mut masked_in_batch = 0u64;
         let mut pos = 0;
         let problem = loop {
             let n = match frame::message_len(&buf[pos..], max) {
@@ -834,6 +844,9 @@ async fn server_to_client(
             }
             if let Some(out) = &changed {
                 batch.replace(&buf, pos, pos + n, out);
+                if m.tag != b'E' || shared.pending_count.load(Ordering::Relaxed) == 0 {
+                    masked_in_batch += 1;
+                }
             }
             if let Some(recorded) = &mut recorded {
                 let body = changed.as_deref().map_or(m.body, |out| &out[5..]);
@@ -841,6 +854,9 @@ async fn server_to_client(
             }
             pos += n;
         };
+        if masked_in_batch > 0 {
+            metrics::counter!(crate::metrics::MASKED).increment(masked_in_batch);
+        }
         // Recorded before the client gets it: a result is never seen unrecorded.
         if let (Some(record), Some(detail)) = (record, recorded.and_then(ServerBatch::finish)) {
             let event = Event::new(

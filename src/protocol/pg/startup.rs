@@ -305,9 +305,14 @@ async fn login(
         "client authenticated"
     );
 
+    let started = std::time::Instant::now();
     let (server, key) = match connect_upstream(ctx, &target, &identity, &database, &forwarded).await
     {
-        Ok(ok) => ok,
+        Ok(ok) => {
+            metrics::histogram!(crate::metrics::UPSTREAM_CONNECT, "target" => target.config.name.clone())
+                .record(started.elapsed().as_secs_f64());
+            ok
+        }
         Err((e, sqlstate)) => {
             warn!(
                 target = target.config.name,
@@ -419,6 +424,8 @@ async fn authenticate_client(
                 reason = %crate::mask::for_log(&reason.to_string()),
                 "client authentication failed"
             );
+            metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => reason.kind())
+                .increment(1);
             if let Some(recorder) = &ctx.stages.record {
                 use crate::audit::{Event, Outcome, Who, kind};
                 let who = std::sync::Arc::new(Who {
