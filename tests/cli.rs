@@ -925,3 +925,115 @@ targets:
     drop(client);
     sigterm(&mut child);
 }
+
+/// Two tollgates share one PostgreSQL audit store, each with its own chain: traffic on both,
+/// one killed (-9) and restarted, and every chain verifies.
+#[tokio::test]
+async fn two_instances_share_a_postgres_store() {
+    let db = format!("tollgate_two_{}", std::process::id());
+    let (admin, conn) =
+        tokio_postgres::connect("host=127.0.0.1 user=postgres dbname=postgres", NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("drop database if exists {db}"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("create database {db}"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    keygen(dir.path());
+    let mut ports = Vec::new();
+    let mut configs = Vec::new();
+    for name in ["pod-a", "pod-b"] {
+        let port = free_port();
+        let config = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen: {{ postgres: 127.0.0.1:{port} }}
+shutdown_grace: 1s
+audit:
+  postgres: {{ env: TOLLGATE_AUDIT_URL }}
+  chain: {name}
+  signing_key: {{ file: signing.pem }}
+  checkpoint_interval: 1s
+targets:
+  - name: test
+    address: 127.0.0.1:5432
+    user: postgres
+    client_auth: {{ method: scram-sha-256, password: {{ env: TOLLGATE_AGENT_PASSWORD }} }}
+"
+            ),
+        )
+        .unwrap();
+        ports.push(port);
+        configs.push(config);
+    }
+    let store_url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let start = |config: &std::path::Path| {
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("TOLLGATE_AGENT_PASSWORD", "pw")
+            .env("TOLLGATE_AUDIT_URL", &store_url)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let url = |port: u16| {
+        format!("host=127.0.0.1 port={port} user=agent password=pw dbname=test sslmode=disable")
+    };
+    let mut a = start(&configs[0]);
+    let mut b = start(&configs[1]);
+    let ca = connect_when_up(&url(ports[0])).await;
+    let cb = connect_when_up(&url(ports[1])).await;
+    let traffic = |c: tokio_postgres::Client, tag: &'static str| {
+        tokio::spawn(async move {
+            for i in 0.. {
+                if c.simple_query(&format!("select '{tag}', {i}"))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    let ta = traffic(ca, "a");
+    let tb = traffic(cb, "b");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.kill().unwrap();
+    let _ = a.wait();
+    let _ = ta.await;
+    let mut a = start(&configs[0]);
+    let ca = connect_when_up(&url(ports[0])).await;
+    ca.simple_query("select 'a again'").await.unwrap();
+    drop(ca);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&mut a);
+    sigterm(&mut b);
+    let _ = tb.await;
+    let verify = Command::new(BIN)
+        .args(["audit", "verify", "--config"])
+        .arg(&configs[0])
+        .env("TOLLGATE_AUDIT_URL", &store_url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    for chain in ["chain pod-a: ok", "chain pod-b: ok"] {
+        assert!(text.contains(chain), "{chain} in {text}");
+    }
+    admin
+        .batch_execute(&format!("drop database {db} with (force)"))
+        .await
+        .unwrap();
+}
