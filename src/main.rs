@@ -74,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Exit 0 when a tollgate's admin interface answers `/healthz` (container health checks).
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+        url: String,
+    },
     /// Statements held for approval: list, approve, deny (through the admin API).
     Approvals {
         /// The admin API of a tollgate.
@@ -336,6 +341,17 @@ fn main() -> anyhow::Result<()> {
             token,
             command,
         } => runtime()?.block_on(approvals_command(&url, token, command)),
+        Command::Health { url } => runtime()?.block_on(async {
+            let r = reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()?
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("reaching {url}"))?;
+            anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+            Ok(())
+        }),
         Command::Policy { command } => policy_command(command),
         Command::Dev(args) => dev(args),
         Command::Token {
