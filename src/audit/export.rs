@@ -1,5 +1,5 @@
 //! Exports: `jsonl` (one record body per line, with its chain position and hash), `ocsf`
-//! (OCSF 1.1 events: Datastore Activity 6005 for statements and results, Authentication 3002
+//! (OCSF 1.8 events with the security_control profile: Datastore Activity 6005 for statements and results, Authentication 3002
 //! for logins and session ends, Application Lifecycle 6002 for the daemon), `csv` (one row per
 //! record, spreadsheet-safe), and `bundle` (the chains with their signed checkpoints, which
 //! `tollgate audit verify --bundle` checks on another machine with only the public key).
@@ -291,7 +291,7 @@ fn epoch_ms(ts: &str) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// One record as an OCSF 1.1 event.
+/// One record as an OCSF 1.8 event.
 pub fn ocsf_event(b: &Body, hash: &str) -> serde_json::Value {
     use serde_json::json;
     let success = matches!(b.outcome.as_str(), "success" | "info");
@@ -323,8 +323,10 @@ pub fn ocsf_event(b: &Body, hash: &str) -> serde_json::Value {
         "status": b.outcome,
         "message": b.kind,
         "metadata": {
-            "version": "1.1.0",
+            "version": "1.8.0",
             "uid": format!("{}:{}", b.chain, b.seq),
+            "sequence": b.seq,
+            "profiles": ["security_control"],
             "product": {"name": "tollgate", "vendor_name": "tollgate", "version": env!("CARGO_PKG_VERSION")},
             "log_name": b.chain,
             "correlation_uid": b.session,
@@ -343,6 +345,19 @@ pub fn ocsf_event(b: &Body, hash: &str) -> serde_json::Value {
         event["auth_protocol"] = json!("OIDC");
         event["service"] = json!({"name": b.target});
     }
+    // The security_control profile: what tollgate did about it.
+    let (action_id, action, disposition_id, disposition) =
+        match (b.kind.as_str(), b.outcome.as_str()) {
+            ("approval", "success") => (1, "Allowed", 8, "Approved"),
+            ("approval", "held") => (4, "Other", 99, "Held for approval"),
+            (_, "refused") => (2, "Denied", 2, "Blocked"),
+            (_, "failure") => (2, "Denied", 2, "Blocked"),
+            _ => (1, "Allowed", 1, "Allowed"),
+        };
+    event["action_id"] = json!(action_id);
+    event["action"] = json!(action);
+    event["disposition_id"] = json!(disposition_id);
+    event["disposition"] = json!(disposition);
     if class_uid == 6005 {
         event["database"] = json!({"name": b.database, "type": "PostgreSQL", "uid": b.target});
         event["table"] = json!(b.tables.first());
