@@ -195,7 +195,7 @@ impl Server {
                     lifecycle.unregister(id);
                     drop((permit, slot));
                 }
-                .instrument(info_span!("conn", id = %id, %peer)),
+                .instrument(info_span!("conn", id = %id, %peer, session = tracing::field::Empty)),
             );
         }
     }
@@ -369,6 +369,10 @@ async fn serve_conn(
         database: Some(for_log(&est.database)),
         cache: Default::default(),
     });
+    // Every later log line of the connection names its recorded session.
+    if let Some(s) = &who.session {
+        tracing::Span::current().record("session", tracing::field::display(s));
+    }
     let info = ConnInfo {
         id,
         client_addr: peer,

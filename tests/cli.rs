@@ -465,6 +465,15 @@ targets:
     let text = std::fs::read(&log).unwrap();
     assert!(!text.is_empty(), "trace logging produced output");
     assert_no_pan(&text, "the log");
+    // JSON lines carry the connection and, once known, the recorded session.
+    let session_lines = String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| l.contains("\"session\":\"s") && l.contains("\"name\":\"conn\""))
+        .count();
+    assert!(
+        session_lines >= 2,
+        "log lines with the session id: {session_lines}"
+    );
     // The audit store: its files hold the whole session, masked.
     let mut store = Vec::new();
     for e in std::fs::read_dir(dir.path()).unwrap() {
