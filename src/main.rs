@@ -897,6 +897,18 @@ fn serve(
             },
             recorder.clone(),
         );
+        // With a shared PostgreSQL store, any instance decides what another holds.
+        if let Some(audit_cfg) = &config.audit
+            && audit_cfg.postgres.is_some()
+        {
+            let settings =
+                audit::writer::Settings::from_config(audit_cfg).context("audit.postgres")?;
+            if let audit::store::Location::Postgres(url) = settings.location {
+                approvals
+                    .share(url, settings.chain)
+                    .map_err(|e| anyhow::anyhow!("approvals: {e}"))?;
+            }
+        }
         stages.approvals = Some(Arc::clone(&approvals));
         admin.approvals = Some(approvals);
     }

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::NoTls;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 
 #[test]
@@ -475,17 +477,7 @@ targets:
         "log lines with the session id: {session_lines}"
     );
     // The audit store: its files hold the whole session, masked.
-    let mut store = Vec::new();
-    for e in std::fs::read_dir(dir.path()).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("audit.db")
-        {
-            store.extend(std::fs::read(&p).unwrap());
-        }
-    }
+    let store = common::audit_store_bytes(&dir.path().join("audit.db")).await;
     assert!(store.len() > 10_000, "the session was recorded");
     assert_no_pan(&store, "the audit store");
     assert!(
@@ -1043,6 +1035,182 @@ targets:
     }
     admin
         .batch_execute(&format!("drop database {db} with (force)"))
+        .await
+        .unwrap();
+}
+
+/// Two tollgates sharing a PostgreSQL store: a statement held on one is approved through the
+/// other's API, and the waiting client on the first gets its result.
+#[tokio::test]
+async fn a_statement_held_on_one_instance_is_approved_through_another() {
+    use std::sync::Arc;
+    let db = format!("tollgate_appr2_{}", std::process::id());
+    let table = format!("appr2_{}", std::process::id());
+    let (pg, conn) = tokio_postgres::connect("host=127.0.0.1 user=postgres dbname=postgres", NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    pg.batch_execute(&format!("drop database if exists {db}"))
+        .await
+        .unwrap();
+    pg.batch_execute(&format!("create database {db}"))
+        .await
+        .unwrap();
+    let (test_db, conn) =
+        tokio_postgres::connect("host=127.0.0.1 user=postgres dbname=test", NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    test_db
+        .batch_execute(&format!(
+            "drop table if exists {table}; create table {table} (v int)"
+        ))
+        .await
+        .unwrap();
+
+    // An identity provider both instances trust (the dev issuer, served by this test).
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer_url = format!("http://{}/dev", listener.local_addr().unwrap());
+    let issuer = Arc::new(tollgate::auth::dev::DevIssuer::open(dir.path(), &issuer_url).unwrap());
+    let state = Arc::new(tollgate::admin::AdminState {
+        dev_issuer: Some(Arc::clone(&issuer)),
+        ..Default::default()
+    });
+    tokio::spawn(tollgate::admin::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+
+    keygen(dir.path());
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        format!(
+            "default: deny
+rules:
+  - id: read
+    match: {{ groups: [ai-agents], kinds: [read, session, transaction] }}
+    action: allow
+  - id: writes
+    match: {{ groups: [ai-agents], kinds: [write], tables: [{table}] }}
+    action: require_approval
+    reason: checked by a DBA
+    approval: {{ group: dba, timeout: 60s }}
+"
+        ),
+    )
+    .unwrap();
+    let mut pg_ports = Vec::new();
+    let mut admin_ports = Vec::new();
+    let mut children = Vec::new();
+    for name in ["pod-a", "pod-b"] {
+        let (port, admin) = (free_port(), free_port());
+        let config = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen: {{ postgres: 127.0.0.1:{port} }}
+admin: {{ listen: 127.0.0.1:{admin} }}
+shutdown_grace: 1s
+identity:
+  allow_plaintext_loopback: true
+  issuers:
+    - issuer: {issuer_url}
+      audiences: [{aud}]
+      algorithms: [EdDSA]
+policies: [policy.yaml]
+approvals: {{}}
+audit:
+  postgres: {{ env: TOLLGATE_AUDIT_URL }}
+  chain: {name}
+  signing_key: {{ file: signing.pem }}
+targets:
+  - name: test
+    address: 127.0.0.1:5432
+    user: postgres
+    client_auth: {{ method: scram-sha-256, groups: [ai-agents], password: {{ env: TOLLGATE_AGENT_PASSWORD }} }}
+",
+                aud = tollgate::auth::dev::AUDIENCE
+            ),
+        )
+        .unwrap();
+        children.push(
+            Command::new(BIN)
+                .args(["serve", "--config"])
+                .arg(&config)
+                .env("TOLLGATE_AGENT_PASSWORD", "pw")
+                .env(
+                    "TOLLGATE_AUDIT_URL",
+                    format!("postgres://postgres@127.0.0.1:5432/{db}"),
+                )
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        pg_ports.push(port);
+        admin_ports.push(admin);
+    }
+    let agent = connect_when_up(&format!(
+        "host=127.0.0.1 port={} user=agent password=pw dbname=test sslmode=disable",
+        pg_ports[0]
+    ))
+    .await;
+    let held = tokio::spawn({
+        let sql = format!("insert into {table} values (7)");
+        async move { agent.execute(sql.as_str(), &[]).await }
+    });
+    let bob = issuer
+        .mint("bob", &["dba".into()], Duration::from_secs(300))
+        .unwrap();
+    let http = reqwest::Client::new();
+    let b = format!("http://127.0.0.1:{}", admin_ports[1]);
+    let mut id = None;
+    for _ in 0..100 {
+        if let Ok(r) = http
+            .get(format!("{b}/approvals"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            && r.status() == 200
+        {
+            let list: Vec<serde_json::Value> = r.json().await.unwrap();
+            if let Some(first) = list.first() {
+                id = Some(first["id"].as_str().unwrap().to_owned());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id.expect("instance B lists what instance A holds");
+    let r = http
+        .post(format!("{b}/approvals/{id}/approve"))
+        .bearer_auth(&bob)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let n = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("woken by the other instance's decision")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
+    let count: i64 = test_db
+        .query_one(&format!("select count(*) from {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
+    for mut c in children {
+        sigterm(&mut c);
+    }
+    test_db
+        .batch_execute(&format!("drop table {table}"))
+        .await
+        .unwrap();
+    pg.batch_execute(&format!("drop database {db} with (force)"))
         .await
         .unwrap();
 }

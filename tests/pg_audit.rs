@@ -88,23 +88,6 @@ targets:
     }
 }
 
-/// Every byte tollgate wrote to the store's files.
-fn store_bytes(db: &std::path::Path) -> Vec<u8> {
-    let mut all = Vec::new();
-    let dir = db.parent().unwrap();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("audit.db")
-        {
-            all.extend(std::fs::read(&p).unwrap());
-        }
-    }
-    all
-}
-
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -190,7 +173,7 @@ async fn a_pan_heavy_session_is_recorded_masked_and_verifies() {
     a.recorder.flush().await.unwrap();
 
     // Nothing clear on disk, nor the agent's password.
-    let bytes = store_bytes(&a.db);
+    let bytes = common::audit_store_bytes(&a.db).await;
     assert!(bytes.len() > 10_000, "the session was recorded");
     assert_no_pan(&bytes, "the audit store");
     assert!(!contains(&bytes, common::AGENT_PASSWORD.as_bytes()));

@@ -38,13 +38,21 @@ pub async fn list(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> R
         Ok(a) => a,
         Err(r) => return r,
     };
-    let list: Vec<_> = approvals
-        .list()
-        .into_iter()
-        .filter(|r| who.in_group(&r.approver_group))
-        .map(|r| (*r).clone())
-        .collect();
-    Json(list).into_response()
+    match approvals.list().await {
+        Ok(list) => Json(
+            list.into_iter()
+                .filter(|r| who.in_group(&r.approver_group))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "pending approvals unavailable");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "pending approvals unavailable",
+            )
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,7 +70,7 @@ pub struct DenyBody {
     reason: String,
 }
 
-fn decided(state: &AdminState, id: &str, who: &Identity, decision: Decision) -> Response {
+async fn decided(state: &AdminState, id: &str, who: &Identity, decision: Decision) -> Response {
     let approvals = match approvals(state) {
         Ok(a) => a,
         Err(r) => return r,
@@ -71,7 +79,7 @@ fn decided(state: &AdminState, id: &str, who: &Identity, decision: Decision) -> 
         Decision::Approve { .. } => "approved",
         Decision::Deny { .. } => "denied",
     };
-    match approvals.decide(id, who, decision) {
+    match approvals.decide(id, who, decision).await {
         Ok(request) => {
             info!(approval = id, approver = %crate::mask::for_log(&who.subject), decision = label, "approval decided");
             Json(serde_json::json!({"id": request.id, "decision": label, "by": who.subject}))
@@ -106,7 +114,7 @@ pub async fn approve(
     if window.is_some_and(|w| w > Duration::from_secs(24 * 3600)) {
         return error(StatusCode::BAD_REQUEST, "window: at most 24h");
     }
-    decided(&state, &id, &who, Decision::Approve { window })
+    decided(&state, &id, &who, Decision::Approve { window }).await
 }
 
 /// `POST /approvals/{id}/deny` with `{"reason": "…"}`.
@@ -131,4 +139,5 @@ pub async fn deny(
             reason: body.reason,
         },
     )
+    .await
 }

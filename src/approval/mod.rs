@@ -7,6 +7,7 @@
 //! fingerprint on the same target within N minutes goes through without asking again.
 //! Every step (held, notified, approved, denied, timed out, cancelled) is recorded.
 
+pub mod shared;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -14,22 +15,19 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::audit::{self, Event, Outcome as AuditOutcome, Recorder, Who};
 use crate::auth::Identity;
 
-/// An approval request's id (`ap_` and 12 hex digits).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+/// An approval request's id (`ap_` and 12 letters: 60 random bits, no digits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ApprovalId(pub String);
 
 impl ApprovalId {
     fn random() -> ApprovalId {
-        let mut b = [0u8; 6];
-        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut b)
-            .expect("system random number generator failed");
-        ApprovalId(format!("ap_{}", audit::record::hex(&b)))
+        ApprovalId(format!("ap_{}", audit::random_letters(12)))
     }
 }
 
@@ -43,8 +41,12 @@ fn ts(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+fn epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH
+}
+
 /// What an approver reviews.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     pub id: ApprovalId,
     /// The requester's subject and issuer (nobody approves their own request).
@@ -65,9 +67,9 @@ pub struct Request {
     pub approver_group: String,
     pub created: String,
     pub expires: String,
-    #[serde(skip)]
+    #[serde(skip, default = "epoch")]
     pub expires_at: SystemTime,
-    #[serde(skip)]
+    #[serde(skip, default = "epoch")]
     pub created_at: SystemTime,
     #[serde(skip)]
     pub who: Arc<Who>,
@@ -91,7 +93,7 @@ pub enum Outcome {
 }
 
 /// A decision an approver takes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Approve { window: Option<Duration> },
     Deny { reason: String },
@@ -111,6 +113,8 @@ pub enum DecideError {
 pub enum SubmitError {
     #[error("too many statements are waiting for approval")]
     TooMany,
+    #[error("the shared approvals store failed ({0})")]
+    Store(String),
     #[error("the request cannot be recorded ({0})")]
     NotRecorded(audit::Unavailable),
 }
@@ -146,6 +150,8 @@ pub struct Approvals {
     windows: Mutex<Vec<Window>>,
     recorder: Option<Recorder>,
     settings: Settings,
+    /// Pending requests in the shared PostgreSQL store (several instances).
+    shared: std::sync::OnceLock<shared::Shared>,
 }
 
 /// A submitted request, waited on by the connection holding its statement. Dropped before
@@ -197,7 +203,38 @@ impl Approvals {
             windows: Mutex::new(Vec::new()),
             recorder,
             settings,
+            shared: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keeps pending requests in the shared PostgreSQL store at `url`, so any instance decides
+    /// and the holding one is woken. `instance` names this one (its audit chain).
+    pub fn share(self: &Arc<Self>, url: String, instance: String) -> Result<(), String> {
+        let s = shared::Shared::start(url, instance, Arc::downgrade(self))?;
+        let _ = self.shared.set(s);
+        Ok(())
+    }
+
+    /// Ids of the requests this instance holds.
+    fn local_ids(&self) -> Vec<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|k| k.0.clone())
+            .collect()
+    }
+
+    fn is_local(&self, id: &str) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&ApprovalId(id.to_owned()))
+    }
+
+    /// Another instance decided a request this one holds.
+    fn decided_elsewhere(&self, id: &ApprovalId, outcome: Outcome, approver: &Identity) {
+        self.finish(id, outcome, Some(approver));
     }
 
     pub fn page_url(&self) -> Option<&str> {
@@ -205,29 +242,36 @@ impl Approvals {
     }
 
     /// The approval whose window covers this statement, and who granted it.
-    pub fn window(
+    pub async fn window(
         &self,
         identity: &Identity,
         target: &str,
         fingerprint: &str,
     ) -> Option<(ApprovalId, String)> {
-        let now = SystemTime::now();
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        windows.retain(|w| w.until > now);
-        windows
-            .iter()
-            .find(|w| {
-                w.subject == identity.subject
-                    && w.issuer == identity.issuer
-                    && w.target == target
-                    && w.fingerprint == fingerprint
-            })
-            .map(|w| (w.approval.clone(), w.by.clone()))
+        let local = {
+            let now = SystemTime::now();
+            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            windows.retain(|w| w.until > now);
+            windows
+                .iter()
+                .find(|w| {
+                    w.subject == identity.subject
+                        && w.issuer == identity.issuer
+                        && w.target == target
+                        && w.fingerprint == fingerprint
+                })
+                .map(|w| (w.approval.clone(), w.by.clone()))
+        };
+        match (local, self.shared.get()) {
+            (Some(found), _) => Some(found),
+            (None, Some(s)) => s.window(identity, target, fingerprint).await,
+            (None, None) => None,
+        }
     }
 
     /// Holds a statement: records the request, notifies approvers, returns the ticket.
     #[allow(clippy::too_many_arguments)] // a request's fields, each from its own source
-    pub fn submit(
+    pub async fn submit(
         self: &Arc<Self>,
         identity: &Identity,
         who: Arc<Who>,
@@ -281,6 +325,15 @@ impl Approvals {
             );
             metrics::gauge!(crate::metrics::APPROVALS_PENDING).set(pending.len() as f64);
         }
+        if let Some(s) = self.shared.get()
+            && let Err(e) = s.insert(&request).await
+        {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&request.id);
+            return Err(SubmitError::Store(e));
+        }
         if let Some(hook) = self.settings.webhook.clone() {
             let approvals = Arc::clone(self);
             let request = Arc::clone(&request);
@@ -296,23 +349,47 @@ impl Approvals {
         })
     }
 
-    /// Requests waiting for a decision, oldest first.
-    pub fn list(&self) -> Vec<Arc<Request>> {
+    /// Requests waiting for a decision, oldest first (every instance's, with a shared store).
+    pub async fn list(&self) -> Result<Vec<Request>, String> {
+        if let Some(s) = self.shared.get() {
+            return s.list().await;
+        }
         let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let mut list: Vec<Arc<Request>> =
-            pending.values().map(|p| Arc::clone(&p.request)).collect();
+        let mut list: Vec<Request> = pending.values().map(|p| (*p.request).clone()).collect();
         list.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.0.cmp(&b.id.0)));
-        list
+        Ok(list)
     }
 
     /// An approver's decision. The approver must be in the request's group and not its
     /// requester.
-    pub fn decide(
+    pub async fn decide(
         &self,
         id: &str,
         approver: &Identity,
         decision: Decision,
-    ) -> Result<Arc<Request>, DecideError> {
+    ) -> Result<Request, DecideError> {
+        if let Some(s) = self.shared.get() {
+            let result = s.decide(id, approver, decision.clone()).await;
+            let local = self.is_local(id);
+            match &result {
+                Ok(_) if local => {
+                    // Held here: wake it now rather than at the notification.
+                    let outcome = match decision {
+                        Decision::Approve { window } => Outcome::Approved {
+                            by: approver.subject.clone(),
+                            window,
+                        },
+                        Decision::Deny { reason } => Outcome::Denied {
+                            by: approver.subject.clone(),
+                            reason,
+                        },
+                    };
+                    self.finish(&ApprovalId(id.to_owned()), outcome, Some(approver));
+                }
+                _ => self.record_remote_decision(id, approver, &decision, &result),
+            }
+            return result;
+        }
         let request = {
             let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let p = pending
@@ -341,7 +418,40 @@ impl Approvals {
         if !self.finish(&request.id, outcome, Some(approver)) {
             return Err(DecideError::NotFound(id.to_owned()));
         }
-        Ok(request)
+        Ok((*request).clone())
+    }
+
+    /// A decision taken here on a request another instance holds (that one records the
+    /// outcome with the session; this records the approver's action).
+    fn record_remote_decision(
+        &self,
+        id: &str,
+        approver: &Identity,
+        decision: &Decision,
+        result: &Result<Request, DecideError>,
+    ) {
+        let Some(r) = &self.recorder else { return };
+        let (outcome, why) = match result {
+            Ok(_) => (AuditOutcome::Success, None),
+            Err(e) => (AuditOutcome::Failure, Some(e.to_string())),
+        };
+        let who = Arc::new(Who {
+            subject: Some(crate::mask::for_log(&approver.subject)),
+            groups: approver.groups.clone(),
+            issuer: Some(approver.issuer.clone()),
+            ..Who::default()
+        });
+        let _ = r.record(Event::new(
+            audit::kind::ADMIN_ACTION,
+            outcome,
+            who,
+            serde_json::json!({
+                "action": "approval decision",
+                "approval": id,
+                "decision": match decision { Decision::Approve { .. } => "approve", Decision::Deny { .. } => "deny" },
+                "refused": why,
+            }),
+        ));
     }
 
     /// Ends a request; false if it had already ended.
@@ -420,6 +530,13 @@ impl Approvals {
                 Err(_) => {
                     let _ = r.record(event);
                 }
+            }
+        }
+        if let Some(s) = self.shared.get() {
+            match &outcome {
+                Outcome::TimedOut => s.close(id, "timed_out"),
+                Outcome::Cancelled => s.close(id, "cancelled"),
+                _ => {}
             }
         }
         let _ = p.tx.send(outcome);

@@ -33,11 +33,21 @@ pub struct SessionId(pub String);
 
 impl SessionId {
     pub fn random() -> SessionId {
-        let mut bytes = [0u8; 8];
-        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes)
-            .expect("system random number generator failed");
-        SessionId(format!("s{}", record::hex(&bytes)))
+        SessionId(format!("s{}", random_letters(16)))
     }
+}
+
+/// `n` random lowercase letters (5 bits each). Ids have no digits, so no id can ever read as
+/// a card number to a scanner (16 hex digits can).
+pub fn random_letters(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes)
+        .expect("system random number generator failed");
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyzABCDEF";
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(b & 31)] as char)
+        .collect()
 }
 
 impl fmt::Display for SessionId {

@@ -231,3 +231,61 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
         .map(|c| c.code().to_owned())
         .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
+
+/// Every byte of a SQLite audit store's files, with the store's own digests (record hashes,
+/// chain links, checkpoint hashes and signatures) blanked: hex digests can hold digit runs that
+/// read as card numbers. Everything else, records' content included, is left to be scanned.
+pub async fn audit_store_bytes(db: &std::path::Path) -> Vec<u8> {
+    use std::collections::HashSet;
+    use tollgate::audit::Store;
+    use tollgate::audit::store::Location;
+    let mut all = Vec::new();
+    let name = db.file_name().unwrap().to_string_lossy().into_owned();
+    for e in std::fs::read_dir(db.parent().unwrap()).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with(&name) {
+            all.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    let mut digests: HashSet<Vec<u8>> = HashSet::new();
+    let mut store = Store::open(&Location::Sqlite(db.to_owned()), false)
+        .await
+        .unwrap();
+    for chain in store.chains().await.unwrap() {
+        let mut after = 0;
+        loop {
+            let page = store.page(&chain, after, 1000).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            digests.extend(page.iter().map(|r| r.hash.clone().into_bytes()));
+        }
+        let mut cp_after = None;
+        loop {
+            let page = store.checkpoint_page(&chain, cp_after, 1000).await.unwrap();
+            let Some(last) = page.last() else { break };
+            cp_after = Some(last.seq);
+            for c in &page {
+                digests.insert(c.hash.clone().into_bytes());
+                digests.insert(c.signature.clone().into_bytes());
+            }
+        }
+    }
+    store.close().await;
+    // Maximal runs of lowercase hex that are known digests become 'x'.
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    let mut i = 0;
+    while i < all.len() {
+        if !hex(all[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < all.len() && hex(all[i]) {
+            i += 1;
+        }
+        if digests.contains(&all[start..i]) {
+            all[start..i].fill(b'x');
+        }
+    }
+    all
+}

@@ -254,25 +254,31 @@ async fn hold_statement(
         crate::policy::classify::SqlDialect::Postgres,
     )
     .unwrap_or_else(|| statement.sql.to_owned());
-    if let Some((id, by)) = approvals.window(&info.identity, &info.target, &fingerprint) {
+    if let Some((id, by)) = approvals
+        .window(&info.identity, &info.target, &fingerprint)
+        .await
+    {
         return Ok((
             Verdict::Forward,
             format!("approved by {by} within the window of approval {id}"),
         ));
     }
     let sql = String::from_utf8_lossy(&masker.mask(statement.sql.as_bytes())).into_owned();
-    let mut ticket = match approvals.submit(
-        &info.identity,
-        info.who.clone(),
-        &info.target,
-        &info.database,
-        sql,
-        fingerprint,
-        ruling.rule.clone(),
-        ruling.reason.clone(),
-        hold.group.clone(),
-        hold.timeout,
-    ) {
+    let mut ticket = match approvals
+        .submit(
+            &info.identity,
+            info.who.clone(),
+            &info.target,
+            &info.database,
+            sql,
+            fingerprint,
+            ruling.rule.clone(),
+            ruling.reason.clone(),
+            hold.group.clone(),
+            hold.timeout,
+        )
+        .await
+    {
         Ok(t) => t,
         Err(e) => {
             return Ok((
