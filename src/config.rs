@@ -90,6 +90,35 @@ pub struct ApprovalsConfig {
     /// Statements waiting at once, at most; more are refused.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// The approvals page's sign-in (OIDC authorization code with PKCE). Without it the page
+    /// is off and approvers use the CLI or the API.
+    #[serde(default)]
+    pub login: Option<LoginConfig>,
+}
+
+/// How approvers sign in to the approvals page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// The OIDC issuer (https; http only for loopback); its discovery document is read.
+    pub issuer: String,
+    /// The client registered for the page; ID tokens must name it as their audience.
+    pub client_id: String,
+    /// Its secret, for providers that require one with PKCE.
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// Where the provider sends approvers back: `<admin base URL>/approvals/callback`.
+    pub redirect_url: String,
+    /// The ID token claim holding groups (dotted path).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// How long a sign-in lasts, at most (never beyond the ID token's expiry).
+    #[serde(default = "default_session_ttl", with = "duration")]
+    pub session_ttl: Duration,
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -739,6 +768,15 @@ impl Config {
                 return Err(top(
                     "approvals: approvers decide through the admin API, so an `admin` section is needed",
                 ));
+            }
+            if let Some(l) = &a.login {
+                for (field, url) in [("issuer", &l.issuer), ("redirect_url", &l.redirect_url)] {
+                    if !url_allowed(url) {
+                        return Err(top(&format!(
+                            "approvals.login.{field}: {url:?} must be an https URL (http only for loopback)"
+                        )));
+                    }
+                }
             }
             if let Some(w) = &a.webhook
                 && !url_allowed(&w.url)

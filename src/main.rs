@@ -909,6 +909,12 @@ fn serve(
                     .map_err(|e| anyhow::anyhow!("approvals: {e}"))?;
             }
         }
+        if let Some(login) = &a.login {
+            admin.login = Some(
+                tollgate::admin::page::Login::new(login.clone())
+                    .map_err(|e| anyhow::anyhow!("approvals.login: {e}"))?,
+            );
+        }
         stages.approvals = Some(Arc::clone(&approvals));
         admin.approvals = Some(approvals);
     }
@@ -1045,7 +1051,12 @@ audit:
   sqlite: "{audit_db}"
   signing_key: {{ file: "{signing_key}" }}
   checkpoint_interval: 5s
-approvals: {{}}
+approvals:
+  page_url: "http://{admin}/approvals/ui"
+  login:
+    issuer: "{issuer_url}"
+    client_id: tollgate-approvals
+    redirect_url: "http://{admin}/approvals/callback"
 targets:
   - name: "*"
     address: "{postgres}"
@@ -1086,7 +1097,8 @@ Connect as agent {agent:?} (group {group}, token valid 1 hour):
   PGPASSWORD='{token}' psql \"host={host} port={port} user={agent} dbname=postgres sslmode=disable\"
 
 Mint other tokens:  tollgate token mint --sub NAME [--groups a,b] [--ttl 1h] --data-dir {data_dir}
-Approvals:          agents' data changes wait for group dba (the example policy). As an approver:
+Approvals:          agents' data changes wait for group dba (the example policy). Decide on
+                    http://{admin}/approvals/ui (the dev issuer signs you in), or from the CLI:
                     export TOLLGATE_TOKEN=$(tollgate token mint --sub you --groups dba --data-dir {data_dir})
                     tollgate approvals list
                     tollgate approvals approve ID [--window 10m]   |   deny ID --reason \"...\"
@@ -1102,6 +1114,7 @@ Stop with Ctrl-C.",
         policy = policy_file.display(),
         host = args.listen.ip(),
         port = args.listen.port(),
+        admin = args.admin,
     );
     let admin = AdminState {
         dev_issuer: Some(Arc::new(issuer)),

@@ -67,6 +67,10 @@ fn probes() -> Vec<(&'static str, String)> {
             "approvals.webhook",
             format!("approvals: {{ webhook: {{ zz_probe: 1 }} }}\ntargets: [{t}]\n"),
         ),
+        (
+            "approvals.login",
+            format!("approvals: {{ login: {{ zz_probe: 1 }} }}\ntargets: [{t}]\n"),
+        ),
     ]
 }
 

@@ -3,6 +3,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod page;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// What `/readyz` checks.
     pub readiness: Readiness,
+    /// The approvals page's sign-in, when configured.
+    pub login: Option<page::Login>,
 }
 
 /// What makes the daemon ready to take traffic.
@@ -68,6 +71,15 @@ pub fn router(state: Arc<AdminState>) -> Router {
             axum::routing::post(approvals::approve),
         )
         .route("/approvals/{id}/deny", axum::routing::post(approvals::deny))
+        .route("/approvals/ui", get(page::page))
+        .route("/approvals/ui/decide", axum::routing::post(page::decide))
+        .route("/approvals/login", get(page::start))
+        .route("/approvals/callback", get(page::callback))
+        .route(
+            "/dev/authorize",
+            get(dev_authorize_form).post(dev_authorize),
+        )
+        .route("/dev/token", axum::routing::post(dev_token))
         .with_state(state)
 }
 
@@ -113,6 +125,129 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DevAuthorize {
+    client_id: String,
+    redirect_uri: String,
+    state: String,
+    #[serde(default)]
+    nonce: Option<String>,
+    code_challenge: String,
+    #[serde(default)]
+    code_challenge_method: Option<String>,
+    /// Filled in on the form.
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    groups: Option<String>,
+}
+
+/// The dev issuer's sign-in page: asks who you are (nothing is checked: development only).
+async fn dev_authorize_form(
+    State(state): State<Arc<AdminState>>,
+    axum::extract::Query(q): axum::extract::Query<DevAuthorize>,
+) -> Response {
+    if state.dev_issuer.is_none() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    use crate::audit::report::escape as e;
+    let hidden: String = [
+        ("client_id", q.client_id.as_str()),
+        ("redirect_uri", q.redirect_uri.as_str()),
+        ("state", q.state.as_str()),
+        ("nonce", q.nonce.as_deref().unwrap_or("")),
+        ("code_challenge", q.code_challenge.as_str()),
+        (
+            "code_challenge_method",
+            q.code_challenge_method.as_deref().unwrap_or(""),
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", e(v)))
+    .collect();
+    axum::response::Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>tollgate dev sign-in</title></head><body><h1>tollgate dev issuer</h1><p>Development only: sign in as anyone.</p><form method=\"post\" action=\"/dev/authorize\">{hidden}<label>Subject <input name=\"subject\" value=\"dev-approver\"></label> <label>Groups <input name=\"groups\" value=\"dba\"></label> <button id=\"sign-in\">Sign in</button></form></body></html>"
+    ))
+    .into_response()
+}
+
+async fn dev_authorize(
+    State(state): State<Arc<AdminState>>,
+    axum::Form(f): axum::Form<DevAuthorize>,
+) -> Response {
+    let Some(issuer) = &state.dev_issuer else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if f.code_challenge_method.as_deref() != Some("S256") || f.code_challenge.is_empty() {
+        return (StatusCode::BAD_REQUEST, "PKCE with S256 is required\n").into_response();
+    }
+    let subject = f.subject.unwrap_or_default();
+    if subject.trim().is_empty() {
+        return (StatusCode::BAD_REQUEST, "a subject is needed\n").into_response();
+    }
+    let code = issuer.grant(crate::auth::dev::Grant {
+        subject: subject.trim().to_owned(),
+        groups: f
+            .groups
+            .unwrap_or_default()
+            .split(',')
+            .map(|g| g.trim().to_owned())
+            .filter(|g| !g.is_empty())
+            .collect(),
+        client_id: f.client_id,
+        redirect_uri: f.redirect_uri.clone(),
+        nonce: f.nonce.filter(|n| !n.is_empty()),
+        challenge: f.code_challenge,
+        issued: std::time::SystemTime::now(),
+    });
+    let Ok(mut url) = reqwest::Url::parse(&f.redirect_uri) else {
+        return (StatusCode::BAD_REQUEST, "bad redirect_uri\n").into_response();
+    };
+    url.query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &f.state);
+    axum::response::Redirect::to(url.as_str()).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DevToken {
+    grant_type: String,
+    code: String,
+    redirect_uri: String,
+    client_id: String,
+    code_verifier: String,
+}
+
+/// The dev issuer's token endpoint (authorization code with PKCE only).
+async fn dev_token(
+    State(state): State<Arc<AdminState>>,
+    axum::Form(f): axum::Form<DevToken>,
+) -> Response {
+    let Some(issuer) = &state.dev_issuer else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if f.grant_type != "authorization_code" {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": "unsupported_grant_type"})),
+        )
+            .into_response();
+    }
+    match issuer.redeem(&f.code, &f.client_id, &f.redirect_uri, &f.code_verifier) {
+        Ok(id_token) => Json(serde_json::json!({
+            "id_token": id_token,
+            "token_type": "Bearer",
+            "expires_in": 3600,
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": "invalid_grant", "error_description": e.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 async fn dev_discovery(State(state): State<Arc<AdminState>>) -> Response {

@@ -279,7 +279,7 @@ pub fn markdown(e: &Evidence, chains: &[ChainReport], period: &Period) -> String
     out
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

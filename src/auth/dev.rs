@@ -43,6 +43,36 @@ pub struct DevIssuer {
     public: Vec<u8>,
     kid: String,
     issuer: String,
+    /// Authorization codes handed out and not yet redeemed (the approvers' browser login).
+    codes: std::sync::Mutex<std::collections::HashMap<String, Grant>>,
+}
+
+/// What an authorization code stands for.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub nonce: Option<String>,
+    /// The PKCE S256 challenge.
+    pub challenge: String,
+    pub issued: SystemTime,
+}
+
+/// Why a code cannot be redeemed.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("unknown or used code")]
+    UnknownCode,
+    #[error("the code was issued to another client or redirect URI")]
+    WrongClient,
+    #[error("the code verifier does not match the challenge")]
+    BadVerifier,
+    #[error("the code expired")]
+    Expired,
+    #[error(transparent)]
+    Sign(#[from] Error),
 }
 
 impl DevIssuer {
@@ -76,6 +106,7 @@ impl DevIssuer {
             public,
             kid,
             issuer: issuer.to_owned(),
+            codes: Default::default(),
         })
     }
 
@@ -96,8 +127,74 @@ impl DevIssuer {
             "jwks_uri": format!("{}/jwks.json", self.issuer),
             "id_token_signing_alg_values_supported": ["EdDSA"],
             "subject_types_supported": ["public"],
-            "response_types_supported": ["token"],
+            "response_types_supported": ["code"],
+            "authorization_endpoint": format!("{}/authorize", self.issuer),
+            "token_endpoint": format!("{}/token", self.issuer),
+            "code_challenge_methods_supported": ["S256"],
         })
+    }
+
+    /// Remembers a login granted at the dev authorization page; returns its one-time code.
+    pub fn grant(&self, grant: Grant) -> String {
+        let code = crate::audit::random_letters(32);
+        let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
+        codes.retain(|_, g| {
+            g.issued
+                .elapsed()
+                .map_or(true, |e| e < Duration::from_secs(300))
+        });
+        codes.insert(code.clone(), grant);
+        code
+    }
+
+    /// Redeems a code for an ID token (the code flow's token endpoint), checking the client,
+    /// the redirect URI and the PKCE verifier.
+    pub fn redeem(
+        &self,
+        code: &str,
+        client_id: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Result<String, GrantError> {
+        let grant = self
+            .codes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(code)
+            .ok_or(GrantError::UnknownCode)?;
+        if grant.client_id != client_id || grant.redirect_uri != redirect_uri {
+            return Err(GrantError::WrongClient);
+        }
+        if grant
+            .issued
+            .elapsed()
+            .map_or(true, |e| e > Duration::from_secs(300))
+        {
+            return Err(GrantError::Expired);
+        }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+        if B64URL.encode(digest.as_ref()) != grant.challenge {
+            return Err(GrantError::BadVerifier);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut claims = json!({
+            "iss": self.issuer,
+            "sub": grant.subject,
+            "aud": client_id,
+            "groups": grant.groups,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+        });
+        if let Some(n) = grant.nonce {
+            claims["nonce"] = Value::String(n);
+        }
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let key = jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8);
+        jsonwebtoken::encode(&header, &claims, &key).map_err(|e| GrantError::Sign(e.into()))
     }
 
     pub fn jwks(&self) -> Value {

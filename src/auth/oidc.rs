@@ -114,10 +114,17 @@ impl Validator {
 
     /// Validates a token; on success, the identity it carries.
     pub async fn validate(&self, token: &str) -> Result<Identity, Reason> {
+        self.validate_at(token, SystemTime::now())
+            .await
+            .map(|(identity, _)| identity)
+    }
+
+    /// Validates and also returns every claim (an ID token's `nonce`, say).
+    pub async fn validate_with_claims(&self, token: &str) -> Result<(Identity, Value), Reason> {
         self.validate_at(token, SystemTime::now()).await
     }
 
-    async fn validate_at(&self, token: &str, now: SystemTime) -> Result<Identity, Reason> {
+    async fn validate_at(&self, token: &str, now: SystemTime) -> Result<(Identity, Value), Reason> {
         if token.is_empty() {
             return Err(Reason::Empty);
         }
@@ -203,7 +210,7 @@ impl Validator {
             .ok_or_else(|| Reason::MissingClaim(issuer.config.subject_claim.clone()))?
             .to_owned();
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-        Ok(Identity {
+        let identity = Identity {
             subject,
             groups: strings(claim(&claims, &issuer.config.groups_claim)),
             client_id: issuer
@@ -213,7 +220,8 @@ impl Validator {
                 .find_map(|c| claim(&claims, c).and_then(Value::as_str).map(str::to_owned)),
             issuer: issuer.config.issuer.clone(),
             expires_at: Some(UNIX_EPOCH + Duration::from_secs(exp)),
-        })
+        };
+        Ok((identity, claims))
     }
 
     /// The key a token names, fetching the key set when it is stale or lacks the key.
