@@ -759,7 +759,7 @@ impl Config {
                 && !crate::audit::valid_chain_name(chain)
             {
                 return Err(top(
-                    "audit.chain: 1 to 64 characters of letters, digits, '.', '_' and '-'",
+                    "audit.chain: 1 to 60 characters of letters, digits, '.', '_' and '-'",
                 ));
             }
         }

@@ -142,6 +142,14 @@ async fn a_pan_heavy_session_is_recorded_masked_and_verifies() {
             .await
             .unwrap();
     }
+    // A PAN as a binary bigint parameter: its bytes cannot be scanned, so they are not kept.
+    client
+        .execute(
+            "insert into cards (id, b) values ($1, $2)",
+            &[&300i32, &4111111111111111i64],
+        )
+        .await
+        .unwrap();
     // Text and binary results, COPY out, a unique violation, a notice, a notification.
     let rows = client.simple_query("select * from cards").await.unwrap();
     assert!(rows.len() > PANS.len());
@@ -225,6 +233,18 @@ async fn a_pan_heavy_session_is_recorded_masked_and_verifies() {
         .filter(|f| f["t"] == "B")
         .count();
     assert!(binds >= PANS.len());
+    let binary_params: Vec<serde_json::Value> = steps
+        .iter()
+        .filter(|s| s.kind == kind::CLIENT_FRAMES)
+        .flat_map(|s| s.detail["frames"].as_array().cloned().unwrap_or_default())
+        .filter(|f| f["t"] == "B")
+        .flat_map(|f| f["params"].as_array().cloned().unwrap_or_default())
+        .filter(|p| p.is_object())
+        .collect();
+    assert!(
+        binary_params.contains(&serde_json::json!({"binary": 8})),
+        "{binary_params:?}"
+    );
     // Authentication is recorded with the 10.2.2 fields.
     let auth = store.of_types(&[kind::AUTH], "", "9999").await.unwrap();
     assert_eq!(auth.len(), 1);

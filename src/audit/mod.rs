@@ -59,7 +59,7 @@ impl fmt::Display for SessionId {
 /// Whether a chain name is usable (it appears in file names and SQL values).
 pub fn valid_chain_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= 60
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))

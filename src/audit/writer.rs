@@ -96,7 +96,7 @@ pub fn default_chain() -> String {
         .trim()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
-        .take(64)
+        .take(60)
         .collect();
     if name.is_empty() {
         "tollgate".into()

@@ -141,6 +141,56 @@ impl Masker {
     }
 }
 
+/// SQL text with the literal after every `PASSWORD` keyword replaced by `'***'`
+/// (`CREATE ROLE … PASSWORD '…'`, `ALTER USER … ENCRYPTED PASSWORD '…'`, user mappings'
+/// `password '…'` options): statement text goes to the audit store and to approvers.
+pub fn redact_secrets(sql: &str) -> String {
+    let lower = sql.to_ascii_lowercase();
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("password") {
+        let mut i = from + at + "password".len();
+        from = i;
+        // Whitespace, then an optional E prefix and a quoted literal.
+        while i < bytes.len() && (bytes[i].is_ascii_whitespace() || bytes[i] == b'=') {
+            i += 1;
+        }
+        // E'…' strings also escape with a backslash.
+        let backslash = i < bytes.len()
+            && (bytes[i] == b'E' || bytes[i] == b'e')
+            && bytes.get(i + 1) == Some(&b'\'');
+        if backslash {
+            i += 1;
+        }
+        if bytes.get(i) != Some(&b'\'') {
+            continue;
+        }
+        // The literal ends at a quote not followed by another ('' escapes a quote).
+        let mut j = i + 1;
+        loop {
+            match bytes.get(j) {
+                None => break,
+                Some(b'\\') if backslash => j += 2,
+                Some(b'\'') if bytes.get(j + 1) == Some(&b'\'') => j += 2,
+                Some(b'\'') => {
+                    j += 1;
+                    break;
+                }
+                Some(_) => j += 1,
+            }
+        }
+        let j = j.min(bytes.len());
+        out.push_str(&sql[copied..i]);
+        out.push_str("'***'");
+        copied = j;
+        from = j;
+    }
+    out.push_str(&sql[copied..]);
+    out
+}
+
 /// Text that carries client- or server-provided values (a database name, an upstream error,
 /// a token's issuer) masked before it is logged: logs are storage too (PCI DSS 3.5.1).
 pub fn for_log(text: &str) -> String {
@@ -156,6 +206,28 @@ mod tests {
     fn mask(format: Format, text: &str) -> String {
         let m = Masker::new(format, Some(b"test key"));
         String::from_utf8(m.mask(text.as_bytes()).into_owned()).unwrap()
+    }
+
+    #[test]
+    fn passwords_in_sql_are_redacted() {
+        assert_eq!(
+            redact_secrets("ALTER ROLE app PASSWORD 'hun''ter2' VALID UNTIL 'x'"),
+            "ALTER ROLE app PASSWORD '***' VALID UNTIL 'x'"
+        );
+        assert_eq!(
+            redact_secrets("create user u with encrypted password E'a\\'b'"),
+            "create user u with encrypted password E'***'"
+        );
+        assert_eq!(
+            redact_secrets("CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'x', password 'y')"),
+            "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'x', password '***')"
+        );
+        assert_eq!(
+            redact_secrets("select password from t"),
+            "select password from t"
+        );
+        assert_eq!(redact_secrets("password '"), "password '***'");
+        assert_eq!(redact_secrets("password E'ü\\"), "password E'***'");
     }
 
     #[test]

@@ -244,7 +244,10 @@ impl ConnPolicy {
         } else {
             policy.decision(&conn.identity, &conn.database, list)
         };
-        if decision.action == Action::Allow {
+        // A held statement may run once approved: what it prepares or deallocates is
+        // remembered too, so a later EXECUTE is judged by what really runs. (A refused one
+        // never runs; EXECUTE of its name then fails on the server.)
+        if matches!(decision.action, Action::Allow | Action::RequireApproval) {
             self.remember(statement, list);
         }
         (decision, kinds(list), tables(list))

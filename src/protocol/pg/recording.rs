@@ -4,13 +4,16 @@
 //! Values are recorded as the client saw them, after masking, and the masker runs once more
 //! over everything recorded (idempotent on masked text), so bind parameters, COPY data and
 //! text that never went through the transform stage are masked too. A value that is not
-//! clean UTF-8 text is recorded as base64 of its masked bytes. Statement texts are in the
+//! clean UTF-8 text is recorded by its length only (`{"binary": n}`): binary encodings can
+//! hold a card number the text scanner cannot see (a binary `bigint` parameter, say), so
+//! their content is not kept, except binary `bigint` result values, decoded and masked. Statement texts are in the
 //! `statement` events, so Query and Parse frames here carry only their shape; password
 //! messages never reach the relay.
 
 use serde_json::{Value, json};
 
 use super::messages::{Frontend, Target};
+use super::results::Column;
 use crate::mask::Masker;
 
 /// One value as recorded.
@@ -25,10 +28,20 @@ fn value(v: Option<&[u8]>, masker: &Masker) -> Value {
         {
             Value::String(text.to_owned())
         }
-        _ => {
-            use base64::Engine;
-            json!({"b64": base64::engine::general_purpose::STANDARD.encode(&*masked)})
-        }
+        _ => json!({ "binary": v.len() }),
+    }
+}
+
+/// A result value whose column is known: binary `bigint` decoded (then masked as text),
+/// other binary values by length, text values as text.
+fn column_value(v: Option<&[u8]>, column: Option<&Column>, masker: &Masker) -> Value {
+    match (v, column) {
+        (Some(v), Some(c)) if c.format == 1 => match (c.type_oid, <[u8; 8]>::try_from(v)) {
+            (20, Ok(b)) => value(Some(i64::from_be_bytes(b).to_string().as_bytes()), masker),
+            (25 | 1043 | 1042 | 19 | 705, _) => value(Some(v), masker),
+            _ => json!({ "binary": v.len() }),
+        },
+        _ => value(v, masker),
     }
 }
 
@@ -131,7 +144,14 @@ impl ServerBatch {
 
     /// A frame as sent to the client (after the transform stage); `masked` says whether the
     /// transform changed it.
-    pub fn frame(&mut self, tag: u8, body: &[u8], masker: &Masker, masked: bool) {
+    pub fn frame(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        columns: Option<&[Column]>,
+        masker: &Masker,
+        masked: bool,
+    ) {
         if masked {
             self.masked += 1;
         }
@@ -146,8 +166,17 @@ impl ServerBatch {
                     self.push(json!({"t": "d", "data": value(Some(body), masker)}));
                 } else {
                     let values = data_row_values(body)
-                        .map(|vs| Value::Array(vs.into_iter().map(|v| value(v, masker)).collect()))
-                        .unwrap_or_else(|| json!({"b64_row": value(Some(body), masker)}));
+                        .map(|vs| {
+                            Value::Array(
+                                vs.into_iter()
+                                    .enumerate()
+                                    .map(|(i, v)| {
+                                        column_value(v, columns.and_then(|c| c.get(i)), masker)
+                                    })
+                                    .collect(),
+                            )
+                        })
+                        .unwrap_or_else(|| json!({ "unreadable_row": body.len() }));
                     self.push(json!({"t": "D", "values": values}));
                 }
             }
@@ -269,11 +298,26 @@ mod tests {
         }
         body.extend_from_slice(&(-1i32).to_be_bytes());
         let mut batch = ServerBatch::new(true);
-        batch.frame(b'D', &body, &masker, false);
+        batch.frame(b'D', &body, None, &masker, false);
         let detail = batch.finish().unwrap();
         assert_eq!(
             detail["frames"][0]["values"],
-            json!(["411111******1111", {"b64": "AAE="}, null])
+            json!(["411111******1111", {"binary": 2}, null])
+        );
+        // A binary bigint column: decoded, then masked like text.
+        let mut body = vec![0, 1];
+        body.extend_from_slice(&8i32.to_be_bytes());
+        body.extend_from_slice(&4111111111111111i64.to_be_bytes());
+        let cols = [Column {
+            type_oid: 20,
+            format: 1,
+            masked: false,
+        }];
+        let mut batch = ServerBatch::new(true);
+        batch.frame(b'D', &body, Some(&cols), &masker, false);
+        assert_eq!(
+            batch.finish().unwrap()["frames"][0]["values"],
+            json!(["411111******1111"])
         );
         assert_eq!(detail["rows"], 1);
     }
@@ -282,9 +326,9 @@ mod tests {
     fn summary_mode_counts_rows() {
         let masker = Masker::new(Format::BinLast4, None);
         let mut batch = ServerBatch::new(false);
-        batch.frame(b'D', &[0, 0], &masker, false);
-        batch.frame(b'D', &[0, 0], &masker, false);
-        batch.frame(b'C', b"SELECT 2\0", &masker, false);
+        batch.frame(b'D', &[0, 0], None, &masker, false);
+        batch.frame(b'D', &[0, 0], None, &masker, false);
+        batch.frame(b'C', b"SELECT 2\0", None, &masker, false);
         let detail = batch.finish().unwrap();
         assert_eq!(
             detail["frames"][0],

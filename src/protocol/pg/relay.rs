@@ -183,7 +183,9 @@ fn statement_event(
         Origin::Prepare { name } => ("prepare", Some(name), None),
         Origin::FunctionCall { oid } => ("function_call", None, Some(oid)),
     };
-    let sql = String::from_utf8_lossy(&masker.mask(statement.sql.as_bytes())).into_owned();
+    let sql = crate::mask::redact_secrets(&String::from_utf8_lossy(
+        &masker.mask(statement.sql.as_bytes()),
+    ));
     let mut detail = serde_json::json!({
         "sql": sql,
         "origin": origin,
@@ -249,11 +251,20 @@ async fn hold_statement(
         sqlstate: "42501".into(),
         message,
     };
-    let fingerprint = crate::policy::classify::fingerprint(
+    // A window covers the same statement shape, on the same database, under the same rule
+    // and approver group. Text that cannot be tokenised gets no window (and its text, which
+    // may hold anything, is never kept as a key).
+    let shape = crate::policy::classify::fingerprint(
         statement.sql,
         crate::policy::classify::SqlDialect::Postgres,
     )
-    .unwrap_or_else(|| statement.sql.to_owned());
+    .unwrap_or_else(|| format!("unmatchable:{}", crate::audit::random_letters(24)));
+    let fingerprint = format!(
+        "{}\u{1f}{}\u{1f}{}\u{1f}{shape}",
+        info.database,
+        ruling.rule.as_deref().unwrap_or(""),
+        hold.group
+    );
     if let Some((id, by)) = approvals
         .window(&info.identity, &info.target, &fingerprint)
         .await
@@ -263,7 +274,9 @@ async fn hold_statement(
             format!("approved by {by} within the window of approval {id}"),
         ));
     }
-    let sql = String::from_utf8_lossy(&masker.mask(statement.sql.as_bytes())).into_owned();
+    let sql = crate::mask::redact_secrets(&String::from_utf8_lossy(
+        &masker.mask(statement.sql.as_bytes()),
+    ));
     let mut ticket = match approvals
         .submit(
             &info.identity,
@@ -781,6 +794,7 @@ async fn server_to_client(
             let m = Message::from_frame(&buf[pos..pos + n]);
             // What the transform stage puts in the frame's place.
             let mut changed: Option<Vec<u8>> = None;
+            let mut row_columns = None;
             match m.tag {
                 b'S' => match messages::decode_backend(m.tag, m.body) {
                     Ok(Backend::ParameterStatus { name, value }) => {
@@ -836,6 +850,7 @@ async fn server_to_client(
                 b'D' => {
                     let columns = rows.row_columns(&shared.tracker);
                     changed = transform::data_row(m.body, masker, columns.as_deref());
+                    row_columns = columns;
                 }
                 b'd' => changed = transform::copy_data(m.body, masker),
                 b'N' => changed = transform::fields(m.tag, m.body, masker),
@@ -856,7 +871,13 @@ async fn server_to_client(
             }
             if let Some(recorded) = &mut recorded {
                 let body = changed.as_deref().map_or(m.body, |out| &out[5..]);
-                recorded.frame(m.tag, body, masker, changed.is_some() && m.tag != b'E');
+                recorded.frame(
+                    m.tag,
+                    body,
+                    row_columns.as_deref(),
+                    masker,
+                    changed.is_some() && m.tag != b'E',
+                );
             }
             pos += n;
         };
