@@ -100,7 +100,10 @@ fn event(i: usize) -> Event {
 
 /// Writes `n` events with a recorder (stopped cleanly) and returns the public key.
 async fn write_chain(location: &Location, chain: &str, n: usize) -> PublicKey {
-    let pem = signer_pem();
+    write_chain_signed(location, chain, n, signer_pem()).await
+}
+
+async fn write_chain_signed(location: &Location, chain: &str, n: usize, pem: String) -> PublicKey {
     let signer = Signer::from_pkcs8(pem.as_bytes()).unwrap();
     let public = PublicKey::from_bytes(signer.public_key());
     let location = location.clone();
@@ -468,7 +471,8 @@ async fn a_failing_store_refuses_then_recovers_the_chain() {
 #[tokio::test]
 async fn pruning_removes_checkpointed_segments_and_the_rest_verifies() {
     let b = backend(false).await;
-    let key = write_chain(&b.location, "east", 300).await;
+    let pem = signer_pem();
+    let key = write_chain_signed(&b.location, "east", 300, pem.clone()).await;
     let mut store = Store::open(&b.location, false).await.unwrap();
     let anchor = store
         .checkpoint_before("east", 250)
@@ -485,6 +489,24 @@ async fn pruning_removes_checkpointed_segments_and_the_rest_verifies() {
     let first = store.page("east", 0, 1).await.unwrap();
     assert_eq!(first[0].seq, anchor.seq + 1);
     store.close().await;
+    // Cut like a pruning but not recorded as one (an insider's deletion): named.
+    let p = first_problem(&verify_store(&b.location, &key).await).expect("detected");
+    assert!(p.message.contains("records no pruning"), "{p}");
+    // The writer records its prunings: with that record, the rest verifies.
+    let signer = Signer::from_pkcs8(pem.as_bytes()).unwrap();
+    tollgate::audit::writer::append_once(
+        &b.location,
+        "east",
+        &signer,
+        Event::new(
+            kind::AUDIT_PRUNED,
+            Outcome::Success,
+            Who::daemon(),
+            json!({"through_seq": anchor.seq, "removed": anchor.seq}),
+        ),
+    )
+    .await
+    .unwrap();
     let reports = verify_store(&b.location, &key).await;
     assert!(reports[0].ok(), "{:?}", reports[0].problems);
     assert_eq!(reports[0].first_seq, Some(anchor.seq + 1));

@@ -3,8 +3,8 @@
 //!
 //! The database work runs on a thread of its own (its runtime owns the pool and the listener);
 //! callers talk to it through a channel. A decision is one conditional UPDATE (`state =
-//! 'pending'`), so two approvers racing on two instances cannot both decide. A slow poll (every
-//! 5 s) catches a notification lost while the listener reconnected.
+//! 'pending'`), so two approvers racing on two instances cannot both decide. A slow resync
+//! (every 5 s, and after every reconnect) catches a notification lost while reconnecting.
 
 use std::sync::Weak;
 use std::time::{Duration, SystemTime};
@@ -399,17 +399,20 @@ async fn listen(pool: PgPool, approvals: Weak<Approvals>) {
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
+        // Every 5 s (and at once after each LISTEN) the requests held here are checked, so a
+        // notification missed while reconnecting is caught even under steady traffic.
+        let mut resync = tokio::time::interval(Duration::from_secs(5));
         loop {
             let Some(a) = approvals.upgrade() else { return };
-            // The slow poll catches notifications missed while reconnecting.
-            let next = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
-            let ids: Vec<String> = match next {
-                Ok(Ok(n)) => vec![n.payload().to_owned()],
-                Ok(Err(e)) => {
-                    warn!(error = %e, "approvals listener interrupted; reconnecting");
-                    break;
-                }
-                Err(_) => a.local_ids(),
+            let ids: Vec<String> = tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(n) => vec![n.payload().to_owned()],
+                    Err(e) => {
+                        warn!(error = %e, "approvals listener interrupted; reconnecting");
+                        break;
+                    }
+                },
+                _ = resync.tick() => a.local_ids(),
             };
             for id in ids {
                 if !a.is_local(&id) {

@@ -62,6 +62,10 @@ pub struct ChainVerifier<'k> {
     /// The highest checkpoint position seen, and the highest at or below the last record.
     max_checkpoint: u64,
     signed_through: u64,
+    /// A chain in a store may start after 1 only where a recorded pruning says so.
+    require_pruning: bool,
+    /// `through_seq` of every `audit_pruned` record seen.
+    pruned_through: std::collections::BTreeSet<u64>,
 }
 
 /// At most this many problems are listed per chain (the first is what matters).
@@ -79,7 +83,16 @@ impl<'k> ChainVerifier<'k> {
             prev: None,
             max_checkpoint: 0,
             signed_through: 0,
+            require_pruning: false,
+            pruned_through: Default::default(),
         }
+    }
+
+    /// For a whole store: a chain that starts after 1 must carry the `audit_pruned` record
+    /// of that pruning (a bundle of a period starts where it likes).
+    pub fn requiring_pruning_records(mut self) -> Self {
+        self.require_pruning = true;
+        self
     }
 
     fn problem(&mut self, seq: u64, message: String) {
@@ -156,6 +169,11 @@ impl<'k> ChainVerifier<'k> {
                 return;
             }
         };
+        if body.kind == super::kind::AUDIT_PRUNED
+            && let Some(through) = body.detail["through_seq"].as_u64()
+        {
+            self.pruned_through.insert(through);
+        }
         if body.seq != r.seq
             || body.chain != r.chain
             || body.ts != r.ts
@@ -234,6 +252,20 @@ impl<'k> ChainVerifier<'k> {
                 ),
             );
         }
+        if self.require_pruning
+            && let Some(first) = self.report.first_seq
+            && first > 1
+            && !self.pruned_through.contains(&(first - 1))
+        {
+            self.problem(
+                first,
+                format!(
+                    "records 1 to {} are gone but the chain records no pruning through {} (deleted)",
+                    first - 1,
+                    first - 1
+                ),
+            );
+        }
         self.report.unsigned_tail = last.saturating_sub(self.signed_through);
         self.report.problems.sort_by_key(|p| p.seq);
         self.report
@@ -248,7 +280,7 @@ pub async fn store(
     const PAGE: usize = 2000;
     let mut reports = Vec::new();
     for chain in store.chains().await? {
-        let mut v = ChainVerifier::new(&chain, key);
+        let mut v = ChainVerifier::new(&chain, key).requiring_pruning_records();
         let mut checkpoints = std::collections::VecDeque::new();
         let mut cp_after: Option<u64> = None;
         let mut cp_done = false;

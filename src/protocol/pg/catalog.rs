@@ -133,16 +133,20 @@ impl<'a> ConnCatalog<'a> {
         let wanted: Vec<(u32, i16)> = missing.iter().map(|&(_, t, a)| (t, a)).collect();
         match self.lookup(&wanted).await {
             Ok(found) => {
-                self.ctx.catalog.put(wanted.iter().map(|&(t, a)| {
+                self.ctx.catalog.put(found.iter().map(|(&(t, a), src)| {
                     (
                         (target.clone(), self.database.clone(), t, a),
-                        found.get(&(t, a)).cloned(),
+                        Some(Arc::clone(src)),
                     )
                 }));
                 for (i, t, a) in missing {
-                    if let Some(src) = found.get(&(t, a)) {
-                        columns[i].masked = rules.source(src);
-                    }
+                    columns[i].masked = match found.get(&(t, a)) {
+                        Some(src) => rules.source(src),
+                        // Not visible to the side connection (a table created in the
+                        // session's open transaction, say): unknown, so masked, and asked
+                        // again next time.
+                        None => true,
+                    };
                 }
             }
             Err(e) => {

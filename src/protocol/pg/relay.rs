@@ -219,6 +219,9 @@ fn statement_event(
 
 /// What holding a statement needs of the client-to-server loop.
 struct Held<'a, 'b> {
+    /// The batch's client frames so far, recorded before its first part is forwarded.
+    frames: &'a mut Vec<serde_json::Value>,
+    recorder: Option<&'a Recorder>,
     batch: &'a mut Batch,
     buf: &'a [u8],
     /// Where the held message starts in `buf`.
@@ -300,7 +303,21 @@ async fn hold_statement(
             ));
         }
     };
-    // Earlier statements of the pipeline run now; later ones wait behind this one.
+    // Earlier statements of the pipeline run now (their frames recorded first); later ones
+    // wait behind this one.
+    if let Some(recorder) = held.recorder
+        && held.frames.iter().any(|f| f["t"] != "Q")
+    {
+        let event = Event::new(
+            audit::kind::CLIENT_FRAMES,
+            Outcome::Info,
+            info.who.clone(),
+            serde_json::json!({ "frames": std::mem::take(held.frames) }),
+        );
+        if recorder.record_wait(event).await.is_err() {
+            return Err(End::ClientProtocol("the audit writer stopped".into()));
+        }
+    }
     let before = held.batch.finish(held.buf, held.pos);
     if !before.is_empty()
         && let Err(e) = write_all(held.wr, before).await
@@ -577,6 +594,8 @@ async fn client_to_server(
                         (ruling.hold.clone(), ctx.stages.approvals.as_ref())
                     {
                         let mut held = Held {
+                            frames: &mut frames,
+                            recorder: record.map(|r| r.recorder),
                             batch: &mut batch,
                             buf: &buf,
                             pos,
