@@ -534,3 +534,136 @@ async fn fifty_held_at_once_approved_in_another_order() {
     }
     assert_eq!(s.count().await, 50);
 }
+
+/// The webhook: a failing attempt is retried, the delivered body carries a Slack-style text
+/// naming the request, and the outcome is recorded.
+#[tokio::test]
+async fn webhook_notifications_are_retried_and_recorded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (bodies_tx, mut bodies) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        for attempt in 0.. {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 65536];
+            let mut n = 0;
+            // Read until the whole body (Content-Length) is in.
+            loop {
+                let m = s.read(&mut buf[n..]).await.unwrap_or(0);
+                n += m;
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if n >= end + 4 + len || m == 0 {
+                        let _ = bodies_tx.send(text[end + 4..].to_owned());
+                        break;
+                    }
+                }
+                if m == 0 {
+                    break;
+                }
+            }
+            let status = if attempt == 0 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = s
+                .write_all(
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let recorder = Recorder::start(
+        Settings {
+            location: Location::Sqlite(db.clone()),
+            chain: "hook".into(),
+            checkpoint_interval: Duration::from_secs(1),
+            batch_size: 64,
+            queue_size: 1024,
+            retention_days: 0,
+            linger: Duration::from_millis(1),
+        },
+        Signer::from_pkcs8(Signer::generate_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let approvals = Approvals::new(
+        tollgate::approval::Settings {
+            page_url: Some("https://tollgate.example/approvals/ui".into()),
+            webhook: Some(
+                tollgate::approval::webhook::Webhook::new(url, Duration::from_secs(2), 2).unwrap(),
+            ),
+            max_pending: 10,
+        },
+        Some(recorder.clone()),
+    );
+    let identity = tollgate::auth::Identity::static_login("agent-9", &["ai-agents".into()]);
+    let ticket = approvals
+        .submit(
+            &identity,
+            Arc::new(tollgate::audit::Who::default()),
+            "payments",
+            "payments",
+            "update accounts set limit = 1 where id = 7".into(),
+            "shape".into(),
+            Some("writes".into()),
+            "approved by a DBA".into(),
+            "dba".into(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), bodies.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), bodies.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, second, "the same notification, retried");
+    let body: serde_json::Value = serde_json::from_str(&second).unwrap();
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.contains("agent-9") && text.contains("update accounts") && text.contains("dba"),
+        "{text}"
+    );
+    assert!(
+        text.contains("https://tollgate.example/approvals/ui"),
+        "{text}"
+    );
+    assert_eq!(body["approval"]["id"], ticket.request.id.0.as_str());
+    // The delivery is recorded (after the retry succeeded).
+    let mut delivered = false;
+    for _ in 0..50 {
+        recorder.flush().await.unwrap();
+        let mut store = Store::open(&Location::Sqlite(db.clone()), false)
+            .await
+            .unwrap();
+        let records = store.of_types(&[kind::APPROVAL], "", "9999").await.unwrap();
+        store.close().await;
+        if records.iter().any(|r| {
+            r.body.contains("\"notification\":\"delivered\"") && r.body.contains("\"status\":200")
+        }) {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered, "the delivery is in the audit trail");
+    drop(ticket);
+}
