@@ -90,6 +90,9 @@ pub struct ApprovalsConfig {
     /// Statements waiting at once, at most; more are refused.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// Statements of one identity waiting at once, at most.
+    #[serde(default = "default_max_pending_per_identity")]
+    pub max_pending_per_identity: usize,
     /// The approvals page's sign-in (OIDC authorization code with PKCE). Without it the page
     /// is off and approvers use the CLI or the API.
     #[serde(default)]
@@ -135,6 +138,9 @@ pub struct WebhookConfig {
 
 fn default_max_pending() -> usize {
     1000
+}
+fn default_max_pending_per_identity() -> usize {
+    20
 }
 fn default_webhook_timeout() -> Duration {
     Duration::from_secs(5)

@@ -894,6 +894,7 @@ fn serve(
                 page_url: a.page_url.clone(),
                 webhook,
                 max_pending: a.max_pending,
+                max_pending_per_identity: a.max_pending_per_identity,
             },
             recorder.clone(),
         );

@@ -122,6 +122,7 @@ targets:
             page_url: Some(format!("{admin}/approvals/ui")),
             webhook: None,
             max_pending: 100,
+            max_pending_per_identity: 50,
         },
         Some(recorder.clone()),
     );
@@ -608,6 +609,7 @@ async fn webhook_notifications_are_retried_and_recorded() {
                 tollgate::approval::webhook::Webhook::new(url, Duration::from_secs(2), 2).unwrap(),
             ),
             max_pending: 10,
+            max_pending_per_identity: 50,
         },
         Some(recorder.clone()),
     );
@@ -666,4 +668,45 @@ async fn webhook_notifications_are_retried_and_recorded() {
     }
     assert!(delivered, "the delivery is in the audit trail");
     drop(ticket);
+}
+
+/// One identity cannot fill the queue for everyone.
+#[tokio::test]
+async fn one_identity_cannot_crowd_out_the_others() {
+    let approvals = Approvals::new(
+        tollgate::approval::Settings {
+            page_url: None,
+            webhook: None,
+            max_pending: 10,
+            max_pending_per_identity: 1,
+        },
+        None,
+    );
+    let submit = |who: &str| {
+        let approvals = Arc::clone(&approvals);
+        let identity = tollgate::auth::Identity::static_login(who, &["ai-agents".into()]);
+        async move {
+            approvals
+                .submit(
+                    &identity,
+                    Arc::new(tollgate::audit::Who::default()),
+                    "t",
+                    "t",
+                    "delete from x where id = 1".into(),
+                    "shape".into(),
+                    None,
+                    "r".into(),
+                    "dba".into(),
+                    Duration::from_secs(60),
+                )
+                .await
+        }
+    };
+    let first = submit("greedy").await.unwrap();
+    assert_eq!(
+        submit("greedy").await.err(),
+        Some(tollgate::approval::SubmitError::TooManyOwn)
+    );
+    let other = submit("polite").await.unwrap();
+    drop((first, other));
 }

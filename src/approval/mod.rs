@@ -113,6 +113,8 @@ pub enum DecideError {
 pub enum SubmitError {
     #[error("too many statements are waiting for approval")]
     TooMany,
+    #[error("too many of this identity's statements are waiting for approval")]
+    TooManyOwn,
     #[error("the shared approvals store failed ({0})")]
     Store(String),
     #[error("the request cannot be recorded ({0})")]
@@ -142,6 +144,8 @@ pub struct Settings {
     pub webhook: Option<webhook::Webhook>,
     /// Requests waiting at once, at most.
     pub max_pending: usize,
+    /// Requests of one identity waiting at once, at most.
+    pub max_pending_per_identity: usize,
 }
 
 /// The daemon's pending approvals.
@@ -173,13 +177,20 @@ impl Ticket {
             .expires_at
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        let outcome = match tokio::time::timeout(wait, rx).await {
+        let outcome = match tokio::time::timeout(wait, &mut *rx).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Outcome::Cancelled,
             Err(_) => {
-                self.approvals
-                    .finish(&self.request.id, Outcome::TimedOut, None);
-                Outcome::TimedOut
+                if self
+                    .approvals
+                    .finish(&self.request.id, Outcome::TimedOut, None)
+                {
+                    Outcome::TimedOut
+                } else {
+                    // A decision got there first: it is on its way; take it, so the client
+                    // and the trail agree.
+                    rx.await.unwrap_or(Outcome::Cancelled)
+                }
             }
         };
         self.rx = None;
@@ -310,6 +321,16 @@ impl Approvals {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.len() >= self.settings.max_pending.max(1) {
                 return Err(SubmitError::TooMany);
+            }
+            // One identity cannot crowd out everyone else's requests.
+            let own = pending
+                .values()
+                .filter(|p| {
+                    p.request.subject == identity.subject && p.request.issuer == identity.issuer
+                })
+                .count();
+            if own >= self.settings.max_pending_per_identity.max(1) {
+                return Err(SubmitError::TooManyOwn);
             }
             // Recorded before anyone can see it (PCI DSS 10.7: nothing unrecorded).
             if let Some(r) = &self.recorder {

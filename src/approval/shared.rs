@@ -341,7 +341,7 @@ async fn decide(
     };
     let mut tx = pool.begin().await.map_err(|_| not_found())?;
     let updated = sqlx::query(
-        "UPDATE approval_requests SET state = $2, decided_by = $3, decided_issuer = $4, reason = $5, window_s = $6, decided_at = $7 WHERE id = $1 AND state = 'pending'",
+        "UPDATE approval_requests SET state = $2, decided_by = $3, decided_issuer = $4, reason = $5, window_s = $6, decided_at = $7 WHERE id = $1 AND state = 'pending' AND expires_at > $7",
     )
     .bind(id)
     .bind(state)
