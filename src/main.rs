@@ -18,6 +18,11 @@ use tollgate::policy::inspect::{PolicyInspector, PolicyStage};
 use tollgate::policy::{Policy, RuleSet};
 use tollgate::protocol::pg::Context;
 
+/// mimalloc: the proxy allocates on worker threads and frees on the audit writer's; glibc's
+/// allocator serialises such cross-thread frees on arena locks (seen in profiles).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tollgate",
