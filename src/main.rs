@@ -917,8 +917,16 @@ fn serve(
         }
         if let Some(login) = &a.login {
             admin.login = Some(
-                tollgate::admin::page::Login::new(login.clone())
-                    .map_err(|e| anyhow::anyhow!("approvals.login: {e}"))?,
+                tollgate::admin::page::Login::new(
+                    login.clone(),
+                    // Every instance derives the page's cookie key from the shared audit key.
+                    config
+                        .audit
+                        .as_ref()
+                        .and_then(|a| a.signing_key.read_bytes().ok())
+                        .as_deref(),
+                )
+                .map_err(|e| anyhow::anyhow!("approvals.login: {e}"))?,
             );
         }
         stages.approvals = Some(Arc::clone(&approvals));

@@ -2,20 +2,24 @@
 //! an OIDC sign-in for approvers (authorization code with PKCE and nonce).
 //!
 //! - `GET /approvals/ui`: the page; without a signed-in session, a redirect to the sign-in.
-//! - `GET /approvals/login`: starts the code flow (state, nonce and PKCE verifier kept here,
-//!   ten minutes at most).
+//! - `GET /approvals/login`: starts the code flow; state, nonce and PKCE verifier travel in a
+//!   sealed cookie (ten minutes).
 //! - `GET /approvals/callback`: redeems the code at the provider's token endpoint, validates
-//!   the ID token (signature, issuer, audience = client id, expiry, nonce) and opens a session
-//!   (an HttpOnly, SameSite=Strict cookie naming a random id kept server-side).
+//!   the ID token (signature, issuer, audience = client id, expiry, nonce) and opens a session.
 //! - `POST /approvals/ui/decide`: a decision from the page; the form carries the session's
 //!   CSRF token, compared in constant time.
+//!
+//! Sessions are **sealed cookies** (HttpOnly, SameSite=Lax, Secure over https): the identity,
+//! expiry and CSRF token, signed with HMAC-SHA256 under a key every instance derives from the
+//! audit signing key, so any replica behind a Service accepts a sign-in made on another (and a
+//! callback landing on another replica than the login). Without an audit key the key is random
+//! per process (one instance).
 //!
 //! Decisions go through [`crate::approval::Approvals::decide`], with the same checks as the
 //! API (approver group, never one's own request).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::Form;
 use axum::extract::{Query, State};
@@ -34,20 +38,7 @@ use crate::auth::oidc::Validator;
 use crate::config::LoginConfig;
 
 const COOKIE: &str = "tollgate_approver";
-const MAX_PENDING_LOGINS: usize = 10_000;
-const MAX_SESSIONS: usize = 10_000;
-
-struct Started {
-    verifier: String,
-    nonce: String,
-    at: Instant,
-}
-
-struct WebSession {
-    identity: Identity,
-    csrf: String,
-    until: Instant,
-}
+const LOGIN_COOKIE: &str = "tollgate_login";
 
 /// The page's sign-in and sessions.
 pub struct Login {
@@ -55,9 +46,15 @@ pub struct Login {
     validator: Validator,
     http: reqwest::Client,
     endpoints: tokio::sync::OnceCell<(String, String)>,
-    started: Mutex<HashMap<String, Started>>,
-    sessions: Mutex<HashMap<String, WebSession>>,
+    /// Seals the cookies.
+    key: aws_lc_rs::hmac::Key,
     secure_cookie: bool,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn random(n: usize) -> String {
@@ -68,7 +65,21 @@ fn random(n: usize) -> String {
 }
 
 impl Login {
-    pub fn new(config: LoginConfig) -> Result<Login, String> {
+    /// `secret`: bytes every instance shares (the audit signing key) to derive the cookie key
+    /// from; `None` makes a random one for this process.
+    pub fn new(config: LoginConfig, secret: Option<&[u8]>) -> Result<Login, String> {
+        use aws_lc_rs::hmac;
+        let key = match secret {
+            Some(secret) => {
+                let derived = hmac::sign(
+                    &hmac::Key::new(hmac::HMAC_SHA256, secret),
+                    b"tollgate approvals page cookies v1",
+                );
+                hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref())
+            }
+            None => hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new())
+                .map_err(|_| "no random key".to_owned())?,
+        };
         let identity: crate::config::IdentityConfig = serde_json::from_value(serde_json::json!({
             "issuers": [{
                 "issuer": config.issuer,
@@ -89,10 +100,33 @@ impl Login {
             validator,
             http,
             endpoints: tokio::sync::OnceCell::new(),
-            started: Mutex::default(),
-            sessions: Mutex::default(),
+            key,
             secure_cookie,
         })
+    }
+
+    /// `base64(json).base64(hmac)`.
+    fn seal(&self, value: &serde_json::Value) -> String {
+        let body = B64URL.encode(value.to_string());
+        let tag = aws_lc_rs::hmac::sign(&self.key, body.as_bytes());
+        format!("{body}.{}", B64URL.encode(tag.as_ref()))
+    }
+
+    /// The sealed value, if its tag is ours and it has not expired (`exp`, unix seconds).
+    fn open(&self, sealed: &str) -> Option<serde_json::Value> {
+        let (body, tag) = sealed.split_once('.')?;
+        let tag = B64URL.decode(tag).ok()?;
+        aws_lc_rs::hmac::verify(&self.key, body.as_bytes(), &tag).ok()?;
+        let value: serde_json::Value = serde_json::from_slice(&B64URL.decode(body).ok()?).ok()?;
+        (value["exp"].as_u64()? > unix_now()).then_some(value)
+    }
+
+    fn cookie_header(&self, name: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path=/approvals; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+            if self.secure_cookie { "; Secure" } else { "" }
+        ))
+        .ok()
     }
 
     /// The provider's authorization and token endpoints, from its discovery document.
@@ -125,17 +159,27 @@ impl Login {
     }
 
     fn session(&self, headers: &HeaderMap) -> Option<(Identity, String)> {
-        let id = cookie(headers)?;
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        sessions.retain(|_, s| s.until > now);
-        sessions
-            .get(&id)
-            .map(|s| (s.identity.clone(), s.csrf.clone()))
+        let v = self.open(&cookie(headers, COOKIE)?)?;
+        let groups = v["groups"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let identity = Identity {
+            subject: v["sub"].as_str()?.to_owned(),
+            groups,
+            client_id: None,
+            issuer: v["iss"].as_str()?.to_owned(),
+            expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(v["exp"].as_u64()?)),
+        };
+        Some((identity, v["csrf"].as_str()?.to_owned()))
     }
 }
 
-fn cookie(headers: &HeaderMap) -> Option<String> {
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -143,7 +187,7 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|c| {
             c.trim()
-                .strip_prefix(&format!("{COOKIE}="))
+                .strip_prefix(&format!("{name}="))
                 .map(str::to_owned)
         })
 }
@@ -200,27 +244,12 @@ pub async fn start(State(state): State<Arc<AdminState>>) -> Response {
         &aws_lc_rs::digest::SHA256,
         verifier.as_bytes(),
     ));
-    {
-        let mut started = l.started.lock().unwrap_or_else(|p| p.into_inner());
-        started.retain(|_, s| s.at.elapsed() < Duration::from_secs(600));
-        if started.len() >= MAX_PENDING_LOGINS {
-            return hardened(
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many sign-ins in progress\n",
-                )
-                    .into_response(),
-            );
-        }
-        started.insert(
-            state_id.clone(),
-            Started {
-                verifier,
-                nonce: nonce.clone(),
-                at: Instant::now(),
-            },
-        );
-    }
+    let started = l.seal(&serde_json::json!({
+        "state": state_id,
+        "verifier": verifier,
+        "nonce": nonce,
+        "exp": unix_now() + 600,
+    }));
     let mut url = match reqwest::Url::parse(authorize) {
         Ok(u) => u,
         Err(_) => return (StatusCode::BAD_GATEWAY, "bad authorization endpoint\n").into_response(),
@@ -234,7 +263,11 @@ pub async fn start(State(state): State<Arc<AdminState>>) -> Response {
         .append_pair("nonce", &nonce)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
-    hardened(Redirect::to(url.as_str()).into_response())
+    let mut r = Redirect::to(url.as_str()).into_response();
+    if let Some(c) = l.cookie_header(LOGIN_COOKIE, &started, 600) {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    hardened(r)
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,7 +278,11 @@ pub struct Callback {
 }
 
 /// `GET /approvals/callback`
-pub async fn callback(State(state): State<Arc<AdminState>>, Query(q): Query<Callback>) -> Response {
+pub async fn callback(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Query(q): Query<Callback>,
+) -> Response {
     let l = match login(&state) {
         Ok(l) => l,
         Err(r) => return r,
@@ -260,12 +297,14 @@ pub async fn callback(State(state): State<Arc<AdminState>>, Query(q): Query<Call
     let (Some(code), Some(state_id)) = (q.code, q.state) else {
         return denied("no code");
     };
-    let Some(started) = l
-        .started
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&state_id)
-        .filter(|s| s.at.elapsed() < Duration::from_secs(600))
+    // The sign-in this browser started: same state, not expired, sealed by us.
+    let Some(started) = cookie(&headers, LOGIN_COOKIE)
+        .and_then(|c| l.open(&c))
+        .filter(|s| s["state"].as_str() == Some(state_id.as_str()))
+    else {
+        return denied("unknown or expired sign-in (state)");
+    };
+    let (Some(verifier), Some(nonce)) = (started["verifier"].as_str(), started["nonce"].as_str())
     else {
         return denied("unknown or expired sign-in (state)");
     };
@@ -278,7 +317,7 @@ pub async fn callback(State(state): State<Arc<AdminState>>, Query(q): Query<Call
         ("code", code),
         ("redirect_uri", l.config.redirect_url.clone()),
         ("client_id", l.config.client_id.clone()),
-        ("code_verifier", started.verifier),
+        ("code_verifier", verifier.to_owned()),
     ];
     if let Some(secret) = &l.config.client_secret {
         match secret.read() {
@@ -298,7 +337,7 @@ pub async fn callback(State(state): State<Arc<AdminState>>, Query(q): Query<Call
         Ok(v) => v,
         Err(reason) => return denied(&format!("ID token: {reason}")),
     };
-    if claims["nonce"].as_str() != Some(started.nonce.as_str()) {
+    if claims["nonce"].as_str() != Some(nonce) {
         return denied("ID token: wrong nonce");
     }
     let until = identity
@@ -306,32 +345,20 @@ pub async fn callback(State(state): State<Arc<AdminState>>, Query(q): Query<Call
         .and_then(|t| t.duration_since(SystemTime::now()).ok())
         .unwrap_or_default()
         .min(l.config.session_ttl);
-    let session_id = random(32);
-    {
-        let mut sessions = l.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        sessions.retain(|_, s| s.until > now);
-        if sessions.len() >= MAX_SESSIONS {
-            return denied("too many signed-in approvers");
-        }
-        info!(approver = %crate::mask::for_log(&identity.subject), "approvals page: signed in");
-        sessions.insert(
-            session_id.clone(),
-            WebSession {
-                identity,
-                csrf: random(24),
-                until: now + until,
-            },
-        );
-    }
-    let cookie = format!(
-        "{COOKIE}={session_id}; Path=/approvals; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        until.as_secs(),
-        if l.secure_cookie { "; Secure" } else { "" }
-    );
+    info!(approver = %crate::mask::for_log(&identity.subject), "approvals page: signed in");
+    let session = l.seal(&serde_json::json!({
+        "sub": identity.subject,
+        "iss": identity.issuer,
+        "groups": identity.groups,
+        "csrf": random(24),
+        "exp": unix_now() + until.as_secs(),
+    }));
     let mut r = Redirect::to("/approvals/ui").into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
+    if let Some(c) = l.cookie_header(COOKIE, &session, until.as_secs()) {
+        r.headers_mut().append(header::SET_COOKIE, c);
+    }
+    if let Some(c) = l.cookie_header(LOGIN_COOKIE, "", 0) {
+        r.headers_mut().append(header::SET_COOKIE, c);
     }
     hardened(r)
 }
@@ -485,4 +512,53 @@ pub async fn decide(
 
 fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login(secret: Option<&[u8]>) -> Login {
+        let config = LoginConfig {
+            issuer: "https://idp.example".into(),
+            client_id: "c".into(),
+            client_secret: None,
+            redirect_url: "https://tollgate.example/approvals/callback".into(),
+            groups_claim: "groups".into(),
+            session_ttl: Duration::from_secs(3600),
+        };
+        Login::new(config, secret).unwrap()
+    }
+
+    #[test]
+    fn sealed_cookies_open_on_every_instance_sharing_the_key_and_nowhere_else() {
+        let a = login(Some(b"shared audit key"));
+        let b = login(Some(b"shared audit key"));
+        let other = login(Some(b"another key"));
+        let sealed = a.seal(&serde_json::json!({"sub": "bob", "exp": unix_now() + 60}));
+        assert_eq!(
+            b.open(&sealed).unwrap()["sub"],
+            "bob",
+            "another replica accepts it"
+        );
+        assert!(other.open(&sealed).is_none());
+        // Any change to the body or the tag is refused.
+        let (body, tag) = sealed.split_once('.').unwrap();
+        let forged_body = B64URL
+            .encode(serde_json::json!({"sub": "mallory", "exp": unix_now() + 60}).to_string());
+        assert!(a.open(&format!("{forged_body}.{tag}")).is_none());
+        assert!(a.open(&format!("{body}.{}", &tag[1..])).is_none());
+        // Expired.
+        let old = a.seal(&serde_json::json!({"sub": "bob", "exp": unix_now() - 1}));
+        assert!(a.open(&old).is_none());
+        // A random key per process when there is no shared one.
+        assert!(login(None).open(&sealed).is_none());
+        assert!(
+            a.cookie_header(COOKIE, "v", 10)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .contains("HttpOnly; SameSite=Lax; Max-Age=10; Secure")
+        );
+    }
 }
