@@ -188,21 +188,25 @@ async fn setup(url: &str) -> Result<PgPool, String> {
         .connect(url)
         .await
         .map_err(|e| format!("approvals store: {e}"))?;
+    // Session-level lock: taken and released on one connection (a pooled query may run on
+    // another connection and leave the lock held, blocking every other instance's start).
+    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
     sqlx::query("SELECT pg_advisory_lock(7207745542)")
-        .execute(&pool)
+        .execute(&mut *conn)
         .await
         .map_err(|e| e.to_string())?;
+    let mut result = Ok(());
     for s in SCHEMA {
-        if let Err(e) = sqlx::query(*s).execute(&pool).await {
-            let _ = sqlx::query("SELECT pg_advisory_unlock(7207745542)")
-                .execute(&pool)
-                .await;
-            return Err(e.to_string());
+        if let Err(e) = sqlx::query(*s).execute(&mut *conn).await {
+            result = Err(e.to_string());
+            break;
         }
     }
     let _ = sqlx::query("SELECT pg_advisory_unlock(7207745542)")
-        .execute(&pool)
+        .execute(&mut *conn)
         .await;
+    drop(conn);
+    result?;
     Ok(pool)
 }
 
