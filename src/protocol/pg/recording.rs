@@ -165,7 +165,7 @@ impl ServerBatch {
                 } else if tag == b'd' {
                     self.push(json!({"t": "d", "data": value(Some(body), masker)}));
                 } else {
-                    let values = data_row_values(body)
+                    let values = super::transform::split_row(body)
                         .map(|vs| {
                             Value::Array(
                                 vs.into_iter()
@@ -185,7 +185,12 @@ impl ServerBatch {
             b'E' | b'N' => {
                 let mut f = serde_json::Map::new();
                 f.insert("t".into(), json!((tag as char).to_string()));
-                for (code, v) in fields(body) {
+                let decoded = match super::messages::decode_backend(tag, body) {
+                    Ok(super::messages::Backend::ErrorResponse(f))
+                    | Ok(super::messages::Backend::NoticeResponse(f)) => f.0,
+                    _ => Vec::new(),
+                };
+                for (code, v) in decoded {
                     let key = match code {
                         b'S' => "severity",
                         b'C' => "sqlstate",
@@ -199,7 +204,7 @@ impl ServerBatch {
                         b'n' => "constraint",
                         _ => continue,
                     };
-                    f.insert(key.into(), text(&v, masker));
+                    f.insert(key.into(), text(v, masker));
                 }
                 self.push(Value::Object(f));
             }
@@ -234,20 +239,6 @@ fn cstr(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..end]).into_owned()
 }
 
-fn fields(body: &[u8]) -> Vec<(u8, String)> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    while let Some((&code, tail)) = rest.split_first() {
-        if code == 0 {
-            break;
-        }
-        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-        out.push((code, String::from_utf8_lossy(&tail[..end]).into_owned()));
-        rest = tail.get(end + 1..).unwrap_or_default();
-    }
-    out
-}
-
 fn column_names(body: &[u8], masker: &Masker) -> Vec<Value> {
     let mut out = Vec::new();
     let Some(count) = body.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
@@ -262,25 +253,6 @@ fn column_names(body: &[u8], masker: &Masker) -> Vec<Value> {
         rest = rest.get(end + 1 + 18..).unwrap_or_default();
     }
     out
-}
-
-/// A DataRow's values, or `None` if it does not parse.
-fn data_row_values(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
-    let count = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
-    let mut rest = &body[2..];
-    let mut out = Vec::with_capacity(count.max(0) as usize);
-    for _ in 0..count {
-        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
-        rest = &rest[4..];
-        if len < 0 {
-            out.push(None);
-        } else {
-            let len = len as usize;
-            out.push(Some(rest.get(..len)?));
-            rest = &rest[len..];
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -285,7 +285,8 @@ fn mask_numeric<'a>(v: &'a [u8], masker: &Masker, forced: bool) -> Cow<'a, [u8]>
     Cow::Owned(out)
 }
 
-fn split_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+/// A DataRow's values, or `None` if it does not parse exactly.
+pub(crate) fn split_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
     let count = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
     let count = usize::try_from(count).ok()?;
     let mut rest = &body[2..];
