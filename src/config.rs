@@ -224,12 +224,16 @@ pub struct Listen {
     /// PostgreSQL listener address.
     #[serde(default = "default_pg_listen")]
     pub postgres: SocketAddr,
+    /// MySQL/MariaDB listener address; it listens when a target has `protocol: mysql`.
+    #[serde(default = "default_mysql_listen")]
+    pub mysql: SocketAddr,
 }
 
 impl Default for Listen {
     fn default() -> Self {
         Listen {
             postgres: default_pg_listen(),
+            mysql: default_mysql_listen(),
         }
     }
 }
@@ -414,6 +418,9 @@ pub struct GroupCredentials {
 pub struct Target {
     /// The database name clients put in their connection string.
     pub name: String,
+    /// The wire protocol of the upstream server (and of the listener that serves the target).
+    #[serde(default)]
+    pub protocol: Protocol,
     /// Upstream `host:port`.
     pub address: String,
     /// Database name upstream; defaults to `name`.
@@ -430,11 +437,13 @@ pub struct Target {
     pub credentials: Vec<GroupCredentials>,
     #[serde(default)]
     pub tls: UpstreamTls,
-    /// Password exchanges tollgate accepts from the upstream server. MD5 and cleartext hand the
-    /// password (or a replayable hash) to whoever answers at the address, so they must be
-    /// listed explicitly; SCRAM-SHA-256 also proves the server knows the password.
-    #[serde(default = "default_upstream_auth")]
-    pub upstream_auth: Vec<UpstreamAuth>,
+    /// Password exchanges tollgate accepts from the upstream server. PostgreSQL: MD5 and
+    /// cleartext hand the password (or a replayable hash) to whoever answers at the address,
+    /// so they must be listed explicitly; SCRAM-SHA-256 (the default) also proves the server
+    /// knows the password. MySQL: caching_sha2_password, client_ed25519 and
+    /// mysql_native_password by default; mysql_clear_password only when listed.
+    #[serde(default)]
+    pub upstream_auth: Option<Vec<UpstreamAuth>>,
     /// How clients prove who they are before tollgate connects upstream (OIDC by default).
     #[serde(default)]
     pub client_auth: ClientAuth,
@@ -450,16 +459,63 @@ pub enum UpstreamAuth {
     ScramSha256,
     Md5,
     Password,
+    #[serde(rename = "mysql_native_password")]
+    MysqlNativePassword,
+    #[serde(rename = "caching_sha2_password")]
+    CachingSha2Password,
+    #[serde(rename = "client_ed25519")]
+    ClientEd25519,
+    #[serde(rename = "mysql_clear_password")]
+    MysqlClearPassword,
 }
 
-fn default_upstream_auth() -> Vec<UpstreamAuth> {
-    vec![UpstreamAuth::ScramSha256]
+impl UpstreamAuth {
+    fn protocol(self) -> Protocol {
+        match self {
+            UpstreamAuth::ScramSha256 | UpstreamAuth::Md5 | UpstreamAuth::Password => {
+                Protocol::Postgres
+            }
+            _ => Protocol::Mysql,
+        }
+    }
+}
+
+/// The wire protocol a target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Postgres,
+    Mysql,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::Mysql => "mysql",
+        }
+    }
 }
 
 /// The name of the target that takes any database no other target names.
 pub const ANY_DATABASE: &str = "*";
 
 impl Target {
+    /// The password exchanges allowed with the upstream server (`upstream_auth` or the
+    /// protocol's default).
+    pub fn upstream_auth(&self) -> Vec<UpstreamAuth> {
+        match (&self.upstream_auth, self.protocol) {
+            (Some(list), _) => list.clone(),
+            (None, Protocol::Postgres) => vec![UpstreamAuth::ScramSha256],
+            (None, Protocol::Mysql) => vec![
+                UpstreamAuth::CachingSha2Password,
+                UpstreamAuth::ClientEd25519,
+                UpstreamAuth::MysqlNativePassword,
+            ],
+        }
+    }
+
     /// The database to open upstream for a client that asked for `requested`.
     pub fn upstream_database<'a>(&'a self, requested: &'a str) -> &'a str {
         match &self.database {
@@ -633,6 +689,9 @@ fn default_key_refresh() -> Duration {
 
 fn default_pg_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 15432))
+}
+fn default_mysql_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 13306))
 }
 fn default_grace() -> Duration {
     Duration::from_secs(30)
@@ -848,10 +907,36 @@ impl Config {
             if t.name.is_empty() {
                 return Err(invalid(span, "targets[].name: must not be empty".into()));
             }
-            if !names.insert(t.name.as_str()) {
+            if !names.insert((t.protocol, t.name.as_str())) {
                 return Err(invalid(
                     span,
                     format!("targets[].name: duplicate target {:?}", t.name),
+                ));
+            }
+            if let Some(bad) = t
+                .upstream_auth
+                .iter()
+                .flatten()
+                .find(|a| a.protocol() != t.protocol)
+            {
+                return Err(invalid(
+                    span,
+                    format!(
+                        "targets[{}].upstream_auth: {bad:?} is not a {} password exchange",
+                        t.name,
+                        t.protocol.name()
+                    ),
+                ));
+            }
+            if t.protocol == Protocol::Mysql
+                && t.client_auth.method == ClientAuthMethod::ScramSha256
+            {
+                return Err(invalid(
+                    span,
+                    format!(
+                        "targets[{}].client_auth.method: MySQL clients log in with oidc or password (mysql_clear_password), not scram-sha-256",
+                        t.name
+                    ),
                 ));
             }
             if split_host_port(&t.address).is_none() {

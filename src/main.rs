@@ -1003,7 +1003,18 @@ fn serve(
     if let Some(banner) = banner {
         println!("{banner}");
     }
-    let served = tollgate::server::run_threads(listeners, ctx, shutdown_signal(inspector));
+    let mysql_listeners = if config
+        .targets
+        .iter()
+        .any(|t| t.value.protocol == tollgate::config::Protocol::Mysql)
+    {
+        tollgate::server::bind_reuseport(config.listen.mysql, workers)
+            .with_context(|| format!("binding {}", config.listen.mysql))?
+    } else {
+        Vec::new()
+    };
+    let served =
+        tollgate::server::run_threads(listeners, mysql_listeners, ctx, shutdown_signal(inspector));
     if let Some(r) = recorder {
         r.stop(serde_json::json!({"reason": if served.is_ok() { "signal" } else { "error" }}));
     }

@@ -44,6 +44,8 @@ pub struct ConnInfo {
     pub application_name: Option<String>,
     /// The session's audit identity (id and the 10.2.2 fields every record carries).
     pub who: Arc<crate::audit::Who>,
+    /// The wire protocol, which chooses the SQL dialect statements are read in.
+    pub protocol: crate::config::Protocol,
 }
 
 /// How a statement reached the proxy.

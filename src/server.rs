@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::config::Protocol;
 use crate::pipeline::{ConnId, ConnInfo};
 use crate::protocol::pg::messages::{Severity, put_error};
 use crate::protocol::pg::{Context, relay, startup};
@@ -151,6 +152,7 @@ impl Server {
         self: &Arc<Self>,
         listener: TcpListener,
         stop: impl Future<Output = ()>,
+        protocol: Protocol,
     ) {
         let limits = &self.ctx.config.limits;
         tokio::pin!(stop);
@@ -178,7 +180,10 @@ impl Server {
                 // Telling refused clients why is itself bounded; past that they are just closed.
                 if let Ok(refusal) = Arc::clone(&self.refusals).try_acquire_owned() {
                     tokio::spawn(async move {
-                        refuse_too_many(tcp).await;
+                        match protocol {
+                            Protocol::Postgres => refuse_too_many(tcp).await,
+                            Protocol::Mysql => refuse_too_many_mysql(tcp).await,
+                        }
                         drop(refusal);
                     });
                 }
@@ -190,7 +195,12 @@ impl Server {
             tokio::spawn(
                 async move {
                     metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).increment(1.0);
-                    serve_conn(&ctx, tcp, peer, id, &lifecycle).await;
+                    match protocol {
+                        Protocol::Postgres => serve_conn(&ctx, tcp, peer, id, &lifecycle).await,
+                        Protocol::Mysql => {
+                            serve_mysql(&ctx, tcp, peer, id, &lifecycle).await;
+                        }
+                    }
                     metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).decrement(1.0);
                     lifecycle.unregister(id);
                     drop((permit, slot));
@@ -228,9 +238,42 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    info!(address = %listener.local_addr()?, "PostgreSQL listener ready");
+    run_both(listener, None, ctx, shutdown).await
+}
+
+/// Serves PostgreSQL clients on `pg` and MySQL clients on `mysql` until `shutdown`
+/// completes, then drains both.
+pub async fn run_both(
+    pg: TcpListener,
+    mysql: Option<TcpListener>,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    info!(address = %pg.local_addr()?, "PostgreSQL listener ready");
     let server = Server::new(ctx);
-    server.accept_loop(listener, shutdown).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mysql_loop = async {
+        if let Some(l) = mysql {
+            if let Ok(a) = l.local_addr() {
+                info!(address = %a, "MySQL listener ready");
+            }
+            let mut stop = stop_rx.clone();
+            server
+                .accept_loop(
+                    l,
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                    Protocol::Mysql,
+                )
+                .await;
+        }
+    };
+    let pg_loop = async {
+        server.accept_loop(pg, shutdown, Protocol::Postgres).await;
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(pg_loop, mysql_loop);
     server.drain().await;
     Ok(())
 }
@@ -260,6 +303,7 @@ pub fn bind_reuseport(
 /// completes and the connections have drained.
 pub fn run_threads(
     listeners: Vec<std::net::TcpListener>,
+    mysql_listeners: Vec<std::net::TcpListener>,
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -275,27 +319,51 @@ pub fn run_threads(
     let first = listeners
         .next()
         .ok_or_else(|| std::io::Error::other("no listener"))?;
+    let mut mysql_listeners = mysql_listeners.into_iter();
+    let first_mysql = mysql_listeners.next();
     let mut threads = Vec::new();
     for (n, listener) in listeners.enumerate() {
         let server = Arc::clone(&server);
         let rt = runtime()?;
         let mut stop = stop_rx.clone();
         let mut done = done_rx.clone();
+        let mysql = mysql_listeners.next();
+        let mut mysql_stop = stop_rx.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("tollgate-{}", n + 1))
                 .spawn(move || {
                     rt.block_on(async move {
-                        match TcpListener::from_std(listener) {
-                            Ok(listener) => {
+                        let mysql_loop = async {
+                            if let Some(Ok(l)) = mysql.map(TcpListener::from_std) {
                                 server
-                                    .accept_loop(listener, async {
-                                        let _ = stop.wait_for(|s| *s).await;
-                                    })
+                                    .accept_loop(
+                                        l,
+                                        async {
+                                            let _ = mysql_stop.wait_for(|s| *s).await;
+                                        },
+                                        Protocol::Mysql,
+                                    )
                                     .await
                             }
-                            Err(e) => warn!(error = %e, "listener not usable"),
-                        }
+                        };
+                        let pg_loop = async {
+                            match TcpListener::from_std(listener) {
+                                Ok(listener) => {
+                                    server
+                                        .accept_loop(
+                                            listener,
+                                            async {
+                                                let _ = stop.wait_for(|s| *s).await;
+                                            },
+                                            Protocol::Postgres,
+                                        )
+                                        .await
+                                }
+                                Err(e) => warn!(error = %e, "listener not usable"),
+                            }
+                        };
+                        tokio::join!(pg_loop, mysql_loop);
                         // Keep serving this runtime's connections until the drain is over.
                         let _ = done.wait_for(|d| *d).await;
                     })
@@ -306,8 +374,31 @@ pub fn run_threads(
     runtime()?.block_on(async move {
         let listener = TcpListener::from_std(first)?;
         info!(address = %listener.local_addr()?, workers, "PostgreSQL listener ready");
-        server.accept_loop(listener, shutdown).await;
-        let _ = stop_tx.send(true);
+        let mysql = first_mysql.map(TcpListener::from_std).transpose()?;
+        if let Some(l) = &mysql {
+            info!(address = %l.local_addr()?, workers, "MySQL listener ready");
+        }
+        let mut mysql_stop = stop_rx.clone();
+        let mysql_loop = async {
+            if let Some(l) = mysql {
+                server
+                    .accept_loop(
+                        l,
+                        async {
+                            let _ = mysql_stop.wait_for(|s| *s).await;
+                        },
+                        Protocol::Mysql,
+                    )
+                    .await
+            }
+        };
+        let pg_loop = async {
+            server
+                .accept_loop(listener, shutdown, Protocol::Postgres)
+                .await;
+            let _ = stop_tx.send(true);
+        };
+        tokio::join!(pg_loop, mysql_loop);
         server.drain().await;
         let _ = done_tx.send(true);
         Ok::<(), std::io::Error>(())
@@ -382,6 +473,7 @@ async fn serve_conn(
         database: est.database.clone(),
         application_name: est.application_name.clone(),
         who,
+        protocol: crate::config::Protocol::Postgres,
     };
     info!(
         session = info.who.session.as_ref().map(|s| s.0.as_str()),
@@ -443,6 +535,144 @@ async fn serve_conn(
             ))
             .await;
     }
+}
+
+/// A MySQL connection's life: login, session records, relay.
+async fn serve_mysql(
+    ctx: &Context,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: ConnId,
+    lifecycle: &Lifecycle,
+) {
+    use crate::protocol::mysql::{handshake, relay as my_relay};
+    let (_control_tx, control) = lifecycle.register(id);
+    let est = match tokio::time::timeout(
+        ctx.config.limits.startup_timeout,
+        handshake::run(ctx, tcp, peer, id.0 as u32),
+    )
+    .await
+    {
+        Err(_) => {
+            info!("startup timed out");
+            return;
+        }
+        Ok(Err(e)) => {
+            info!(error = %crate::mask::for_log(&e.to_string()), "connection refused during the MySQL login");
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(est))) => est,
+    };
+    metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "accepted").increment(1);
+    let identity = &est.identity;
+    let upstream_role = est
+        .target
+        .config
+        .credentials_for(&identity.issuer, &identity.groups)
+        .0
+        .to_owned();
+    use crate::mask::for_log;
+    let who = Arc::new(crate::audit::Who {
+        session: Some(crate::audit::SessionId::random()),
+        subject: Some(for_log(&identity.subject)),
+        groups: identity.groups.iter().map(|g| for_log(g)).collect(),
+        client_id: identity.client_id.as_deref().map(for_log),
+        issuer: Some(identity.issuer.clone()),
+        upstream_role: Some(upstream_role),
+        client_addr: Some(peer.to_string()),
+        application_name: est.application_name.as_deref().map(for_log),
+        target: Some(est.target.config.name.clone()),
+        database: Some(for_log(&est.database)),
+        cache: Default::default(),
+    });
+    if let Some(s) = &who.session {
+        tracing::Span::current().record("session", tracing::field::display(s));
+    }
+    let info = ConnInfo {
+        id,
+        client_addr: peer,
+        user: est.user.clone(),
+        identity: Arc::new(est.identity.clone()),
+        target: est.target.config.name.clone(),
+        database: est.database.clone(),
+        application_name: est.application_name.clone(),
+        who,
+        protocol: Protocol::Mysql,
+    };
+    info!(
+        session = info.who.session.as_ref().map(|s| s.0.as_str()),
+        subject = for_log(&info.identity.subject),
+        groups = for_log(&info.identity.groups.join(",")),
+        issuer = info.identity.issuer,
+        database = for_log(&info.database),
+        user = for_log(&info.user),
+        target = info.target,
+        protocol = "mysql",
+        "connected"
+    );
+    if let Some(recorder) = &ctx.stages.record {
+        use crate::audit::{Event, Outcome, kind};
+        let auth = Event::new(
+            kind::AUTH,
+            Outcome::Success,
+            info.who.clone(),
+            serde_json::json!({
+                "user": for_log(&info.user),
+                "method": if identity.issuer == crate::auth::STATIC_ISSUER { "static" } else { "oidc" },
+                "protocol": "mysql",
+                "tls": est.client_tls,
+            }),
+        );
+        let start = Event::new(
+            kind::SESSION_START,
+            Outcome::Success,
+            info.who.clone(),
+            serde_json::json!({"conn": info.id.to_string(), "protocol": "mysql", "tls": est.client_tls, "expires_at": identity.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string())}),
+        );
+        if let Err(e) = recorder.record(auth).and_then(|()| recorder.record(start)) {
+            warn!(error = %e, "session refused: the audit store cannot record it");
+            let mut client = est.client;
+            let _ = client
+                .send(
+                    2,
+                    &crate::protocol::mysql::wire::err(
+                        1105,
+                        "HY000",
+                        "tollgate: the session cannot be recorded by the audit store; retry shortly",
+                    ),
+                )
+                .await;
+            return;
+        }
+    }
+    let who = info.who.clone();
+    let end = my_relay::run(ctx, est, info, lifecycle, control).await;
+    info!(end = ?end, "disconnected");
+    if let Some(recorder) = &ctx.stages.record {
+        use crate::audit::{Event, Outcome, kind};
+        let reason = crate::mask::for_log(&format!("{end:?}"));
+        let _ = recorder
+            .record_wait(Event::new(
+                kind::SESSION_END,
+                Outcome::Success,
+                who,
+                serde_json::json!({ "reason": reason }),
+            ))
+            .await;
+    }
+}
+
+/// Tells a MySQL client over the limits why it is turned away (ERR 1040 in place of the
+/// greeting, as MySQL does).
+async fn refuse_too_many_mysql(mut tcp: TcpStream) {
+    let mut out = Vec::new();
+    crate::protocol::mysql::packet::put(
+        &mut out,
+        0,
+        &crate::protocol::mysql::wire::err(1040, "08004", "Too many connections"),
+    );
+    let _ = tcp.write_all(&out).await;
 }
 
 /// Tells a client over the limits why it is turned away, as PostgreSQL does.

@@ -604,6 +604,7 @@ fn conn() -> ConnInfo {
         database: "app".into(),
         application_name: None,
         who: Arc::new(tollgate::audit::Who::default()),
+        protocol: tollgate::config::Protocol::Postgres,
     }
 }
 

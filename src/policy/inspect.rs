@@ -214,7 +214,10 @@ impl ConnPolicy {
         conn: &ConnInfo,
         statement: &Statement<'_>,
     ) -> (Decision, Vec<Kind>, Vec<String>) {
-        let dialect = self.inspector.dialect;
+        let dialect = match conn.protocol {
+            crate::config::Protocol::Postgres => self.inspector.dialect,
+            crate::config::Protocol::Mysql => SqlDialect::MySql,
+        };
         let classified = policy.classify(statement.sql, dialect);
         let Ok(list) = classified.as_ref() else {
             let report = policy.decide(&conn.identity, &conn.database, statement.sql, dialect);

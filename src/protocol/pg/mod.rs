@@ -30,11 +30,16 @@ use crate::auth::throttle::Throttle;
 use crate::config::{ANY_DATABASE, Config, Target};
 use crate::pipeline::Stages;
 
-/// What every PostgreSQL connection of one daemon shares.
+/// What every connection of one daemon shares (the MySQL listener uses it too).
 pub struct Context {
     pub config: Arc<Config>,
     pub client_tls: Option<TlsAcceptor>,
+    /// PostgreSQL targets by name.
     pub targets: HashMap<String, Arc<TargetRuntime>>,
+    /// MySQL targets by name.
+    pub mysql_targets: HashMap<String, Arc<TargetRuntime>>,
+    /// Live MySQL connections, for `KILL` (tollgate's connection ids to upstream thread ids).
+    pub mysql_conns: Arc<crate::protocol::mysql::Registry>,
     pub cancels: Arc<cancel::Registry>,
     pub stages: Stages,
     /// Validates agent tokens; present when `identity` is configured.
@@ -107,8 +112,13 @@ impl Context {
     pub fn new(config: Arc<Config>, stages: Stages) -> Result<Context, SetupError> {
         let client_tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let mut targets = HashMap::new();
+        let mut mysql_targets = HashMap::new();
         for t in &config.targets {
-            targets.insert(
+            let map = match t.value.protocol {
+                crate::config::Protocol::Postgres => &mut targets,
+                crate::config::Protocol::Mysql => &mut mysql_targets,
+            };
+            map.insert(
                 t.value.name.clone(),
                 Arc::new(TargetRuntime::new(&t.value)?),
             );
@@ -135,6 +145,8 @@ impl Context {
             config,
             client_tls,
             targets,
+            mysql_targets,
+            mysql_conns: Default::default(),
             cancels: Arc::new(cancel::Registry::default()),
             stages,
             validator,
@@ -160,6 +172,7 @@ impl Context {
     pub fn record_results(&self, target: &str) -> crate::config::RecordResults {
         self.targets
             .get(target)
+            .or_else(|| self.mysql_targets.get(target))
             .and_then(|t| t.config.record_results)
             .or_else(|| self.config.audit.as_ref().map(|a| a.results))
             .unwrap_or_default()
@@ -170,6 +183,14 @@ impl Context {
         self.targets
             .get(database)
             .or_else(|| self.targets.get(ANY_DATABASE))
+            .cloned()
+    }
+
+    /// The MySQL target a client's database name chooses: its own, else the `*` target.
+    pub fn mysql_target(&self, database: &str) -> Option<Arc<TargetRuntime>> {
+        self.mysql_targets
+            .get(database)
+            .or_else(|| self.mysql_targets.get(ANY_DATABASE))
             .cloned()
     }
 }

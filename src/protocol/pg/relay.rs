@@ -172,7 +172,7 @@ struct Record<'a> {
 }
 
 /// The `statement` event: the masked text, how it came, and the ruling.
-fn statement_event(
+pub(crate) fn statement_event(
     info: &ConnInfo,
     statement: &Statement<'_>,
     ruling: &Ruling,
@@ -249,24 +249,16 @@ async fn hold_statement(
     masker: &Masker,
     held: &mut Held<'_, '_>,
 ) -> Result<(Verdict, String), End> {
-    use crate::approval::Outcome as Decided;
     let refuse = |message: String| Verdict::Refuse {
         sqlstate: "42501".into(),
         message,
     };
-    // A window covers the same statement shape, on the same database, under the same rule
-    // and approver group. Text that cannot be tokenised gets no window (and its text, which
-    // may hold anything, is never kept as a key).
-    let shape = crate::policy::classify::fingerprint(
-        statement.sql,
+    let fingerprint = approval_fingerprint(
+        info,
+        statement,
+        ruling,
+        hold,
         crate::policy::classify::SqlDialect::Postgres,
-    )
-    .unwrap_or_else(|| format!("unmatchable:{}", crate::audit::random_letters(24)));
-    let fingerprint = format!(
-        "{}\u{1f}{}\u{1f}{}\u{1f}{shape}",
-        info.database,
-        ruling.rule.as_deref().unwrap_or(""),
-        hold.group
     );
     if let Some((id, by)) = approvals
         .window(&info.identity, &info.target, &fingerprint)
@@ -346,8 +338,42 @@ async fn hold_statement(
             },
         }
     };
-    let id = &ticket.request.id;
-    Ok(match outcome {
+    Ok(decided(info, &ticket.request.id, outcome, hold))
+}
+
+/// The key of an approval window: the same statement shape, on the same database, under the
+/// same rule and approver group. Text that cannot be tokenised gets no window (and its text,
+/// which may hold anything, is never kept as a key).
+pub(crate) fn approval_fingerprint(
+    info: &ConnInfo,
+    statement: &Statement<'_>,
+    ruling: &Ruling,
+    hold: &crate::pipeline::Hold,
+    dialect: crate::policy::classify::SqlDialect,
+) -> String {
+    let shape = crate::policy::classify::fingerprint(statement.sql, dialect)
+        .unwrap_or_else(|| format!("unmatchable:{}", crate::audit::random_letters(24)));
+    format!(
+        "{}\u{1f}{}\u{1f}{}\u{1f}{shape}",
+        info.database,
+        ruling.rule.as_deref().unwrap_or(""),
+        hold.group
+    )
+}
+
+/// What an approval's outcome does to the held statement, and the note the trail keeps.
+pub(crate) fn decided(
+    info: &ConnInfo,
+    id: &crate::approval::ApprovalId,
+    outcome: crate::approval::Outcome,
+    hold: &crate::pipeline::Hold,
+) -> (Verdict, String) {
+    use crate::approval::Outcome as Decided;
+    let refuse = |message: String| Verdict::Refuse {
+        sqlstate: "42501".into(),
+        message,
+    };
+    match outcome {
         Decided::Approved { by, .. } if info.identity.expired(SystemTime::now()) => (
             refuse(format!(
                 "tollgate: approval {id} was granted by {by} but the agent token expired meanwhile; reconnect and retry"
@@ -382,7 +408,7 @@ async fn hold_statement(
             refuse(format!("tollgate: approval {id} was cancelled")),
             format!("approval {id} cancelled"),
         ),
-    })
+    }
 }
 
 /// Why the client-to-server loop ends a connection: the FATAL error the client gets.

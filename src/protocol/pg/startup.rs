@@ -418,41 +418,54 @@ async fn authenticate_client(
             Ok(identity)
         }
         Err(reason) => {
-            warn!(
-                target = target.config.name,
-                user = crate::mask::for_log(user),
-                reason = %crate::mask::for_log(&reason.to_string()),
-                "client authentication failed"
-            );
-            metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => reason.kind())
-                .increment(1);
-            if let Some(recorder) = &ctx.stages.record {
-                use crate::audit::{Event, Outcome, Who, kind};
-                let who = std::sync::Arc::new(Who {
-                    subject: Some(crate::mask::for_log(user)),
-                    client_addr: Some(peer.to_string()),
-                    target: Some(target.config.name.clone()),
-                    ..Who::default()
-                });
-                // Best effort: a failed login is refused whatever the store's state.
-                let _ = recorder.record(Event::new(
-                    kind::AUTH,
-                    Outcome::Failure,
-                    who,
-                    serde_json::json!({
-                        "method": auth_method_name(auth.method),
-                        "tls": tls,
-                        "reason_kind": reason.kind(),
-                        "reason": crate::mask::for_log(&reason.to_string()),
-                    }),
-                ));
-            }
-            // Repeated failures from one address wait longer and longer for their answer.
-            tokio::time::sleep(ctx.throttle.failed(peer.ip())).await;
+            login_failed(ctx, target, user, peer, tls, auth.method, &reason).await;
             client.fatal("28P01", &failed(user)).await;
             Err(Error::Auth(reason.to_string()))
         }
     }
+}
+
+/// Logs, counts and records a failed client login, then waits the address's growing delay.
+pub(crate) async fn login_failed(
+    ctx: &Context,
+    target: &TargetRuntime,
+    user: &str,
+    peer: SocketAddr,
+    tls: bool,
+    method: ClientAuthMethod,
+    reason: &Reason,
+) {
+    warn!(
+        target = target.config.name,
+        user = crate::mask::for_log(user),
+        reason = %crate::mask::for_log(&reason.to_string()),
+        "client authentication failed"
+    );
+    metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => reason.kind()).increment(1);
+    if let Some(recorder) = &ctx.stages.record {
+        use crate::audit::{Event, Outcome, Who, kind};
+        let who = std::sync::Arc::new(Who {
+            subject: Some(crate::mask::for_log(user)),
+            client_addr: Some(peer.to_string()),
+            target: Some(target.config.name.clone()),
+            ..Who::default()
+        });
+        // Best effort: a failed login is refused whatever the store's state.
+        let _ = recorder.record(Event::new(
+            kind::AUTH,
+            Outcome::Failure,
+            who,
+            serde_json::json!({
+                "method": auth_method_name(method),
+                "protocol": target.config.protocol.name(),
+                "tls": tls,
+                "reason_kind": reason.kind(),
+                "reason": crate::mask::for_log(&reason.to_string()),
+            }),
+        ));
+    }
+    // Repeated failures from one address wait longer and longer for their answer.
+    tokio::time::sleep(ctx.throttle.failed(peer.ip())).await;
 }
 
 fn auth_method_name(m: ClientAuthMethod) -> &'static str {
@@ -810,7 +823,7 @@ fn allowed(
     method: UpstreamAuth,
     what: &str,
 ) -> Result<(), (Error, &'static str)> {
-    if cfg.upstream_auth.contains(&method) {
+    if cfg.upstream_auth().contains(&method) {
         Ok(())
     } else {
         Err((

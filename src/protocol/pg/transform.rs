@@ -189,7 +189,7 @@ fn mask_number_array<'a>(v: &'a [u8], masker: &Masker, forced: bool) -> Option<C
 
 /// The digits of a masked number: masked positions become zeros. `forced`: the column holds
 /// card numbers, so the digits are masked whether or not they read as a PAN.
-fn masked_digits(digits: &str, masker: &Masker, forced: bool) -> Option<String> {
+pub(crate) fn masked_digits(digits: &str, masker: &Masker, forced: bool) -> Option<String> {
     let number_masker = Masker::new(
         if masker.format() == Format::Hmac {
             Format::Redact

@@ -1,0 +1,136 @@
+//! The MySQL / MariaDB wire protocol, feeding the same stages as PostgreSQL.
+//!
+//! - [`packet`]: framing (3-byte length, sequence id, 16 MiB continuation); pure, fuzzed.
+//! - [`wire`]: payloads tollgate reads and writes (OK / ERR / EOF, column definitions, text and
+//!   binary rows) and the masking of rows, errors and column definitions.
+//! - [`handshake`]: the agent's login (token through `mysql_clear_password`) and the upstream
+//!   login (mysql_native_password, caching_sha2_password, client_ed25519).
+//! - [`relay`]: commands one at a time, statements through the inspect stage, results streamed
+//!   back through the masker, everything recorded; `KILL` mapped through the [`Registry`].
+
+pub mod handshake;
+pub mod packet;
+pub mod relay;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A live MySQL connection, as `KILL` needs it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub target: String,
+    pub issuer: String,
+    pub subject: String,
+    /// The upstream server's thread id of the connection (never shown to clients).
+    pub upstream_thread: u32,
+}
+
+/// tollgate's MySQL connection ids (the ones clients see) to their upstream connections.
+#[derive(Default)]
+pub struct Registry {
+    conns: Mutex<HashMap<u32, Entry>>,
+}
+
+/// Removes its connection from the registry when dropped.
+pub struct Registered {
+    registry: Arc<Registry>,
+    id: u32,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Registry {
+    pub fn register(self: &Arc<Self>, id: u32, entry: Entry) -> Registered {
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, entry);
+        Registered {
+            registry: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// The upstream thread of connection `id`, if it is one the asker may kill: the same
+    /// identity (issuer and subject) on the same target. Anything else reads as unknown, so
+    /// ids of other identities' connections cannot even be probed.
+    pub fn killable(&self, id: u32, target: &str, issuer: &str, subject: &str) -> Option<u32> {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns
+            .get(&id)
+            .filter(|e| e.target == target && e.issuer == issuer && e.subject == subject)
+            .map(|e| e.upstream_thread)
+    }
+}
+
+/// What a `KILL` statement asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kill {
+    Query(u32),
+    Connection(u32),
+}
+
+/// Reads `KILL [QUERY | CONNECTION] <id>`: `Some(Ok)` for that form, `Some(Err)` for any
+/// other KILL (refused: tollgate maps only ids it gave out), `None` for other statements.
+pub fn parse_kill(sql: &str) -> Option<Result<Kill, ()>> {
+    let text = sql.trim().trim_end_matches(';').trim();
+    let mut words = text.split_ascii_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("kill") {
+        return None;
+    }
+    let rest: Vec<&str> = words.collect();
+    let parse = |s: &str| s.parse::<u32>().map_err(|_| ());
+    Some(match rest.as_slice() {
+        [id] => parse(id).map(Kill::Connection),
+        [m, id] if m.eq_ignore_ascii_case("query") => parse(id).map(Kill::Query),
+        [m, id] if m.eq_ignore_ascii_case("connection") => parse(id).map(Kill::Connection),
+        _ => Err(()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_forms() {
+        assert_eq!(parse_kill("KILL QUERY 12;"), Some(Ok(Kill::Query(12))));
+        assert_eq!(parse_kill("kill 7"), Some(Ok(Kill::Connection(7))));
+        assert_eq!(
+            parse_kill(" Kill  Connection 9 "),
+            Some(Ok(Kill::Connection(9)))
+        );
+        assert_eq!(parse_kill("KILL USER bob"), Some(Err(())));
+        assert_eq!(parse_kill("KILL QUERY ID 3"), Some(Err(())));
+        assert_eq!(parse_kill("select 1"), None);
+        assert_eq!(parse_kill("killer"), None);
+    }
+
+    #[test]
+    fn only_the_same_identity_may_kill() {
+        let r = Arc::new(Registry::default());
+        let _g = r.register(
+            5,
+            Entry {
+                target: "shop".into(),
+                issuer: "i".into(),
+                subject: "a".into(),
+                upstream_thread: 900,
+            },
+        );
+        assert_eq!(r.killable(5, "shop", "i", "a"), Some(900));
+        assert_eq!(r.killable(5, "shop", "i", "b"), None);
+        assert_eq!(r.killable(5, "other", "i", "a"), None);
+        drop(_g);
+        assert_eq!(r.killable(5, "shop", "i", "a"), None);
+    }
+}
