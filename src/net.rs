@@ -93,3 +93,48 @@ delegate_read!(Stream, Tcp, Wrapped);
 delegate_write!(Stream, Tcp, Wrapped);
 delegate_read!(ReadHalf, Tcp, Wrapped);
 delegate_write!(WriteHalf, Tcp, Wrapped);
+
+/// A stream whose first reads return bytes already read from it (a MySQL client starts its
+/// TLS handshake right behind its SSLRequest, in the same segment).
+pub struct Prefixed {
+    prefix: bytes::Bytes,
+    inner: Stream,
+}
+
+impl Prefixed {
+    pub fn new(prefix: bytes::Bytes, inner: Stream) -> Prefixed {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

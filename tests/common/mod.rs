@@ -41,6 +41,8 @@ targets:
 
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The MySQL listener, when started with one.
+    pub mysql: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     pub handle: Option<JoinHandle<std::io::Result<()>>>,
@@ -60,16 +62,37 @@ impl Proxy {
     }
 
     pub async fn start_yaml(dir: tempfile::TempDir, yaml: &str, stages: Stages) -> Proxy {
+        Proxy::start_listeners(dir, yaml, stages, false).await
+    }
+
+    /// Starts tollgate with a MySQL listener too (on its own free port).
+    pub async fn start_mysql(dir: tempfile::TempDir, yaml: &str, stages: Stages) -> Proxy {
+        Proxy::start_listeners(dir, yaml, stages, true).await
+    }
+
+    async fn start_listeners(
+        dir: tempfile::TempDir,
+        yaml: &str,
+        stages: Stages,
+        mysql: bool,
+    ) -> Proxy {
         let config = Arc::new(Config::parse(yaml, "test.yaml").expect("test config"));
         let ctx = Arc::new(Context::new(config, stages).expect("context"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let my = if mysql {
+            Some(TcpListener::bind("127.0.0.1:0").await.unwrap())
+        } else {
+            None
+        };
+        let mysql = my.as_ref().map(|l| l.local_addr().unwrap());
         let (tx, rx) = oneshot::channel();
-        let handle = tokio::spawn(tollgate::server::run(listener, ctx, async {
+        let handle = tokio::spawn(tollgate::server::run_both(listener, my, ctx, async {
             let _ = rx.await;
         }));
         Proxy {
             addr,
+            mysql,
             dir,
             shutdown: Some(tx),
             handle: Some(handle),

@@ -213,6 +213,31 @@ pub async fn run(
     conn_id: u32,
 ) -> Result<Option<Established>, Error> {
     let mut client = PacketIo::new(Stream::Tcp(tcp));
+    match login(ctx, &mut client, peer, conn_id).await {
+        Err(Error::Packet(e)) if !matches!(e, packet::Error::Closed | packet::Error::Io(_)) => {
+            // A malformed, oversize or out-of-order packet: this client is told, and only it.
+            let _ = client
+                .send(0, &wire::err(1043, "08S01", &format!("Bad handshake: {e}")))
+                .await;
+            Err(Error::Packet(e))
+        }
+        Err(Error::Malformed(e)) => {
+            let _ = client
+                .send(0, &wire::err(1043, "08S01", &format!("Bad handshake: {e}")))
+                .await;
+            Err(Error::Malformed(e))
+        }
+        other => other,
+    }
+}
+
+async fn login(
+    ctx: &Context,
+    client_io: &mut PacketIo,
+    peer: SocketAddr,
+    conn_id: u32,
+) -> Result<Option<Established>, Error> {
+    let client = client_io;
     let max = ctx.config.limits.max_client_frame.min(64 * 1024);
     let mut scramble = [0u8; 20];
     let rng = aws_lc_rs::rand::SystemRandom::new();
@@ -242,17 +267,15 @@ pub async fn run(
         // An SSLRequest: the short form of the response, with CLIENT_SSL.
         let caps = u32::from_le_bytes([p.payload[0], p.payload[1], p.payload[2], p.payload[3]]);
         let Some(acceptor) = ctx.client_tls.as_ref().filter(|_| caps & caps::SSL != 0) else {
-            refuse(&mut client, 2, 1043, "08S01", "Bad handshake").await;
+            refuse(client, 2, 1043, "08S01", "Bad handshake").await;
             return Ok(None);
         };
-        if client.buffered() > 0 {
-            return Err(Error::Refused(
-                "plaintext bytes pipelined behind the TLS request".into(),
-            ));
-        }
-        let io = client.into_stream()?;
+        // The client's TLS handshake may already be behind the request.
+        let (io, early) =
+            std::mem::replace(client, PacketIo::new(Stream::placeholder())).into_parts();
+        let io = crate::net::Prefixed::new(early, io);
         let stream = acceptor.accept(io).await.map_err(Error::Tls)?;
-        client = PacketIo::new(Stream::wrap(stream));
+        *client = PacketIo::new(Stream::wrap(stream));
         tls = true;
         p = client.read(max).await?;
         expect_seq(&p, 2)?;
@@ -260,14 +283,14 @@ pub async fn run(
     let response = match parse_response(&p.payload) {
         Ok(r) => r,
         Err(e) => {
-            refuse(&mut client, p.next_seq, 1043, "08S01", "Bad handshake").await;
+            refuse(client, p.next_seq, 1043, "08S01", "Bad handshake").await;
             return Err(e.into());
         }
     };
     let mut seq = p.next_seq;
     if response.caps & caps::REQUIRED != caps::REQUIRED {
         refuse(
-            &mut client,
+            client,
             seq,
             1043,
             "08S01",
@@ -278,7 +301,7 @@ pub async fn run(
     }
     if !tls && ctx.config.tls.as_ref().is_some_and(|t| t.require) {
         refuse(
-            &mut client,
+            client,
             seq,
             3159,
             "HY000",
@@ -294,7 +317,7 @@ pub async fn run(
             "no MySQL target for the database"
         );
         refuse(
-            &mut client,
+            client,
             seq,
             1049,
             "42000",
@@ -320,7 +343,7 @@ pub async fn run(
     };
     if !tls && !plaintext_ok {
         refuse(
-            &mut client,
+            client,
             seq,
             3159,
             "HY000",
@@ -371,7 +394,7 @@ pub async fn run(
             )
             .await;
             refuse(
-                &mut client,
+                client,
                 seq,
                 1045,
                 "28000",
@@ -399,7 +422,7 @@ pub async fn run(
         Err(e) => {
             warn!(target = target.config.name, error = %crate::mask::for_log(&e.to_string()), "upstream login failed");
             refuse(
-                &mut client,
+                client,
                 seq,
                 1105,
                 "08S01",
@@ -417,7 +440,7 @@ pub async fn run(
         .send(seq, &wire::ok(0, 0, upstream.status, 0))
         .await?;
     Ok(Some(Established {
-        client,
+        client: std::mem::replace(client, PacketIo::new(Stream::placeholder())),
         server,
         client_tls: tls,
         user: response.user,

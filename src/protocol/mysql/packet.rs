@@ -136,6 +136,12 @@ impl PacketIo {
         self.buf.len()
     }
 
+    /// Gives the stream back with the bytes read past the last packet (a TLS handshake that
+    /// followed an SSLRequest).
+    pub fn into_parts(self) -> (Stream, Bytes) {
+        (self.io, self.buf.freeze())
+    }
+
     /// Gives the stream back (to wrap it in TLS); fails if bytes were read past the last packet.
     pub fn into_stream(self) -> Result<Stream, Error> {
         if !self.buf.is_empty() {

@@ -268,7 +268,7 @@ impl Relay<'_> {
     }
 
     /// Queues a packet for the client, recording and writing out when the queue is full.
-    async fn to_client(&mut self, payload: &[u8]) -> Result<(), End> {
+    async fn send_client(&mut self, payload: &[u8]) -> Result<(), End> {
         if self.client.queued() + payload.len() >= FLUSH_AT
             || self.frames.len() >= FRAMES_PER_RECORD
         {
@@ -287,12 +287,12 @@ impl Relay<'_> {
         self.client.flush().await.map_err(io)
     }
 
-    async fn to_server(&mut self, payload: &[u8]) -> Result<(), End> {
+    async fn send_server(&mut self, payload: &[u8]) -> Result<(), End> {
         self.server.send(0, payload).await.map_err(io)?;
         Ok(())
     }
 
-    async fn from_server(&mut self) -> Result<packet::Packet, End> {
+    async fn next_server(&mut self) -> Result<packet::Packet, End> {
         match self
             .server
             .read(self.ctx.config.limits.max_server_frame)
@@ -344,7 +344,7 @@ impl Relay<'_> {
         match cmd {
             0x01 => {
                 let _ = self.record_client(json!({"t": "COM_QUIT"})).await;
-                let _ = self.to_server(&payload).await;
+                let _ = self.send_server(&payload).await;
                 return Ok(Some(End::ClientClosed));
             }
             0x02 => {
@@ -389,7 +389,7 @@ impl Relay<'_> {
                 .await?;
                 let sql = format!("SHOW COLUMNS FROM `{}`", table.replace('`', "``"));
                 if self.decide(&sql, Origin::Simple).await? {
-                    self.to_server(&payload).await?;
+                    self.send_server(&payload).await?;
                     self.field_list().await?;
                 }
             }
@@ -405,7 +405,7 @@ impl Relay<'_> {
                 if cmd == 0x1F {
                     self.statements.clear();
                 }
-                self.to_server(&payload).await?;
+                self.send_server(&payload).await?;
                 self.single_reply(cmd == 0x09).await?;
             }
             0x0C => {
@@ -430,7 +430,7 @@ impl Relay<'_> {
                         Some(upstream) => {
                             let mut p = vec![0x0C];
                             p.extend_from_slice(&upstream.to_le_bytes());
-                            self.to_server(&p).await?;
+                            self.send_server(&p).await?;
                             self.single_reply(false).await?;
                         }
                         None => {
@@ -452,7 +452,7 @@ impl Relay<'_> {
                     return Ok(None);
                 };
                 if self.decide(sql, Origin::Prepare { name: "" }).await? {
-                    self.to_server(&payload).await?;
+                    self.send_server(&payload).await?;
                     self.prepare_reply().await?;
                 }
             }
@@ -489,7 +489,7 @@ impl Relay<'_> {
                 };
                 self.record_client(json!({"t": name, "statement": id, "params": st.params}))
                     .await?;
-                self.to_server(&payload).await?;
+                self.send_server(&payload).await?;
                 if cmd == 0x17 {
                     self.results(true, Some(id)).await?;
                 } else {
@@ -516,7 +516,7 @@ impl Relay<'_> {
                     self.statements.remove(&id);
                 }
                 // Neither has a response.
-                self.to_server(&payload).await?;
+                self.send_server(&payload).await?;
             }
             0x11 => {
                 self.record_client(json!({"t": "COM_CHANGE_USER"})).await?;
@@ -705,7 +705,7 @@ impl Relay<'_> {
         };
         let mut p = vec![0x02];
         p.extend_from_slice(upstream.as_bytes());
-        self.to_server(&p).await?;
+        self.send_server(&p).await?;
         let ok = self.single_reply(false).await?;
         if ok {
             self.info.database = name.to_owned();
@@ -773,14 +773,14 @@ impl Relay<'_> {
         let mut p = Vec::with_capacity(text.len() + 1);
         p.push(0x03);
         p.extend_from_slice(text.as_bytes());
-        self.to_server(&p).await?;
+        self.send_server(&p).await?;
         self.results(false, None).await
     }
 
     /// A one-packet answer (OK, ERR, EOF, or COM_STATISTICS's text). Returns whether it was
     /// not an error.
     async fn single_reply(&mut self, text: bool) -> Result<bool, End> {
-        let p = self.from_server().await?;
+        let p = self.next_server().await?;
         let ok = p.payload.first() != Some(&0xFF);
         self.server_packet(&p.payload, text).await?;
         self.finish().await?;
@@ -799,7 +799,7 @@ impl Relay<'_> {
                 if let Ok(e) = wire::parse_err(out) {
                     self.frames.push(json!({"t": "err", "code": e.code, "message": String::from_utf8_lossy(e.message)}));
                 }
-                self.to_client(out).await
+                self.send_client(out).await
             }
             Some(0x00 | 0xFE) if !text => {
                 if let Ok(st) = wire::status(payload) {
@@ -808,14 +808,14 @@ impl Relay<'_> {
                 let (affected, last_id) = wire::ok_counts(payload).unwrap_or((0, 0));
                 self.frames
                     .push(json!({"t": "ok", "affected": affected, "last_insert_id": last_id}));
-                self.to_client(payload).await
+                self.send_client(payload).await
             }
             _ => {
                 let masked = self.masker.mask(payload);
                 self.frames
                     .push(json!({"t": "text", "text": String::from_utf8_lossy(&masked)}));
                 let masked = masked.into_owned();
-                self.to_client(&masked).await
+                self.send_client(&masked).await
             }
         }
     }
@@ -824,7 +824,7 @@ impl Relay<'_> {
     /// server says follow.
     async fn results(&mut self, binary: bool, statement: Option<u32>) -> Result<(), End> {
         loop {
-            let p = self.from_server().await?;
+            let p = self.next_server().await?;
             let payload = &p.payload[..];
             match payload.first() {
                 Some(0x00) | Some(0xFF) => {
@@ -842,11 +842,11 @@ impl Relay<'_> {
                         Ok(Some(n)) if n > 0 && n < 65536 => n as usize,
                         _ => return Err(self.server_broke("bad column count".into()).await),
                     };
-                    self.to_client(payload).await?;
+                    self.send_client(payload).await?;
                     let columns = self.column_defs(count).await?;
                     let mut cursor = false;
                     if self.caps & caps::DEPRECATE_EOF == 0 {
-                        let eof = self.from_server().await?;
+                        let eof = self.next_server().await?;
                         if !wire::is_eof(&eof.payload, false) {
                             return Err(self
                                 .server_broke("no EOF after the column definitions".into())
@@ -855,7 +855,7 @@ impl Relay<'_> {
                         if let Ok(st) = wire::status(&eof.payload) {
                             cursor = st.status & SERVER_STATUS_CURSOR_EXISTS != 0;
                         }
-                        self.to_client(&eof.payload).await?;
+                        self.send_client(&eof.payload).await?;
                     }
                     if let Some(id) = statement
                         && let Some(st) = self.statements.get_mut(&id)
@@ -881,7 +881,7 @@ impl Relay<'_> {
         let mut masks = Vec::with_capacity(count);
         let mut names = Vec::with_capacity(count);
         for _ in 0..count {
-            let p = self.from_server().await?;
+            let p = self.next_server().await?;
             let def = match wire::parse_column(&p.payload) {
                 Ok(d) => d,
                 Err(e) => return Err(self.server_broke(e.to_string()).await),
@@ -901,7 +901,7 @@ impl Relay<'_> {
             names.push(Value::String(
                 String::from_utf8_lossy(&self.masker.mask(def.name.as_bytes())).into_owned(),
             ));
-            self.to_client(masked.as_deref().unwrap_or(&p.payload))
+            self.send_client(masked.as_deref().unwrap_or(&p.payload))
                 .await?;
         }
         self.frames.push(json!({"t": "columns", "names": names}));
@@ -913,7 +913,7 @@ impl Relay<'_> {
         let deprecate_eof = self.caps & caps::DEPRECATE_EOF != 0;
         let mut count: u64 = 0;
         loop {
-            let p = self.from_server().await?;
+            let p = self.next_server().await?;
             let payload = &p.payload[..];
             if payload.first() == Some(&0xFF) {
                 if count > 0 {
@@ -928,7 +928,7 @@ impl Relay<'_> {
                     self.status = st.status;
                 }
                 self.frames.push(json!({"t": "end", "rows": count}));
-                self.to_client(payload).await?;
+                self.send_client(payload).await?;
                 let more = self.status & wire::SERVER_MORE_RESULTS_EXISTS != 0;
                 if !more {
                     self.finish().await?;
@@ -964,14 +964,14 @@ impl Relay<'_> {
             } else {
                 out
             };
-            self.to_client(out).await?;
+            self.send_client(out).await?;
         }
     }
 
     /// COM_STMT_PREPARE's answer: OK with the statement id, then parameter and column
     /// definitions; or ERR.
     async fn prepare_reply(&mut self) -> Result<(), End> {
-        let p = self.from_server().await?;
+        let p = self.next_server().await?;
         let payload = &p.payload[..];
         if payload.first() != Some(&0x00) {
             self.server_packet(payload, false).await?;
@@ -987,7 +987,7 @@ impl Relay<'_> {
         };
         self.frames
             .push(json!({"t": "prepared", "statement": id, "columns": columns, "params": params}));
-        self.to_client(payload).await?;
+        self.send_client(payload).await?;
         let deprecate_eof = self.caps & caps::DEPRECATE_EOF != 0;
         for n in [params, columns] {
             if n == 0 {
@@ -995,8 +995,8 @@ impl Relay<'_> {
             }
             self.column_defs(usize::from(n)).await?;
             if !deprecate_eof {
-                let eof = self.from_server().await?;
-                self.to_client(&eof.payload).await?;
+                let eof = self.next_server().await?;
+                self.send_client(&eof.payload).await?;
             }
         }
         if self.statements.len() >= MAX_STATEMENTS {
@@ -1015,7 +1015,7 @@ impl Relay<'_> {
     /// COM_FIELD_LIST's answer: column definitions up to EOF, or ERR.
     async fn field_list(&mut self) -> Result<(), End> {
         loop {
-            let p = self.from_server().await?;
+            let p = self.next_server().await?;
             let payload = &p.payload[..];
             if payload.first() == Some(&0xFF) || wire::is_eof(payload, true) {
                 self.server_packet(payload, false).await?;
@@ -1025,7 +1025,8 @@ impl Relay<'_> {
                 Ok(m) => m,
                 Err(e) => return Err(self.server_broke(e.to_string()).await),
             };
-            self.to_client(masked.as_deref().unwrap_or(payload)).await?;
+            self.send_client(masked.as_deref().unwrap_or(payload))
+                .await?;
         }
     }
 
@@ -1043,7 +1044,7 @@ impl Relay<'_> {
             return Ok(());
         }
         self.frames.push(json!({"t": "local_infile", "file": String::from_utf8_lossy(&self.masker.mask(&request[1..]))}));
-        self.to_client(request).await?;
+        self.send_client(request).await?;
         self.finish().await?;
         let mut sseq: u8 = 2;
         let mut bytes: u64 = 0;
