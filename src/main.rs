@@ -287,6 +287,18 @@ struct DevArgs {
     /// The policy file (default: the example agent policy, copied to the data folder).
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Where MySQL agents connect.
+    #[arg(long, default_value = "127.0.0.1:13306")]
+    mysql_listen: SocketAddr,
+    /// The MySQL / MariaDB server behind tollgate ("none" for no MySQL listener).
+    #[arg(long, default_value = "127.0.0.1:3306")]
+    mysql: String,
+    /// The MySQL user tollgate logs in as there.
+    #[arg(long, default_value = "root")]
+    mysql_user: String,
+    /// An environment variable holding that user's password, if the server asks for one.
+    #[arg(long)]
+    mysql_password_env: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -1059,9 +1071,21 @@ fn dev(args: DevArgs) -> anyhow::Result<()> {
         Some(var) => format!("\n    password: {{ env: {var} }}"),
         None => String::new(),
     };
+    let mysql_target = if args.mysql == "none" {
+        String::new()
+    } else {
+        let password = match &args.mysql_password_env {
+            Some(var) => format!("\n    password: {{ env: {var} }}"),
+            None => String::new(),
+        };
+        format!(
+            "  - name: \"*\"\n    protocol: mysql\n    address: \"{}\"\n    user: \"{}\"{password}\n",
+            args.mysql, args.mysql_user
+        )
+    };
     let yaml = format!(
         r#"# tollgate dev: generated, not for production
-listen: {{ postgres: "{listen}" }}
+listen: {{ postgres: "{listen}", mysql: "{mysql_listen}" }}
 admin: {{ listen: "{admin}" }}
 shutdown_grace: 2s
 identity:
@@ -1086,7 +1110,8 @@ targets:
   - name: "*"
     address: "{postgres}"
     user: "{user}"{password}
-"#,
+{mysql_target}"#,
+        mysql_listen = args.mysql_listen,
         policy = std::fs::canonicalize(&policy_file)
             .with_context(|| format!("resolving {}", policy_file.display()))?
             .display(),
@@ -1120,7 +1145,7 @@ targets:
 Connect as agent {agent:?} (group {group}, token valid 1 hour):
 
   PGPASSWORD='{token}' psql \"host={host} port={port} user={agent} dbname=postgres sslmode=disable\"
-
+{mariadb}
 Mint other tokens:  tollgate token mint --sub NAME [--groups a,b] [--ttl 1h] --data-dir {data_dir}
 Approvals:          agents' data changes wait for group dba (the example policy). Decide on
                     http://{admin}/approvals/ui (the dev issuer signs you in), or from the CLI:
@@ -1140,6 +1165,17 @@ Stop with Ctrl-C.",
         host = args.listen.ip(),
         port = args.listen.port(),
         admin = args.admin,
+        mariadb = if args.mysql == "none" {
+            String::new()
+        } else {
+            format!(
+                "\n  MySQL/MariaDB ({mysql_listen} -> {mysql}, the cleartext plugin carries the token):\n\n  mariadb -h {h} -P {p} -u {agent} --password='{token}' --enable-cleartext-plugin mysql\n",
+                mysql_listen = args.mysql_listen,
+                mysql = args.mysql,
+                h = args.mysql_listen.ip(),
+                p = args.mysql_listen.port(),
+            )
+        },
     );
     let admin = AdminState {
         dev_issuer: Some(Arc::new(issuer)),
