@@ -8,6 +8,8 @@
 //! - [`relay`]: commands one at a time, statements through the inspect stage, results streamed
 //!   back through the masker, everything recorded; `KILL` mapped through the [`Registry`].
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod packet;
 pub mod relay;
