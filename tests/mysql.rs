@@ -52,7 +52,13 @@ async fn direct() -> Conn {
 }
 
 async fn setup(name: &str) -> Setup {
+    setup_with(name, "").await
+}
+
+/// `extra_targets`: YAML list items appended to the targets (`{dir}` is the test's folder).
+async fn setup_with(name: &str, extra_targets: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
+    let extra_targets = extra_targets.replace("{dir}", &dir.path().display().to_string());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = format!("http://{}", listener.local_addr().unwrap());
     let issuer_url = format!("{admin}/dev");
@@ -125,7 +131,7 @@ targets:
     address: 127.0.0.1:3306
     database: test
     user: root
-",
+{extra_targets}",
         aud = dev::AUDIENCE,
         cert = cert.display(),
         tls_key = tls_key.display(),
@@ -721,4 +727,140 @@ async fn the_mariadb_cli_works_through_tollgate() {
         stderr.contains("1227") && stderr.contains("no-schema-change"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn upstream_logins_native_and_ed25519_and_refusals() {
+    let mut d = direct().await;
+    // MariaDB's ed25519 plugin ships with the server; installing it twice is an error.
+    let _ = d.query_drop("install soname 'auth_ed25519'").await;
+    d.query_drop(
+        "create or replace user 'tg_native'@'127.0.0.1' identified by 'native-pw';
+         create or replace user 'tg_ed'@'127.0.0.1' identified via ed25519 using password('ed-pw');
+         grant select on test.* to 'tg_native'@'127.0.0.1';
+         grant select on test.* to 'tg_ed'@'127.0.0.1'",
+    )
+    .await
+    .unwrap();
+    drop(d);
+    let s = setup_with(
+        "logins",
+        "  - name: native
+    protocol: mysql
+    address: 127.0.0.1:3306
+    database: test
+    user: tg_native
+    password: { file: {dir}/native-pw }
+  - name: ed
+    protocol: mysql
+    address: 127.0.0.1:3306
+    database: test
+    user: tg_ed
+    password: { file: {dir}/ed-pw }
+  - name: ed-not-allowed
+    protocol: mysql
+    address: 127.0.0.1:3306
+    database: test
+    user: tg_ed
+    password: { file: {dir}/ed-pw }
+    upstream_auth: [mysql_native_password]
+  - name: wants-tls
+    protocol: mysql
+    address: 127.0.0.1:3306
+    database: test
+    user: root
+    tls: { mode: require }
+",
+    )
+    .await;
+    let dir = s.db.parent().unwrap();
+    std::fs::write(dir.join("native-pw"), "native-pw\n").unwrap();
+    std::fs::write(dir.join("ed-pw"), "ed-pw").unwrap();
+    for (target, user) in [("native", "tg_native@127.0.0.1"), ("ed", "tg_ed@127.0.0.1")] {
+        let mut c = Conn::new(
+            s.opts("agent-7", &["ai-agents"], true)
+                .db_name(Some(target)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{target}: {e}"));
+        let who: String = c
+            .query_first("select current_user()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(who, user);
+        c.disconnect().await.unwrap();
+    }
+    // The server asks for ed25519, which this target does not allow; and a server without TLS
+    // for a target that needs it. Both refused with a generic error (details in the log).
+    for target in ["ed-not-allowed", "wants-tls"] {
+        let e = Conn::new(
+            s.opts("agent-7", &["ai-agents"], true)
+                .db_name(Some(target)),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(code(&e), 1105, "{target}: {e}");
+        assert!(message(&e).contains(target), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn load_data_local_runs_only_where_the_policy_allows_it_and_the_file_is_not_recorded() {
+    let s = setup("load").await;
+    let table = format!("{}_load", s.table);
+    let mut d = direct().await;
+    d.query_drop(format!(
+        "drop table if exists {table}; create table {table} (id int, pan varchar(40))"
+    ))
+    .await
+    .unwrap();
+    let file = s.db.parent().unwrap().join("cards.tsv");
+    std::fs::write(&file, "1\t4111111111111111\n2\t5555555555554444\n").unwrap();
+    let addr = s.proxy.mysql.unwrap();
+    let sql = format!(
+        "load data local infile '{}' into table {table}",
+        file.display()
+    );
+    let load = async |sub: &str, groups: &[&str]| {
+        let token = s.token(sub, groups);
+        tokio::process::Command::new("mariadb")
+            .args([
+                "-h127.0.0.1",
+                &format!("-P{}", addr.port()),
+                &format!("-u{sub}"),
+                &format!("-p{token}"),
+                "--ssl",
+                "--skip-ssl-verify-server-cert",
+                "--local-infile=1",
+                "shop",
+                "-e",
+                &sql,
+            ])
+            .output()
+            .await
+            .unwrap()
+    };
+    let out = load("agent-8", &["ai-agents"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1227"));
+    let out = load("loader-1", &["loaders"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: u64 = d
+        .query_first(format!("select count(*) from {table}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 2, "the file reached the server");
+    let bytes = s.store_bytes().await;
+    let found = tollgate::mask::pan::find_all(&bytes);
+    assert!(
+        found.is_empty(),
+        "the file's card numbers were recorded: {found:?}"
+    );
+    assert!(String::from_utf8_lossy(&bytes).contains("local_infile_data"));
 }

@@ -435,6 +435,23 @@ async fn login(
             return Ok(None);
         }
     };
+    // Result sets end differently with and without CLIENT_DEPRECATE_EOF; tollgate passes them
+    // through as the server sends them, so both sides must agree.
+    if (response.caps ^ upstream.caps) & caps::DEPRECATE_EOF != 0 {
+        warn!(
+            target = target.config.name,
+            "the server and the client disagree on CLIENT_DEPRECATE_EOF"
+        );
+        refuse(
+            client,
+            seq,
+            1105,
+            "08S01",
+            "tollgate: this client and the target's server do not share CLIENT_DEPRECATE_EOF; use a MySQL 5.7+ / MariaDB 10.2+ server",
+        )
+        .await;
+        return Ok(None);
+    }
     // The client gets its OK from tollgate, with the server's status.
     client
         .send(seq, &wire::ok(0, 0, upstream.status, 0))
