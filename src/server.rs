@@ -635,7 +635,7 @@ async fn serve_mysql(
             let mut client = est.client;
             let _ = client
                 .send(
-                    2,
+                    est.ok_seq,
                     &crate::protocol::mysql::wire::err(
                         1105,
                         "HY000",
@@ -645,6 +645,12 @@ async fn serve_mysql(
                 .await;
             return;
         }
+    }
+    // The login's OK goes out only now that the session is recorded.
+    let mut est = est;
+    let ok = crate::protocol::mysql::wire::ok(0, 0, est.status, 0);
+    if est.client.send(est.ok_seq, &ok).await.is_err() {
+        return;
     }
     let who = info.who.clone();
     let end = my_relay::run(ctx, est, info, lifecycle, control).await;

@@ -393,12 +393,27 @@ async fn blocked_statements_leave_the_connection_usable() {
         "load data local infile '/etc/passwd' into table x".to_string(),
         "kill query 1".to_string(),
         "selec 1".to_string(),
+        // MariaDB runs /*M! ... */ text; the classifier would not see it.
+        "select 1 /*M! , sleep(5) */".to_string(),
+        // Settings that change how SQL or results are read are pinned.
+        "set names latin1".to_string(),
+        "set session sql_mode = 'ANSI_QUOTES'".to_string(),
+        "set @@character_set_results = utf32".to_string(),
+        // Another database, by a qualified name.
+        "select user, host from mysql.user".to_string(),
     ] {
         let e = c.query_drop(&sql).await.unwrap_err();
         assert!(matches!(code(&e), 1227 | 1044), "{sql}: {e}");
         let one: u32 = c.query_first("select 1").await.unwrap().unwrap();
         assert_eq!(one, 1, "usable after {sql}");
     }
+    // The session reads SQL as the classifier does, and SET NAMES utf8mb4 is fine.
+    c.query_drop("set names utf8mb4").await.unwrap();
+    let mode: String = c.query_first("select @@sql_mode").await.unwrap().unwrap();
+    assert!(
+        !mode.contains("ANSI_QUOTES") && !mode.contains("NO_BACKSLASH_ESCAPES"),
+        "{mode}"
+    );
     let e = c.prep("drop table nothing").await.unwrap_err();
     assert_eq!(code(&e), 1227);
     assert!(message(&e).contains("no-schema-change"), "{e}");
@@ -539,6 +554,17 @@ async fn kill_query_maps_tollgate_ids_to_upstream_threads_of_the_same_identity()
         Ok(v) => assert_eq!(v, Some(1)),
         Err(e) => assert_eq!(code(&e), 1317),
     }
+    // KILL hidden behind comments is still mapped; beside another statement it is refused.
+    let e = killer
+        .query_drop(format!("select 1; kill {victim_id}"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1227, "{e}");
+    let e = stranger
+        .query_drop(format!("/**/KILL/**/{victim_id}"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1094, "{e}");
     // Ids tollgate never gave out are unknown too.
     let e = killer
         .query_drop("kill query 4000000000")

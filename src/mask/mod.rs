@@ -150,38 +150,73 @@ pub fn redact_secrets(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut copied = 0;
     let mut from = 0;
-    while let Some(at) = lower[from..].find("password") {
-        let mut i = from + at + "password".len();
+    // After each keyword: the literal that follows (MySQL's `IDENTIFIED BY 'x'` and
+    // `PASSWORD('x')` too).
+    let next = |from: usize| -> Option<(usize, usize)> {
+        let p = lower[from..]
+            .find("password")
+            .map(|a| (from + a, "password".len()));
+        let i = lower[from..]
+            .find("identified")
+            .map(|a| (from + a, "identified".len()));
+        match (p, i) {
+            (Some(p), Some(i)) => Some(if p.0 < i.0 { p } else { i }),
+            (p, i) => p.or(i),
+        }
+    };
+    while let Some((at, len)) = next(from) {
+        let mut i = at + len;
         from = i;
-        // Whitespace, then an optional E prefix and a quoted literal.
-        while i < bytes.len() && (bytes[i].is_ascii_whitespace() || bytes[i] == b'=') {
-            i += 1;
+        let skip = |i: &mut usize| {
+            while *i < bytes.len()
+                && (bytes[*i].is_ascii_whitespace() || bytes[*i] == b'=' || bytes[*i] == b'(')
+            {
+                *i += 1;
+            }
+        };
+        skip(&mut i);
+        if len == "identified".len() {
+            // IDENTIFIED BY '…'; IDENTIFIED VIA / WITH … are followed by their own keywords.
+            if !lower[i..].starts_with("by") {
+                continue;
+            }
+            i += 2;
+            skip(&mut i);
+            if lower[i..].starts_with("password") {
+                // IDENTIFIED BY PASSWORD '*hash'
+                i += "password".len();
+                skip(&mut i);
+            }
         }
         // E'…' strings also escape with a backslash.
-        let backslash = i < bytes.len()
+        if i < bytes.len()
             && (bytes[i] == b'E' || bytes[i] == b'e')
-            && bytes.get(i + 1) == Some(&b'\'');
-        if backslash {
+            && bytes.get(i + 1) == Some(&b'\'')
+        {
             i += 1;
         }
-        if bytes.get(i) != Some(&b'\'') {
+        let Some(&quote) = bytes.get(i).filter(|&&b| b == b'\'' || b == b'"') else {
             continue;
-        }
-        // The literal ends at a quote not followed by another ('' escapes a quote).
+        };
+        // The literal ends at a quote not doubled. A backslash escapes the next byte (MySQL,
+        // and PostgreSQL's E strings; elsewhere this can only redact more than needed).
         let mut j = i + 1;
         loop {
             match bytes.get(j) {
                 None => break,
-                Some(b'\\') if backslash => j += 2,
-                Some(b'\'') if bytes.get(j + 1) == Some(&b'\'') => j += 2,
-                Some(b'\'') => {
+                Some(b'\\') => j += 2,
+                Some(&b) if b == quote && bytes.get(j + 1) == Some(&quote) => j += 2,
+                Some(&b) if b == quote => {
                     j += 1;
                     break;
                 }
                 Some(_) => j += 1,
             }
         }
-        let j = j.min(bytes.len());
+        let mut j = j.min(bytes.len());
+        while !sql.is_char_boundary(j) {
+            j += 1;
+        }
         out.push_str(&sql[copied..i]);
         out.push_str("'***'");
         copied = j;
@@ -228,6 +263,24 @@ mod tests {
         );
         assert_eq!(redact_secrets("password '"), "password '***'");
         assert_eq!(redact_secrets("password E'ü\\"), "password E'***'");
+        // MySQL: IDENTIFIED BY, PASSWORD(...), double quotes, backslash escapes.
+        assert_eq!(
+            redact_secrets("CREATE USER 'a'@'%' IDENTIFIED BY 'p\\'w' ACCOUNT LOCK"),
+            "CREATE USER 'a'@'%' IDENTIFIED BY '***' ACCOUNT LOCK"
+        );
+        assert_eq!(
+            redact_secrets("alter user b identified via ed25519 using password('x')"),
+            "alter user b identified via ed25519 using password('***')"
+        );
+        assert_eq!(
+            redact_secrets("SET PASSWORD = PASSWORD(\"pw\")"),
+            "SET PASSWORD = PASSWORD('***')"
+        );
+        assert_eq!(
+            redact_secrets("grant x to y identified by password '*AB12'"),
+            "grant x to y identified by password '***'"
+        );
+        assert_eq!(redact_secrets("password '\\ü"), "password '***'");
     }
 
     #[test]

@@ -245,6 +245,20 @@ impl Policy {
             .collect();
         let what = guessed.map_or(String::new(), |k| format!(" ({} statement)", k.name()));
         let mut decision = self.combine(&matched, String::new);
+        // A rule may let one unreadable statement through, never a batch: what follows a `;`
+        // would be let through with it unseen. (A `;` inside a literal is refused too.)
+        if !matched.is_empty() && sql.trim().trim_end_matches(';').contains(';') {
+            decision = Decision {
+                action: Action::Deny,
+                decided: Action::Deny,
+                rule: None,
+                reason: format!(
+                    "the statement could not be analysed{what} and holds several statements; send it alone: {error}"
+                ),
+                approval: None,
+                dry_run: false,
+            };
+        }
         if matched.is_empty() {
             // Fail closed: SQL tollgate cannot read is refused whatever the default says.
             decision = Decision {

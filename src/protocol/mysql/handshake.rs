@@ -104,6 +104,8 @@ pub struct Established {
     /// The upstream connection's thread id (never shown to the client).
     pub upstream_thread: u32,
     pub status: u16,
+    /// The sequence id of the login's final OK (or ERR), which the caller sends.
+    pub ok_seq: u8,
 }
 
 /// The client's handshake response.
@@ -452,11 +454,9 @@ async fn login(
         .await;
         return Ok(None);
     }
-    // The client gets its OK from tollgate, with the server's status.
-    client
-        .send(seq, &wire::ok(0, 0, upstream.status, 0))
-        .await?;
+    // The client gets its OK from tollgate (`ok_seq`), once the session is recorded.
     Ok(Some(Established {
+        ok_seq: seq,
         client: std::mem::replace(client, PacketIo::new(Stream::placeholder())),
         server,
         client_tls: tls,
@@ -588,8 +588,14 @@ fn plugin_method(name: &[u8]) -> Option<UpstreamAuth> {
 }
 
 /// Starts the plugin the server asked for, if the target allows it.
-fn start_plugin(target: &TargetRuntime, name: &[u8]) -> Result<AuthProc, Error> {
+fn start_plugin(target: &TargetRuntime, name: &[u8], tls: bool) -> Result<AuthProc, Error> {
     let shown = String::from_utf8_lossy(name).into_owned();
+    if AuthPlugin::from_bytes(name) == AuthPlugin::MysqlClearPassword && !tls {
+        return Err(Error::Upstream(
+            "the server asks for the password in clear over a connection without TLS; refused"
+                .into(),
+        ));
+    }
     let method = plugin_method(name).ok_or_else(|| {
         Error::Upstream(format!(
             "the server asks for {shown}, which tollgate does not speak"
@@ -692,7 +698,7 @@ pub async fn connect_upstream(
                 NATIVE_PASSWORD.to_vec()
             };
         let mut nonce = hello.scramble.clone();
-        let mut proc = start_plugin(target, &plugin_name)?;
+        let mut proc = start_plugin(target, &plugin_name, tls)?;
         let first = proc
             .run(
                 PluginCtx {
@@ -751,7 +757,7 @@ pub async fn connect_upstream(
                     let name = r.nul_str()?.to_vec();
                     let data = r.rest();
                     nonce = data.strip_suffix(&[0]).unwrap_or(data).to_vec();
-                    proc = start_plugin(target, &name)?;
+                    proc = start_plugin(target, &name, tls)?;
                     let answer = proc
                         .run(
                             PluginCtx {
@@ -800,8 +806,85 @@ pub async fn connect_upstream(
     let up = tokio::time::timeout(remaining, login)
         .await
         .map_err(|_| Error::Upstream(format!("login to {} timed out", cfg.address)))??;
+    pin_session(&mut server, up.caps, max).await?;
     metrics::histogram!(crate::metrics::UPSTREAM_CONNECT).record(started.elapsed().as_secs_f64());
     Ok((server, up))
+}
+
+/// sql_mode flags that change how the server reads SQL text from how the classifier reads it
+/// (`"x"` as an identifier, `\'` not an escape).
+const UNSAFE_SQL_MODES: &[&str] = &["ANSI", "ANSI_QUOTES", "NO_BACKSLASH_ESCAPES"];
+
+/// Pins the upstream session so that the server reads SQL as the classifier did and sends
+/// text the masker can read: utf8mb4 everywhere, and no sql_mode flag that changes quoting or
+/// escapes. Run after the login and after COM_RESET_CONNECTION; the relay refuses statements
+/// that would change these settings.
+pub async fn pin_session(server: &mut PacketIo, caps: u32, max: usize) -> Result<(), Error> {
+    let mode = simple_query(server, caps, max, "SELECT @@SESSION.sql_mode").await?;
+    let mode = String::from_utf8_lossy(&mode).into_owned();
+    let kept: Vec<&str> = mode
+        .split(',')
+        .filter(|m| !m.is_empty() && !UNSAFE_SQL_MODES.iter().any(|u| u.eq_ignore_ascii_case(m)))
+        .collect();
+    let set = format!(
+        "SET NAMES utf8mb4, SESSION sql_mode = '{}'",
+        kept.join(",").replace('\'', "")
+    );
+    let mut p = vec![0x03];
+    p.extend_from_slice(set.as_bytes());
+    server.send(0, &p).await?;
+    let answer = server.read(max).await?;
+    if answer.payload.first() != Some(&0x00) {
+        return Err(Error::Upstream(
+            "the server refused to pin the session's character set and sql_mode".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs a one-value query on a session tollgate owns; returns the first value.
+async fn simple_query(
+    server: &mut PacketIo,
+    caps: u32,
+    max: usize,
+    sql: &str,
+) -> Result<Vec<u8>, Error> {
+    let mut p = vec![0x03];
+    p.extend_from_slice(sql.as_bytes());
+    server.send(0, &p).await?;
+    let first = server.read(max).await?;
+    if first.payload.first() == Some(&0xFF) || first.payload.first() == Some(&0x00) {
+        return Err(Error::Upstream(format!("{sql}: no result")));
+    }
+    let columns = Reader::new(&first.payload, "column count")
+        .lenenc()?
+        .unwrap_or(0);
+    for _ in 0..columns {
+        server.read(max).await?;
+    }
+    let deprecate_eof = caps & caps::DEPRECATE_EOF != 0;
+    if !deprecate_eof {
+        server.read(max).await?;
+    }
+    let mut value = None;
+    loop {
+        let p = server.read(max).await?;
+        if p.payload.first() == Some(&0xFF) {
+            return Err(Error::Upstream(format!("{sql}: error")));
+        }
+        if wire::is_eof(&p.payload, deprecate_eof) {
+            break;
+        }
+        if value.is_none() {
+            value = Some(
+                Reader::new(&p.payload, "row")
+                    .lenenc_bytes()?
+                    .unwrap_or_default()
+                    .to_vec(),
+            );
+        }
+    }
+    value.ok_or_else(|| Error::Upstream(format!("{sql}: no row")))
 }
 
 #[cfg(test)]

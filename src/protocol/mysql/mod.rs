@@ -81,20 +81,37 @@ pub enum Kill {
     Connection(u32),
 }
 
-/// Reads `KILL [QUERY | CONNECTION] <id>`: `Some(Ok)` for that form, `Some(Err)` for any
-/// other KILL (refused: tollgate maps only ids it gave out), `None` for other statements.
+/// Finds KILL in a statement text: `Some(Ok)` for one `KILL [QUERY | CONNECTION] <id>`
+/// alone, `Some(Err)` for any other KILL (with a user, an expression, among other statements,
+/// or text that does not parse but mentions KILL: refused, since tollgate maps only ids it gave
+/// out), `None` when there is no KILL at all.
 pub fn parse_kill(sql: &str) -> Option<Result<Kill, ()>> {
-    let text = sql.trim().trim_end_matches(';').trim();
-    let mut words = text.split_ascii_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("kill") {
+    if !sql.to_ascii_lowercase().contains("kill") {
         return None;
     }
-    let rest: Vec<&str> = words.collect();
-    let parse = |s: &str| s.parse::<u32>().map_err(|_| ());
-    Some(match rest.as_slice() {
-        [id] => parse(id).map(Kill::Connection),
-        [m, id] if m.eq_ignore_ascii_case("query") => parse(id).map(Kill::Query),
-        [m, id] if m.eq_ignore_ascii_case("connection") => parse(id).map(Kill::Connection),
+    use sqlparser::ast::{KillType, Statement};
+    let Ok(statements) =
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, sql)
+    else {
+        return Some(Err(()));
+    };
+    let kills = statements
+        .iter()
+        .filter(|s| matches!(s, Statement::Kill { .. }))
+        .count();
+    if kills == 0 {
+        return None;
+    }
+    if statements.len() != 1 {
+        return Some(Err(()));
+    }
+    let Statement::Kill { modifier, id } = &statements[0] else {
+        return Some(Err(()));
+    };
+    let id = u32::try_from(*id).map_err(|_| ());
+    Some(match modifier {
+        Some(KillType::Query) => id.map(Kill::Query),
+        Some(KillType::Connection) | None => id.map(Kill::Connection),
         _ => Err(()),
     })
 }
@@ -113,8 +130,10 @@ mod tests {
         );
         assert_eq!(parse_kill("KILL USER bob"), Some(Err(())));
         assert_eq!(parse_kill("KILL QUERY ID 3"), Some(Err(())));
+        assert_eq!(parse_kill("/**/KILL/**/12"), Some(Ok(Kill::Connection(12))));
+        assert_eq!(parse_kill("select 1; kill 12"), Some(Err(())));
         assert_eq!(parse_kill("select 1"), None);
-        assert_eq!(parse_kill("killer"), None);
+        assert_eq!(parse_kill("select 'kill me'"), None);
     }
 
     #[test]

@@ -170,6 +170,10 @@ impl PacketIo {
                     }
                     whole.freeze()
                 };
+                // One large packet must not keep a large buffer for the connection's life.
+                if self.buf.is_empty() && self.buf.capacity() > 1024 * 1024 {
+                    self.buf = BytesMut::with_capacity(16 * 1024);
+                }
                 return Ok(Packet {
                     seq: f.seq,
                     next_seq,
@@ -187,9 +191,6 @@ impl PacketIo {
                     Error::Truncated
                 });
             }
-            if self.buf.is_empty() && self.buf.capacity() > 1024 * 1024 {
-                self.buf = BytesMut::with_capacity(16 * 1024);
-            }
         }
     }
 
@@ -202,6 +203,11 @@ impl PacketIo {
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
         self.out.len()
+    }
+
+    /// Drops queued output that was never written (it could not be recorded).
+    pub fn discard(&mut self) {
+        self.out.clear();
     }
 
     /// Whether queued output is waiting.

@@ -212,17 +212,41 @@ pub async fn run(
 impl Relay<'_> {
     /// Sends a final ERR and ends.
     async fn close(&mut self, code: u16, state: &str, message: &str, end: End) -> End {
-        let _ = self
-            .client
-            .send(self.cseq, &wire::err(code, state, message))
-            .await;
+        self.last_err(&wire::err(code, state, message)).await;
         end
+    }
+
+    /// Sends a final ERR. What is queued for the client goes with it only if it can be
+    /// recorded first; otherwise it is dropped.
+    async fn last_err(&mut self, err: &[u8]) {
+        if self.record_frames().await.is_err() {
+            self.client.discard();
+        }
+        let _ = self.client.send(self.cseq, err).await;
+    }
+
+    /// Whether a statement names a table in another database than the session's.
+    fn outside_database(&self, ruling: &Ruling) -> Option<String> {
+        let current = self
+            .target
+            .config
+            .upstream_database(&self.info.database)
+            .to_ascii_lowercase();
+        ruling.tables.iter().find_map(|t| {
+            let (schema, _) = t.rsplit_once('.')?;
+            let schema = schema.trim_matches('`').to_ascii_lowercase();
+            (schema != current && schema != "information_schema").then(|| schema.clone())
+        })
     }
 
     /// Answers the current command with an ERR from tollgate; the connection carries on.
     async fn reply_err(&mut self, code: u16, state: &str, message: &str) -> Result<(), End> {
         self.frames.push(json!({"t": "err", "code": code, "message": crate::mask::for_log(message), "from": "tollgate"}));
-        self.record_frames().await?;
+        // tollgate's own refusal is sent even when it cannot be recorded (the refusal may be
+        // because the store is failing); nothing from the server is queued with it.
+        if self.record_frames().await.is_err() {
+            self.client.discard();
+        }
         self.cseq = self
             .client
             .queue(self.cseq, &wire::err(code, state, message));
@@ -300,17 +324,12 @@ impl Relay<'_> {
         {
             Ok(p) => Ok(p),
             Err(packet::Error::Closed | packet::Error::Truncated) => {
-                let _ = self
-                    .client
-                    .send(
-                        self.cseq,
-                        &wire::err(
-                            2013,
-                            "HY000",
-                            "Lost connection to the server (tollgate's upstream closed)",
-                        ),
-                    )
-                    .await;
+                self.last_err(&wire::err(
+                    2013,
+                    "HY000",
+                    "Lost connection to the server (tollgate's upstream closed)",
+                ))
+                .await;
                 Err(End::ServerClosed)
             }
             Err(e) => Err(self.server_broke(e.to_string()).await),
@@ -321,10 +340,12 @@ impl Relay<'_> {
     /// connection ends (nothing unmasked is ever passed on).
     async fn server_broke(&mut self, why: String) -> End {
         warn!(conn = %self.info.id, error = why, "invalid packet from the server");
-        let _ = self
-            .client
-            .send(self.cseq, &wire::err(1105, "HY000", "tollgate received a packet from the server it cannot read; the connection is closed"))
-            .await;
+        self.last_err(&wire::err(
+            1105,
+            "HY000",
+            "tollgate received a packet from the server it cannot read or mask; the connection is closed",
+        ))
+        .await;
         End::ServerProtocol(why)
     }
 
@@ -406,7 +427,16 @@ impl Relay<'_> {
                     self.statements.clear();
                 }
                 self.send_server(&payload).await?;
-                self.single_reply(cmd == 0x09).await?;
+                let ok = self.single_reply(cmd == 0x09).await?;
+                if cmd == 0x1F && ok {
+                    // The reset restored the session's settings: pin them again.
+                    let max = self.ctx.config.limits.max_server_frame;
+                    if let Err(e) =
+                        super::handshake::pin_session(&mut self.server, self.caps, max).await
+                    {
+                        return Err(self.server_broke(e.to_string()).await);
+                    }
+                }
             }
             0x0C => {
                 let id = match wire::Reader::new(body, "COM_PROCESS_KILL").u32() {
@@ -551,6 +581,31 @@ impl Relay<'_> {
     async fn decide(&mut self, sql: &str, origin: Origin<'_>) -> Result<bool, End> {
         let statement = Statement { sql, origin };
         let mut ruling = self.inspect.inspect(&self.info, &statement);
+        // What the protocol adds to the policy: text the classifier cannot see through, and
+        // settings that would make the server read SQL or send text differently.
+        if ruling.verdict == Verdict::Forward
+            && let Some(why) = session_guard(sql)
+        {
+            ruling.verdict = Verdict::Refuse {
+                sqlstate: "42501".into(),
+                message: format!("tollgate: {why}"),
+            };
+            ruling.action = "deny";
+            ruling.reason = why.to_owned();
+        }
+        if ruling.verdict == Verdict::Forward
+            && let Some(schema) = self.outside_database(&ruling)
+        {
+            ruling.verdict = Verdict::Refuse {
+                sqlstate: "42501".into(),
+                message: format!(
+                    "tollgate: this connection stays in its target's database; {} is another one",
+                    crate::mask::for_log(&schema)
+                ),
+            };
+            ruling.action = "deny";
+            ruling.reason = "another database than the target's".into();
+        }
         if let (Some(hold), Some(approvals)) =
             (ruling.hold.clone(), self.ctx.stages.approvals.clone())
         {
@@ -738,11 +793,12 @@ impl Relay<'_> {
             },
             Some(Err(())) => {
                 return self
-                    .reply_err(1227, "42000", "tollgate: only KILL [QUERY | CONNECTION] <id> with an id tollgate gave out is relayed")
+                    .reply_err(1227, "42000", "tollgate: only KILL [QUERY | CONNECTION] <id>, alone and with an id tollgate gave out, is relayed")
                     .await;
             }
             None => {}
         }
+        let mut switched_to = None;
         if let Some(uses) = uses_database(sql) {
             match uses {
                 Err(()) => {
@@ -756,7 +812,7 @@ impl Relay<'_> {
                             "USE `{}`",
                             upstream.replace('`', "``")
                         ));
-                        self.info.database = name;
+                        switched_to = Some(name);
                     }
                     None => {
                         let msg = format!(
@@ -768,6 +824,17 @@ impl Relay<'_> {
                     }
                 },
             }
+        }
+        if let Some(name) = switched_to {
+            let mut p = Vec::with_capacity(text.len() + 1);
+            p.push(0x03);
+            p.extend_from_slice(text.as_bytes());
+            self.send_server(&p).await?;
+            // The session's database changes only once the server says so.
+            if self.single_reply(false).await? {
+                self.info.database = name;
+            }
+            return Ok(());
         }
         self.local_infile = is_load_local(sql);
         let mut p = Vec::with_capacity(text.len() + 1);
@@ -886,6 +953,17 @@ impl Relay<'_> {
                 Ok(d) => d,
                 Err(e) => return Err(self.server_broke(e.to_string()).await),
             };
+            if matches!(def.charset, 35 | 54..=56 | 60 | 61 | 90 | 101..=124 | 128..=151 | 159..=183)
+            {
+                // UCS-2, UTF-16 and UTF-32 text: digits the masker cannot see. (The session is
+                // pinned to utf8mb4, so only a CONVERT … USING could produce this.)
+                return Err(self
+                    .server_broke(format!(
+                        "a column in a wide character set ({})",
+                        def.charset
+                    ))
+                    .await);
+            }
             let forced = !rules.is_empty()
                 && (rules.output_name(&def.name)
                     || rules.source(&crate::mask::columns::SourceColumn {
@@ -1109,6 +1187,56 @@ fn uses_database(sql: &str) -> Option<Result<String, ()>> {
         Some(name) => Some(Ok(name)),
         None => None,
     }
+}
+
+/// Statements the MySQL relay refuses whatever the policy says: MariaDB's `/*M! … */`
+/// executable comments (the classifier reads them as comments), and changes to the settings
+/// tollgate pinned (character sets, sql_mode) except `SET NAMES utf8mb4` / `utf8`.
+fn session_guard(sql: &str) -> Option<&'static str> {
+    if sql.contains("/*M!") || sql.contains("/*m!") {
+        return Some("MariaDB executable comments (/*M! ... */) are not accepted");
+    }
+    let lower = sql.to_ascii_lowercase();
+    let risky = [
+        "sql_mode",
+        "character_set",
+        "charset",
+        "names",
+        "character set",
+        "collation",
+    ];
+    if !lower.contains("set") || !risky.iter().any(|k| lower.contains(k)) {
+        return None;
+    }
+    let Ok(statements) =
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, sql)
+    else {
+        // Unreadable SQL that got this far was allowed unparsed; it must not touch these.
+        return Some("statements that may change the character set or sql_mode are refused");
+    };
+    for s in &statements {
+        let text = s.to_string().to_ascii_lowercase();
+        if !text.starts_with("set") || !risky.iter().any(|k| text.contains(k)) {
+            continue;
+        }
+        let words: Vec<&str> = text.split_ascii_whitespace().collect();
+        let utf8 = |c: &str| {
+            matches!(
+                c.trim_matches(['\'', '"', '`']),
+                "utf8mb4" | "utf8" | "utf8mb3"
+            )
+        };
+        match words.as_slice() {
+            ["set", "names", c] if utf8(c) => {}
+            ["set", "names", c, "collate", _] if utf8(c) => {}
+            _ => {
+                return Some(
+                    "the session's character sets and sql_mode are pinned by tollgate (SET NAMES utf8mb4 is accepted)",
+                );
+            }
+        }
+    }
+    None
 }
 
 /// Whether a statement is LOAD DATA LOCAL (the only one the server may answer by asking the

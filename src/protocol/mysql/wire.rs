@@ -411,35 +411,45 @@ fn mask_text_value<'a>(v: &'a [u8], col: &ColumnMask, masker: &Masker) -> Cow<'a
     masker.mask(v)
 }
 
-/// A number as text (`-4111111111111111.00`): its integer digits masked, zeros for the
-/// masked ones; `None` when nothing changes.
+/// A number as text (`-4111111111111111.00`): its integer digits masked (as one card number
+/// when `forced`), then the whole value scanned (a fraction can hold one too); masked digits
+/// become zeros so that it still reads as a number. `None` when nothing changes.
 fn mask_number_text(v: &[u8], masker: &Masker, forced: bool) -> Option<Vec<u8>> {
     let sign = usize::from(v.first() == Some(&b'-') || v.first() == Some(&b'+'));
     let end = v[sign..]
         .iter()
         .position(|b| !b.is_ascii_digit())
         .map_or(v.len(), |p| p + sign);
-    let digits = std::str::from_utf8(&v[sign..end]).ok()?;
-    if digits.is_empty() {
-        // Not a plain number (1e16, say): mask it as text, losing its shape but not the rule.
-        return match if forced {
-            Cow::Owned(masker.mask_column(v))
+    let mut out: Option<Vec<u8>> = None;
+    if let Ok(digits) = std::str::from_utf8(&v[sign..end])
+        && !digits.is_empty()
+        && (forced || digits.len() >= crate::mask::pan::MIN_DIGITS)
+        && let Some(masked) = crate::protocol::pg::transform::masked_digits(digits, masker, forced)
+    {
+        let mut o = Vec::with_capacity(v.len());
+        o.extend_from_slice(&v[..sign]);
+        o.extend_from_slice(masked.as_bytes());
+        o.extend_from_slice(&v[end..]);
+        out = Some(o);
+    }
+    // Whatever the integer part was, no run of digits anywhere may read as a card number.
+    let numbers = Masker::new(
+        if masker.format() == crate::mask::Format::Hmac {
+            crate::mask::Format::Redact
         } else {
-            masker.mask(v)
-        } {
-            Cow::Owned(m) if m != v => Some(m),
-            _ => None,
-        };
+            masker.format()
+        },
+        None,
+    );
+    let current = out.as_deref().unwrap_or(v);
+    if let Cow::Owned(m) = numbers.mask(current) {
+        out = Some(
+            m.into_iter()
+                .map(|b| if b == b'*' { b'0' } else { b })
+                .collect(),
+        );
     }
-    if digits.len() < crate::mask::pan::MIN_DIGITS && !forced {
-        return None;
-    }
-    let masked = crate::protocol::pg::transform::masked_digits(digits, masker, forced)?;
-    let mut out = Vec::with_capacity(v.len());
-    out.extend_from_slice(&v[..sign]);
-    out.extend_from_slice(masked.as_bytes());
-    out.extend_from_slice(&v[end..]);
-    Some(out)
+    out.filter(|o| o != v)
 }
 
 /// A text-protocol row with its values masked; `None` when nothing changed. A row that does
@@ -709,6 +719,11 @@ mod tests {
         put_lenenc_bytes(&mut row, b"-4111111111111111.25");
         let m = mask_text_row(&row, &[num], &masker()).unwrap().unwrap();
         assert_eq!(&m[1..], b"-4111110000001111.25");
+        // A fraction is scanned too.
+        let mut frac = Vec::new();
+        put_lenenc_bytes(&mut frac, b"0.4111111111111111");
+        let m = mask_text_row(&frac, &[num], &masker()).unwrap().unwrap();
+        assert_eq!(&m[1..], b"0.4111110000001111");
         // The hmac format's tokens are not numbers: numbers are redacted instead.
         let h = Masker::new(Format::Hmac, Some(b"k"));
         let m = mask_text_row(&row, &[num], &h).unwrap().unwrap();
