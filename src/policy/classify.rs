@@ -217,12 +217,28 @@ pub fn classify(sql: &str, dialect: SqlDialect) -> Result<Vec<Classified>, Error
             "Unicode-escaped identifier (U&\"...\")".into(),
         ));
     }
+    // MySQL column names are case-insensitive, quoted or not.
+    let fold_columns = dialect == SqlDialect::MySql;
     let dialect: &dyn Dialect = match dialect {
         SqlDialect::Postgres => &PostgreSqlDialect {},
         SqlDialect::MySql => &MySqlDialect {},
     };
     let statements = Parser::parse_sql(dialect, sql).map_err(|e| Error::Parse(e.to_string()))?;
-    statements.iter().map(classify_one).collect()
+    statements
+        .iter()
+        .map(|s| {
+            classify_one(s).map(|mut c| {
+                if fold_columns {
+                    c.computed_columns = c
+                        .computed_columns
+                        .into_iter()
+                        .map(|x| x.to_lowercase())
+                        .collect();
+                }
+                c
+            })
+        })
+        .collect()
 }
 
 fn classify_one(statement: &Statement) -> Result<Classified, Error> {
@@ -817,6 +833,12 @@ mod mysql_tests {
         let r = classify("select 1 /*!50000 , sleep(1) */", SqlDialect::MySql).unwrap();
         assert!(r[0].functions.contains("sleep"));
         // In PostgreSQL the same text is only a comment.
+        let r = classify("select left(`PAN`, 15) from t", SqlDialect::MySql).unwrap();
+        assert!(
+            r[0].computed_columns.contains("pan"),
+            "{:?}",
+            r[0].computed_columns
+        );
         let r = classify("select 1 /*! ; drop table t */", SqlDialect::Postgres).unwrap();
         assert_eq!(r.len(), 1);
     }

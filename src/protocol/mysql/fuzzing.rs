@@ -39,6 +39,7 @@ pub fn packets(data: &[u8]) {
         let _ = wire::mask_err(p, &masker);
         let _ = wire::status(p);
         let _ = wire::ok_counts(p);
+        let _ = wire::mask_ok_info(p, &masker);
         let _ = wire::is_eof(p, true);
         let _ = wire::parse_column(p);
         let _ = wire::mask_column_def(p, &masker);

@@ -875,7 +875,10 @@ impl Relay<'_> {
                 let (affected, last_id) = wire::ok_counts(payload).unwrap_or((0, 0));
                 self.frames
                     .push(json!({"t": "ok", "affected": affected, "last_insert_id": last_id}));
-                self.send_client(payload).await
+                match wire::mask_ok_info(payload, &self.masker) {
+                    Some(masked) => self.send_client(&masked).await,
+                    None => self.send_client(payload).await,
+                }
             }
             _ => {
                 let masked = self.masker.mask(payload);

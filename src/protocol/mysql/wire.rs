@@ -244,6 +244,26 @@ pub fn status(payload: &[u8]) -> Result<Status, Malformed> {
     Ok(Status { status, warnings })
 }
 
+/// An OK packet with its info text masked (session tracking is never negotiated, so the
+/// info runs to the end); `None` when nothing changed.
+pub fn mask_ok_info(payload: &[u8], masker: &Masker) -> Option<Vec<u8>> {
+    let mut r = Reader::new(payload, "OK packet");
+    r.u8().ok()?;
+    r.lenenc().ok()?;
+    r.lenenc().ok()?;
+    r.u16().ok()?;
+    r.u16().ok()?;
+    let start = r.pos();
+    match masker.mask(r.rest()) {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(m) => {
+            let mut out = payload[..start].to_vec();
+            out.extend_from_slice(&m);
+            Some(out)
+        }
+    }
+}
+
 /// An OK packet's counts, for the audit trail.
 pub fn ok_counts(payload: &[u8]) -> Option<(u64, u64)> {
     let mut r = Reader::new(payload, "OK packet");
@@ -394,6 +414,14 @@ impl ColumnMask {
 
 /// A value in text form, masked: numbers keep their shape (masked digits become zeros).
 fn mask_text_value<'a>(v: &'a [u8], col: &ColumnMask, masker: &Masker) -> Cow<'a, [u8]> {
+    if matches!(col.ty, types::FLOAT | types::DOUBLE)
+        && let Some(f) = std::str::from_utf8(v)
+            .ok()
+            .and_then(|t| t.parse::<f64>().ok())
+        && let Some(m) = mask_float(f, masker, col.forced)
+    {
+        return Cow::Owned(format!("{m:.0}").into_bytes());
+    }
     if col.numeric {
         return match mask_number_text(v, masker, col.forced) {
             Some(m) => Cow::Owned(m),
@@ -409,6 +437,20 @@ fn mask_text_value<'a>(v: &'a [u8], col: &ColumnMask, masker: &Masker) -> Cow<'a
         };
     }
     masker.mask(v)
+}
+
+/// A floating-point value that is a whole number long enough to be a card number (a DOUBLE
+/// holds 16 digits exactly), masked as digits; under a column rule any value becomes 0.
+/// `None` when nothing changes.
+fn mask_float(f: f64, masker: &Masker, forced: bool) -> Option<f64> {
+    let whole = f.is_finite() && f.fract() == 0.0 && f.abs() < 1e19;
+    if !whole || (f.abs() < 1e11 && !forced) {
+        return forced.then_some(0.0).filter(|z| *z != f);
+    }
+    let digits = format!("{:.0}", f.abs());
+    let masked = crate::protocol::pg::transform::masked_digits(&digits, masker, forced)?;
+    let m: f64 = masked.parse::<u64>().ok()? as f64;
+    Some(if f < 0.0 { -m } else { m })
 }
 
 /// A number as text (`-4111111111111111.00`): its integer digits masked (as one card number
@@ -608,10 +650,14 @@ pub fn mask_binary_row(
         let masked: Option<Vec<u8>> = match col.ty {
             LONGLONG => mask_binary_int(v, col, masker),
             TINY | SHORT | YEAR | LONG | INT24 => None,
-            // A float cannot hold 16 exact digits in any form a client reads as a card
-            // number; a forced column's floats become 0.
-            FLOAT | DOUBLE if col.forced => Some(vec![0; len]),
-            FLOAT | DOUBLE | NULL => None,
+            // A DOUBLE holds 16 digits exactly; a FLOAT (24-bit mantissa) cannot, so only a
+            // column rule zeroes it.
+            DOUBLE => <[u8; 8]>::try_from(v)
+                .ok()
+                .and_then(|b| mask_float(f64::from_le_bytes(b), masker, col.forced))
+                .map(|m| m.to_le_bytes().to_vec()),
+            FLOAT if col.forced => Some(vec![0; len]),
+            FLOAT | NULL => None,
             TIMESTAMP | DATE | TIME | DATETIME | NEWDATE | TIMESTAMP2 | DATETIME2 | TIME2 => None,
             _ => match mask_text_value(v, col, masker) {
                 Cow::Borrowed(_) => None,
@@ -771,6 +817,24 @@ mod tests {
         assert_eq!(values[2].unwrap(), b"card 555555******4444 ok");
         assert_eq!(values[3].unwrap(), [0xEA, 0x07, 1, 2]);
         assert_eq!(values[4], None);
+        // A DOUBLE holding a card number, in both protocols.
+        let dbl = ColumnMask {
+            ty: DOUBLE,
+            unsigned: false,
+            numeric: true,
+            forced: false,
+        };
+        let mut drow = vec![0x00, 0];
+        drow.extend_from_slice(&4111111111111111f64.to_le_bytes());
+        let m = mask_binary_row(&drow, &[dbl], &masker()).unwrap().unwrap();
+        assert_eq!(
+            f64::from_le_bytes(m[2..10].try_into().unwrap()),
+            4111110000001111.0
+        );
+        let mut trow = Vec::new();
+        put_lenenc_bytes(&mut trow, b"4.111111111111111e15");
+        let m = mask_text_row(&trow, &[dbl], &masker()).unwrap().unwrap();
+        assert_eq!(&m[1..], b"4111110000001111");
         // Truncated anywhere: an error, never a panic.
         for cut in 0..row.len() {
             assert!(mask_binary_row(&row[..cut], &cols, &masker()).is_err());
