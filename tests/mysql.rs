@@ -99,6 +99,13 @@ rules:
   - id: loaders
     match: {{ groups: [loaders], unparsed: true, kinds: [admin] }}
     action: allow
+  - id: held-ops
+    match: {{ groups: [held-ops], kinds: [write] }}
+    action: require_approval
+    approval: {{ group: dba, timeout: 60s }}
+  - id: held-ops-admin
+    match: {{ groups: [held-ops], kinds: [admin, read] }}
+    action: allow
 "
         ),
     )
@@ -889,4 +896,47 @@ async fn load_data_local_runs_only_where_the_policy_allows_it_and_the_file_is_no
         "the file's card numbers were recorded: {found:?}"
     );
     assert!(String::from_utf8_lossy(&bytes).contains("local_infile_data"));
+}
+
+#[tokio::test]
+async fn kill_query_cancels_a_statement_held_for_approval() {
+    let s = setup("killheld").await;
+    let mut c = s.agent("ho-1", &["held-ops"]).await;
+    let id = c.id();
+    let t = s.table.clone();
+    let held = tokio::spawn(async move {
+        let r = c
+            .query_drop(format!("update {t} set note = 'never' where id = 2"))
+            .await;
+        (r, c)
+    });
+    let approver = s.token("dba-2", &["dba"]);
+    let pending = async || {
+        s.http
+            .get(format!("{}/approvals", s.admin))
+            .bearer_auth(&approver)
+            .send()
+            .await
+            .unwrap()
+            .json::<Vec<serde_json::Value>>()
+            .await
+            .unwrap()
+    };
+    let mut waited = 0;
+    while pending().await.is_empty() {
+        waited += 1;
+        assert!(waited < 200, "the update was never held");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut k = s.agent("ho-1", &["held-ops"]).await;
+    k.query_drop(format!("KILL QUERY {id}")).await.unwrap();
+    let (r, mut c) = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the held statement ends at once")
+        .unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(code(&e), 1317, "{e}");
+    assert!(pending().await.is_empty(), "the request was cancelled");
+    let one: u32 = c.query_first("select 1").await.unwrap().unwrap();
+    assert_eq!(one, 1, "the connection carries on");
 }

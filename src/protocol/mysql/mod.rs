@@ -26,6 +26,8 @@ pub struct Entry {
     pub subject: String,
     /// The upstream server's thread id of the connection (never shown to clients).
     pub upstream_thread: u32,
+    /// Wakes the connection's statement held for approval, if one is (a KILL cancels it).
+    pub interrupt: Arc<tokio::sync::Notify>,
 }
 
 /// tollgate's MySQL connection ids (the ones clients see) to their upstream connections.
@@ -65,12 +67,18 @@ impl Registry {
     /// The upstream thread of connection `id`, if it is one the asker may kill: the same
     /// identity (issuer and subject) on the same target. Anything else reads as unknown, so
     /// ids of other identities' connections cannot even be probed.
-    pub fn killable(&self, id: u32, target: &str, issuer: &str, subject: &str) -> Option<u32> {
+    pub fn killable(
+        &self,
+        id: u32,
+        target: &str,
+        issuer: &str,
+        subject: &str,
+    ) -> Option<(u32, Arc<tokio::sync::Notify>)> {
         let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         conns
             .get(&id)
             .filter(|e| e.target == target && e.issuer == issuer && e.subject == subject)
-            .map(|e| e.upstream_thread)
+            .map(|e| (e.upstream_thread, Arc::clone(&e.interrupt)))
     }
 }
 
@@ -146,9 +154,10 @@ mod tests {
                 issuer: "i".into(),
                 subject: "a".into(),
                 upstream_thread: 900,
+                interrupt: Default::default(),
             },
         );
-        assert_eq!(r.killable(5, "shop", "i", "a"), Some(900));
+        assert_eq!(r.killable(5, "shop", "i", "a").map(|k| k.0), Some(900));
         assert_eq!(r.killable(5, "shop", "i", "b"), None);
         assert_eq!(r.killable(5, "other", "i", "a"), None);
         drop(_g);

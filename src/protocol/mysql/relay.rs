@@ -69,6 +69,7 @@ fn errno(sqlstate: &str) -> (u16, &'static str) {
         "42501" => (1227, "42000"),
         "28000" => (1045, "28000"),
         "58030" => (1105, "HY000"),
+        "57014" => (1317, "70100"),
         _ => (1105, "HY000"),
     }
 }
@@ -93,6 +94,8 @@ struct Relay<'a> {
     cseq: u8,
     /// Whether the statement in flight is a LOAD DATA LOCAL the policy let through.
     local_infile: bool,
+    /// A KILL of this connection from another one: cancels a held statement.
+    interrupt: Arc<tokio::sync::Notify>,
 }
 
 /// Runs an established connection until either side ends it.
@@ -104,6 +107,7 @@ pub async fn run(
     mut control: mpsc::Receiver<Control>,
 ) -> End {
     let masker = ctx.masker_for(&info.identity);
+    let interrupt = Arc::new(tokio::sync::Notify::new());
     let _registered = ctx.mysql_conns.register(
         info.id.0 as u32,
         Entry {
@@ -111,6 +115,7 @@ pub async fn run(
             issuer: info.identity.issuer.clone(),
             subject: info.identity.subject.clone(),
             upstream_thread: est.upstream_thread,
+            interrupt: Arc::clone(&interrupt),
         },
     );
     let full = ctx.record_results(&info.target) == crate::config::RecordResults::Full;
@@ -130,6 +135,7 @@ pub async fn run(
         frames: Vec::new(),
         cseq: 1,
         local_infile: false,
+        interrupt,
     };
     let idle = ctx.config.limits.idle_timeout;
     let max = ctx.config.limits.max_client_frame;
@@ -711,8 +717,21 @@ impl Relay<'_> {
         info!(conn = %self.info.id, approval = %ticket.request.id, group = hold.group, "statement held for approval");
         // The client sends nothing while it waits for its answer; bytes or EOF mean it left
         // (or broke the protocol): the request is cancelled either way.
+        let interrupt = Arc::clone(&self.interrupt);
         let outcome = tokio::select! {
             outcome = ticket.outcome() => outcome,
+            _ = interrupt.notified() => {
+                info!(conn = %self.info.id, approval = %ticket.request.id, "held statement killed");
+                let id = ticket.request.id.clone();
+                drop(ticket);
+                return Ok((
+                    Verdict::Refuse {
+                        sqlstate: "57014".into(),
+                        message: format!("Query execution was interrupted (tollgate: KILL while approval {id} was pending; the request is cancelled)"),
+                    },
+                    format!("approval {id} cancelled by KILL"),
+                ));
+            }
             _ = self.client.read(64) => {
                 info!(conn = %self.info.id, approval = %ticket.request.id, "client left while its statement was held");
                 drop(ticket);
@@ -722,17 +741,20 @@ impl Relay<'_> {
         Ok(decided(&self.info, &ticket.request.id, outcome, hold))
     }
 
-    /// The upstream thread a KILL may reach, if the connection is the asker's own.
+    /// The upstream thread a KILL may reach, if the connection is the asker's own; a
+    /// statement the connection holds for approval is cancelled on the way.
     fn kill_target(&self, kill: Kill) -> Option<u32> {
         let id = match kill {
             Kill::Query(id) | Kill::Connection(id) => id,
         };
-        self.ctx.mysql_conns.killable(
+        let (thread, interrupt) = self.ctx.mysql_conns.killable(
             id,
             &self.info.target,
             &self.info.identity.issuer,
             &self.info.identity.subject,
-        )
+        )?;
+        interrupt.notify_waiters();
+        Some(thread)
     }
 
     /// The database a client may switch to: only the one its target serves (any for the
