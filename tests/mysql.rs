@@ -383,6 +383,10 @@ async fn text_and_binary_rows_errors_and_multi_results_are_masked() {
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("COM_STMT_EXECUTE"), "commands are recorded");
     assert!(
+        text.contains(r#""values":["10","555555******4444"]"#),
+        "execute parameters are recorded, masked"
+    );
+    assert!(
         text.contains("\"protocol\":\"mysql\""),
         "sessions say their protocol"
     );

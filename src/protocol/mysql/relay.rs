@@ -61,6 +61,8 @@ struct Prepared {
     /// The column masks of its last result set, for COM_STMT_FETCH.
     columns: Vec<ColumnMask>,
     params: u16,
+    /// The parameter types last bound (COM_STMT_EXECUTE sends them only when they change).
+    param_types: Vec<ColumnMask>,
 }
 
 /// The MySQL errno and SQLSTATE for a refusal's PostgreSQL-style SQLSTATE.
@@ -523,8 +525,24 @@ impl Relay<'_> {
                     .await?;
                     return Ok(None);
                 };
-                self.record_client(json!({"t": name, "statement": id, "params": st.params}))
-                    .await?;
+                let mut frame = json!({"t": name, "statement": id, "params": st.params});
+                if cmd == 0x17 && st.params > 0 {
+                    let params = usize::from(st.params);
+                    let known = st.param_types.clone();
+                    match execute_params(body, params, known) {
+                        Some((types, values)) => {
+                            if let Some(st) = self.statements.get_mut(&id) {
+                                st.param_types = types.clone();
+                            }
+                            if self.full {
+                                frame["values"] =
+                                    Value::Array(row_values(&values, &types, true, &self.masker));
+                            }
+                        }
+                        None => frame["values"] = json!({"unreadable": body.len()}),
+                    }
+                }
+                self.record_client(frame).await?;
                 self.send_server(&payload).await?;
                 if cmd == 0x17 {
                     self.results(true, Some(id)).await?;
@@ -1110,6 +1128,7 @@ impl Relay<'_> {
             Prepared {
                 columns: Vec::new(),
                 params,
+                param_types: Vec::new(),
             },
         );
         self.finish().await
@@ -1273,6 +1292,50 @@ fn is_load_local(sql: &str) -> bool {
         .map(|w| w.to_ascii_lowercase())
         .collect();
     matches!(words.as_slice(), [a, b, c, ..] if a == "load" && (b == "data" || b == "xml") && c == "local")
+}
+
+/// The parameters of a COM_STMT_EXECUTE (after the statement id) as a binary row, with their
+/// types (sent now, or `known` from the last execute), for the record stage.
+fn execute_params(
+    body: &[u8],
+    params: usize,
+    known: Vec<ColumnMask>,
+) -> Option<(Vec<ColumnMask>, Vec<u8>)> {
+    let mut r = wire::Reader::new(body, "COM_STMT_EXECUTE");
+    r.bytes(4 + 1 + 4).ok()?;
+    let bitmap = r.bytes(params.div_ceil(8)).ok()?.to_vec();
+    let bound = r.u8().ok()?;
+    let types = if bound == 1 {
+        let mut t = Vec::with_capacity(params);
+        for _ in 0..params {
+            let ty = r.u8().ok()?;
+            let flags = r.u8().ok()?;
+            t.push(ColumnMask {
+                ty,
+                unsigned: flags & 0x80 != 0,
+                numeric: false,
+                forced: false,
+            });
+        }
+        t
+    } else {
+        known
+    };
+    if types.len() != params {
+        return None;
+    }
+    // Re-frame as a binary row (header, NULL bitmap at offset 2) so the row walker reads it.
+    let mut row = vec![0x00];
+    let mut shifted = vec![0u8; (params + 7 + 2) / 8];
+    for i in 0..params {
+        if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+            shifted[(i + 2) / 8] |= 1 << ((i + 2) % 8);
+        }
+    }
+    row.extend_from_slice(&shifted);
+    row.extend_from_slice(r.rest());
+    wire::binary_values(&row, types.iter().map(|c| c.ty)).ok()?;
+    Some((types, row))
 }
 
 /// A row's values as recorded: text as text, binary integers decoded, other binary values
