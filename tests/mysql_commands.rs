@@ -98,6 +98,55 @@ async fn login(addr: std::net::SocketAddr) -> Raw {
     raw
 }
 
+fn config(dir: &std::path::Path, extra: &str) -> String {
+    let pw = dir.join("pw");
+    std::fs::write(&pw, common::AGENT_PASSWORD).unwrap();
+    format!(
+        "{extra}
+targets:
+  - name: shop
+    protocol: mysql
+    address: 127.0.0.1:3306
+    database: test
+    user: root
+    client_auth: {{ method: password, user: agent, password: {{ file: {pw} }} }}
+",
+        pw = pw.display()
+    )
+}
+
+#[tokio::test]
+async fn idle_sessions_are_closed_and_shutdown_tells_idle_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        dir.path(),
+        "limits: { idle_timeout: 1s }\nshutdown_grace: 5s",
+    );
+    let mut proxy = Proxy::start_mysql(dir, &yaml, Stages::default()).await;
+    let addr = proxy.mysql.unwrap();
+    // Idle past the timeout: ERR 4031, then the connection closes.
+    let mut idle = login(addr).await;
+    let (_, e) = idle.read().await;
+    assert_eq!(err_code(&e), 4031);
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0, "closed");
+    // Shutdown: an idle client is told (ERR 1053) and the daemon stops.
+    let mut waiting = login(addr).await;
+    waiting.select_one().await;
+    let server = proxy.shutdown();
+    let (_, e) = waiting.read().await;
+    assert_eq!(err_code(&e), 1053);
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the daemon stops")
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn rarely_used_commands_are_relayed_or_refused_and_the_connection_carries_on() {
     let dir = tempfile::tempdir().unwrap();
