@@ -409,6 +409,125 @@ pub fn run_threads(
     Ok(())
 }
 
+/// What either protocol's login settled, for the session records.
+struct Session<'a> {
+    identity: &'a crate::auth::Identity,
+    target: &'a crate::config::Target,
+    user: &'a str,
+    database: &'a str,
+    application_name: Option<&'a str>,
+    tls: bool,
+    protocol: Protocol,
+}
+
+/// The connection's identity for the stages, its audit `Who` (client-chosen names masked like
+/// any other text), and the "connected" log line; later log lines name the session.
+fn connected(id: ConnId, peer: SocketAddr, s: &Session<'_>) -> ConnInfo {
+    use crate::mask::for_log;
+    let identity = s.identity;
+    let upstream_role = s
+        .target
+        .credentials_for(&identity.issuer, &identity.groups)
+        .0
+        .to_owned();
+    let who = Arc::new(crate::audit::Who {
+        session: Some(crate::audit::SessionId::random()),
+        subject: Some(for_log(&identity.subject)),
+        groups: identity.groups.iter().map(|g| for_log(g)).collect(),
+        client_id: identity.client_id.as_deref().map(for_log),
+        issuer: Some(identity.issuer.clone()),
+        upstream_role: Some(upstream_role),
+        client_addr: Some(peer.to_string()),
+        application_name: s.application_name.map(for_log),
+        target: Some(s.target.name.clone()),
+        database: Some(for_log(s.database)),
+        cache: Default::default(),
+    });
+    if let Some(session) = &who.session {
+        tracing::Span::current().record("session", tracing::field::display(session));
+    }
+    let info = ConnInfo {
+        id,
+        client_addr: peer,
+        user: s.user.to_owned(),
+        identity: Arc::new(identity.clone()),
+        target: s.target.name.clone(),
+        database: s.database.to_owned(),
+        application_name: s.application_name.map(str::to_owned),
+        who,
+        protocol: s.protocol,
+    };
+    info!(
+        session = info.who.session.as_ref().map(|s| s.0.as_str()),
+        subject = for_log(&info.identity.subject),
+        groups = for_log(&info.identity.groups.join(",")),
+        client_id = info.identity.client_id.as_deref().map(for_log),
+        issuer = info.identity.issuer,
+        database = for_log(&info.database),
+        user = for_log(&info.user),
+        target = info.target,
+        application_name = info.application_name.as_deref().map(for_log),
+        protocol = s.protocol.name(),
+        "connected"
+    );
+    info
+}
+
+/// Records the login and the session's start; `Err` when the store cannot take them (the
+/// session must not start: PCI DSS 10.7).
+fn record_start(ctx: &Context, info: &ConnInfo, s: &Session<'_>) -> Result<(), String> {
+    let Some(recorder) = &ctx.stages.record else {
+        return Ok(());
+    };
+    use crate::audit::{Event, Outcome, kind};
+    let auth = Event::new(
+        kind::AUTH,
+        Outcome::Success,
+        info.who.clone(),
+        serde_json::json!({
+            "user": crate::mask::for_log(&info.user),
+            "method": if s.identity.issuer == crate::auth::STATIC_ISSUER { "static" } else { "oidc" },
+            "protocol": s.protocol.name(),
+            "tls": s.tls,
+        }),
+    );
+    let start = Event::new(
+        kind::SESSION_START,
+        Outcome::Success,
+        info.who.clone(),
+        serde_json::json!({
+            "conn": info.id.to_string(),
+            "protocol": s.protocol.name(),
+            "tls": s.tls,
+            "expires_at": s.identity.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        }),
+    );
+    recorder
+        .record(auth)
+        .and_then(|()| recorder.record(start))
+        .map_err(|e| {
+            warn!(error = %e, "session refused: the audit store cannot record it");
+            e.to_string()
+        })
+}
+
+/// Records the session's end with the relay's reason.
+async fn record_end(ctx: &Context, who: Arc<crate::audit::Who>, end: String) {
+    info!(end, "disconnected");
+    if let Some(recorder) = &ctx.stages.record {
+        use crate::audit::{Event, Outcome, kind};
+        let reason = crate::mask::for_log(&end);
+        let _ = recorder
+            .record_wait(Event::new(
+                kind::SESSION_END,
+                Outcome::Success,
+                who,
+                serde_json::json!({ "reason": reason }),
+            ))
+            .await;
+    }
+}
+
 async fn serve_conn(
     ctx: &Context,
     tcp: TcpStream,
@@ -438,103 +557,31 @@ async fn serve_conn(
         Ok(Ok(Some(est))) => est,
     };
     metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "accepted").increment(1);
-    let identity = &est.identity;
-    let upstream_role = est
-        .target
-        .config
-        .credentials_for(&identity.issuer, &identity.groups)
-        .0
-        .to_owned();
-    // Client-chosen names are masked like any other text before they are logged or recorded.
-    use crate::mask::for_log;
-    let who = Arc::new(crate::audit::Who {
-        session: Some(crate::audit::SessionId::random()),
-        subject: Some(for_log(&identity.subject)),
-        groups: identity.groups.iter().map(|g| for_log(g)).collect(),
-        client_id: identity.client_id.as_deref().map(for_log),
-        issuer: Some(identity.issuer.clone()),
-        upstream_role: Some(upstream_role),
-        client_addr: Some(peer.to_string()),
-        application_name: est.application_name.as_deref().map(for_log),
-        target: Some(est.target.config.name.clone()),
-        database: Some(for_log(&est.database)),
-        cache: Default::default(),
-    });
-    // Every later log line of the connection names its recorded session.
-    if let Some(s) = &who.session {
-        tracing::Span::current().record("session", tracing::field::display(s));
-    }
-    let info = ConnInfo {
-        id,
-        client_addr: peer,
-        user: est.user.clone(),
-        identity: Arc::new(est.identity.clone()),
-        target: est.target.config.name.clone(),
-        database: est.database.clone(),
-        application_name: est.application_name.clone(),
-        who,
-        protocol: crate::config::Protocol::Postgres,
+    let session = Session {
+        identity: &est.identity,
+        target: &est.target.config,
+        user: &est.user,
+        database: &est.database,
+        application_name: est.application_name.as_deref(),
+        tls: est.client_tls,
+        protocol: Protocol::Postgres,
     };
-    info!(
-        session = info.who.session.as_ref().map(|s| s.0.as_str()),
-        subject = for_log(&info.identity.subject),
-        groups = for_log(&info.identity.groups.join(",")),
-        client_id = info.identity.client_id.as_deref().map(for_log),
-        issuer = info.identity.issuer,
-        database = for_log(&info.database),
-        user = for_log(&info.user),
-        target = info.target,
-        application_name = info.application_name.as_deref().map(for_log),
-        "connected"
-    );
-    if let Some(recorder) = &ctx.stages.record {
-        use crate::audit::{Event, Outcome, kind};
-        let auth = Event::new(
-            kind::AUTH,
-            Outcome::Success,
-            info.who.clone(),
-            serde_json::json!({
-                "user": for_log(&info.user),
-                "method": if identity.issuer == crate::auth::STATIC_ISSUER { "static" } else { "oidc" },
-                "tls": est.client_tls,
-            }),
+    let info = connected(id, peer, &session);
+    if record_start(ctx, &info, &session).is_err() {
+        let mut client = est.client;
+        let mut out = Vec::new();
+        put_error(
+            &mut out,
+            Severity::Fatal,
+            "58030",
+            "tollgate: the session cannot be recorded by the audit store; retry shortly",
         );
-        let start = Event::new(
-            kind::SESSION_START,
-            Outcome::Success,
-            info.who.clone(),
-            serde_json::json!({"conn": info.id.to_string(), "tls": est.client_tls, "expires_at": identity.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string())}),
-        );
-        // A session that cannot be recorded does not start (PCI DSS 10.7).
-        if let Err(e) = recorder.record(auth).and_then(|()| recorder.record(start)) {
-            warn!(error = %e, "session refused: the audit store cannot record it");
-            let mut client = est.client;
-            let mut out = Vec::new();
-            put_error(
-                &mut out,
-                Severity::Fatal,
-                "58030",
-                "tollgate: the session cannot be recorded by the audit store; retry shortly",
-            );
-            let _ = client.io.write_all(&out).await;
-            return;
-        }
+        let _ = client.io.write_all(&out).await;
+        return;
     }
     let who = info.who.clone();
     let end = relay::run(ctx, est, info, lifecycle, control_tx, control).await;
-    info!(end = ?end, "disconnected");
-    if let Some(recorder) = &ctx.stages.record {
-        use crate::audit::{Event, Outcome, kind};
-        let reason = crate::mask::for_log(&format!("{end:?}"));
-        let _ = recorder
-            .record_wait(Event::new(
-                kind::SESSION_END,
-                Outcome::Success,
-                who,
-                serde_json::json!({ "reason": reason }),
-            ))
-            .await;
-    }
+    record_end(ctx, who, format!("{end:?}")).await;
 }
 
 /// A MySQL connection's life: login, session records, relay.
@@ -545,7 +592,7 @@ async fn serve_mysql(
     id: ConnId,
     lifecycle: &Lifecycle,
 ) {
-    use crate::protocol::mysql::{handshake, relay as my_relay};
+    use crate::protocol::mysql::{handshake, relay as my_relay, wire};
     let (_control_tx, control) = lifecycle.register(id);
     let est = match tokio::time::timeout(
         ctx.config.limits.startup_timeout,
@@ -565,108 +612,35 @@ async fn serve_mysql(
         Ok(Ok(Some(est))) => est,
     };
     metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "accepted").increment(1);
-    let identity = &est.identity;
-    let upstream_role = est
-        .target
-        .config
-        .credentials_for(&identity.issuer, &identity.groups)
-        .0
-        .to_owned();
-    use crate::mask::for_log;
-    let who = Arc::new(crate::audit::Who {
-        session: Some(crate::audit::SessionId::random()),
-        subject: Some(for_log(&identity.subject)),
-        groups: identity.groups.iter().map(|g| for_log(g)).collect(),
-        client_id: identity.client_id.as_deref().map(for_log),
-        issuer: Some(identity.issuer.clone()),
-        upstream_role: Some(upstream_role),
-        client_addr: Some(peer.to_string()),
-        application_name: est.application_name.as_deref().map(for_log),
-        target: Some(est.target.config.name.clone()),
-        database: Some(for_log(&est.database)),
-        cache: Default::default(),
-    });
-    if let Some(s) = &who.session {
-        tracing::Span::current().record("session", tracing::field::display(s));
-    }
-    let info = ConnInfo {
-        id,
-        client_addr: peer,
-        user: est.user.clone(),
-        identity: Arc::new(est.identity.clone()),
-        target: est.target.config.name.clone(),
-        database: est.database.clone(),
-        application_name: est.application_name.clone(),
-        who,
+    let session = Session {
+        identity: &est.identity,
+        target: &est.target.config,
+        user: &est.user,
+        database: &est.database,
+        application_name: est.application_name.as_deref(),
+        tls: est.client_tls,
         protocol: Protocol::Mysql,
     };
-    info!(
-        session = info.who.session.as_ref().map(|s| s.0.as_str()),
-        subject = for_log(&info.identity.subject),
-        groups = for_log(&info.identity.groups.join(",")),
-        issuer = info.identity.issuer,
-        database = for_log(&info.database),
-        user = for_log(&info.user),
-        target = info.target,
-        protocol = "mysql",
-        "connected"
-    );
-    if let Some(recorder) = &ctx.stages.record {
-        use crate::audit::{Event, Outcome, kind};
-        let auth = Event::new(
-            kind::AUTH,
-            Outcome::Success,
-            info.who.clone(),
-            serde_json::json!({
-                "user": for_log(&info.user),
-                "method": if identity.issuer == crate::auth::STATIC_ISSUER { "static" } else { "oidc" },
-                "protocol": "mysql",
-                "tls": est.client_tls,
-            }),
-        );
-        let start = Event::new(
-            kind::SESSION_START,
-            Outcome::Success,
-            info.who.clone(),
-            serde_json::json!({"conn": info.id.to_string(), "protocol": "mysql", "tls": est.client_tls, "expires_at": identity.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string())}),
-        );
-        if let Err(e) = recorder.record(auth).and_then(|()| recorder.record(start)) {
-            warn!(error = %e, "session refused: the audit store cannot record it");
-            let mut client = est.client;
-            let _ = client
-                .send(
-                    est.ok_seq,
-                    &crate::protocol::mysql::wire::err(
-                        1105,
-                        "HY000",
-                        "tollgate: the session cannot be recorded by the audit store; retry shortly",
-                    ),
-                )
-                .await;
-            return;
-        }
-    }
-    // The login's OK goes out only now that the session is recorded.
+    let info = connected(id, peer, &session);
+    let recorded = record_start(ctx, &info, &session);
     let mut est = est;
-    let ok = crate::protocol::mysql::wire::ok(0, 0, est.status, 0);
+    // The login's OK goes out only once the session is recorded; if it cannot be, an ERR in
+    // its place.
+    if recorded.is_err() {
+        let message = "tollgate: the session cannot be recorded by the audit store; retry shortly";
+        let _ = est
+            .client
+            .send(est.ok_seq, &wire::err(1105, "HY000", message))
+            .await;
+        return;
+    }
+    let ok = wire::ok(0, 0, est.status, 0);
     if est.client.send(est.ok_seq, &ok).await.is_err() {
         return;
     }
     let who = info.who.clone();
     let end = my_relay::run(ctx, est, info, lifecycle, control).await;
-    info!(end = ?end, "disconnected");
-    if let Some(recorder) = &ctx.stages.record {
-        use crate::audit::{Event, Outcome, kind};
-        let reason = crate::mask::for_log(&format!("{end:?}"));
-        let _ = recorder
-            .record_wait(Event::new(
-                kind::SESSION_END,
-                Outcome::Success,
-                who,
-                serde_json::json!({ "reason": reason }),
-            ))
-            .await;
-    }
+    record_end(ctx, who, format!("{end:?}")).await;
 }
 
 /// Tells a MySQL client over the limits why it is turned away (ERR 1040 in place of the
