@@ -637,35 +637,14 @@ impl Relay<'_> {
             ruling.verdict = verdict;
             ruling.reason = note;
         }
-        metrics::counter!(
-            crate::metrics::STATEMENTS,
-            "decision" => if ruling.verdict == Verdict::Forward { ruling.action } else if ruling.hold.is_some() { "require_approval" } else { "deny" },
-            "rule" => ruling.rule.clone().unwrap_or_default()
+        let verdict = crate::protocol::pg::relay::settle(
+            self.recorder,
+            &self.info,
+            &statement,
+            ruling,
+            &self.masker,
         )
-        .increment(1);
-        let verdict = match self.recorder {
-            Some(recorder) => {
-                let event = crate::protocol::pg::relay::statement_event(
-                    &self.info,
-                    &statement,
-                    &ruling,
-                    &self.masker,
-                );
-                match recorder.record_within(event, RECORD_WAIT).await {
-                    Ok(()) => ruling.verdict,
-                    Err(e) => {
-                        metrics::counter!(crate::metrics::STATEMENTS, "decision" => "refused_audit", "rule" => "").increment(1);
-                        Verdict::Refuse {
-                            sqlstate: "58030".into(),
-                            message: format!(
-                                "tollgate: statement refused because the audit trail cannot record it ({e}); retry shortly"
-                            ),
-                        }
-                    }
-                }
-            }
-            None => ruling.verdict,
-        };
+        .await;
         match verdict {
             Verdict::Forward => Ok(true),
             Verdict::Refuse { sqlstate, message } => {

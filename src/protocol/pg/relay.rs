@@ -172,6 +172,44 @@ struct Record<'a> {
 }
 
 /// The `statement` event: the masked text, how it came, and the ruling.
+/// Counts a ruling and records the statement with it; what cannot be recorded is not run
+/// (PCI DSS 10.7): the verdict becomes a 58030 refusal. Shared by both protocols' relays.
+pub(crate) async fn settle(
+    recorder: Option<&audit::Recorder>,
+    info: &ConnInfo,
+    statement: &Statement<'_>,
+    ruling: Ruling,
+    masker: &Masker,
+) -> Verdict {
+    metrics::counter!(
+        crate::metrics::STATEMENTS,
+        "decision" => if ruling.verdict == Verdict::Forward { ruling.action } else if ruling.hold.is_some() { "require_approval" } else { "deny" },
+        "rule" => ruling.rule.clone().unwrap_or_default()
+    )
+    .increment(1);
+    let Some(recorder) = recorder else {
+        return ruling.verdict;
+    };
+    match recorder
+        .record_within(
+            statement_event(info, statement, &ruling, masker),
+            RECORD_WAIT,
+        )
+        .await
+    {
+        Ok(()) => ruling.verdict,
+        Err(e) => {
+            metrics::counter!(crate::metrics::STATEMENTS, "decision" => "refused_audit", "rule" => "").increment(1);
+            Verdict::Refuse {
+                sqlstate: "58030".into(),
+                message: format!(
+                    "tollgate: statement refused because the audit trail cannot record it ({e}); retry shortly"
+                ),
+            }
+        }
+    }
+}
+
 pub(crate) fn statement_event(
     info: &ConnInfo,
     statement: &Statement<'_>,
@@ -642,35 +680,7 @@ async fn client_to_server(
                             Err(end) => return end,
                         }
                     }
-                    metrics::counter!(
-                        crate::metrics::STATEMENTS,
-                        "decision" => if ruling.verdict == Verdict::Forward { ruling.action } else if ruling.hold.is_some() { "require_approval" } else { "deny" },
-                        "rule" => ruling.rule.clone().unwrap_or_default()
-                    )
-                    .increment(1);
-                    Some(match record {
-                        // PCI DSS 10.7: what cannot be recorded is not run.
-                        Some(record) => match record
-                            .recorder
-                            .record_within(
-                                statement_event(info, statement, &ruling, masker),
-                                RECORD_WAIT,
-                            )
-                            .await
-                        {
-                            Ok(()) => ruling.verdict,
-                            Err(e) => {
-                                metrics::counter!(crate::metrics::STATEMENTS, "decision" => "refused_audit", "rule" => "").increment(1);
-                                Verdict::Refuse {
-                                    sqlstate: "58030".into(),
-                                    message: format!(
-                                        "tollgate: statement refused because the audit trail cannot record it ({e}); retry shortly"
-                                    ),
-                                }
-                            }
-                        },
-                        None => ruling.verdict,
-                    })
+                    Some(settle(record.map(|r| r.recorder), info, statement, ruling, masker).await)
                 }
             };
             if let Some(statement) = statement
