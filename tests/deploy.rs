@@ -251,6 +251,7 @@ fn container_image_and_systemd_unit() {
                 .postgres
                 .port()
                 .to_string(),
+            tollgate::config::Listen::default().mysql.port().to_string(),
             tollgate::config::default_admin_listen().port().to_string()
         ]
     );
