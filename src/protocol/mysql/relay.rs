@@ -1054,16 +1054,6 @@ impl Relay<'_> {
                 let values = row_values(out, columns, binary, &self.masker);
                 self.frames.push(json!({"t": "row", "v": values}));
             }
-            // `out` borrows `p`; copy only when the queue would flush and record first.
-            let owned;
-            let out = if self.client.queued() + out.len() >= FLUSH_AT
-                || self.frames.len() >= FRAMES_PER_RECORD
-            {
-                owned = out.to_vec();
-                &owned[..]
-            } else {
-                out
-            };
             self.send_client(out).await?;
         }
     }
