@@ -258,10 +258,19 @@ enum PolicyCommand {
         database: String,
         #[arg(long)]
         sql: String,
+        /// The SQL dialect: the protocol of the target the statement would reach.
+        #[arg(long, value_enum, default_value = "postgres")]
+        dialect: DialectArg,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DialectArg {
+    Postgres,
+    Mysql,
 }
 
 #[derive(clap::Args)]
@@ -427,6 +436,7 @@ fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
             issuer,
             database,
             sql,
+            dialect,
             json,
         } => {
             let files = if policies.is_empty() {
@@ -452,7 +462,11 @@ fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
                 expires_at: None,
             };
             let policy = Policy::new(rules);
-            let report = policy.decide(&identity, &database, &sql, SqlDialect::Postgres);
+            let dialect = match dialect {
+                DialectArg::Postgres => SqlDialect::Postgres,
+                DialectArg::Mysql => SqlDialect::MySql,
+            };
+            let report = policy.decide(&identity, &database, &sql, dialect);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
