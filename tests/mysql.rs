@@ -369,6 +369,8 @@ async fn text_and_binary_rows_errors_and_multi_results_are_masked() {
         no_pan(&w.2, "a warning");
     }
     drop(op);
+    let e = c.query_drop("drop table nothing").await.unwrap_err();
+    assert_eq!(code(&e), 1227);
     c.disconnect().await.unwrap();
 
     // Everything was recorded masked, and the chain verifies.
@@ -380,6 +382,27 @@ async fn text_and_binary_rows_errors_and_multi_results_are_masked() {
         .unwrap();
     let reports = verify::store(&mut store, &s.key).await.unwrap();
     assert!(reports[0].ok(), "{:?}", reports[0].problems);
+    // The replay of the agent's session shows its masked rows and its errors.
+    let period = tollgate::audit::export::Period {
+        since: None,
+        until: None,
+    };
+    let sessions = tollgate::audit::sessions::list(&mut store, &period)
+        .await
+        .unwrap();
+    let mine = sessions
+        .iter()
+        .find(|x| x.subject.as_deref() == Some("agent-1"))
+        .expect("the agent's session is listed");
+    assert!(mine.end.is_some(), "{mine:?}");
+    let replay: String = tollgate::audit::sessions::timeline(&mut store, &mine.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(tollgate::audit::sessions::render)
+        .collect();
+    assert!(replay.contains("│ 411111******1111"), "{replay}");
+    assert!(replay.contains("ERROR 1227"), "{replay}");
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("COM_STMT_EXECUTE"), "commands are recorded");
     assert!(

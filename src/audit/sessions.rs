@@ -231,6 +231,39 @@ pub fn render(step: &Step) -> String {
                         Some("N") => {
                             let _ = writeln!(out, "           NOTICE: {}", s(&f["message"]));
                         }
+                        // MySQL frames (protocol::mysql::relay).
+                        Some("columns") => {
+                            let cols: Vec<String> = f["names"]
+                                .as_array()
+                                .map(|c| c.iter().map(s).collect())
+                                .unwrap_or_default();
+                            let _ = writeln!(out, "           │ {}", cols.join(" │ "));
+                        }
+                        Some("row") => {
+                            let vals: Vec<String> = f["v"]
+                                .as_array()
+                                .map(|c| c.iter().map(s).collect())
+                                .unwrap_or_default();
+                            let _ = writeln!(out, "           │ {}", vals.join(" │ "));
+                        }
+                        Some("end") => {
+                            let _ = writeln!(out, "           ✓ {} rows", s(&f["rows"]));
+                        }
+                        Some("ok") => {
+                            let _ =
+                                writeln!(out, "           ✓ OK, {} affected", s(&f["affected"]));
+                        }
+                        Some("err") => {
+                            let _ = writeln!(
+                                out,
+                                "           ERROR {}: {}",
+                                s(&f["code"]),
+                                s(&f["message"])
+                            );
+                        }
+                        Some("text") => {
+                            let _ = writeln!(out, "           {}", s(&f["text"]));
+                        }
                         _ => {}
                     }
                 }
