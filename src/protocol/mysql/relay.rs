@@ -247,6 +247,30 @@ impl Relay<'_> {
         })
     }
 
+    /// A command that does not decode: the client is told, and the connection ends.
+    async fn malformed(&mut self, e: wire::Malformed) -> End {
+        let why = e.to_string();
+        self.close(1047, "08S01", &why, End::ClientProtocol(why.clone()))
+            .await
+    }
+
+    /// A statement's text; `None` (after an ERR to the client) when it is not UTF-8, which
+    /// the classifier cannot read.
+    async fn sql_text<'b>(&mut self, body: &'b [u8]) -> Result<Option<&'b str>, End> {
+        match std::str::from_utf8(body) {
+            Ok(sql) => Ok(Some(sql)),
+            Err(_) => {
+                self.reply_err(
+                    1105,
+                    "HY000",
+                    "tollgate: the statement is not valid UTF-8 and cannot be checked",
+                )
+                .await?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Answers the current command with an ERR from tollgate; the connection carries on.
     async fn reply_err(&mut self, code: u16, state: &str, message: &str) -> Result<(), End> {
         self.frames.push(json!({"t": "err", "code": code, "message": crate::mask::for_log(message), "from": "tollgate"}));
@@ -386,13 +410,7 @@ impl Relay<'_> {
             }
             0x03 => {
                 self.record_client(json!({"t": "COM_QUERY"})).await?;
-                let Ok(sql) = std::str::from_utf8(body) else {
-                    self.reply_err(
-                        1105,
-                        "HY000",
-                        "tollgate: the statement is not valid UTF-8 and cannot be checked",
-                    )
-                    .await?;
+                let Some(sql) = self.sql_text(body).await? else {
                     return Ok(None);
                 };
                 self.query(sql).await?;
@@ -401,16 +419,7 @@ impl Relay<'_> {
                 let mut r = wire::Reader::new(body, "COM_FIELD_LIST");
                 let table = match r.nul_str() {
                     Ok(t) => String::from_utf8_lossy(t).into_owned(),
-                    Err(e) => {
-                        return Err(self
-                            .close(
-                                1047,
-                                "08S01",
-                                &e.to_string(),
-                                End::ClientProtocol(e.to_string()),
-                            )
-                            .await);
-                    }
+                    Err(e) => return Err(self.malformed(e).await),
                 };
                 self.record_client(
                     json!({"t": "COM_FIELD_LIST", "table": crate::mask::for_log(&table)}),
@@ -449,16 +458,7 @@ impl Relay<'_> {
             0x0C => {
                 let id = match wire::Reader::new(body, "COM_PROCESS_KILL").u32() {
                     Ok(id) => id,
-                    Err(e) => {
-                        return Err(self
-                            .close(
-                                1047,
-                                "08S01",
-                                &e.to_string(),
-                                End::ClientProtocol(e.to_string()),
-                            )
-                            .await);
-                    }
+                    Err(e) => return Err(self.malformed(e).await),
                 };
                 self.record_client(json!({"t": "COM_PROCESS_KILL", "id": id}))
                     .await?;
@@ -480,13 +480,7 @@ impl Relay<'_> {
             }
             0x16 => {
                 self.record_client(json!({"t": "COM_STMT_PREPARE"})).await?;
-                let Ok(sql) = std::str::from_utf8(body) else {
-                    self.reply_err(
-                        1105,
-                        "HY000",
-                        "tollgate: the statement is not valid UTF-8 and cannot be checked",
-                    )
-                    .await?;
+                let Some(sql) = self.sql_text(body).await? else {
                     return Ok(None);
                 };
                 if self.decide(sql, Origin::Prepare { name: "" }).await? {
@@ -498,16 +492,7 @@ impl Relay<'_> {
                 let mut r = wire::Reader::new(body, "statement command");
                 let id = match r.u32() {
                     Ok(id) => id,
-                    Err(e) => {
-                        return Err(self
-                            .close(
-                                1047,
-                                "08S01",
-                                &e.to_string(),
-                                End::ClientProtocol(e.to_string()),
-                            )
-                            .await);
-                    }
+                    Err(e) => return Err(self.malformed(e).await),
                 };
                 let name = if cmd == 0x17 {
                     "COM_STMT_EXECUTE"
