@@ -549,8 +549,12 @@ impl Relay<'_> {
                 } else {
                     "COM_STMT_CLOSE"
                 };
-                self.record_client(json!({"t": name, "statement": id}))
-                    .await?;
+                let mut frame = json!({"t": name, "statement": id});
+                if cmd == 0x18 {
+                    // The data may be anything (a card number too): its size only.
+                    frame["bytes"] = body.len().saturating_sub(6).into();
+                }
+                self.record_client(frame).await?;
                 if cmd == 0x19 {
                     self.statements.remove(&id);
                 }
