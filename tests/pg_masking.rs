@@ -299,6 +299,18 @@ async fn pans_stored_as_numbers_are_masked_in_binary_results() {
         assert_eq!(rows[1].get::<_, i64>(0), 42, "other numbers untouched");
         assert_eq!(rows[1].get::<_, String>(1), "13");
     }
+    // A double holds 16 digits exactly: binary and text results.
+    let row = client
+        .query_one("select 4111111111111111::float8, 0.5::float8", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, f64>(0), 4111110000001111.0);
+    assert_eq!(row.get::<_, f64>(1), 0.5);
+    let text = client
+        .simple_query("select 4111111111111111::float8")
+        .await
+        .unwrap();
+    assert_eq!(rows(&text)[0][0].as_deref(), Some("4111110000001111"));
     // Arrays of them, in binary, a NULL included (two dimensions: transform's unit tests).
     let row = client
         .query_one("select array[4111111111111111::int8, 42, null]", &[])

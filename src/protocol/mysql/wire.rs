@@ -418,7 +418,7 @@ fn mask_text_value<'a>(v: &'a [u8], col: &ColumnMask, masker: &Masker) -> Cow<'a
         && let Some(f) = std::str::from_utf8(v)
             .ok()
             .and_then(|t| t.parse::<f64>().ok())
-        && let Some(m) = mask_float(f, masker, col.forced)
+        && let Some(m) = crate::protocol::pg::transform::mask_float(f, masker, col.forced)
     {
         return Cow::Owned(format!("{m:.0}").into_bytes());
     }
@@ -437,20 +437,6 @@ fn mask_text_value<'a>(v: &'a [u8], col: &ColumnMask, masker: &Masker) -> Cow<'a
         };
     }
     masker.mask(v)
-}
-
-/// A floating-point value that is a whole number long enough to be a card number (a DOUBLE
-/// holds 16 digits exactly), masked as digits; under a column rule any value becomes 0.
-/// `None` when nothing changes.
-fn mask_float(f: f64, masker: &Masker, forced: bool) -> Option<f64> {
-    let whole = f.is_finite() && f.fract() == 0.0 && f.abs() < 1e19;
-    if !whole || (f.abs() < 1e11 && !forced) {
-        return forced.then_some(0.0).filter(|z| *z != f);
-    }
-    let digits = format!("{:.0}", f.abs());
-    let masked = crate::protocol::pg::transform::masked_digits(&digits, masker, forced)?;
-    let m: f64 = masked.parse::<u64>().ok()? as f64;
-    Some(if f < 0.0 { -m } else { m })
 }
 
 /// A number as text (`-4111111111111111.00`): its integer digits masked (as one card number
@@ -654,7 +640,13 @@ pub fn mask_binary_row(
             // column rule zeroes it.
             DOUBLE => <[u8; 8]>::try_from(v)
                 .ok()
-                .and_then(|b| mask_float(f64::from_le_bytes(b), masker, col.forced))
+                .and_then(|b| {
+                    crate::protocol::pg::transform::mask_float(
+                        f64::from_le_bytes(b),
+                        masker,
+                        col.forced,
+                    )
+                })
                 .map(|m| m.to_le_bytes().to_vec()),
             FLOAT if col.forced => Some(vec![0; len]),
             FLOAT | NULL => None,

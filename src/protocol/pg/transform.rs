@@ -32,6 +32,7 @@ pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Opt
             c.masked
                 || (c.format == 1
                     && matches!(c.type_oid, INT8 | NUMERIC | INT8_ARRAY | NUMERIC_ARRAY))
+                || c.type_oid == FLOAT8
         })
     });
     if !binary_numbers && !may_hold_pan(body) {
@@ -84,8 +85,21 @@ pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Opt
                     INT8_ARRAY | NUMERIC_ARRAY => mask_number_array(v, masker, false)
                         .unwrap_or_else(|| Cow::Owned(vec![0; v.len()])),
                     TEXT | VARCHAR | BPCHAR | NAME | JSON | XML | UNKNOWN => masker.mask(v),
+                    FLOAT8 => <[u8; 8]>::try_from(v)
+                        .ok()
+                        .and_then(|b| mask_float(f64::from_be_bytes(b), masker, false))
+                        .map_or(Cow::Borrowed(v), |m| Cow::Owned(m.to_be_bytes().to_vec())),
                     _ => same_length.mask(v),
                 },
+                // A float8 holds 16 digits exactly, and prints them as 4.111111111111111e+15.
+                Some(c) if c.type_oid == FLOAT8 => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .and_then(|f| mask_float(f, masker, false))
+                    .map_or_else(
+                        || masker.mask(v),
+                        |m| Cow::Owned(format!("{m:.0}").into_bytes()),
+                    ),
                 _ => masker.mask(v),
             })
         })
@@ -124,6 +138,7 @@ const VARCHAR: u32 = 1043;
 const NUMERIC: u32 = 1700;
 const INT8_ARRAY: u32 = 1016;
 const NUMERIC_ARRAY: u32 = 1231;
+const FLOAT8: u32 = 701;
 
 /// A binary array of `bigint` or `numeric` (any dimensions): each element masked like a
 /// single value, the array re-encoded when an element changed length. `None` if it does not
@@ -211,6 +226,20 @@ pub(crate) fn masked_digits(digits: &str, masker: &Masker, forced: bool) -> Opti
         ),
         _ => None,
     }
+}
+
+/// A floating-point value that is a whole number long enough to be a card number (a double
+/// holds 16 digits exactly), masked as digits (zeros where masked); under a column rule
+/// (`forced`) any other value becomes 0. `None` when nothing changes.
+pub(crate) fn mask_float(f: f64, masker: &Masker, forced: bool) -> Option<f64> {
+    let whole = f.is_finite() && f.fract() == 0.0 && f.abs() < 1e19;
+    if !whole || (f.abs() < 1e11 && !forced) {
+        return forced.then_some(0.0).filter(|z| *z != f);
+    }
+    let digits = format!("{:.0}", f.abs());
+    let masked = masked_digits(&digits, masker, forced)?;
+    let m: f64 = masked.parse::<u64>().ok()? as f64;
+    Some(if f < 0.0 { -m } else { m })
 }
 
 /// A binary `bigint`.
