@@ -234,6 +234,30 @@ impl Setup {
             .expect("agent connection through tollgate")
     }
 
+    /// The approval requests the approver sees.
+    async fn pending(&self, approver: &str) -> Vec<serde_json::Value> {
+        self.http
+            .get(format!("{}/approvals", self.admin))
+            .bearer_auth(approver)
+            .send()
+            .await
+            .unwrap()
+            .json::<Vec<serde_json::Value>>()
+            .await
+            .unwrap()
+    }
+
+    /// Waits for a held statement; returns the first pending request's id.
+    async fn first_pending(&self, approver: &str) -> String {
+        for _ in 0..200 {
+            if let Some(x) = self.pending(approver).await.first() {
+                return x["id"].as_str().unwrap().to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no statement was held for approval");
+    }
+
     async fn store_bytes(&self) -> Vec<u8> {
         self.recorder.flush().await.unwrap();
         common::audit_store_bytes(&self.db).await
@@ -476,25 +500,8 @@ async fn an_approval_round_trip() {
         (r, c)
     });
     let approver = s.token("dba-1", &["dba"]);
-    let mut list = Vec::new();
-    for _ in 0..200 {
-        list = s
-            .http
-            .get(format!("{}/approvals", s.admin))
-            .bearer_auth(&approver)
-            .send()
-            .await
-            .unwrap()
-            .json::<Vec<serde_json::Value>>()
-            .await
-            .unwrap();
-        if !list.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(list.len(), 1, "the update is held");
-    let id = list[0]["id"].as_str().unwrap().to_owned();
+    let id = s.first_pending(&approver).await;
+    assert_eq!(s.pending(&approver).await.len(), 1, "the update is held");
     let r = s
         .http
         .post(format!("{}/approvals/{id}/approve", s.admin))
@@ -520,24 +527,7 @@ async fn an_approval_round_trip() {
             .await;
         (r, c)
     });
-    let mut id = String::new();
-    for _ in 0..200 {
-        let list = s
-            .http
-            .get(format!("{}/approvals", s.admin))
-            .bearer_auth(&approver)
-            .send()
-            .await
-            .unwrap()
-            .json::<Vec<serde_json::Value>>()
-            .await
-            .unwrap();
-        if let Some(x) = list.first() {
-            id = x["id"].as_str().unwrap().to_owned();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let id = s.first_pending(&approver).await;
     let r = s
         .http
         .post(format!("{}/approvals/{id}/deny", s.admin))
@@ -938,23 +928,7 @@ async fn kill_query_cancels_a_statement_held_for_approval() {
         (r, c)
     });
     let approver = s.token("dba-2", &["dba"]);
-    let pending = async || {
-        s.http
-            .get(format!("{}/approvals", s.admin))
-            .bearer_auth(&approver)
-            .send()
-            .await
-            .unwrap()
-            .json::<Vec<serde_json::Value>>()
-            .await
-            .unwrap()
-    };
-    let mut waited = 0;
-    while pending().await.is_empty() {
-        waited += 1;
-        assert!(waited < 200, "the update was never held");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    s.first_pending(&approver).await;
     let mut k = s.agent("ho-1", &["held-ops"]).await;
     k.query_drop(format!("KILL QUERY {id}")).await.unwrap();
     let (r, mut c) = tokio::time::timeout(Duration::from_secs(10), held)
@@ -963,7 +937,10 @@ async fn kill_query_cancels_a_statement_held_for_approval() {
         .unwrap();
     let e = r.unwrap_err();
     assert_eq!(code(&e), 1317, "{e}");
-    assert!(pending().await.is_empty(), "the request was cancelled");
+    assert!(
+        s.pending(&approver).await.is_empty(),
+        "the request was cancelled"
+    );
     let one: u32 = c.query_first("select 1").await.unwrap().unwrap();
     assert_eq!(one, 1, "the connection carries on");
 }

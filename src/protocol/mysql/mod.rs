@@ -89,12 +89,20 @@ pub enum Kill {
     Connection(u32),
 }
 
+/// Whether `hay` contains `needle` (ASCII, any case), without copying `hay`: the relay's
+/// per-statement prefilters run on every query text.
+pub(crate) fn contains_ci(hay: &str, needle: &str) -> bool {
+    hay.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 /// Finds KILL in a statement text: `Some(Ok)` for one `KILL [QUERY | CONNECTION] <id>`
 /// alone, `Some(Err)` for any other KILL (with a user, an expression, among other statements,
 /// or text that does not parse but mentions KILL: refused, since tollgate maps only ids it gave
 /// out), `None` when there is no KILL at all.
 pub fn parse_kill(sql: &str) -> Option<Result<Kill, ()>> {
-    if !sql.to_ascii_lowercase().contains("kill") {
+    if !contains_ci(sql, "kill") {
         return None;
     }
     use sqlparser::ast::{KillType, Statement};

@@ -1168,7 +1168,7 @@ fn io(e: packet::Error) -> End {
 /// `USE db` as a statement: `Some(Ok(name))` when the whole text is one USE, `Some(Err)` when
 /// a USE hides among several statements, `None` when there is none.
 fn uses_database(sql: &str) -> Option<Result<String, ()>> {
-    if !sql.to_ascii_lowercase().contains("use") {
+    if !super::contains_ci(sql, "use") {
         return None;
     }
     use sqlparser::ast::{Statement as S, Use};
@@ -1198,7 +1198,7 @@ fn session_guard(sql: &str) -> Option<&'static str> {
     if sql.contains("/*M!") || sql.contains("/*m!") {
         return Some("MariaDB executable comments (/*M! ... */) are not accepted");
     }
-    let lower = sql.to_ascii_lowercase();
+
     let risky = [
         "sql_mode",
         "character_set",
@@ -1207,7 +1207,7 @@ fn session_guard(sql: &str) -> Option<&'static str> {
         "character set",
         "collation",
     ];
-    if !lower.contains("set") || !risky.iter().any(|k| lower.contains(k)) {
+    if !super::contains_ci(sql, "set") || !risky.iter().any(|k| super::contains_ci(sql, k)) {
         return None;
     }
     let Ok(statements) =
