@@ -21,6 +21,8 @@ pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod conn;
+pub mod daemon;
 pub mod mask;
 pub mod metrics;
 pub mod net;

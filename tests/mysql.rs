@@ -21,9 +21,10 @@ use tollgate::audit::{Store, verify};
 use tollgate::auth::dev::{self, DevIssuer};
 use tollgate::auth::oidc::Validator;
 use tollgate::config::Config;
+use tollgate::conn::policy_files::PolicyInspector;
 use tollgate::pipeline::Stages;
 use tollgate::policy::classify::SqlDialect;
-use tollgate::policy::inspect::{PolicyInspector, PolicyStage};
+use tollgate::policy::inspect::PolicyStage;
 
 const PANS: &[&str] = &["4111111111111111", "5555555555554444", "378282246310005"];
 

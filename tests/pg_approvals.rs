@@ -20,9 +20,10 @@ use tollgate::audit::{Store, kind};
 use tollgate::auth::dev::{self, DevIssuer};
 use tollgate::auth::oidc::Validator;
 use tollgate::config::Config;
+use tollgate::conn::policy_files::PolicyInspector;
 use tollgate::pipeline::Stages;
 use tollgate::policy::classify::SqlDialect;
-use tollgate::policy::inspect::{PolicyInspector, PolicyStage};
+use tollgate::policy::inspect::PolicyStage;
 
 struct Setup {
     proxy: Proxy,

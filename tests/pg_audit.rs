@@ -12,9 +12,10 @@ use tollgate::audit::record::{PublicKey, Signer};
 use tollgate::audit::store::Location;
 use tollgate::audit::writer::{Recorder, Settings};
 use tollgate::audit::{Store, kind, verify};
+use tollgate::conn::policy_files::PolicyInspector;
 use tollgate::pipeline::Stages;
 use tollgate::policy::classify::SqlDialect;
-use tollgate::policy::inspect::{PolicyInspector, PolicyStage};
+use tollgate::policy::inspect::PolicyStage;
 
 /// Luhn-valid numbers used below, one per brand.
 const PANS: &[&str] = &[

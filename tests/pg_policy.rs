@@ -10,9 +10,10 @@ use std::time::Duration;
 use common::{Proxy, sqlstate};
 use futures_util::future;
 use tokio_postgres::NoTls;
+use tollgate::conn::policy_files::PolicyInspector;
 use tollgate::pipeline::Stages;
 use tollgate::policy::classify::SqlDialect;
-use tollgate::policy::inspect::{PolicyInspector, PolicyStage};
+use tollgate::policy::inspect::PolicyStage;
 
 fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
@@ -39,7 +40,7 @@ targets:
         pw.display()
     );
     let stages = Stages {
-        inspect: Arc::new(PolicyStage(Arc::clone(&inspector))),
+        inspect: Arc::new(PolicyStage(inspector.clone())),
         record: None,
         approvals: None,
     };

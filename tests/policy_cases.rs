@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tollgate::auth::Identity;
+use tollgate::conn::policy_files::PolicyInspector;
 use tollgate::pipeline::{ConnId, ConnInfo, Inspect, Origin, Ruling, Statement, Verdict};
 use tollgate::policy::classify::SqlDialect;
-use tollgate::policy::inspect::{PolicyInspector, PolicyStage};
+use tollgate::policy::inspect::PolicyStage;
 use tollgate::policy::{Action, Policy, RuleSet};
 
 const POLICY: &str = "config/policies/agents.yaml";

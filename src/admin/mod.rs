@@ -16,7 +16,7 @@ use axum::routing::get;
 
 use crate::auth::Identity;
 use crate::auth::dev::DevIssuer;
-use crate::policy::inspect::PolicyInspector;
+use crate::conn::policy_files::PolicyInspector;
 use tracing::warn;
 
 /// What the admin routes serve from.

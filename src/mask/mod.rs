@@ -2,11 +2,14 @@
 //!
 //! - [`pan`]: the detector (brand tables, Luhn, separators).
 //! - [`Masker`]: rewrites the PANs found in a value in the configured format.
+//! - [`number`]: numbers masked as numbers of the same type (both wires' binary values).
+//! - [`columns`]: the column rules (columns masked whatever their content).
 //!
 //! **Architecture Invariant:** pure: no IO, no clock; a value without a PAN is returned as it
 //! was, without a copy.
 
 pub mod columns;
+pub mod number;
 pub mod pan;
 
 use std::borrow::Cow;

@@ -1,131 +1,34 @@
-//! The policy engine as the inspect stage: one decision per statement message, per-connection
-//! memory of prepared statements (so SQL-level EXECUTE is judged by what it runs), and the
-//! policy files reloaded without dropping connections.
+//! The policy engine as the inspect stage: one decision per statement message, and
+//! per-connection memory of prepared statements (so SQL-level EXECUTE is judged by what it
+//! runs). The policy in force comes from a [`PolicySource`], so a reload applies to live
+//! connections at their next statement.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::classify::{Classified, Kind, SqlDialect};
 use super::engine::{Decision, Policy};
-use super::rules::{Action, PolicyError, RuleSet};
+use super::rules::Action;
 use crate::pipeline::{ConnInfo, ConnInspect, Inspect, Origin, Ruling, Statement, Verdict};
 
 /// Prepared statements remembered per connection, at most.
 const MAX_PREPARED: usize = 10_000;
 
-/// The live policy and where it came from.
-pub struct PolicyInspector {
-    files: Vec<PathBuf>,
-    current: ArcSwap<Policy>,
-    /// Modification times of the files when last loaded.
-    stamps: std::sync::Mutex<Vec<Option<SystemTime>>>,
-    dialect: SqlDialect,
-    /// Where reloads are recorded, once the audit store is open.
-    recorder: std::sync::OnceLock<crate::audit::Recorder>,
-}
-
-impl PolicyInspector {
-    /// Loads the policy files; fails if any is invalid.
-    pub fn load(
-        files: Vec<PathBuf>,
-        dialect: SqlDialect,
-    ) -> Result<PolicyInspector, Vec<PolicyError>> {
-        let stamps = stamps(&files);
-        let rules = RuleSet::load(&files)?;
-        info!(files = ?files, rules = rules.rules.len(), "policy loaded");
-        Ok(PolicyInspector {
-            files,
-            current: ArcSwap::from_pointee(Policy::new(rules)),
-            stamps: std::sync::Mutex::new(stamps),
-            dialect,
-            recorder: std::sync::OnceLock::new(),
-        })
-    }
-
-    /// Records every later reload, successful or not, in the audit trail.
-    pub fn record_to(&self, recorder: crate::audit::Recorder) {
-        let _ = self.recorder.set(recorder);
-    }
-
-    fn record(&self, outcome: crate::audit::Outcome, detail: serde_json::Value) {
-        if let Some(r) = self.recorder.get() {
-            use crate::audit::{Event, Who, kind};
-            if let Err(e) = r.record(Event::new(
-                kind::POLICY_RELOAD,
-                outcome,
-                Who::daemon(),
-                detail,
-            )) {
-                error!(error = %e, "policy reload not recorded");
-            }
-        }
-    }
-
-    pub fn policy(&self) -> Arc<Policy> {
-        self.current.load_full()
-    }
-
-    /// Reads the files again. A broken policy keeps the old one in force and reports why.
-    pub fn reload(&self) -> Result<usize, Vec<PolicyError>> {
-        let new_stamps = stamps(&self.files);
-        match RuleSet::load(&self.files) {
-            Ok(rules) => {
-                let n = rules.rules.len();
-                self.current.store(Arc::new(Policy::new(rules)));
-                *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) = new_stamps;
-                info!(rules = n, "policy reloaded");
-                metrics::counter!(crate::metrics::POLICY_RELOADS, "outcome" => "success")
-                    .increment(1);
-                self.record(
-                    crate::audit::Outcome::Success,
-                    serde_json::json!({"files": self.files, "rules": n}),
-                );
-                Ok(n)
-            }
-            Err(errors) => {
-                *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) = new_stamps;
-                for e in &errors {
-                    error!(error = %e, "policy reload failed; the previous policy stays in force");
-                }
-                metrics::counter!(crate::metrics::POLICY_RELOADS, "outcome" => "failure")
-                    .increment(1);
-                self.record(
-                    crate::audit::Outcome::Failure,
-                    serde_json::json!({
-                        "files": self.files,
-                        "errors": errors.iter().map(|e| crate::mask::for_log(&e.to_string())).collect::<Vec<_>>(),
-                    }),
-                );
-                Err(errors)
-            }
-        }
-    }
-
-    /// Reloads if a file changed since the last load (checked by the reload task).
-    pub fn reload_if_changed(&self) {
-        let now = stamps(&self.files);
-        let changed = *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) != now;
-        if changed {
-            let _ = self.reload();
-        }
-    }
-}
-
-fn stamps(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
-    files
-        .iter()
-        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-        .collect()
+/// Where the inspect stage finds the policy in force and the dialect PostgreSQL targets'
+/// statements are read in; `conn::policy_files::PolicyInspector` implements it over the policy
+/// files (loaded, watched and reloaded there, so this module does no IO).
+pub trait PolicySource: Send + Sync {
+    /// The policy in force now (a reload swaps it for the next statement).
+    fn policy(&self) -> Arc<Policy>;
+    /// The dialect of PostgreSQL targets' statements.
+    fn dialect(&self) -> SqlDialect;
 }
 
 /// The inspect stage backed by a shared [`PolicyInspector`]: each connection consults the
 /// policy in force at each statement, so a reload applies to live connections.
-pub struct PolicyStage(pub Arc<PolicyInspector>);
+pub struct PolicyStage(pub Arc<dyn PolicySource>);
 
 impl Inspect for PolicyStage {
     fn connect(&self, _conn: &ConnInfo) -> Box<dyn ConnInspect> {
@@ -138,7 +41,7 @@ impl Inspect for PolicyStage {
 
 /// One connection's view: its prepared statements' classifications.
 pub struct ConnPolicy {
-    inspector: Arc<PolicyInspector>,
+    inspector: Arc<dyn PolicySource>,
     prepared: HashMap<String, Arc<Vec<Classified>>>,
 }
 
@@ -215,7 +118,7 @@ impl ConnPolicy {
         statement: &Statement<'_>,
     ) -> (Decision, Vec<Kind>, Vec<String>) {
         let dialect = match conn.protocol {
-            crate::config::Protocol::Postgres => self.inspector.dialect,
+            crate::config::Protocol::Postgres => self.inspector.dialect(),
             crate::config::Protocol::Mysql => SqlDialect::MySql,
         };
         let classified = policy.classify(statement.sql, dialect);

@@ -12,8 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tollgate::config::Config;
+use tollgate::daemon::Daemon;
 use tollgate::pipeline::Stages;
-use tollgate::protocol::pg::Context;
 
 pub const AGENT_PASSWORD: &str = "agent-secret";
 
@@ -77,7 +77,7 @@ impl Proxy {
         mysql: bool,
     ) -> Proxy {
         let config = Arc::new(Config::parse(yaml, "test.yaml").expect("test config"));
-        let ctx = Arc::new(Context::new(config, stages).expect("context"));
+        let daemon = Daemon::with_stages(config, stages).expect("daemon");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let my = if mysql {
@@ -87,9 +87,13 @@ impl Proxy {
         };
         let mysql = my.as_ref().map(|l| l.local_addr().unwrap());
         let (tx, rx) = oneshot::channel();
-        let handle = tokio::spawn(tollgate::server::run_both(listener, my, ctx, async {
-            let _ = rx.await;
-        }));
+        let handle = tokio::spawn(async move {
+            daemon
+                .serve(listener, my, async {
+                    let _ = rx.await;
+                })
+                .await
+        });
         Proxy {
             addr,
             mysql,

@@ -20,8 +20,8 @@ use super::packet::{self, PacketIo};
 use super::wire::{self, Reader};
 use crate::auth::{Identity, Reason};
 use crate::config::{ClientAuthMethod, UpstreamAuth};
+use crate::conn::{Context, TargetRuntime};
 use crate::net::Stream;
-use crate::protocol::pg::{Context, TargetRuntime};
 
 pub mod caps {
     pub const LONG_PASSWORD: u32 = 0x1;
@@ -385,7 +385,7 @@ async fn login(
             identity
         }
         Err(reason) => {
-            crate::protocol::pg::startup::login_failed(
+            crate::conn::session::login_failed(
                 ctx,
                 &target,
                 &response.user,

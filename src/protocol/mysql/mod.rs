@@ -6,87 +6,79 @@
 //! - [`handshake`]: the agent's login (token through `mysql_clear_password`) and the upstream
 //!   login (mysql_native_password, caching_sha2_password, client_ed25519).
 //! - [`relay`]: commands one at a time, statements through the inspect stage, results streamed
-//!   back through the masker, everything recorded; `KILL` mapped through the [`Registry`].
+//!   back through the masker, everything recorded.
+//! - [`kill`]: `KILL` mapped through the [`kill::Registry`] of live connections.
+//!
+//! [`MyContext`] is the daemon's [`Context`] plus the connection registry; it is the
+//! [`Listener`] the accept loop serves MySQL clients with.
 
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod kill;
 pub mod packet;
 pub mod relay;
 pub mod wire;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-/// A live MySQL connection, as `KILL` needs it.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub target: String,
-    pub issuer: String,
-    pub subject: String,
-    /// The upstream server's thread id of the connection (never shown to clients).
-    pub upstream_thread: u32,
-    /// Wakes the connection's statement held for approval, if one is (a KILL cancels it).
-    pub interrupt: Arc<tokio::sync::Notify>,
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::info;
+
+use crate::config::Protocol;
+use crate::conn::session::{self, Login};
+use crate::conn::{BoxFuture, Context, Lifecycle, Listener};
+use crate::pipeline::ConnId;
+pub use kill::{Entry, Kill, Registry, parse_kill};
+
+/// The daemon's shared [`Context`] and what only the MySQL wire keeps: the live connections,
+/// for `KILL`. Dereferences to the [`Context`].
+pub struct MyContext {
+    ctx: Arc<Context>,
+    /// Live MySQL connections, for `KILL` (tollgate's connection ids to upstream thread ids).
+    pub conns: Arc<Registry>,
 }
 
-/// tollgate's MySQL connection ids (the ones clients see) to their upstream connections.
-#[derive(Default)]
-pub struct Registry {
-    conns: Mutex<HashMap<u32, Entry>>,
-}
-
-/// Removes its connection from the registry when dropped.
-pub struct Registered {
-    registry: Arc<Registry>,
-    id: u32,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.registry
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-    }
-}
-
-impl Registry {
-    pub fn register(self: &Arc<Self>, id: u32, entry: Entry) -> Registered {
-        self.conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, entry);
-        Registered {
-            registry: Arc::clone(self),
-            id,
+impl MyContext {
+    pub fn new(ctx: Arc<Context>) -> MyContext {
+        MyContext {
+            ctx,
+            conns: Default::default(),
         }
     }
+}
 
-    /// The upstream thread of connection `id`, if it is one the asker may kill: the same
-    /// identity (issuer and subject) on the same target. Anything else reads as unknown, so
-    /// ids of other identities' connections cannot even be probed.
-    pub fn killable(
-        &self,
-        id: u32,
-        target: &str,
-        issuer: &str,
-        subject: &str,
-    ) -> Option<(u32, Arc<tokio::sync::Notify>)> {
-        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns
-            .get(&id)
-            .filter(|e| e.target == target && e.issuer == issuer && e.subject == subject)
-            .map(|e| (e.upstream_thread, Arc::clone(&e.interrupt)))
+impl std::ops::Deref for MyContext {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.ctx
     }
 }
 
-/// What a `KILL` statement asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kill {
-    Query(u32),
-    Connection(u32),
+impl Listener for MyContext {
+    fn protocol(&self) -> Protocol {
+        Protocol::Mysql
+    }
+
+    fn serve<'a>(
+        &'a self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        id: ConnId,
+        lifecycle: &'a Lifecycle,
+    ) -> BoxFuture<'a> {
+        Box::pin(serve_mysql(self, tcp, peer, id, lifecycle))
+    }
+
+    fn refuse_too_many(&self, tcp: TcpStream) -> BoxFuture<'static> {
+        Box::pin(refuse_too_many_mysql(tcp))
+    }
+
+    fn context(&self) -> &Context {
+        &self.ctx
+    }
 }
 
 /// Whether `hay` contains `needle` (ASCII, any case), without copying `hay`: the relay's
@@ -97,78 +89,72 @@ pub(crate) fn contains_ci(hay: &str, needle: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
-/// Finds KILL in a statement text: `Some(Ok)` for one `KILL [QUERY | CONNECTION] <id>`
-/// alone, `Some(Err)` for any other KILL (with a user, an expression, among other statements,
-/// or text that does not parse but mentions KILL: refused, since tollgate maps only ids it gave
-/// out), `None` when there is no KILL at all.
-pub fn parse_kill(sql: &str) -> Option<Result<Kill, ()>> {
-    if !contains_ci(sql, "kill") {
-        return None;
-    }
-    use sqlparser::ast::{KillType, Statement};
-    let Ok(statements) =
-        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, sql)
-    else {
-        return Some(Err(()));
+/// A MySQL connection's life: login, session records, relay.
+async fn serve_mysql(
+    ctx: &MyContext,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: ConnId,
+    lifecycle: &Lifecycle,
+) {
+    let (_control_tx, control) = lifecycle.register(id);
+    let est = match tokio::time::timeout(
+        ctx.config.limits.startup_timeout,
+        handshake::run(ctx, tcp, peer, id.0 as u32),
+    )
+    .await
+    {
+        Err(_) => {
+            info!("startup timed out");
+            return;
+        }
+        Ok(Err(e)) => {
+            info!(error = %crate::mask::for_log(&e.to_string()), "connection refused during the MySQL login");
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(est))) => est,
     };
-    let kills = statements
-        .iter()
-        .filter(|s| matches!(s, Statement::Kill { .. }))
-        .count();
-    if kills == 0 {
-        return None;
-    }
-    if statements.len() != 1 {
-        return Some(Err(()));
-    }
-    let Statement::Kill { modifier, id } = &statements[0] else {
-        return Some(Err(()));
+    metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "accepted").increment(1);
+    let session = Login {
+        identity: &est.identity,
+        target: &est.target.config,
+        user: &est.user,
+        database: &est.database,
+        application_name: est.application_name.as_deref(),
+        tls: est.client_tls,
+        protocol: Protocol::Mysql,
     };
-    let id = u32::try_from(*id).map_err(|_| ());
-    Some(match modifier {
-        Some(KillType::Query) => id.map(Kill::Query),
-        Some(KillType::Connection) | None => id.map(Kill::Connection),
-        _ => Err(()),
-    })
+    let info = session::connected(id, peer, &session);
+    let recorded = session::record_start(ctx, &info, &session);
+    let mut est = est;
+    // The login's OK goes out only once the session is recorded; if it cannot be, an ERR in
+    // its place.
+    if recorded.is_err() {
+        let message = "tollgate: the session cannot be recorded by the audit store; retry shortly";
+        let _ = est
+            .client
+            .send(est.ok_seq, &wire::err(1105, "HY000", message))
+            .await;
+        return;
+    }
+    let ok = wire::ok(0, 0, est.status, 0);
+    if est.client.send(est.ok_seq, &ok).await.is_err() {
+        return;
+    }
+    let who = info.who.clone();
+    let end = relay::run(ctx, est, info, lifecycle, control).await;
+    session::record_end(ctx, who, format!("{end:?}")).await;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kill_forms() {
-        assert_eq!(parse_kill("KILL QUERY 12;"), Some(Ok(Kill::Query(12))));
-        assert_eq!(parse_kill("kill 7"), Some(Ok(Kill::Connection(7))));
-        assert_eq!(
-            parse_kill(" Kill  Connection 9 "),
-            Some(Ok(Kill::Connection(9)))
-        );
-        assert_eq!(parse_kill("KILL USER bob"), Some(Err(())));
-        assert_eq!(parse_kill("KILL QUERY ID 3"), Some(Err(())));
-        assert_eq!(parse_kill("/**/KILL/**/12"), Some(Ok(Kill::Connection(12))));
-        assert_eq!(parse_kill("select 1; kill 12"), Some(Err(())));
-        assert_eq!(parse_kill("select 1"), None);
-        assert_eq!(parse_kill("select 'kill me'"), None);
-    }
-
-    #[test]
-    fn only_the_same_identity_may_kill() {
-        let r = Arc::new(Registry::default());
-        let _g = r.register(
-            5,
-            Entry {
-                target: "shop".into(),
-                issuer: "i".into(),
-                subject: "a".into(),
-                upstream_thread: 900,
-                interrupt: Default::default(),
-            },
-        );
-        assert_eq!(r.killable(5, "shop", "i", "a").map(|k| k.0), Some(900));
-        assert!(r.killable(5, "shop", "i", "b").is_none());
-        assert!(r.killable(5, "other", "i", "a").is_none());
-        drop(_g);
-        assert!(r.killable(5, "shop", "i", "a").is_none());
-    }
+/// Tells a MySQL client over the limits why it is turned away (ERR 1040 in place of the
+/// greeting, as MySQL does).
+async fn refuse_too_many_mysql(mut tcp: TcpStream) {
+    let mut out = Vec::new();
+    packet::put(
+        &mut out,
+        0,
+        &wire::err(1040, "08004", "Too many connections"),
+    );
+    let _ = tcp.write_all(&out).await;
 }

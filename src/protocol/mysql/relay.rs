@@ -19,15 +19,15 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::MyContext;
 use super::handshake::{Established, caps};
 use super::packet::{self, FLUSH_AT, PacketIo};
 use super::wire::{self, ColumnMask};
 use super::{Entry, Kill};
 use crate::audit::{self, Event, Outcome};
+use crate::conn::{Control, Lifecycle, Phase, TargetRuntime};
 use crate::mask::Masker;
 use crate::pipeline::{ConnInfo, ConnInspect, Origin, Ruling, Statement, Verdict};
-use crate::protocol::pg::Context;
-use crate::server::{Control, Lifecycle, Phase};
 
 /// Why a MySQL relay ended.
 #[derive(Debug)]
@@ -77,7 +77,7 @@ fn errno(sqlstate: &str) -> (u16, &'static str) {
 }
 
 struct Relay<'a> {
-    ctx: &'a Context,
+    ctx: &'a MyContext,
     info: ConnInfo,
     client: PacketIo,
     server: PacketIo,
@@ -89,7 +89,7 @@ struct Relay<'a> {
     /// The last status flags the server sent (in a transaction or not).
     status: u16,
     statements: HashMap<u32, Prepared>,
-    target: Arc<crate::protocol::pg::TargetRuntime>,
+    target: Arc<TargetRuntime>,
     /// Server frames waiting to be recorded.
     frames: Vec<Value>,
     /// Sequence id of the next packet to the client.
@@ -102,7 +102,7 @@ struct Relay<'a> {
 
 /// Runs an established connection until either side ends it.
 pub async fn run(
-    ctx: &Context,
+    ctx: &MyContext,
     est: Established,
     info: ConnInfo,
     lifecycle: &Lifecycle,
@@ -110,7 +110,7 @@ pub async fn run(
 ) -> End {
     let masker = ctx.masker_for(&info.identity);
     let interrupt = Arc::new(tokio::sync::Notify::new());
-    let _registered = ctx.mysql_conns.register(
+    let _registered = ctx.conns.register(
         info.id.0 as u32,
         Entry {
             target: info.target.clone(),
@@ -626,7 +626,7 @@ impl Relay<'_> {
             ruling.verdict = verdict;
             ruling.reason = note;
         }
-        let verdict = crate::protocol::pg::relay::settle(
+        let verdict = crate::conn::statement::settle(
             self.recorder,
             &self.info,
             &statement,
@@ -654,7 +654,7 @@ impl Relay<'_> {
         ruling: &Ruling,
         hold: &crate::pipeline::Hold,
     ) -> Result<(Verdict, String), End> {
-        use crate::protocol::pg::relay::{approval_fingerprint, decided};
+        use crate::conn::statement::{approval_fingerprint, decided};
         let fingerprint = approval_fingerprint(
             &self.info,
             statement,
@@ -733,7 +733,7 @@ impl Relay<'_> {
         let id = match kill {
             Kill::Query(id) | Kill::Connection(id) => id,
         };
-        let (thread, interrupt) = self.ctx.mysql_conns.killable(
+        let (thread, interrupt) = self.ctx.conns.killable(
             id,
             &self.info.target,
             &self.info.identity.issuer,

@@ -418,7 +418,7 @@ fn mask_text_value<'a>(v: &'a [u8], col: &ColumnMask, masker: &Masker) -> Cow<'a
         && let Some(f) = std::str::from_utf8(v)
             .ok()
             .and_then(|t| t.parse::<f64>().ok())
-        && let Some(m) = crate::protocol::pg::transform::mask_float(f, masker, col.forced)
+        && let Some(m) = crate::mask::number::mask_float(f, masker, col.forced)
     {
         return Cow::Owned(format!("{m:.0}").into_bytes());
     }
@@ -452,7 +452,7 @@ fn mask_number_text(v: &[u8], masker: &Masker, forced: bool) -> Option<Vec<u8>> 
     if let Ok(digits) = std::str::from_utf8(&v[sign..end])
         && !digits.is_empty()
         && (forced || digits.len() >= crate::mask::pan::MIN_DIGITS)
-        && let Some(masked) = crate::protocol::pg::transform::masked_digits(digits, masker, forced)
+        && let Some(masked) = crate::mask::number::masked_digits(digits, masker, forced)
     {
         let mut o = Vec::with_capacity(v.len());
         o.extend_from_slice(&v[..sign]);
@@ -571,8 +571,7 @@ fn mask_binary_int(v: &[u8], col: &ColumnMask, masker: &Masker) -> Option<Vec<u8
     if magnitude < 100_000_000_000 && !col.forced {
         return None;
     }
-    let masked =
-        crate::protocol::pg::transform::masked_digits(&magnitude.to_string(), masker, col.forced)?;
+    let masked = crate::mask::number::masked_digits(&magnitude.to_string(), masker, col.forced)?;
     let m: u64 = masked.parse().ok()?;
     Some(if col.unsigned {
         m.to_le_bytes().to_vec()
@@ -641,11 +640,7 @@ pub fn mask_binary_row(
             DOUBLE => <[u8; 8]>::try_from(v)
                 .ok()
                 .and_then(|b| {
-                    crate::protocol::pg::transform::mask_float(
-                        f64::from_le_bytes(b),
-                        masker,
-                        col.forced,
-                    )
+                    crate::mask::number::mask_float(f64::from_le_bytes(b), masker, col.forced)
                 })
                 .map(|m| m.to_le_bytes().to_vec()),
             FLOAT if col.forced => Some(vec![0; len]),

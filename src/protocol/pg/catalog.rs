@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 
 use tracing::warn;
 
-use super::Context;
-use super::TargetRuntime;
+use super::PgContext;
 use super::frame::Message;
 use super::messages::{self, Backend};
 use super::results::Column;
 use super::startup::{Conn, connect_upstream};
 use crate::auth::Identity;
+use crate::conn::TargetRuntime;
 use crate::mask::columns::SourceColumn;
 
 type Key = (Arc<str>, Arc<str>, u32, i16);
@@ -77,7 +77,7 @@ fn fields(body: &[u8]) -> Option<Vec<Field<'_>>> {
 
 /// A session's use of the catalog.
 pub struct ConnCatalog<'a> {
-    ctx: &'a Context,
+    ctx: &'a PgContext,
     target: Arc<TargetRuntime>,
     identity: &'a Identity,
     /// The database the client asked for (the upstream one follows from the target).
@@ -88,7 +88,7 @@ pub struct ConnCatalog<'a> {
 
 impl<'a> ConnCatalog<'a> {
     pub fn new(
-        ctx: &'a Context,
+        ctx: &'a PgContext,
         target: Arc<TargetRuntime>,
         identity: &'a Identity,
         requested: &str,

@@ -3,9 +3,16 @@
 //! - [`frame`]: where a message ends (pure, fuzzed).
 //! - [`messages`]: decoding of the messages the proxy looks into, encoding of those it writes.
 //! - [`scram`]: the server side of SCRAM-SHA-256 for client logins.
-//! - [`startup`]: TLS negotiation, client authentication, the upstream login.
-//! - [`relay`]: the two directions of an established connection and the stage hooks.
+//! - [`startup`]: TLS negotiation, client authentication; [`upstream`]: the upstream login.
+//! - [`relay`]: the two directions of an established connection and the stage hooks
+//!   ([`upstream_loop`]: client to server, [`downstream`]: server to client, [`hold`]: a
+//!   statement held for approval).
+//! - [`results`]: result shapes; [`transform`]: masking of server messages; [`recording`]: what
+//!   the record stage keeps of frames; [`catalog`]: result columns' source columns.
 //! - [`cancel`]: tollgate's own cancel keys mapped to upstream backends.
+//!
+//! [`PgContext`] is the daemon's [`Context`] plus what only this wire keeps; it is the
+//! [`Listener`] the accept loop serves PostgreSQL clients with.
 
 pub mod cancel;
 pub mod catalog;
@@ -20,177 +27,138 @@ pub mod scram;
 pub mod startup;
 pub mod transform;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio_rustls::TlsAcceptor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::info;
 
-use crate::auth::oidc::Validator;
-use crate::auth::throttle::Throttle;
-use crate::config::{ANY_DATABASE, Config, Target};
-use crate::pipeline::Stages;
+use crate::config::Protocol;
+use crate::conn::session::{self, Login};
+use crate::conn::{BoxFuture, Context, Lifecycle, Listener};
+use crate::pipeline::ConnId;
+use messages::{Severity, put_error};
 
-/// What every connection of one daemon shares (the MySQL listener uses it too).
-pub struct Context {
-    pub config: Arc<Config>,
-    pub client_tls: Option<TlsAcceptor>,
-    /// PostgreSQL targets by name.
-    pub targets: HashMap<String, Arc<TargetRuntime>>,
-    /// MySQL targets by name.
-    pub mysql_targets: HashMap<String, Arc<TargetRuntime>>,
-    /// Live MySQL connections, for `KILL` (tollgate's connection ids to upstream thread ids).
-    pub mysql_conns: Arc<crate::protocol::mysql::Registry>,
+/// The daemon's shared [`Context`] and what only the PostgreSQL wire keeps: cancel keys and
+/// the catalog cache. Dereferences to the [`Context`].
+pub struct PgContext {
+    ctx: Arc<Context>,
     pub cancels: Arc<cancel::Registry>,
-    pub stages: Stages,
-    /// Validates agent tokens; present when `identity` is configured.
-    pub validator: Option<Arc<Validator>>,
-    pub throttle: Throttle,
-    /// The HMAC key of the masking format, read once at start.
-    masking_key: Option<Vec<u8>>,
-    /// Columns masked whatever their content (`masking.columns`).
-    pub column_rules: crate::mask::columns::ColumnRules,
     /// Source columns of result columns, for the column rules.
     pub catalog: catalog::Cache,
 }
 
-/// A configured target with what was prepared for it at start.
-pub struct TargetRuntime {
-    pub config: Target,
-    pub host: String,
-    pub port: u16,
-    pub tls: Option<crate::tls::Upstream>,
-    /// The SCRAM verifier of the client password, with a digest of the password it was
-    /// derived from, so a rotated secret file yields a new verifier.
-    scram: Mutex<Option<([u8; 32], Arc<scram::Verifier>)>>,
-}
-
-impl TargetRuntime {
-    pub fn new(config: &Target) -> Result<TargetRuntime, crate::tls::Error> {
-        let (host, port) = crate::config::split_host_port(&config.address)
-            .ok_or_else(|| crate::tls::Error::ServerName(config.address.clone()))?;
-        Ok(TargetRuntime {
-            config: config.clone(),
-            host: host.to_owned(),
-            port,
-            tls: crate::tls::upstream(&config.tls, host)?,
-            scram: Mutex::new(None),
-        })
-    }
-
-    /// The SCRAM verifier for the current client password.
-    fn scram_verifier(&self, password: &str) -> Arc<scram::Verifier> {
-        let digest: [u8; 32] =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, password.as_bytes())
-                .as_ref()
-                .try_into()
-                .unwrap_or([0; 32]);
-        let mut cached = self.scram.lock().unwrap_or_else(|p| p.into_inner());
-        match cached.as_ref() {
-            Some((d, v)) if *d == digest => Arc::clone(v),
-            _ => {
-                let v = Arc::new(scram::Verifier::new(password));
-                *cached = Some((digest, Arc::clone(&v)));
-                v
-            }
-        }
-    }
-}
-
-/// Why a daemon could not be set up from its config.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error("{0}")]
-    Tls(#[from] crate::tls::Error),
-    #[error("HTTP client for token validation: {0}")]
-    Http(#[from] reqwest::Error),
-    #[error("masking.hmac_key: {0}")]
-    MaskingKey(#[from] crate::config::SecretError),
-}
-
-impl Context {
-    /// Prepares TLS, targets and token validation from a validated config.
-    pub fn new(config: Arc<Config>, stages: Stages) -> Result<Context, SetupError> {
-        let client_tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
-        let mut targets = HashMap::new();
-        let mut mysql_targets = HashMap::new();
-        for t in &config.targets {
-            let map = match t.value.protocol {
-                crate::config::Protocol::Postgres => &mut targets,
-                crate::config::Protocol::Mysql => &mut mysql_targets,
-            };
-            map.insert(
-                t.value.name.clone(),
-                Arc::new(TargetRuntime::new(&t.value)?),
-            );
-        }
-        let validator = config
-            .identity
-            .as_ref()
-            .map(Validator::new)
-            .transpose()?
-            .map(Arc::new);
-        let throttle = match &config.identity {
-            Some(i) => Throttle::new(i.failure_delay, i.max_failure_delay),
-            None => Throttle::new(
-                std::time::Duration::from_millis(100),
-                std::time::Duration::from_secs(3),
-            ),
-        };
-        let masking_key = match &config.masking.hmac_key {
-            Some(secret) => Some(secret.read()?.into_bytes()),
-            None => None,
-        };
-        let column_rules = crate::mask::columns::ColumnRules::new(&config.masking.columns);
-        Ok(Context {
-            config,
-            client_tls,
-            targets,
-            mysql_targets,
-            mysql_conns: Default::default(),
+impl PgContext {
+    pub fn new(ctx: Arc<Context>) -> PgContext {
+        PgContext {
+            ctx,
             cancels: Arc::new(cancel::Registry::default()),
-            stages,
-            validator,
-            throttle,
-            masking_key,
-            column_rules,
             catalog: catalog::Cache::default(),
-        })
+        }
+    }
+}
+
+impl std::ops::Deref for PgContext {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+impl Listener for PgContext {
+    fn protocol(&self) -> Protocol {
+        Protocol::Postgres
     }
 
-    /// The masker for a connection's identity: its group's format, else the default.
-    pub fn masker_for(&self, identity: &crate::auth::Identity) -> crate::mask::Masker {
-        let m = &self.config.masking;
-        let format = m
-            .groups
-            .iter()
-            .find(|g| g.groups.iter().any(|x| identity.in_group(x)))
-            .map_or(m.format, |g| g.format);
-        crate::mask::Masker::new(format, self.masking_key.as_deref())
+    fn serve<'a>(
+        &'a self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        id: ConnId,
+        lifecycle: &'a Lifecycle,
+    ) -> BoxFuture<'a> {
+        Box::pin(serve_conn(self, tcp, peer, id, lifecycle))
     }
 
-    /// What the session store keeps of results on a target.
-    pub fn record_results(&self, target: &str) -> crate::config::RecordResults {
-        self.targets
-            .get(target)
-            .or_else(|| self.mysql_targets.get(target))
-            .and_then(|t| t.config.record_results)
-            .or_else(|| self.config.audit.as_ref().map(|a| a.results))
-            .unwrap_or_default()
+    fn refuse_too_many(&self, tcp: TcpStream) -> BoxFuture<'static> {
+        Box::pin(refuse_too_many(tcp))
     }
 
-    /// The target a client's database name chooses: its own, else the `*` target.
-    pub fn target(&self, database: &str) -> Option<Arc<TargetRuntime>> {
-        self.targets
-            .get(database)
-            .or_else(|| self.targets.get(ANY_DATABASE))
-            .cloned()
+    fn context(&self) -> &Context {
+        &self.ctx
     }
+}
 
-    /// The MySQL target a client's database name chooses: its own, else the `*` target.
-    pub fn mysql_target(&self, database: &str) -> Option<Arc<TargetRuntime>> {
-        self.mysql_targets
-            .get(database)
-            .or_else(|| self.mysql_targets.get(ANY_DATABASE))
-            .cloned()
+/// A PostgreSQL connection's life: startup and login, session records, relay.
+async fn serve_conn(
+    ctx: &PgContext,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: ConnId,
+    lifecycle: &Lifecycle,
+) {
+    let (control_tx, control) = lifecycle.register(id);
+    let est = match tokio::time::timeout(
+        ctx.config.limits.startup_timeout,
+        startup::run(ctx, tcp, peer),
+    )
+    .await
+    {
+        Err(_) => {
+            info!("startup timed out");
+            return;
+        }
+        Ok(Err(e)) => {
+            info!(
+                error = %crate::mask::for_log(&e.to_string()),
+                "connection refused during startup"
+            );
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(est))) => est,
+    };
+    metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "accepted").increment(1);
+    let session = Login {
+        identity: &est.identity,
+        target: &est.target.config,
+        user: &est.user,
+        database: &est.database,
+        application_name: est.application_name.as_deref(),
+        tls: est.client_tls,
+        protocol: Protocol::Postgres,
+    };
+    let info = session::connected(id, peer, &session);
+    if session::record_start(ctx, &info, &session).is_err() {
+        let mut client = est.client;
+        let mut out = Vec::new();
+        put_error(
+            &mut out,
+            Severity::Fatal,
+            "58030",
+            "tollgate: the session cannot be recorded by the audit store; retry shortly",
+        );
+        let _ = client.io.write_all(&out).await;
+        return;
     }
+    let who = info.who.clone();
+    let end = relay::run(ctx, est, info, lifecycle, control_tx, control).await;
+    session::record_end(ctx, who, format!("{end:?}")).await;
+}
+
+/// Tells a client over the limits why it is turned away, as PostgreSQL does.
+async fn refuse_too_many(mut tcp: TcpStream) {
+    let mut first = [0u8; 512];
+    // Read what the client sent first (startup or SSLRequest) so the error is its answer.
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut first)).await;
+    let mut out = Vec::new();
+    put_error(
+        &mut out,
+        Severity::Fatal,
+        "53300",
+        "sorry, too many clients already",
+    );
+    let _ = tcp.write_all(&out).await;
 }

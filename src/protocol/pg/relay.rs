@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::Context;
+use super::PgContext;
 use super::catalog::ConnCatalog;
 use super::frame::{self, Message, put_message};
 use super::messages::{self, Backend, Frontend, Severity, TxStatus, put_error};
@@ -38,10 +38,11 @@ use super::startup::{Established, PINNED_PARAMETERS, READ_CHUNK};
 use super::transform;
 use crate::audit::{self, Event, Outcome, Recorder};
 use crate::config::RecordResults;
+use crate::conn::statement::{approval_fingerprint, decided, settle};
+use crate::conn::{Control, Lifecycle, Phase};
 use crate::mask::Masker;
 use crate::net::{ReadHalf, WriteHalf};
 use crate::pipeline::{ConnInfo, Origin, Ruling, Statement, Verdict};
-use crate::server::{Control, Lifecycle, Phase};
 
 /// Why a relay ended.
 #[derive(Debug)]
@@ -58,9 +59,6 @@ pub enum End {
     Shutdown,
     Io(std::io::Error),
 }
-
-/// How long a statement waits for room in a full audit queue before it is refused.
-const RECORD_WAIT: Duration = Duration::from_secs(2);
 
 /// Refusals awaiting their server error on one connection, at most.
 const MAX_PENDING_REFUSALS: usize = 10_000;
@@ -90,7 +88,7 @@ struct Shared {
 /// `control` delivers the daemon's phase changes (and is how the client-to-server loop hands
 /// its FATAL errors to the writer); `control_tx` is its sending side.
 pub async fn run(
-    ctx: &Context,
+    ctx: &PgContext,
     est: Established,
     info: ConnInfo,
     lifecycle: &Lifecycle,
@@ -169,90 +167,6 @@ struct Record<'a> {
     recorder: &'a Recorder,
     /// Whether result rows are kept (else counted).
     full: bool,
-}
-
-/// The `statement` event: the masked text, how it came, and the ruling.
-/// Counts a ruling and records the statement with it; what cannot be recorded is not run
-/// (PCI DSS 10.7): the verdict becomes a 58030 refusal. Shared by both protocols' relays.
-pub(crate) async fn settle(
-    recorder: Option<&audit::Recorder>,
-    info: &ConnInfo,
-    statement: &Statement<'_>,
-    ruling: Ruling,
-    masker: &Masker,
-) -> Verdict {
-    metrics::counter!(
-        crate::metrics::STATEMENTS,
-        "decision" => if ruling.verdict == Verdict::Forward { ruling.action } else if ruling.hold.is_some() { "require_approval" } else { "deny" },
-        "rule" => ruling.rule.clone().unwrap_or_default()
-    )
-    .increment(1);
-    let Some(recorder) = recorder else {
-        return ruling.verdict;
-    };
-    match recorder
-        .record_within(
-            statement_event(info, statement, &ruling, masker),
-            RECORD_WAIT,
-        )
-        .await
-    {
-        Ok(()) => ruling.verdict,
-        Err(e) => {
-            metrics::counter!(crate::metrics::STATEMENTS, "decision" => "refused_audit", "rule" => "").increment(1);
-            Verdict::Refuse {
-                sqlstate: "58030".into(),
-                message: format!(
-                    "tollgate: statement refused because the audit trail cannot record it ({e}); retry shortly"
-                ),
-            }
-        }
-    }
-}
-
-pub(crate) fn statement_event(
-    info: &ConnInfo,
-    statement: &Statement<'_>,
-    ruling: &Ruling,
-    masker: &Masker,
-) -> Event {
-    let (origin, name, oid) = match statement.origin {
-        Origin::Simple => ("simple", None, None),
-        Origin::Prepare { name } => ("prepare", Some(name), None),
-        Origin::FunctionCall { oid } => ("function_call", None, Some(oid)),
-    };
-    let sql = crate::mask::redact_secrets(&String::from_utf8_lossy(
-        &masker.mask(statement.sql.as_bytes()),
-    ));
-    let mut detail = serde_json::json!({
-        "sql": sql,
-        "origin": origin,
-        "decision": {
-            "action": ruling.action,
-            "decided": ruling.decided,
-            "rule": ruling.rule,
-            "reason": crate::mask::for_log(&ruling.reason),
-            "dry_run": ruling.action != ruling.decided,
-        },
-        "kinds": ruling.kinds,
-    });
-    if let Some(name) = name {
-        detail["name"] = serde_json::Value::String(crate::mask::for_log(name));
-    }
-    if let Some(oid) = oid {
-        detail["oid"] = oid.into();
-    }
-    let outcome = match &ruling.verdict {
-        Verdict::Forward => Outcome::Success,
-        Verdict::Refuse { sqlstate, message } => {
-            detail["sqlstate"] = sqlstate.as_str().into();
-            detail["message"] = crate::mask::for_log(message).into();
-            Outcome::Refused
-        }
-    };
-    let mut event = Event::new(audit::kind::STATEMENT, outcome, info.who.clone(), detail);
-    event.tables = ruling.tables.clone();
-    event
 }
 
 /// What holding a statement needs of the client-to-server loop.
@@ -379,76 +293,6 @@ async fn hold_statement(
     Ok(decided(info, &ticket.request.id, outcome, hold))
 }
 
-/// The key of an approval window: the same statement shape, on the same database, under the
-/// same rule and approver group. Text that cannot be tokenised gets no window (and its text,
-/// which may hold anything, is never kept as a key).
-pub(crate) fn approval_fingerprint(
-    info: &ConnInfo,
-    statement: &Statement<'_>,
-    ruling: &Ruling,
-    hold: &crate::pipeline::Hold,
-    dialect: crate::policy::classify::SqlDialect,
-) -> String {
-    let shape = crate::policy::classify::fingerprint(statement.sql, dialect)
-        .unwrap_or_else(|| format!("unmatchable:{}", crate::audit::random_letters(24)));
-    format!(
-        "{}\u{1f}{}\u{1f}{}\u{1f}{shape}",
-        info.database,
-        ruling.rule.as_deref().unwrap_or(""),
-        hold.group
-    )
-}
-
-/// What an approval's outcome does to the held statement, and the note the trail keeps.
-pub(crate) fn decided(
-    info: &ConnInfo,
-    id: &crate::approval::ApprovalId,
-    outcome: crate::approval::Outcome,
-    hold: &crate::pipeline::Hold,
-) -> (Verdict, String) {
-    use crate::approval::Outcome as Decided;
-    let refuse = |message: String| Verdict::Refuse {
-        sqlstate: "42501".into(),
-        message,
-    };
-    match outcome {
-        Decided::Approved { by, .. } if info.identity.expired(SystemTime::now()) => (
-            refuse(format!(
-                "tollgate: approval {id} was granted by {by} but the agent token expired meanwhile; reconnect and retry"
-            )),
-            format!("approval {id} granted by {by}; token expired"),
-        ),
-        Decided::Approved { by, window } => (
-            Verdict::Forward,
-            match window {
-                Some(w) => format!(
-                    "approval {id} granted by {by} for {}",
-                    humantime::format_duration(w)
-                ),
-                None => format!("approval {id} granted by {by}"),
-            },
-        ),
-        Decided::Denied { by, reason } => (
-            refuse(format!(
-                "tollgate: approval {id} denied by {by}: {}",
-                crate::mask::for_log(&reason)
-            )),
-            format!("approval {id} denied by {by}"),
-        ),
-        Decided::TimedOut => (
-            refuse(format!(
-                "tollgate: approval {id} timed out after {}; the statement was not run",
-                humantime::format_duration(hold.timeout)
-            )),
-            format!("approval {id} timed out"),
-        ),
-        Decided::Cancelled => (
-            refuse(format!("tollgate: approval {id} was cancelled")),
-            format!("approval {id} cancelled"),
-        ),
-    }
-}
-
 /// Why the client-to-server loop ends a connection: the FATAL error the client gets.
 struct Problem {
     sqlstate: &'static str,
@@ -525,7 +369,7 @@ impl Batch {
 
 #[allow(clippy::too_many_arguments)] // the loop's whole context, each piece used on its own
 async fn client_to_server(
-    ctx: &Context,
+    ctx: &PgContext,
     info: &ConnInfo,
     shared: &Shared,
     masker: &Masker,
@@ -819,7 +663,7 @@ async fn write_all(wr: &mut WriteHalf, bytes: &[u8]) -> std::io::Result<()> {
 
 #[allow(clippy::too_many_arguments)] // the loop's whole context, each piece used on its own
 async fn server_to_client(
-    ctx: &Context,
+    ctx: &PgContext,
     info: &ConnInfo,
     mut catalog: Option<ConnCatalog<'_>>,
     masker: &Masker,
@@ -1041,6 +885,3 @@ async fn shutdown(wr: &mut WriteHalf) -> End {
     let _ = write_all(wr, &out).await;
     End::Shutdown
 }
-
-/// A process-wide connection counter for [`ConnId`](crate::pipeline::ConnId)s.
-pub static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);

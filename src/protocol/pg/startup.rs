@@ -14,15 +14,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
+use super::PgContext;
 use super::cancel::{Registration, UpstreamKey};
 use super::frame::{self, FrameError, Message};
 use super::messages::{
     self, Backend, Frontend, MessageError, Severity, StartupRequest, TxStatus, put_error,
 };
 use super::scram;
-use super::{Context, TargetRuntime};
 use crate::auth::{Identity, Reason};
 use crate::config::{ClientAuthMethod, UpstreamAuth};
+use crate::conn::TargetRuntime;
 use crate::net::Stream;
 
 /// Bytes read from a socket at a time.
@@ -122,7 +123,7 @@ pub struct Established {
 
 /// The startup phase. `Ok(None)` when the connection was a CancelRequest (handled here).
 pub async fn run(
-    ctx: &Context,
+    ctx: &PgContext,
     tcp: TcpStream,
     peer: SocketAddr,
 ) -> Result<Option<Established>, Error> {
@@ -163,7 +164,7 @@ struct LoggedIn {
 }
 
 async fn login(
-    ctx: &Context,
+    ctx: &PgContext,
     client: &mut Conn,
     peer: SocketAddr,
 ) -> Result<Option<LoggedIn>, Error> {
@@ -388,7 +389,7 @@ async fn upgrade_client(io: Stream, acceptor: &tokio_rustls::TlsAcceptor) -> Res
 /// The client's login: an OIDC token as the password, or a target's static password. On
 /// success, who the client is.
 async fn authenticate_client(
-    ctx: &Context,
+    ctx: &PgContext,
     client: &mut Conn,
     target: &TargetRuntime,
     user: &str,
@@ -418,61 +419,11 @@ async fn authenticate_client(
             Ok(identity)
         }
         Err(reason) => {
-            login_failed(ctx, target, user, peer, tls, auth.method, &reason).await;
+            crate::conn::session::login_failed(ctx, target, user, peer, tls, auth.method, &reason)
+                .await;
             client.fatal("28P01", &failed(user)).await;
             Err(Error::Auth(reason.to_string()))
         }
-    }
-}
-
-/// Logs, counts and records a failed client login, then waits the address's growing delay.
-pub(crate) async fn login_failed(
-    ctx: &Context,
-    target: &TargetRuntime,
-    user: &str,
-    peer: SocketAddr,
-    tls: bool,
-    method: ClientAuthMethod,
-    reason: &Reason,
-) {
-    warn!(
-        target = target.config.name,
-        user = crate::mask::for_log(user),
-        reason = %crate::mask::for_log(&reason.to_string()),
-        "client authentication failed"
-    );
-    metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => reason.kind()).increment(1);
-    if let Some(recorder) = &ctx.stages.record {
-        use crate::audit::{Event, Outcome, Who, kind};
-        let who = std::sync::Arc::new(Who {
-            subject: Some(crate::mask::for_log(user)),
-            client_addr: Some(peer.to_string()),
-            target: Some(target.config.name.clone()),
-            ..Who::default()
-        });
-        // Best effort: a failed login is refused whatever the store's state.
-        let _ = recorder.record(Event::new(
-            kind::AUTH,
-            Outcome::Failure,
-            who,
-            serde_json::json!({
-                "method": auth_method_name(method),
-                "protocol": target.config.protocol.name(),
-                "tls": tls,
-                "reason_kind": reason.kind(),
-                "reason": crate::mask::for_log(&reason.to_string()),
-            }),
-        ));
-    }
-    // Repeated failures from one address wait longer and longer for their answer.
-    tokio::time::sleep(ctx.throttle.failed(peer.ip())).await;
-}
-
-fn auth_method_name(m: ClientAuthMethod) -> &'static str {
-    match m {
-        ClientAuthMethod::Oidc => "oidc",
-        ClientAuthMethod::Password => "password",
-        ClientAuthMethod::ScramSha256 => "scram-sha-256",
     }
 }
 
@@ -488,7 +439,7 @@ async fn read_cleartext(client: &mut Conn, max: usize) -> Result<String, Error> 
 
 /// An agent token as the password, validated against the configured issuers.
 async fn oidc_login(
-    ctx: &Context,
+    ctx: &PgContext,
     client: &mut Conn,
     peer: SocketAddr,
     tls: bool,
@@ -581,7 +532,7 @@ async fn scram_exchange(
     password: &str,
     max: usize,
 ) -> Result<Result<(), String>, Error> {
-    let verifier = target.scram_verifier(password);
+    let verifier = target.client_verifier(password, scram::Verifier::new);
     let mut out = Vec::new();
     messages::put_auth(&mut out, 10, format!("{}\0\0", scram::MECHANISM).as_bytes());
     client.send(&out).await?;
@@ -623,7 +574,7 @@ pub(crate) struct UpstreamSession {
 }
 
 /// Opens the TCP (and TLS) connection to a target's server.
-pub async fn open_upstream(ctx: &Context, target: &TargetRuntime) -> Result<Conn, Error> {
+pub async fn open_upstream(ctx: &PgContext, target: &TargetRuntime) -> Result<Conn, Error> {
     let timeout = ctx.config.limits.upstream_connect_timeout;
     let tcp = tokio::time::timeout(
         timeout,
@@ -658,7 +609,7 @@ pub async fn open_upstream(ctx: &Context, target: &TargetRuntime) -> Result<Conn
 /// Connects and logs in upstream with the target's credentials. On failure, also returns the
 /// SQLSTATE to show the client.
 pub(crate) async fn connect_upstream(
-    ctx: &Context,
+    ctx: &PgContext,
     target: &TargetRuntime,
     identity: &Identity,
     requested: &str,
@@ -837,7 +788,7 @@ fn allowed(
 
 /// Sends a cancel to the upstream backend behind tollgate's key. Unknown keys are ignored, as
 /// PostgreSQL does, so a client learns nothing from a guess.
-async fn forward_cancel(ctx: &Context, process_id: i32, secret_key: i32) {
+async fn forward_cancel(ctx: &PgContext, process_id: i32, secret_key: i32) {
     let Some(key) = ctx.cancels.lookup(process_id, secret_key) else {
         debug!("cancel request with an unknown key");
         return;

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 
 use super::frame::put_message;
 use super::results::Column;
+use crate::mask::number::{mask_float, masked_digits};
 use crate::mask::{Format, Masker, pan};
 
 /// Whether a body can hold a PAN at all (at least 12 digits somewhere).
@@ -200,46 +201,6 @@ fn mask_number_array<'a>(v: &'a [u8], masker: &Masker, forced: bool) -> Option<C
         return None;
     }
     Some(out.map_or(Cow::Borrowed(v), Cow::Owned))
-}
-
-/// The digits of a masked number: masked positions become zeros. `forced`: the column holds
-/// card numbers, so the digits are masked whether or not they read as a PAN.
-pub(crate) fn masked_digits(digits: &str, masker: &Masker, forced: bool) -> Option<String> {
-    let number_masker = Masker::new(
-        if masker.format() == Format::Hmac {
-            Format::Redact
-        } else {
-            masker.format()
-        },
-        None,
-    );
-    let masked = if forced {
-        Cow::Owned(number_masker.mask_column(digits.as_bytes()))
-    } else {
-        number_masker.mask(digits.as_bytes())
-    };
-    match masked {
-        Cow::Owned(m) if m != digits.as_bytes() => Some(
-            m.iter()
-                .map(|&b| if b == b'*' { '0' } else { b as char })
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
-/// A floating-point value that is a whole number long enough to be a card number (a double
-/// holds 16 digits exactly), masked as digits (zeros where masked); under a column rule
-/// (`forced`) any other value becomes 0. `None` when nothing changes.
-pub(crate) fn mask_float(f: f64, masker: &Masker, forced: bool) -> Option<f64> {
-    let whole = f.is_finite() && f.fract() == 0.0 && f.abs() < 1e19;
-    if !whole || (f.abs() < 1e11 && !forced) {
-        return forced.then_some(0.0).filter(|z| *z != f);
-    }
-    let digits = format!("{:.0}", f.abs());
-    let masked = masked_digits(&digits, masker, forced)?;
-    let m: f64 = masked.parse::<u64>().ok()? as f64;
-    Some(if f < 0.0 { -m } else { m })
 }
 
 /// A binary `bigint`.

@@ -1,0 +1,264 @@
+//! `tollgate audit`: the trail verified, exported and reported on; signing keys.
+
+use std::path::PathBuf;
+
+use super::{PeriodArgs, StoreArgs, audit_setup, open_store, record_read};
+use anyhow::Context as _;
+use clap::{Subcommand, ValueEnum};
+use tollgate::audit;
+use tollgate::config::Config;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ReportFormat {
+    Markdown,
+    Html,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Verify every chain of the store (with --config) or an export bundle (with --bundle);
+    /// exits 1 naming the first bad record.
+    Verify {
+        #[arg(long, env = "TOLLGATE_CONFIG", conflicts_with = "bundle")]
+        config: Option<PathBuf>,
+        #[arg(long = "as", env = "USER", default_value = "unknown")]
+        operator: String,
+        /// An export bundle (`audit export --format bundle`).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// The checkpoint public key (base64 or hex, or a file holding it); with --config it
+        /// defaults to the configured signing key's.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Export records of a period as JSONL, OCSF, CSV, or a verifiable bundle.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_enum)]
+        format: tollgate::audit::export::Format,
+        #[command(flatten)]
+        period: PeriodArgs,
+        /// The output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A PCI DSS evidence summary of a period.
+    Report {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        period: PeriodArgs,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+        format: ReportFormat,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a new checkpoint signing key (PKCS#8 PEM, mode 0600) and print its public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of the configured signing key.
+    PublicKey {
+        #[arg(long, env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+/// Prints verification reports; true when every chain is intact.
+pub fn print_reports(reports: &[audit::verify::ChainReport]) -> bool {
+    let mut ok = true;
+    for r in reports {
+        if r.ok() {
+            println!(
+                "chain {}: ok, records {}..{}, {} checkpoint(s), {} unsigned at the tail",
+                r.chain,
+                r.first_seq.unwrap_or(0),
+                r.last_seq.unwrap_or(0),
+                r.checkpoints,
+                r.unsigned_tail
+            );
+        } else {
+            ok = false;
+            println!("chain {}: FAILED", r.chain);
+            for p in &r.problems {
+                println!("  {p}");
+            }
+        }
+    }
+    if reports.is_empty() {
+        println!("no chains to verify");
+    }
+    ok
+}
+
+pub fn public_key_arg(text: &str) -> anyhow::Result<audit::record::PublicKey> {
+    let text = match std::fs::read_to_string(text) {
+        Ok(file) => file,
+        Err(_) => text.to_owned(),
+    };
+    Ok(audit::record::PublicKey::parse(&text)?)
+}
+
+pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Keygen { out } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let pem = audit::record::Signer::generate_pem();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            f.write_all(pem.as_bytes())?;
+            let signer = audit::record::Signer::from_pkcs8(pem.as_bytes())?;
+            println!(
+                "{}",
+                audit::record::PublicKey::from_bytes(signer.public_key()).base64()
+            );
+            Ok(())
+        }
+        AuditCommand::PublicKey { config } => {
+            let setup = audit_setup(&Config::load(&config)?)?;
+            println!(
+                "{}",
+                audit::record::PublicKey::from_bytes(setup.signer.public_key()).base64()
+            );
+            Ok(())
+        }
+        AuditCommand::Verify {
+            config,
+            operator,
+            bundle,
+            public_key,
+        } => {
+            let reports = match (bundle, config) {
+                (Some(bundle), _) => {
+                    let key = public_key_arg(
+                        public_key
+                            .as_deref()
+                            .context("--bundle needs --public-key")?,
+                    )?;
+                    let file = std::fs::File::open(&bundle)
+                        .with_context(|| format!("opening {}", bundle.display()))?;
+                    audit::verify::bundle(std::io::BufReader::new(file), &key)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.display()))?
+                }
+                (None, Some(config)) => {
+                    let setup = audit_setup(&Config::load(&config)?)?;
+                    let key = match public_key {
+                        Some(k) => public_key_arg(&k)?,
+                        None => audit::record::PublicKey::from_bytes(setup.signer.public_key()),
+                    };
+                    let mut st = open_store(&setup).await?;
+                    let reports = audit::verify::store(&mut st, &key).await?;
+                    st.close().await;
+                    record_read(
+                        &setup,
+                        &operator,
+                        audit::kind::AUDIT_READ,
+                        serde_json::json!({
+                            "command": "audit verify",
+                            "chains": reports.len(),
+                            "intact": reports.iter().all(|r| r.ok()),
+                        }),
+                    )
+                    .await?;
+                    reports
+                }
+                (None, None) => anyhow::bail!("give --config FILE or --bundle FILE"),
+            };
+            if !print_reports(&reports) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCommand::Export {
+            store,
+            format,
+            period,
+            out,
+        } => {
+            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let period = audit::export::Period {
+                since: period.since,
+                until: period.until,
+            };
+            record_read(
+                &setup,
+                &store.operator,
+                audit::kind::AUDIT_EXPORT,
+                serde_json::json!({
+                    "format": format!("{format:?}").to_lowercase(),
+                    "since": period.since,
+                    "until": period.until,
+                    "out": out.as_ref().map(|p| p.display().to_string()),
+                }),
+            )
+            .await?;
+            let mut st = open_store(&setup).await?;
+            let (since, until) = period.bounds();
+            let total = st.count(since, until).await?;
+            let bar = indicatif::ProgressBar::new(total);
+            if out.is_none() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let key_id = Some(setup.signer.key_id().to_owned());
+            let n = match &out {
+                Some(path) => {
+                    let file = tokio::fs::File::create(path)
+                        .await
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    let mut w = tokio::io::BufWriter::new(file);
+                    audit::export::write(&mut st, format, &period, key_id, &mut w, &|n| {
+                        bar.set_position(n)
+                    })
+                    .await?
+                }
+                None => {
+                    let mut w = tokio::io::BufWriter::new(tokio::io::stdout());
+                    audit::export::write(&mut st, format, &period, key_id, &mut w, &|_| {}).await?
+                }
+            };
+            bar.finish_and_clear();
+            eprintln!("{n} record(s) exported");
+            Ok(())
+        }
+        AuditCommand::Report {
+            store,
+            period,
+            format,
+            out,
+        } => {
+            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let period = audit::export::Period {
+                since: period.since,
+                until: period.until,
+            };
+            record_read(
+                &setup,
+                &store.operator,
+                audit::kind::AUDIT_READ,
+                serde_json::json!({"command": "audit report", "since": period.since, "until": period.until}),
+            )
+            .await?;
+            let mut st = open_store(&setup).await?;
+            let key = audit::record::PublicKey::from_bytes(setup.signer.public_key());
+            let chains = audit::verify::store(&mut st, &key).await?;
+            let evidence = audit::report::gather(&mut st, &period).await?;
+            let text = match format {
+                ReportFormat::Markdown => audit::report::markdown(&evidence, &chains, &period),
+                ReportFormat::Html => audit::report::html(&evidence, &chains, &period),
+            };
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+    }
+}

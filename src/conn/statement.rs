@@ -1,0 +1,167 @@
+//! A statement's lifecycle once the inspect stage has ruled on it, the same on both wires:
+//! inspect -> (hold for approval -> decided) -> settle (count, record, refuse if unrecordable)
+//! -> forward or refuse. The wires call these in that order; holding itself (waiting on the
+//! live connection) is the wire's, since it must keep reading the client.
+
+use std::time::{Duration, SystemTime};
+
+use crate::audit::{self, Event, Outcome};
+use crate::mask::Masker;
+use crate::pipeline::{ConnInfo, Origin, Ruling, Statement, Verdict};
+
+/// How long a statement waits for room in a full audit queue before it is refused.
+pub const RECORD_WAIT: Duration = Duration::from_secs(2);
+
+/// Counts a ruling and records the statement with it; what cannot be recorded is not run
+/// (PCI DSS 10.7): the verdict becomes a 58030 refusal. Shared by both protocols' relays.
+pub async fn settle(
+    recorder: Option<&audit::Recorder>,
+    info: &ConnInfo,
+    statement: &Statement<'_>,
+    ruling: Ruling,
+    masker: &Masker,
+) -> Verdict {
+    metrics::counter!(
+        crate::metrics::STATEMENTS,
+        "decision" => if ruling.verdict == Verdict::Forward { ruling.action } else if ruling.hold.is_some() { "require_approval" } else { "deny" },
+        "rule" => ruling.rule.clone().unwrap_or_default()
+    )
+    .increment(1);
+    let Some(recorder) = recorder else {
+        return ruling.verdict;
+    };
+    match recorder
+        .record_within(
+            statement_event(info, statement, &ruling, masker),
+            RECORD_WAIT,
+        )
+        .await
+    {
+        Ok(()) => ruling.verdict,
+        Err(e) => {
+            metrics::counter!(crate::metrics::STATEMENTS, "decision" => "refused_audit", "rule" => "").increment(1);
+            Verdict::Refuse {
+                sqlstate: "58030".into(),
+                message: format!(
+                    "tollgate: statement refused because the audit trail cannot record it ({e}); retry shortly"
+                ),
+            }
+        }
+    }
+}
+
+/// The `statement` event: the masked text, how it came, and the ruling.
+pub fn statement_event(
+    info: &ConnInfo,
+    statement: &Statement<'_>,
+    ruling: &Ruling,
+    masker: &Masker,
+) -> Event {
+    let (origin, name, oid) = match statement.origin {
+        Origin::Simple => ("simple", None, None),
+        Origin::Prepare { name } => ("prepare", Some(name), None),
+        Origin::FunctionCall { oid } => ("function_call", None, Some(oid)),
+    };
+    let sql = crate::mask::redact_secrets(&String::from_utf8_lossy(
+        &masker.mask(statement.sql.as_bytes()),
+    ));
+    let mut detail = serde_json::json!({
+        "sql": sql,
+        "origin": origin,
+        "decision": {
+            "action": ruling.action,
+            "decided": ruling.decided,
+            "rule": ruling.rule,
+            "reason": crate::mask::for_log(&ruling.reason),
+            "dry_run": ruling.action != ruling.decided,
+        },
+        "kinds": ruling.kinds,
+    });
+    if let Some(name) = name {
+        detail["name"] = serde_json::Value::String(crate::mask::for_log(name));
+    }
+    if let Some(oid) = oid {
+        detail["oid"] = oid.into();
+    }
+    let outcome = match &ruling.verdict {
+        Verdict::Forward => Outcome::Success,
+        Verdict::Refuse { sqlstate, message } => {
+            detail["sqlstate"] = sqlstate.as_str().into();
+            detail["message"] = crate::mask::for_log(message).into();
+            Outcome::Refused
+        }
+    };
+    let mut event = Event::new(audit::kind::STATEMENT, outcome, info.who.clone(), detail);
+    event.tables = ruling.tables.clone();
+    event
+}
+
+/// The key of an approval window: the same statement shape, on the same database, under the
+/// same rule and approver group. Text that cannot be tokenised gets no window (and its text,
+/// which may hold anything, is never kept as a key).
+pub fn approval_fingerprint(
+    info: &ConnInfo,
+    statement: &Statement<'_>,
+    ruling: &Ruling,
+    hold: &crate::pipeline::Hold,
+    dialect: crate::policy::classify::SqlDialect,
+) -> String {
+    let shape = crate::policy::classify::fingerprint(statement.sql, dialect)
+        .unwrap_or_else(|| format!("unmatchable:{}", crate::audit::random_letters(24)));
+    format!(
+        "{}\u{1f}{}\u{1f}{}\u{1f}{shape}",
+        info.database,
+        ruling.rule.as_deref().unwrap_or(""),
+        hold.group
+    )
+}
+
+/// What an approval's outcome does to the held statement, and the note the trail keeps.
+pub fn decided(
+    info: &ConnInfo,
+    id: &crate::approval::ApprovalId,
+    outcome: crate::approval::Outcome,
+    hold: &crate::pipeline::Hold,
+) -> (Verdict, String) {
+    use crate::approval::Outcome as Decided;
+    let refuse = |message: String| Verdict::Refuse {
+        sqlstate: "42501".into(),
+        message,
+    };
+    match outcome {
+        Decided::Approved { by, .. } if info.identity.expired(SystemTime::now()) => (
+            refuse(format!(
+                "tollgate: approval {id} was granted by {by} but the agent token expired meanwhile; reconnect and retry"
+            )),
+            format!("approval {id} granted by {by}; token expired"),
+        ),
+        Decided::Approved { by, window } => (
+            Verdict::Forward,
+            match window {
+                Some(w) => format!(
+                    "approval {id} granted by {by} for {}",
+                    humantime::format_duration(w)
+                ),
+                None => format!("approval {id} granted by {by}"),
+            },
+        ),
+        Decided::Denied { by, reason } => (
+            refuse(format!(
+                "tollgate: approval {id} denied by {by}: {}",
+                crate::mask::for_log(&reason)
+            )),
+            format!("approval {id} denied by {by}"),
+        ),
+        Decided::TimedOut => (
+            refuse(format!(
+                "tollgate: approval {id} timed out after {}; the statement was not run",
+                humantime::format_duration(hold.timeout)
+            )),
+            format!("approval {id} timed out"),
+        ),
+        Decided::Cancelled => (
+            refuse(format!("tollgate: approval {id} was cancelled")),
+            format!("approval {id} cancelled"),
+        ),
+    }
+}
