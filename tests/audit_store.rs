@@ -88,7 +88,7 @@ fn event(i: usize) -> Event {
     });
     Event::new(
         kind::STATEMENT,
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             Outcome::Refused
         } else {
             Outcome::Success

@@ -54,6 +54,9 @@ pub struct Context {
     pub column_rules: crate::mask::columns::ColumnRules,
 }
 
+/// A verifier with the digest of the password it was derived from.
+type CachedVerifier = ([u8; 32], Arc<dyn Any + Send + Sync>);
+
 /// A configured target with what was prepared for it at start.
 pub struct TargetRuntime {
     pub config: Target,
@@ -62,7 +65,7 @@ pub struct TargetRuntime {
     pub tls: Option<crate::tls::Upstream>,
     /// A wire's verifier of the client password (PostgreSQL: the SCRAM verifier), with a
     /// digest of the password it was derived from, so a rotated secret file yields a new one.
-    client_verifier: Mutex<Option<([u8; 32], Arc<dyn Any + Send + Sync>)>>,
+    client_verifier: Mutex<Option<CachedVerifier>>,
 }
 
 impl TargetRuntime {

@@ -582,10 +582,10 @@ fn mask_binary_int(v: &[u8], col: &ColumnMask, masker: &Masker) -> Option<Vec<u8
 }
 
 /// The values of a binary-protocol row: `(column, Some(value bytes))` or `None` for NULL.
-pub fn binary_values<'a>(
-    payload: &'a [u8],
+pub fn binary_values(
+    payload: &[u8],
     types: impl ExactSizeIterator<Item = u8>,
-) -> Result<Vec<Option<&'a [u8]>>, Malformed> {
+) -> Result<Vec<Option<&[u8]>>, Malformed> {
     let n = types.len();
     let bitmap_len = (n + 7 + 2) / 8;
     if payload.first() != Some(&0x00) || payload.len() < 1 + bitmap_len {

@@ -1,0 +1,324 @@
+//! Server to client: the stages every server message passes, in order. Only this loop writes
+//! to the client, so tollgate's own messages never land inside a partly written frame.
+//!
+//! ```text
+//! read ─▶ frame ─▶ observe (session state, result shapes) ─▶ transform (mask, swap refusals)
+//!      ─▶ record frame ─▶ … ─▶ record the batch ─▶ write the batch ─▶ drain? ─▶ read | control
+//! ```
+//!
+//! [`Downstream::run`] is the loop; [`Downstream::message`] runs one message through the
+//! stages.
+
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::{Batch, End, Problem, Record, Shared, shrink, write_all};
+use crate::audit::{self, Event, Outcome};
+use crate::conn::{Control, Lifecycle, Phase};
+use crate::mask::Masker;
+use crate::net::{ReadHalf, WriteHalf};
+use crate::pipeline::ConnInfo;
+use crate::protocol::pg::PgContext;
+use crate::protocol::pg::catalog::ConnCatalog;
+use crate::protocol::pg::frame::{self, Message};
+use crate::protocol::pg::messages::{self, Backend, Severity, TxStatus, put_error};
+use crate::protocol::pg::recording::ServerBatch;
+use crate::protocol::pg::results;
+use crate::protocol::pg::startup::{PINNED_PARAMETERS, READ_CHUNK};
+use crate::protocol::pg::transform;
+
+/// The server-to-client loop of one connection and the state it keeps between messages.
+pub(super) struct Downstream<'a> {
+    pub ctx: &'a PgContext,
+    pub info: &'a ConnInfo,
+    pub catalog: Option<ConnCatalog<'a>>,
+    pub masker: &'a Masker,
+    pub record: Option<&'a Record<'a>>,
+    pub shared: &'a Shared,
+    pub rd: ReadHalf,
+    pub wr: WriteHalf,
+    pub control: mpsc::Receiver<Control>,
+    pub lifecycle: &'a Lifecycle,
+    /// ReadyForQuery messages seen.
+    pub units_done: u64,
+    /// The transaction status of the last ReadyForQuery.
+    pub status: TxStatus,
+    pub rows: results::ServerSide,
+}
+
+/// One batch: the messages framed from one read, and what the stages made of them.
+struct Step {
+    batch: Batch,
+    recorded: Option<ServerBatch>,
+    masked: u64,
+    pos: usize,
+}
+
+impl Downstream<'_> {
+    /// Runs until the server leaves, the client loop reports a FATAL error, or the daemon
+    /// shuts down.
+    pub async fn run(mut self, mut buf: BytesMut) -> End {
+        loop {
+            let mut step = Step {
+                batch: Batch::new(),
+                recorded: self.record.map(|r| ServerBatch::new(r.full)),
+                masked: 0,
+                pos: 0,
+            };
+            let problem = self.frame_all(&buf, &mut step).await.err();
+            if step.masked > 0 {
+                metrics::counter!(crate::metrics::MASKED).increment(step.masked);
+            }
+            if let Err(end) = self.record_batch(step.recorded.take()).await {
+                return end;
+            }
+            if let Err(end) = self.write(&mut buf, &mut step).await {
+                return end;
+            }
+            if let Some(problem) = problem {
+                let mut out = Vec::new();
+                put_error(
+                    &mut out,
+                    Severity::Fatal,
+                    problem.sqlstate,
+                    &problem.message,
+                );
+                let _ = write_all(&mut self.wr, &out).await;
+                return End::ServerProtocol(problem.message);
+            }
+            shrink(&mut buf);
+            if let Some(end) = self.drained(&buf).await {
+                return end;
+            }
+            if let Err(end) = self.wait(&mut buf).await {
+                return end;
+            }
+        }
+    }
+
+    /// Frames every complete message in `buf` and runs each through the stages.
+    async fn frame_all(&mut self, buf: &BytesMut, step: &mut Step) -> Result<(), Problem> {
+        let max = self.ctx.config.limits.max_server_frame;
+        loop {
+            let n = match frame::message_len(&buf[step.pos..], max) {
+                Ok(Some(n)) => n,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Problem::server(e)),
+            };
+            self.message(buf, step, n).await?;
+            step.pos += n;
+        }
+    }
+
+    /// One message through the stages: observe, transform, record.
+    async fn message(&mut self, buf: &BytesMut, step: &mut Step, n: usize) -> Result<(), Problem> {
+        let m = Message::from_frame(&buf[step.pos..step.pos + n]);
+        self.observe(m).await?;
+        let (changed, row_columns) = self.transform(m);
+        if let Some(out) = &changed {
+            step.batch.replace(buf, step.pos, step.pos + n, out);
+            if m.tag != b'E' || self.shared.pending_count.load(Ordering::Relaxed) == 0 {
+                step.masked += 1;
+            }
+        }
+        if let Some(recorded) = &mut step.recorded {
+            let body = changed.as_deref().map_or(m.body, |out| &out[5..]);
+            recorded.frame(
+                m.tag,
+                body,
+                row_columns.as_deref(),
+                self.masker,
+                changed.is_some() && m.tag != b'E',
+            );
+        }
+        Ok(())
+    }
+
+    /// What the server's answers say about the session and the results to come: pinned
+    /// settings, ReadyForQuery (units done, refusals that can no longer come), result shapes.
+    async fn observe(&mut self, m: Message<'_>) -> Result<(), Problem> {
+        let shared = self.shared;
+        match m.tag {
+            b'S' => {
+                if let Backend::ParameterStatus { name, value } =
+                    messages::decode_backend(m.tag, m.body).map_err(Problem::server)?
+                    && let Some((_, pinned)) = PINNED_PARAMETERS
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    && !value.eq_ignore_ascii_case(pinned)
+                {
+                    // The server would now read SQL text differently from the policy's
+                    // parser: end the connection rather than forward anything else.
+                    return Err(Problem {
+                        sqlstate: "42501",
+                        message: format!(
+                            "tollgate: {name} must stay {pinned}; the connection is closed"
+                        ),
+                    });
+                }
+            }
+            b'Z' => {
+                if let Backend::ReadyForQuery(s) =
+                    messages::decode_backend(m.tag, m.body).map_err(Problem::server)?
+                {
+                    self.status = s;
+                    self.rows.ready(&shared.tracker);
+                    self.units_done += 1;
+                    let _ =
+                        shared
+                            .in_flight
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                                v.checked_sub(1)
+                            });
+                    if shared.pending_count.load(Ordering::Acquire) > 0 {
+                        let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+                        pending.retain(|p| p.unit > self.units_done);
+                        shared.pending_count.store(pending.len(), Ordering::Release);
+                    }
+                }
+            }
+            // Result shapes, so rows are decoded by their column types and formats.
+            b'T' => {
+                let mut columns = results::decode_row_description(m.body);
+                if let (Some(catalog), Some(columns)) = (&mut self.catalog, &mut columns) {
+                    catalog.mark(m.body, columns).await;
+                }
+                self.rows.row_description(&shared.tracker, columns);
+            }
+            b'n' => self.rows.no_data(&shared.tracker),
+            b'C' | b's' | b'I' => self.rows.execute_done(&shared.tracker),
+            b'E' => self.rows.error(&shared.tracker),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The transform stage: PANs masked in everything flowing back, refusals in place of the
+    /// errors their marker statements caused. Returns the replacement frame, if any, and the
+    /// columns of a data row.
+    fn transform(
+        &mut self,
+        m: Message<'_>,
+    ) -> (Option<Vec<u8>>, Option<std::sync::Arc<[results::Column]>>) {
+        let masker = self.masker;
+        match m.tag {
+            b'D' => {
+                let columns = self.rows.row_columns(&self.shared.tracker);
+                (
+                    transform::data_row(m.body, masker, columns.as_deref()),
+                    columns,
+                )
+            }
+            b'd' => (transform::copy_data(m.body, masker), None),
+            b'N' => (transform::fields(m.tag, m.body, masker), None),
+            b'V' => (transform::function_result(m.body, masker), None),
+            b'A' => (transform::notification(m.body, masker), None),
+            b'E' => (
+                take_refusal(self.shared, m).or_else(|| transform::fields(m.tag, m.body, masker)),
+                None,
+            ),
+            _ => (None, None),
+        }
+    }
+
+    /// The record stage: the batch before the client gets it, so a result is never seen
+    /// unrecorded.
+    async fn record_batch(&mut self, recorded: Option<ServerBatch>) -> Result<(), End> {
+        if let (Some(record), Some(detail)) = (self.record, recorded.and_then(ServerBatch::finish))
+        {
+            let event = Event::new(
+                audit::kind::SERVER_FRAMES,
+                Outcome::Info,
+                self.info.who.clone(),
+                detail,
+            );
+            if record.recorder.record_wait(event).await.is_err() {
+                return Err(End::ServerProtocol("the audit writer stopped".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the batch (original bytes, changed frames substituted) to the client.
+    async fn write(&mut self, buf: &mut BytesMut, step: &mut Step) -> Result<(), End> {
+        if step.pos > 0 {
+            let bytes = step.batch.finish(buf, step.pos);
+            write_all(&mut self.wr, bytes).await.map_err(End::Io)?;
+            buf.advance(step.pos);
+        }
+        Ok(())
+    }
+
+    /// A draining daemon closes a connection once nothing is running on it.
+    async fn drained(&mut self, buf: &BytesMut) -> Option<End> {
+        let phase = self.lifecycle.phase();
+        let idle = self.status == TxStatus::Idle
+            && self.shared.in_flight.load(Ordering::Acquire) == 0
+            && buf.is_empty();
+        if phase == Phase::Closing || (phase == Phase::Draining && idle) {
+            return Some(shutdown(&mut self.wr).await);
+        }
+        None
+    }
+
+    /// Waits for more from the server or a message on the control line.
+    async fn wait(&mut self, buf: &mut BytesMut) -> Result<(), End> {
+        buf.reserve(READ_CHUNK);
+        tokio::select! {
+            biased;
+            read = self.rd.read_buf(buf) => match read {
+                Ok(0) => Err(End::ServerClosed),
+                Ok(_) => Ok(()),
+                Err(e) => Err(End::Io(e)),
+            },
+            Some(control) = self.control.recv() => match control {
+                Control::Fatal(out) => {
+                    let _ = write_all(&mut self.wr, &out).await;
+                    Err(End::ClientProtocol("reported by the client loop".into()))
+                }
+                Control::Notice(out) => write_all(&mut self.wr, &out).await.map_err(End::Io),
+                Control::Phase(Phase::Closing) => Err(shutdown(&mut self.wr).await),
+                // Draining is checked after each batch.
+                Control::Phase(_) => Ok(()),
+            },
+        }
+    }
+}
+
+/// If this ErrorResponse answers one of our marker statements, the refusal to send instead.
+fn take_refusal(shared: &Shared, m: Message<'_>) -> Option<Vec<u8>> {
+    if shared.pending_count.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+    let Ok(Backend::ErrorResponse(fields)) = messages::decode_backend(m.tag, m.body) else {
+        return None;
+    };
+    let text = fields.get(b'M')?;
+    let at = text.find(&shared.marker)? + shared.marker.len();
+    let digits: &str = &text[at..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    let seq: u64 = digits[..end].parse().ok()?;
+    let index = pending.iter().position(|p| p.seq == seq)?;
+    let refusal = pending.swap_remove(index).error;
+    shared.pending_count.store(pending.len(), Ordering::Release);
+    Some(refusal)
+}
+
+/// Tells the client the daemon is shutting down (FATAL 57P01).
+async fn shutdown(wr: &mut WriteHalf) -> End {
+    let mut out = Vec::new();
+    put_error(
+        &mut out,
+        Severity::Fatal,
+        "57P01",
+        "terminating connection because tollgate is shutting down",
+    );
+    let _ = write_all(wr, &out).await;
+    End::Shutdown
+}

@@ -1,0 +1,140 @@
+//! A statement held for approval on its live connection: what came before it is forwarded,
+//! the client is told (a NoticeResponse through the client writer), and the loop waits for the
+//! decision while it keeps reading the client (so a disconnect withdraws the request).
+
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tracing::info;
+
+use super::{Batch, End, write_all};
+use crate::audit::{self, Event, Outcome, Recorder};
+use crate::conn::Control;
+use crate::conn::statement::{approval_fingerprint, decided};
+use crate::mask::Masker;
+use crate::net::{ReadHalf, WriteHalf};
+use crate::pipeline::{ConnInfo, Ruling, Statement, Verdict};
+use crate::protocol::pg::messages;
+
+/// What holding a statement needs of the client-to-server loop.
+pub(super) struct Held<'a, 'b> {
+    /// The batch's client frames so far, recorded before its first part is forwarded.
+    pub frames: &'a mut Vec<serde_json::Value>,
+    pub recorder: Option<&'a Recorder>,
+    pub batch: &'a mut Batch,
+    pub buf: &'a [u8],
+    /// Where the held message starts in `buf`.
+    pub pos: usize,
+    pub wr: &'a mut WriteHalf,
+    pub rd: &'a mut ReadHalf,
+    pub early: &'a mut Vec<u8>,
+    pub control: &'b mpsc::Sender<Control>,
+}
+
+/// Client bytes buffered at most while a statement is held; beyond it the client is no
+/// longer read (so its disconnect is noticed only at the decision).
+const MAX_EARLY: usize = 1 << 20;
+
+/// Holds a statement until an approver decides: what came before it is forwarded, the client
+/// is told (NoticeResponse) and the connection waits, its transaction open. Returns the
+/// verdict for the statement and a note for the record; ends the connection if the client
+/// leaves meanwhile (the request is then cancelled).
+pub(super) async fn hold_statement(
+    info: &ConnInfo,
+    approvals: &std::sync::Arc<crate::approval::Approvals>,
+    statement: &Statement<'_>,
+    ruling: &Ruling,
+    hold: &crate::pipeline::Hold,
+    masker: &Masker,
+    held: &mut Held<'_, '_>,
+) -> Result<(Verdict, String), End> {
+    let refuse = |message: String| Verdict::Refuse {
+        sqlstate: "42501".into(),
+        message,
+    };
+    let fingerprint = approval_fingerprint(
+        info,
+        statement,
+        ruling,
+        hold,
+        crate::policy::classify::SqlDialect::Postgres,
+    );
+    if let Some((id, by)) = approvals
+        .window(&info.identity, &info.target, &fingerprint)
+        .await
+    {
+        return Ok((
+            Verdict::Forward,
+            format!("approved by {by} within the window of approval {id}"),
+        ));
+    }
+    let sql = crate::mask::redact_secrets(&String::from_utf8_lossy(
+        &masker.mask(statement.sql.as_bytes()),
+    ));
+    let mut ticket = match approvals
+        .submit(
+            &info.identity,
+            info.who.clone(),
+            &info.target,
+            &info.database,
+            sql,
+            fingerprint,
+            ruling.rule.clone(),
+            ruling.reason.clone(),
+            hold.group.clone(),
+            hold.timeout,
+        )
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            return Ok((
+                refuse(format!("tollgate: statement not held for approval: {e}")),
+                e.to_string(),
+            ));
+        }
+    };
+    // Earlier statements of the pipeline run now (their frames recorded first); later ones
+    // wait behind this one.
+    if let Some(recorder) = held.recorder
+        && held.frames.iter().any(|f| f["t"] != "Q")
+    {
+        let event = Event::new(
+            audit::kind::CLIENT_FRAMES,
+            Outcome::Info,
+            info.who.clone(),
+            serde_json::json!({ "frames": std::mem::take(held.frames) }),
+        );
+        if recorder.record_wait(event).await.is_err() {
+            return Err(End::ClientProtocol("the audit writer stopped".into()));
+        }
+    }
+    let before = held.batch.finish(held.buf, held.pos);
+    if !before.is_empty()
+        && let Err(e) = write_all(held.wr, before).await
+    {
+        return Err(End::Io(e));
+    }
+    *held.batch = Batch::starting_at(held.pos);
+    let mut notice = Vec::new();
+    messages::put_notice(&mut notice, "01000", &approvals.notice(&ticket.request));
+    let _ = held.control.send(Control::Notice(notice)).await;
+    info!(conn = %info.id, approval = %ticket.request.id, group = hold.group, "statement held for approval");
+    let mut scratch = [0u8; 8192];
+    let outcome = loop {
+        if held.early.len() >= MAX_EARLY {
+            break ticket.outcome().await;
+        }
+        tokio::select! {
+            outcome = ticket.outcome() => break outcome,
+            read = held.rd.read(&mut scratch) => match read {
+                Ok(0) | Err(_) => {
+                    info!(conn = %info.id, approval = %ticket.request.id, "client left while its statement was held");
+                    drop(ticket);
+                    return Err(End::ClientClosed);
+                }
+                Ok(n) => held.early.extend_from_slice(&scratch[..n]),
+            },
+        }
+    };
+    Ok(decided(info, &ticket.request.id, outcome, hold))
+}
