@@ -3,8 +3,8 @@
 //! - [`packet`]: framing (3-byte length, sequence id, 16 MiB continuation); pure, fuzzed.
 //! - [`wire`]: payloads tollgate reads and writes (OK / ERR / EOF, column definitions, text and
 //!   binary rows) and the masking of rows, errors and column definitions.
-//! - [`handshake`]: the agent's login (token through `mysql_clear_password`) and the upstream
-//!   login (mysql_native_password, caching_sha2_password, client_ed25519).
+//! - [`handshake`]: the agent's login (token through `mysql_clear_password`); [`upstream`]: the
+//!   upstream login (mysql_native_password, caching_sha2_password, client_ed25519).
 //! - [`relay`]: commands one at a time, statements through the inspect stage, results streamed
 //!   back through the masker, everything recorded.
 //! - [`kill`]: `KILL` mapped through the [`kill::Registry`] of live connections.
@@ -18,6 +18,7 @@ pub mod handshake;
 pub mod kill;
 pub mod packet;
 pub mod relay;
+pub mod upstream;
 pub mod wire;
 
 use std::net::SocketAddr;

@@ -3,10 +3,10 @@
 //! - [`frame`]: where a message ends (pure, fuzzed).
 //! - [`messages`]: decoding of the messages the proxy looks into, encoding of those it writes.
 //! - [`scram`]: the server side of SCRAM-SHA-256 for client logins.
-//! - [`startup`]: TLS negotiation, client authentication; [`upstream`]: the upstream login.
-//! - [`relay`]: the two directions of an established connection and the stage hooks
-//!   ([`upstream_loop`]: client to server, [`downstream`]: server to client, [`hold`]: a
-//!   statement held for approval).
+//! - [`startup`]: TLS negotiation, client authentication, cancel requests; [`upstream`]: the
+//!   upstream login.
+//! - [`relay`]: the two directions of an established connection, each a loop of named stages
+//!   (`relay::to_server`, `relay::to_client`, `relay::hold` for a statement held for approval).
 //! - [`results`]: result shapes; [`transform`]: masking of server messages; [`recording`]: what
 //!   the record stage keeps of frames; [`catalog`]: result columns' source columns.
 //! - [`cancel`]: tollgate's own cancel keys mapped to upstream backends.
@@ -26,6 +26,7 @@ pub mod results;
 pub mod scram;
 pub mod startup;
 pub mod transform;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

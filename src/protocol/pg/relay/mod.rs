@@ -1,5 +1,5 @@
-//! An established connection: client frames to the server ([`upstream`]), server frames to
-//! the client ([`downstream`]), a statement held for approval ([`hold`]).
+//! An established connection: client frames to the server ([`to_server`]), server frames to
+//! the client ([`to_client`]), a statement held for approval ([`hold`]).
 //!
 //! Each direction reads into one bounded buffer, frames every complete message in it, lets the
 //! stages see the ones they care about, and writes the batch before reading again. Nothing is
@@ -20,9 +20,9 @@
 //! syntax error for tollgate's refusal. Responses therefore stay in order however deeply the
 //! client pipelines.
 
-mod downstream;
 mod hold;
-mod upstream;
+mod to_client;
+mod to_server;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -42,8 +42,8 @@ use crate::config::RecordResults;
 use crate::conn::{Control, Lifecycle};
 use crate::net::WriteHalf;
 use crate::pipeline::ConnInfo;
-use downstream::Downstream;
-use upstream::Upstream;
+use to_client::ToClient;
+use to_server::ToServer;
 
 /// Why a relay ended.
 #[derive(Debug)]
@@ -122,7 +122,7 @@ pub async fn run(
         recorder: r,
         full: ctx.record_results(&info.target) == RecordResults::Full,
     });
-    let upstream = Upstream {
+    let to_server = ToServer {
         ctx,
         info: &info,
         shared: &shared,
@@ -142,7 +142,7 @@ pub async fn run(
     .run(client.buf);
     let catalog = (!ctx.column_rules.is_empty())
         .then(|| ConnCatalog::new(ctx, target, &info.identity, &info.database));
-    let downstream = Downstream {
+    let to_client = ToClient {
         ctx,
         info: &info,
         catalog,
@@ -158,18 +158,18 @@ pub async fn run(
         rows: results::ServerSide::default(),
     }
     .run(server.buf);
-    tokio::pin!(upstream, downstream);
+    tokio::pin!(to_server, to_client);
     tokio::select! {
         biased;
-        end = &mut upstream => match end {
+        end = &mut to_server => match end {
             // The server-to-client loop is sending the client its FATAL error.
             End::ClientProtocol(_) => {
-                let _ = tokio::time::timeout(Duration::from_secs(5), &mut downstream).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut to_client).await;
                 end
             }
             end => end,
         },
-        end = &mut downstream => end,
+        end = &mut to_client => end,
     }
 }
 

@@ -6,7 +6,7 @@
 //!                      forward the batch ◀─ record the batch ◀─ refuse (marker) ◀┘
 //! ```
 //!
-//! [`Upstream::run`] is the loop; [`Upstream::message`] runs one message through the stages.
+//! [`ToServer::run`] is the loop; [`ToServer::message`] runs one message through the stages.
 
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -34,7 +34,7 @@ use crate::protocol::pg::results::{self, Expect};
 use crate::protocol::pg::startup::READ_CHUNK;
 
 /// The client-to-server loop of one connection and the state it keeps between messages.
-pub(super) struct Upstream<'a> {
+pub(super) struct ToServer<'a> {
     pub ctx: &'a PgContext,
     pub info: &'a ConnInfo,
     pub shared: &'a Shared,
@@ -82,7 +82,7 @@ impl From<Problem> for Stop {
     }
 }
 
-impl Upstream<'_> {
+impl ToServer<'_> {
     /// Runs until the client leaves or the connection must end.
     pub async fn run(mut self, mut buf: BytesMut) -> End {
         loop {

@@ -6,7 +6,7 @@
 //!      ─▶ record frame ─▶ … ─▶ record the batch ─▶ write the batch ─▶ drain? ─▶ read | control
 //! ```
 //!
-//! [`Downstream::run`] is the loop; [`Downstream::message`] runs one message through the
+//! [`ToClient::run`] is the loop; [`ToClient::message`] runs one message through the
 //! stages.
 
 use std::sync::atomic::Ordering;
@@ -31,7 +31,7 @@ use crate::protocol::pg::startup::{PINNED_PARAMETERS, READ_CHUNK};
 use crate::protocol::pg::transform;
 
 /// The server-to-client loop of one connection and the state it keeps between messages.
-pub(super) struct Downstream<'a> {
+pub(super) struct ToClient<'a> {
     pub ctx: &'a PgContext,
     pub info: &'a ConnInfo,
     pub catalog: Option<ConnCatalog<'a>>,
@@ -57,7 +57,7 @@ struct Step {
     pos: usize,
 }
 
-impl Downstream<'_> {
+impl ToClient<'_> {
     /// Runs until the server leaves, the client loop reports a FATAL error, or the daemon
     /// shuts down.
     pub async fn run(mut self, mut buf: BytesMut) -> End {

@@ -1,0 +1,241 @@
+//! The upstream login: tollgate as the client of the target's PostgreSQL server. TCP (and TLS
+//! per the target's mode), the StartupMessage with the role the identity's groups choose and
+//! the allowlisted client parameters, then whatever password exchange the server asks for
+//! among those `upstream_auth` allows (SCRAM-SHA-256 with the server's signature checked, MD5,
+//! cleartext).
+
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::PgContext;
+use super::frame::Message;
+use super::messages::{self, Backend, TxStatus};
+use super::scram;
+use super::startup::{Conn, Error};
+use crate::auth::Identity;
+use crate::config::UpstreamAuth;
+use crate::conn::TargetRuntime;
+use crate::net::Stream;
+
+/// What the upstream told us once logged in.
+pub(crate) struct UpstreamSession {
+    pub(super) process_id: i32,
+    pub(super) secret_key: i32,
+    pub(super) status: TxStatus,
+    /// ParameterStatus and NoticeResponse frames, passed on to the client as they were.
+    pub(super) greeting: Vec<u8>,
+}
+
+/// Opens the TCP (and TLS) connection to a target's server.
+pub async fn open_upstream(ctx: &PgContext, target: &TargetRuntime) -> Result<Conn, Error> {
+    let timeout = ctx.config.limits.upstream_connect_timeout;
+    let tcp = tokio::time::timeout(
+        timeout,
+        TcpStream::connect((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| Error::Upstream(format!("connect to {} timed out", target.config.address)))?
+    .map_err(|e| Error::Upstream(format!("connect to {}: {e}", target.config.address)))?;
+    tcp.set_nodelay(true)?;
+    let Some(tls) = &target.tls else {
+        return Ok(Conn::new(Stream::Tcp(tcp)));
+    };
+    let mut conn = Conn::new(Stream::Tcp(tcp));
+    conn.send(&messages::encode_request(messages::SSL_REQUEST, &[]))
+        .await?;
+    let mut answer = [0u8; 1];
+    conn.io.read_exact(&mut answer).await?;
+    if answer[0] != b'S' {
+        return Err(Error::Upstream(format!(
+            "{} does not accept TLS, and the target's TLS mode needs it",
+            target.config.address
+        )));
+    }
+    let stream = tls
+        .connector
+        .connect(tls.server_name.clone(), conn.io)
+        .await
+        .map_err(|e| Error::Upstream(format!("TLS with {}: {e}", target.config.address)))?;
+    Ok(Conn::new(Stream::wrap(stream)))
+}
+
+/// Connects and logs in upstream with the target's credentials. On failure, also returns the
+/// SQLSTATE to show the client.
+pub(crate) async fn connect_upstream(
+    ctx: &PgContext,
+    target: &TargetRuntime,
+    identity: &Identity,
+    requested: &str,
+    forwarded: &[(&str, &str)],
+) -> Result<(Conn, UpstreamSession), (Error, &'static str)> {
+    let mut server = open_upstream(ctx, target).await.map_err(|e| (e, "08006"))?;
+    let cfg = &target.config;
+    let (upstream_user, secret) = cfg.credentials_for(&identity.issuer, &identity.groups);
+    let password = match secret {
+        Some(secret) => Some(
+            secret
+                .read()
+                .map_err(|e| (Error::Upstream(format!("upstream password: {e}")), "08006"))?,
+        ),
+        None => None,
+    };
+    let mut params = vec![
+        ("user", upstream_user),
+        ("database", cfg.upstream_database(requested)),
+    ];
+    params.extend_from_slice(forwarded);
+    let io = |e: Error| (e, "08006");
+    server
+        .send(&messages::encode_startup(&params))
+        .await
+        .map_err(io)?;
+
+    let max = ctx.config.limits.max_server_frame;
+    let mut scram: Option<ScramSha256> = None;
+    let mut greeting = Vec::new();
+    let mut key = None;
+    loop {
+        let frame = server.read_message(max).await.map_err(io)?;
+        let m = Message::from_frame(&frame);
+        let decoded = messages::decode_backend(m.tag, m.body).map_err(|e| io(e.into()))?;
+        let need_password = || {
+            password.as_deref().ok_or_else(|| {
+                (
+                    Error::Upstream(
+                        "the server asks for a password and the target has none".into(),
+                    ),
+                    "08006",
+                )
+            })
+        };
+        let mut out = Vec::new();
+        match decoded {
+            Backend::Authentication { code: 0, .. } => {}
+            Backend::Authentication { code: 3, .. } => {
+                allowed(cfg, UpstreamAuth::Password, "cleartext password")?;
+                let pw = need_password()?;
+                let mut body = pw.as_bytes().to_vec();
+                body.push(0);
+                messages::put_password(&mut out, &body);
+            }
+            Backend::Authentication { code: 5, data } => {
+                allowed(cfg, UpstreamAuth::Md5, "MD5 password")?;
+                let pw = need_password()?;
+                let salt: [u8; 4] = data
+                    .try_into()
+                    .map_err(|_| io(Error::Upstream("malformed MD5 request".into())))?;
+                let hash = postgres_protocol::authentication::md5_hash(
+                    upstream_user.as_bytes(),
+                    pw.as_bytes(),
+                    salt,
+                );
+                let mut body = hash.into_bytes();
+                body.push(0);
+                messages::put_password(&mut out, &body);
+            }
+            Backend::Authentication { code: 10, data } => {
+                let pw = need_password()?;
+                let offered = data
+                    .split(|&b| b == 0)
+                    .any(|m| m == scram::MECHANISM.as_bytes());
+                if !offered {
+                    return Err(io(Error::Upstream(
+                        "the server offers no SASL mechanism tollgate supports".into(),
+                    )));
+                }
+                // No channel binding: "n" tells a server that offers -PLUS that we do not
+                // support it, which it accepts (unlike "y").
+                let client = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                messages::put_sasl_initial(&mut out, scram::MECHANISM, client.message());
+                scram = Some(client);
+            }
+            Backend::Authentication { code: 11, data } => {
+                let client = scram
+                    .as_mut()
+                    .ok_or_else(|| io(Error::Upstream("SASL continue out of order".into())))?;
+                client
+                    .update(data)
+                    .map_err(|e| io(Error::Upstream(format!("SCRAM: {e}"))))?;
+                messages::put_password(&mut out, client.message());
+            }
+            Backend::Authentication { code: 12, data } => {
+                let client = scram
+                    .as_mut()
+                    .ok_or_else(|| io(Error::Upstream("SASL final out of order".into())))?;
+                // Checks the server's signature: a server that does not know the password
+                // cannot pretend to.
+                client
+                    .finish(data)
+                    .map_err(|e| io(Error::Upstream(format!("SCRAM server signature: {e}"))))?;
+            }
+            Backend::Authentication { code, .. } => {
+                return Err(io(Error::Upstream(format!(
+                    "unsupported upstream authentication request {code}"
+                ))));
+            }
+            Backend::ErrorResponse(fields) => {
+                let sqlstate = match fields.get(b'C') {
+                    Some("53300") => "53300",
+                    Some("57P03") => "57P03",
+                    _ => "08006",
+                };
+                return Err((
+                    Error::Upstream(format!(
+                        "server refused: {} {}",
+                        fields.get(b'C').unwrap_or_default(),
+                        fields.get(b'M').unwrap_or_default()
+                    )),
+                    sqlstate,
+                ));
+            }
+            Backend::BackendKeyData {
+                process_id,
+                secret_key,
+            } => key = Some((process_id, secret_key)),
+            Backend::ParameterStatus { .. } | Backend::NoticeResponse(_) => {
+                greeting.extend_from_slice(&frame);
+            }
+            Backend::NegotiateProtocolVersion { .. } => {}
+            Backend::ReadyForQuery(status) => {
+                let (process_id, secret_key) = key.unwrap_or((0, 0));
+                return Ok((
+                    server,
+                    UpstreamSession {
+                        process_id,
+                        secret_key,
+                        status,
+                        greeting,
+                    },
+                ));
+            }
+            Backend::Other => {
+                return Err(io(Error::Upstream(format!(
+                    "unexpected message {:?} during login",
+                    m.tag as char
+                ))));
+            }
+        }
+        if !out.is_empty() {
+            server.send(&out).await.map_err(io)?;
+        }
+    }
+}
+
+/// Refuses a password exchange the target does not list in `upstream_auth`.
+fn allowed(
+    cfg: &crate::config::Target,
+    method: UpstreamAuth,
+    what: &str,
+) -> Result<(), (Error, &'static str)> {
+    if cfg.upstream_auth().contains(&method) {
+        Ok(())
+    } else {
+        Err((
+            Error::Upstream(format!(
+                "the server asks for a {what}, which the target's upstream_auth does not allow"
+            )),
+            "08006",
+        ))
+    }
+}
