@@ -9,6 +9,9 @@
 #        TOLLGATE_WORKERS=N scripts/bench-pg.sh ...   (tollgate's worker threads; default: CPUs)
 #        BENCH_AUDIT=1 scripts/bench-pg.sh ...        (adds tollgate recording every frame to a
 #                                                      SQLite store and to a PostgreSQL store)
+#        TOLLGATE_BASELINE=BIN scripts/bench-pg.sh ... (adds a path "baseline": another tollgate
+#                                                      binary, e.g. a release build of an earlier
+#                                                      commit, configured the same way)
 # Needs: PostgreSQL on 127.0.0.1:5432 trusting postgres, pgbench, a release build (made here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,9 +45,9 @@ declare -A port_of pid_of user_of
 port_of[direct]=5432
 user_of[direct]=postgres
 
-# start_tollgate NAME PORT [AUDIT_YAML]: a tollgate in front of the bench database.
+# start_tollgate NAME PORT [AUDIT_YAML] [BINARY]: a tollgate in front of the bench database.
 start_tollgate() {
-  local name=$1 port=$2 audit=${3:-}
+  local name=$1 port=$2 audit=${3:-} bin=${4:-target/release/tollgate}
   cat >"$work/$name.yaml" <<EOF
 listen: { postgres: 127.0.0.1:$port }
 ${TOLLGATE_WORKERS:+workers: $TOLLGATE_WORKERS}
@@ -55,7 +58,7 @@ targets:
     user: postgres
     client_auth: { method: scram-sha-256, user: agent, password: { file: $work/agent-pw } }
 EOF
-  TOLLGATE_LOG=warn target/release/tollgate serve --config "$work/$name.yaml" 2>"$work/$name.log" &
+  TOLLGATE_LOG=warn "$bin" serve --config "$work/$name.yaml" 2>"$work/$name.log" &
   pid_of[$name]=$!
   port_of[$name]=$port
   user_of[$name]=agent
@@ -71,6 +74,10 @@ EOF
 
 paths=(direct tollgate)
 start_tollgate tollgate $PROXY_PORT
+if [ -n "${TOLLGATE_BASELINE:-}" ]; then
+  start_tollgate baseline 25435 "" "$TOLLGATE_BASELINE"
+  paths+=(baseline)
+fi
 if [ "${BENCH_AUDIT:-}" = 1 ]; then
   target/release/tollgate audit keygen --out "$work/signing.pem" >/dev/null
   start_tollgate audit-sqlite 25433 "audit: { sqlite: $work/audit.db, signing_key: { file: $work/signing.pem } }"

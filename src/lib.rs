@@ -1,16 +1,25 @@
-//! tollgate: a PostgreSQL wire proxy that stands between AI agents and production databases.
+//! tollgate: a PostgreSQL and MySQL/MariaDB wire proxy that stands between AI agents and
+//! production databases: it authenticates each agent, judges each statement against a policy,
+//! masks card numbers in everything flowing back, and records every frame in a tamper-evident
+//! store.
 //!
-//! Module map:
-//! - [`admin`]: the admin HTTP interface (health, audit reads, approvals; the dev issuer).
+//! Module map, from the socket inward:
+//! - [`daemon`]: the daemon assembled from a config (stages, context, wires, admin), as
+//!   `serve`, `dev` and the tests start it.
+//! - [`server`]: listeners, accept loop, connection limits, graceful shutdown; it serves each
+//!   wire through [`conn::Listener`] and imports no wire.
+//! - [`protocol`]: the wires. `protocol::pg` (PostgreSQL) and `protocol::mysql` (MySQL /
+//!   MariaDB) turn bytes into neutral values and back; neither imports the other.
+//! - [`conn`]: the protocol-neutral connection layer both wires call: shared context, targets,
+//!   lifecycle, session records, a statement's lifecycle (settle, approvals), policy files.
+//! - [`pipeline`]: the neutral values and stage interfaces (statements, rulings, stages).
+//! - [`policy`]: rules that allow, block or hold each statement, from its syntax tree (pure).
+//! - [`mask`]: PAN detection and masking (pure).
 //! - [`approval`]: statements held on live connections until a human approves them.
 //! - [`audit`]: the tamper-evident session store.
 //! - [`auth`]: agent identity: OIDC token validation, login throttling, the dev issuer.
+//! - [`admin`]: the admin HTTP interface (health, metrics, audit reads, approvals).
 //! - [`config`]: the YAML configuration, validated, errors with file:line.
-//! - [`server`]: listeners, accept loop, connection limits, graceful shutdown.
-//! - [`policy`]: YAML rules that allow, block or hold each statement, from its syntax tree.
-//! - [`protocol`]: the wire protocols (PostgreSQL today): framing, startup, relay.
-//! - [`pipeline`]: the protocol-neutral stages (inspect, transform, record) and their types.
-//! - [`mask`]: PAN detection and masking.
 //! - [`metrics`]: Prometheus metrics (names, the recorder).
 //! - [`net`]: a plain or TLS socket and its halves.
 //! - [`tls`]: rustls acceptor for clients, connectors for upstream targets.

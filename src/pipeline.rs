@@ -1,12 +1,14 @@
 //! The protocol-neutral stages every statement and result passes through.
 //!
-//! The wire modules (`protocol::pg`) decode frames into the values here and hand them to the
-//! stages; the stages never see wire bytes, so one implementation serves every protocol.
+//! The wire modules (`protocol::pg`, `protocol::mysql`) decode frames into the values here and
+//! hand them to the stages; the stages never see wire bytes, so one implementation serves every
+//! protocol.
 //!
 //! - **inspect**: each statement a client sends gets a [`Verdict`] before anything is forwarded
-//!   (`policy::inspect::PolicyStage`; [`ForwardAll`] when no policy is configured).
+//!   (`policy::inspect::PolicyStage` over the policy files `conn::policy_files` keeps loaded;
+//!   [`ForwardAll`] when no policy is configured).
 //! - **transform**: values flowing back are masked by `mask::Masker`, which sees value bytes,
-//!   never frames (`protocol::pg::transform` does the framing around it).
+//!   never frames (each wire does the framing around it).
 //! - **record**: `audit::Recorder` receives every session, statement (with its [`Ruling`]) and
 //!   frame, masked; a statement it cannot record is refused.
 //!
