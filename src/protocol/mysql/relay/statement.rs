@@ -70,51 +70,20 @@ impl Relay<'_> {
         ruling: &Ruling,
         hold: &crate::pipeline::Hold,
     ) -> Result<(Verdict, String), End> {
-        use crate::conn::statement::{approval_fingerprint, decided};
-        let fingerprint = approval_fingerprint(
+        use crate::conn::statement::{HoldStart, decided, request_approval};
+        let mut ticket = match request_approval(
+            approvals,
             &self.info,
             statement,
             ruling,
             hold,
+            &self.masker,
             crate::policy::classify::SqlDialect::MySql,
-        );
-        if let Some((id, by)) = approvals
-            .window(&self.info.identity, &self.info.target, &fingerprint)
-            .await
+        )
+        .await
         {
-            return Ok((
-                Verdict::Forward,
-                format!("approved by {by} within the window of approval {id}"),
-            ));
-        }
-        let sql = crate::mask::redact_secrets(&String::from_utf8_lossy(
-            &self.masker.mask(statement.sql.as_bytes()),
-        ));
-        let mut ticket = match approvals
-            .submit(
-                &self.info.identity,
-                self.info.who.clone(),
-                &self.info.target,
-                &self.info.database,
-                sql,
-                fingerprint,
-                ruling.rule.clone(),
-                ruling.reason.clone(),
-                hold.group.clone(),
-                hold.timeout,
-            )
-            .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                return Ok((
-                    Verdict::Refuse {
-                        sqlstate: "42501".into(),
-                        message: format!("tollgate: statement not held for approval: {e}"),
-                    },
-                    e.to_string(),
-                ));
-            }
+            HoldStart::Decided(verdict, note) => return Ok((verdict, note)),
+            HoldStart::Waiting(ticket) => ticket,
         };
         info!(conn = %self.info.id, approval = %ticket.request.id, group = hold.group, "statement held for approval");
         // The client sends nothing while it waits for its answer; bytes or EOF mean it left

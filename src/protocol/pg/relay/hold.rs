@@ -9,7 +9,7 @@ use tracing::info;
 use super::{Batch, End, write_all};
 use crate::audit::{self, Event, Outcome, Recorder};
 use crate::conn::Control;
-use crate::conn::statement::{approval_fingerprint, decided};
+use crate::conn::statement::{HoldStart, decided, request_approval};
 use crate::mask::Masker;
 use crate::net::{ReadHalf, WriteHalf};
 use crate::pipeline::{ConnInfo, Ruling, Statement, Verdict};
@@ -47,51 +47,19 @@ pub(super) async fn hold_statement(
     masker: &Masker,
     held: &mut Held<'_, '_>,
 ) -> Result<(Verdict, String), End> {
-    let refuse = |message: String| Verdict::Refuse {
-        sqlstate: "42501".into(),
-        message,
-    };
-    let fingerprint = approval_fingerprint(
+    let mut ticket = match request_approval(
+        approvals,
         info,
         statement,
         ruling,
         hold,
+        masker,
         crate::policy::classify::SqlDialect::Postgres,
-    );
-    if let Some((id, by)) = approvals
-        .window(&info.identity, &info.target, &fingerprint)
-        .await
+    )
+    .await
     {
-        return Ok((
-            Verdict::Forward,
-            format!("approved by {by} within the window of approval {id}"),
-        ));
-    }
-    let sql = crate::mask::redact_secrets(&String::from_utf8_lossy(
-        &masker.mask(statement.sql.as_bytes()),
-    ));
-    let mut ticket = match approvals
-        .submit(
-            &info.identity,
-            info.who.clone(),
-            &info.target,
-            &info.database,
-            sql,
-            fingerprint,
-            ruling.rule.clone(),
-            ruling.reason.clone(),
-            hold.group.clone(),
-            hold.timeout,
-        )
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            return Ok((
-                refuse(format!("tollgate: statement not held for approval: {e}")),
-                e.to_string(),
-            ));
-        }
+        HoldStart::Decided(verdict, note) => return Ok((verdict, note)),
+        HoldStart::Waiting(ticket) => ticket,
     };
     // Earlier statements of the pipeline run now (their frames recorded first); later ones
     // wait behind this one.
