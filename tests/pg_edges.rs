@@ -232,16 +232,43 @@ async fn startup_refusals_have_their_sqlstate() {
     ]))
     .await;
     assert_eq!(fatal_then_eof(&mut raw).await.as_deref(), Some("08P01"));
-    // Protocol 3.2 is negotiated down to 3.0, then the login proceeds.
-    let mut raw = Raw::connect(proxy.addr).await;
-    let mut packet = startup_packet(&[("user", "agent"), ("database", "plain"), ("_pq_.x", "1")]);
-    packet[4..8].copy_from_slice(&196_610i32.to_be_bytes());
-    raw.send(&packet).await;
-    let (tag, body) = raw.read().await.unwrap();
-    assert_eq!(tag, b'v');
-    assert_eq!(&body[..8], &[0, 0, 0, 0, 0, 0, 0, 1]);
-    assert_eq!(&body[8..], b"_pq_.x\0");
-    assert_eq!(raw.read().await.unwrap().0, b'R');
+}
+
+/// Issue #19, item 1: a client asking for protocol 3.2 (libpq 18 with
+/// `max_protocol_version=latest`) is told 3.0, the whole version in the version field as
+/// PostgreSQL sends it (libpq 18 refuses anything under 3.0), then logs in and runs a query.
+#[tokio::test]
+async fn protocol_3_2_is_negotiated_down_to_3_0() {
+    let proxy = Proxy::start("").await;
+    for options in [&[("_pq_.x", "1")][..], &[]] {
+        let mut raw = Raw::connect(proxy.addr).await;
+        let mut params = vec![("user", "agent"), ("database", "plain")];
+        params.extend_from_slice(options);
+        let mut packet = startup_packet(&params);
+        packet[4..8].copy_from_slice(&0x0003_0002i32.to_be_bytes());
+        raw.send(&packet).await;
+        let (tag, body) = raw.read().await.unwrap();
+        assert_eq!(tag, b'v');
+        assert_eq!(&body[..4], &0x0003_0000i32.to_be_bytes(), "version 3.0");
+        assert_eq!(&body[4..8], &(options.len() as i32).to_be_bytes());
+        let names: Vec<u8> = options
+            .iter()
+            .flat_map(|(k, _)| [k.as_bytes(), b"\0"].concat())
+            .collect();
+        assert_eq!(&body[8..], &names[..]);
+        let (tag, body) = raw.read().await.unwrap();
+        assert_eq!((tag, &body[..]), (b'R', &3i32.to_be_bytes()[..]));
+        raw.send(&frame(
+            b'p',
+            format!("{}\0", common::AGENT_PASSWORD).as_bytes(),
+        ))
+        .await;
+        raw.until_ready().await;
+        raw.send(&frame(b'Q', b"select 'three-oh'\0")).await;
+        let answer = raw.until_ready().await;
+        let row = answer.iter().find(|(t, _)| *t == b'D').expect("a row");
+        assert!(row.1.ends_with(b"three-oh"), "{answer:?}");
+    }
 }
 
 /// Writes a self-signed certificate for "localhost" and its key; returns their paths.
