@@ -221,7 +221,7 @@ impl DevIssuer {
             "groups": groups,
             "iat": now,
             "nbf": now,
-            "exp": now + ttl.as_secs(),
+            "exp": now.saturating_add(ttl.as_secs()),
         });
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
