@@ -528,6 +528,9 @@ async fn record_end(ctx: &Context, who: Arc<crate::audit::Who>, end: String) {
     }
 }
 
+/// How long past `startup_timeout` a login may take to tell its client it ran out of time.
+const STARTUP_BACKSTOP: Duration = Duration::from_secs(2);
+
 async fn serve_conn(
     ctx: &Context,
     tcp: TcpStream,
@@ -536,8 +539,9 @@ async fn serve_conn(
     lifecycle: &Lifecycle,
 ) {
     let (control_tx, control) = lifecycle.register(id);
+    // startup::run keeps `startup_timeout` itself, so it can tell the client; this is a backstop.
     let est = match tokio::time::timeout(
-        ctx.config.limits.startup_timeout,
+        ctx.config.limits.startup_timeout + STARTUP_BACKSTOP,
         startup::run(ctx, tcp, peer),
     )
     .await
@@ -594,8 +598,9 @@ async fn serve_mysql(
 ) {
     use crate::protocol::mysql::{handshake, relay as my_relay, wire};
     let (_control_tx, control) = lifecycle.register(id);
+    // handshake::run keeps `startup_timeout` itself, so it can tell the client; this is a backstop.
     let est = match tokio::time::timeout(
-        ctx.config.limits.startup_timeout,
+        ctx.config.limits.startup_timeout + STARTUP_BACKSTOP,
         handshake::run(ctx, tcp, peer, id.0 as u32),
     )
     .await

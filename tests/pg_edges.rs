@@ -175,6 +175,9 @@ async fn connection_limits_per_client_and_total() {
     assert_eq!(sqlstate(&err), "53300");
 }
 
+/// Issue #19, item 8: a login that stalls past `startup_timeout` is told why (FATAL 08P01
+/// naming the timeout, as PostgreSQL does), then closed: silent, half a startup packet, and
+/// silent when asked for its password.
 #[tokio::test]
 async fn startup_timeout_cuts_silent_and_slow_clients() {
     let proxy = Proxy::start("limits: { startup_timeout: 500ms }").await;
@@ -183,13 +186,30 @@ async fn startup_timeout_cuts_silent_and_slow_clients() {
     let mut slow = Raw::connect(proxy.addr).await;
     slow.send(&startup_packet(&[("user", "agent"), ("database", "plain")])[..6])
         .await;
-    assert!(silent.read().await.is_none());
-    assert!(slow.read().await.is_none());
+    let mut mute = Raw::connect(proxy.addr).await;
+    mute.send(&startup_packet(&[("user", "agent"), ("database", "plain")]))
+        .await;
+    assert_eq!(mute.read().await.unwrap().0, b'R', "asked for a password");
+    for raw in [&mut silent, &mut slow, &mut mute] {
+        let (tag, body) = raw.read().await.expect("told why");
+        assert_eq!(tag, b'E');
+        assert_eq!(error_field(&body, b'S').as_deref(), Some("FATAL"));
+        assert_eq!(error_field(&body, b'C').as_deref(), Some("08P01"));
+        assert_eq!(
+            error_field(&body, b'M').as_deref(),
+            Some("tollgate: the login did not finish within startup_timeout (500ms)")
+        );
+        assert!(raw.read().await.is_none(), "then closed");
+    }
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(450) && took < Duration::from_secs(3),
         "{took:?}"
     );
+    // The daemon serves a prompt login meanwhile.
+    let mut prompt = Raw::login(proxy.addr).await;
+    prompt.send(&frame(b'Q', b"select 1\0")).await;
+    assert!(prompt.until_ready().await.iter().any(|(t, _)| *t == b'D'));
 }
 
 #[tokio::test]

@@ -45,6 +45,8 @@ pub enum Error {
     Upstream(String),
     #[error("TLS handshake: {0}")]
     Tls(std::io::Error),
+    #[error("the login did not finish within startup_timeout ({})", humantime::format_duration(*.0))]
+    TimedOut(std::time::Duration),
 }
 
 /// A socket with its read buffer.
@@ -120,14 +122,27 @@ pub struct Established {
     pub client_tls: bool,
 }
 
-/// The startup phase. `Ok(None)` when the connection was a CancelRequest (handled here).
+/// The startup phase, within `startup_timeout`. `Ok(None)` when the connection was a
+/// CancelRequest (handled here).
 pub async fn run(
     ctx: &Context,
     tcp: TcpStream,
     peer: SocketAddr,
 ) -> Result<Option<Established>, Error> {
     let mut client = Conn::new(Stream::Tcp(tcp));
-    match login(ctx, &mut client, peer).await {
+    let limit = ctx.config.limits.startup_timeout;
+    let Ok(outcome) = tokio::time::timeout(limit, login(ctx, &mut client, peer)).await else {
+        // As PostgreSQL does when authentication_timeout runs out: say why, then close. (Cut
+        // during a TLS handshake, the client stream is a placeholder and hears nothing.)
+        let e = Error::TimedOut(limit);
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            client.fatal("08P01", &format!("tollgate: {e}")),
+        )
+        .await;
+        return Err(e);
+    };
+    match outcome {
         Ok(Some(l)) => Ok(Some(Established {
             client,
             server: l.server,
