@@ -349,6 +349,140 @@ async fn client_tls_with_psql_verify_full_and_require() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("requires an encrypted connection"));
 }
 
+/// A TLS client to tollgate that trusts `cert` and offers `alpn`, over `tcp`.
+async fn tls_to(
+    tcp: tokio::net::TcpStream,
+    cert: &std::path::Path,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(cert).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+}
+
+/// The next message from a stream, or `None` at its end.
+async fn next_message(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 5];
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
+        .await
+        .expect("no answer within 10 s");
+    read.ok()?;
+    let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+    let mut body = vec![0; len - 4];
+    s.read_exact(&mut body).await.ok()?;
+    Some((head[0], body))
+}
+
+/// Logs in to the `plain` target over `tls` and returns the row of a query naming whether
+/// tollgate's own upstream connection is TLS.
+async fn tls_login(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> Option<String> {
+    use tokio::io::AsyncWriteExt;
+    let startup = startup_packet(&[("user", "agent"), ("database", "plain")]);
+    tls.write_all(&startup).await.unwrap();
+    let (tag, body) = next_message(tls).await.expect("auth request");
+    assert_eq!((tag, &body[..]), (b'R', &3i32.to_be_bytes()[..]));
+    let password = frame(b'p', format!("{}\0", common::AGENT_PASSWORD).as_bytes());
+    tls.write_all(&password).await.unwrap();
+    while next_message(tls).await.expect("login").0 != b'Z' {}
+    let query = b"select 'direct ' || ssl::text from pg_stat_ssl where pid = pg_backend_pid()\0";
+    tls.write_all(&frame(b'Q', query)).await.unwrap();
+    let mut row = None;
+    loop {
+        let (tag, body) = next_message(tls).await.expect("answer");
+        match tag {
+            b'D' => row = Some(String::from_utf8_lossy(&body[6..]).into_owned()),
+            b'E' => panic!("{:?}", error_field(&body, b'M')),
+            b'Z' => return row,
+            _ => {}
+        }
+    }
+}
+
+/// Issue #19, item 2: direct TLS (`sslnegotiation=direct`, PostgreSQL 17 clients): a TLS
+/// ClientHello as the first bytes is accepted when it offers ALPN `postgresql`, and refused
+/// without it (FATAL 08P01 inside TLS, PostgreSQL 17's words) or with only other names (the
+/// handshake fails). SSLRequest-negotiated TLS without ALPN still works, as psql 15 uses it.
+#[tokio::test]
+async fn direct_tls_needs_alpn_postgresql() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let yaml = format!(
+        "tls: {{ cert: {}, key: {}, require: true }}\n{}",
+        cert.display(),
+        key.display(),
+        common::targets(dir.path())
+    );
+    let proxy = Proxy::start_yaml(dir, &yaml, Stages::default()).await;
+    let tcp = || tokio::net::TcpStream::connect(proxy.addr);
+    // ALPN postgresql: the handshake is accepted and the session runs (require: true is met).
+    let mut direct = tls_to(tcp().await.unwrap(), &cert, &[b"postgresql"])
+        .await
+        .expect("handshake accepted");
+    assert_eq!(direct.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
+    // tollgate's upstream connection is plaintext on loopback: the row says so.
+    assert_eq!(
+        tls_login(&mut direct).await.as_deref(),
+        Some("direct false")
+    );
+    // No ALPN: refused inside TLS, then closed.
+    let mut bare = tls_to(tcp().await.unwrap(), &cert, &[]).await.unwrap();
+    bare.write_all(&startup_packet(&[("user", "agent"), ("database", "plain")]))
+        .await
+        .unwrap();
+    let (tag, body) = next_message(&mut bare).await.expect("an error");
+    assert_eq!(tag, b'E');
+    assert_eq!(error_field(&body, b'S').as_deref(), Some("FATAL"));
+    assert_eq!(error_field(&body, b'C').as_deref(), Some("08P01"));
+    assert!(
+        error_field(&body, b'M')
+            .unwrap()
+            .contains("without ALPN protocol negotiation extension")
+    );
+    assert!(next_message(&mut bare).await.is_none());
+    // Only another protocol's name: the handshake itself fails.
+    assert!(
+        tls_to(tcp().await.unwrap(), &cert, &[b"h2"]).await.is_err(),
+        "handshake refused"
+    );
+    // SSLRequest, then TLS without ALPN: today's clients keep working.
+    let mut plain = tcp().await.unwrap();
+    plain
+        .write_all(&tollgate::protocol::pg::messages::encode_request(
+            tollgate::protocol::pg::messages::SSL_REQUEST,
+            &[],
+        ))
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut plain, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"S");
+    let mut negotiated = tls_to(plain, &cert, &[]).await.unwrap();
+    assert_eq!(
+        tls_login(&mut negotiated).await.as_deref(),
+        Some("direct false")
+    );
+}
+
 /// The local server's own certificate (Debian's snakeoil, self-signed for localhost).
 async fn server_cert() -> String {
     let (c, conn) = tokio_postgres::connect("host=127.0.0.1 user=postgres dbname=test", NoTls)

@@ -183,6 +183,27 @@ async fn login(
     peer: SocketAddr,
 ) -> Result<Option<LoggedIn>, Error> {
     let mut tls = false;
+    // PostgreSQL 17's direct TLS (`sslnegotiation=direct`): a TLS handshake record as the first
+    // bytes, no SSLRequest. Taken only with ALPN "postgresql", as PostgreSQL requires, so a TLS
+    // client of some other protocol is never read as a PostgreSQL one.
+    if let Some(acceptor) = &ctx.client_tls
+        && starts_with_tls(client).await?
+    {
+        let plain = std::mem::replace(&mut client.io, Stream::placeholder());
+        let stream = acceptor.accept(plain).await.map_err(Error::Tls)?;
+        let alpn = stream.get_ref().1.alpn_protocol() == Some(b"postgresql".as_slice());
+        *client = Conn::new(Stream::wrap(stream));
+        if !alpn {
+            client
+                .fatal(
+                    "08P01",
+                    "received direct SSL connection request without ALPN protocol negotiation extension",
+                )
+                .await;
+            return Err(Error::Refused("direct TLS without ALPN postgresql".into()));
+        }
+        tls = true;
+    }
     // A client may ask for GSS encryption, then SSL, then start; no more rounds than that.
     let (minor, params) = 'negotiate: {
         for _ in 0..3 {
@@ -394,6 +415,18 @@ pub const PINNED_PARAMETERS: &[(&str, &str)] = &[
     ("client_encoding", "UTF8"),
     ("standard_conforming_strings", "on"),
 ];
+
+/// Whether the client's first byte opens a TLS handshake record (direct TLS). A startup
+/// packet starts with its length, whose first byte is 0 for any length tollgate accepts.
+async fn starts_with_tls(client: &mut Conn) -> Result<bool, Error> {
+    const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+    let Stream::Tcp(tcp) = &mut client.io else {
+        return Ok(false);
+    };
+    let mut first = [0u8; 1];
+    let n = tcp.peek(&mut first).await?;
+    Ok(n == 1 && first[0] == TLS_HANDSHAKE_RECORD)
+}
 
 async fn upgrade_client(io: Stream, acceptor: &tokio_rustls::TlsAcceptor) -> Result<Stream, Error> {
     let stream = acceptor.accept(io).await.map_err(Error::Tls)?;
