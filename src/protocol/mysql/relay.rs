@@ -709,7 +709,7 @@ impl Relay<'_> {
             _ = interrupt.notified() => {
                 info!(conn = %self.info.id, approval = %ticket.request.id, "held statement killed");
                 let id = ticket.request.id.clone();
-                drop(ticket);
+                ticket.withdraw("the client cancelled the statement (KILL)");
                 return Ok((
                     Verdict::Refuse {
                         sqlstate: "57014".into(),

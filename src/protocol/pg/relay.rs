@@ -83,6 +83,8 @@ struct Shared {
     marker: String,
     /// What the server will answer, so rows get their column types and formats.
     tracker: results::Tracker,
+    /// How the client's CancelRequest reaches a statement held for approval.
+    interrupt: std::sync::Arc<super::cancel::Interrupt>,
 }
 
 /// Runs an established connection until either side ends it.
@@ -113,6 +115,7 @@ pub async fn run(
         pending: Mutex::new(Vec::new()),
         pending_count: AtomicUsize::new(0),
         tracker: results::Tracker::default(),
+        interrupt: est.cancel.interrupt(),
         marker: format!(
             "tollgate_refused_{}_",
             nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -268,6 +271,7 @@ struct Held<'a, 'b> {
     rd: &'a mut ReadHalf,
     early: &'a mut Vec<u8>,
     control: &'b mpsc::Sender<Control>,
+    interrupt: &'a super::cancel::Interrupt,
 }
 
 /// Client bytes buffered at most while a statement is held; beyond it the client is no
@@ -277,7 +281,8 @@ const MAX_EARLY: usize = 1 << 20;
 /// Holds a statement until an approver decides: what came before it is forwarded, the client
 /// is told (NoticeResponse) and the connection waits, its transaction open. Returns the
 /// verdict for the statement and a note for the record; ends the connection if the client
-/// leaves meanwhile (the request is then cancelled).
+/// leaves meanwhile (the request is then cancelled). The client's CancelRequest (psql's
+/// Ctrl-C) withdraws the request and ends the statement with 57014, as a cancelled query ends.
 async fn hold_statement(
     info: &ConnInfo,
     approvals: &std::sync::Arc<crate::approval::Approvals>,
@@ -291,6 +296,9 @@ async fn hold_statement(
         sqlstate: "42501".into(),
         message,
     };
+    // From here a CancelRequest ends this statement rather than going to the server.
+    let (_holding, cancelled) = held.interrupt.hold();
+    tokio::pin!(cancelled);
     let fingerprint = approval_fingerprint(
         info,
         statement,
@@ -361,12 +369,28 @@ async fn hold_statement(
     info!(conn = %info.id, approval = %ticket.request.id, group = hold.group, "statement held for approval");
     let mut scratch = [0u8; 8192];
     let outcome = loop {
-        if held.early.len() >= MAX_EARLY {
-            break ticket.outcome().await;
-        }
+        let reading = held.early.len() < MAX_EARLY;
         tokio::select! {
             outcome = ticket.outcome() => break outcome,
-            read = held.rd.read(&mut scratch) => match read {
+            () = &mut cancelled => {
+                let id = ticket.request.id.clone();
+                info!(conn = %info.id, approval = %id, "client cancelled its held statement");
+                let note = if ticket.withdraw("the client cancelled the statement (CancelRequest)") {
+                    format!("approval {id} withdrawn: the client cancelled the statement")
+                } else {
+                    format!("approval {id} was decided as the client cancelled the statement; not run")
+                };
+                return Ok((
+                    Verdict::Refuse {
+                        sqlstate: "57014".into(),
+                        message: format!(
+                            "canceling statement due to user request (tollgate: approval {id} is withdrawn; the statement was not run)"
+                        ),
+                    },
+                    note,
+                ));
+            }
+            read = held.rd.read(&mut scratch), if reading => match read {
                 Ok(0) | Err(_) => {
                     info!(conn = %info.id, approval = %ticket.request.id, "client left while its statement was held");
                     drop(ticket);
@@ -667,6 +691,7 @@ async fn client_to_server(
                             rd: &mut rd,
                             early: &mut early,
                             control: &control,
+                            interrupt: &shared.interrupt,
                         };
                         match hold_statement(
                             info, approvals, statement, &ruling, &hold, masker, &mut held,

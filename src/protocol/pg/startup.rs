@@ -886,8 +886,8 @@ fn allowed(
 /// Sends a cancel to the upstream backend behind tollgate's key. Unknown keys are ignored, as
 /// PostgreSQL does, so a client learns nothing from a guess.
 async fn forward_cancel(ctx: &Context, process_id: i32, secret_key: i32) {
-    let Some(key) = ctx.cancels.lookup(process_id, secret_key) else {
-        debug!("cancel request with an unknown key");
+    let Some(key) = ctx.cancels.cancel(process_id, secret_key) else {
+        debug!("cancel request with an unknown key, or for a held statement (now ended)");
         return;
     };
     let Some(target) = ctx.targets.get(&*key.target) else {
