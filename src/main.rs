@@ -86,14 +86,10 @@ enum Command {
     },
     /// Statements held for approval: list, approve, deny (through the admin API).
     Approvals {
-        /// The admin API of a tollgate.
-        #[arg(
-            long,
-            env = "TOLLGATE_ADMIN_URL",
-            default_value = "http://127.0.0.1:9090",
-            global = true
-        )]
-        url: String,
+        /// The admin API of a tollgate (default: the admin listener of the dev configuration in
+        /// the current folder if there is one, else http://127.0.0.1:9090).
+        #[arg(long, env = "TOLLGATE_ADMIN_URL", global = true)]
+        url: Option<String>,
         /// The approver's access token (from the identity provider).
         #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true, global = true)]
         token: Option<String>,
@@ -127,9 +123,10 @@ enum ApprovalsCommand {
 /// Where the audit store is and who reads it.
 #[derive(clap::Args)]
 struct StoreArgs {
-    /// The tollgate config whose `audit` section names the store and signing key.
+    /// The tollgate config whose `audit` section names the store and signing key (default:
+    /// the dev configuration in the current folder, `.tollgate-dev/tollgate.yaml`).
     #[arg(long, env = "TOLLGATE_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Who is reading (recorded in the trail); defaults to the login name.
     #[arg(long = "as", env = "USER", default_value = "unknown")]
     operator: String,
@@ -228,7 +225,7 @@ enum AuditCommand {
     /// Print the public key of the configured signing key.
     PublicKey {
         #[arg(long, env = "TOLLGATE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
 }
 
@@ -366,7 +363,7 @@ fn main() -> anyhow::Result<()> {
             url,
             token,
             command,
-        } => runtime()?.block_on(approvals_command(&url, token, command)),
+        } => runtime()?.block_on(approvals_command(&admin_url(url)?, token, command)),
         Command::Health { url } => runtime()?.block_on(async {
             let r = reqwest::Client::builder()
                 .timeout(Duration::from_secs(3))
@@ -494,6 +491,82 @@ fn config_digest(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// `tollgate dev`'s default data folder, and the configuration it writes there.
+const DEV_DATA_DIR: &str = ".tollgate-dev";
+const DEV_CONFIG: &str = ".tollgate-dev/tollgate.yaml";
+
+/// The banner's MySQL client line, for the client installed: MariaDB's `mariadb` lets the
+/// cleartext plugin carry the token by itself (it calls `--enable-cleartext-plugin` obsolete
+/// and says so on every run); Oracle MySQL's `mysql` needs that option.
+fn mysql_client_command(listen: SocketAddr, agent: &str, token: &str) -> String {
+    let runs = |program: &str| {
+        std::process::Command::new(program)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let (host, port) = (listen.ip(), listen.port());
+    let oracle_mysql =
+        runs("mariadb").is_none() && runs("mysql").is_some_and(|v| !v.contains("MariaDB"));
+    if oracle_mysql {
+        format!(
+            "mysql -h {host} -P {port} -u {agent} --password='{token}' --enable-cleartext-plugin mysql"
+        )
+    } else {
+        format!("mariadb -h {host} -P {port} -u {agent} --password='{token}' mysql")
+    }
+}
+
+/// The configuration a command reads: the one given (`--config`, `TOLLGATE_CONFIG`), else the
+/// dev configuration in the current folder, named on stderr so nobody wonders which was used.
+fn config_path(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_owned());
+    }
+    let dev = Path::new(DEV_CONFIG);
+    anyhow::ensure!(
+        dev.is_file(),
+        "no configuration: give --config FILE or set TOLLGATE_CONFIG (or run this in the folder where `tollgate dev` runs)"
+    );
+    eprintln!("tollgate: using the dev configuration {DEV_CONFIG} (found in the current folder)");
+    Ok(dev.to_owned())
+}
+
+fn load_config(given: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(Config::load(&config_path(given)?)?)
+}
+
+/// The admin API the approvals commands talk to: the one given, else the dev configuration's
+/// admin listener (named on stderr), else the default listener. Only a loopback listener is
+/// taken from the folder: the approver's token goes there, and a configuration planted in a
+/// folder must not send it elsewhere.
+fn admin_url(given: Option<String>) -> anyhow::Result<String> {
+    if let Some(url) = given {
+        return Ok(url);
+    }
+    if Path::new(DEV_CONFIG).is_file() {
+        let config = Config::load(Path::new(DEV_CONFIG))?;
+        if let Some(admin) = config
+            .admin
+            .as_ref()
+            .filter(|a| a.listen.ip().is_loopback())
+        {
+            let url = format!("http://{}", admin.listen);
+            eprintln!(
+                "tollgate: using the admin API of the dev configuration {DEV_CONFIG} ({url})"
+            );
+            return Ok(url);
+        }
+    }
+    Ok(format!(
+        "http://{}",
+        tollgate::config::default_admin_listen()
+    ))
+}
+
 /// The audit section of a config, its store and its signer.
 struct AuditSetup {
     settings: audit::writer::Settings,
@@ -543,7 +616,7 @@ async fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             period,
             json,
         } => {
-            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let setup = audit_setup(&load_config(store.config.as_deref())?)?;
             let period = audit::export::Period {
                 since: period.since,
                 until: period.until,
@@ -565,7 +638,7 @@ async fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SessionsCommand::Show { id, store, json } => {
-            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let setup = audit_setup(&load_config(store.config.as_deref())?)?;
             record_read(
                 &setup,
                 &store.operator,
@@ -589,7 +662,7 @@ async fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SessionsCommand::Replay { id, store, speed } => {
-            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let setup = audit_setup(&load_config(store.config.as_deref())?)?;
             record_read(
                 &setup,
                 &store.operator,
@@ -719,7 +792,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AuditCommand::PublicKey { config } => {
-            let setup = audit_setup(&Config::load(&config)?)?;
+            let setup = audit_setup(&load_config(config.as_deref())?)?;
             println!(
                 "{}",
                 audit::record::PublicKey::from_bytes(setup.signer.public_key()).base64()
@@ -732,6 +805,10 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             bundle,
             public_key,
         } => {
+            let config = match (&bundle, config) {
+                (None, config) => Some(config_path(config.as_deref())?),
+                (Some(_), config) => config,
+            };
             let reports = match (bundle, config) {
                 (Some(bundle), _) => {
                     let key = public_key_arg(
@@ -779,7 +856,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             period,
             out,
         } => {
-            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let setup = audit_setup(&load_config(store.config.as_deref())?)?;
             let period = audit::export::Period {
                 since: period.since,
                 until: period.until,
@@ -830,7 +907,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             format,
             out,
         } => {
-            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let setup = audit_setup(&load_config(store.config.as_deref())?)?;
             let period = audit::export::Period {
                 since: period.since,
                 until: period.until,
@@ -1053,7 +1130,10 @@ const EXAMPLE_POLICY: &str = include_str!("../config/policies/agents.yaml");
 
 fn dev(args: DevArgs) -> anyhow::Result<()> {
     let issuer_url = format!("http://{}/dev", args.admin);
-    let issuer = DevIssuer::open(&args.data_dir, &issuer_url)?;
+    let approvals_client = "tollgate-approvals";
+    let approvals_callback = format!("http://{}/approvals/callback", args.admin);
+    let issuer = DevIssuer::open(&args.data_dir, &issuer_url)?
+        .with_login_client(approvals_client, &approvals_callback);
     let policy_file = match &args.policy {
         Some(p) => p.clone(),
         None => {
@@ -1118,8 +1198,8 @@ approvals:
   page_url: "http://{admin}/approvals/ui"
   login:
     issuer: "{issuer_url}"
-    client_id: tollgate-approvals
-    redirect_url: "http://{admin}/approvals/callback"
+    client_id: {approvals_client}
+    redirect_url: "{approvals_callback}"
 targets:
   - name: "*"
     address: "{postgres}"
@@ -1166,11 +1246,25 @@ Approvals:          agents' data changes wait for group dba (the example policy)
                     export TOLLGATE_TOKEN=$(tollgate token mint --sub you --groups dba --data-dir {data_dir})
                     tollgate approvals list
                     tollgate approvals approve ID [--window 10m]   |   deny ID --reason \"...\"
-Sessions:           tollgate sessions list --config {config_file}
-                    tollgate sessions replay ID --config {config_file}
-Audit trail:        tollgate audit verify --config {config_file}  ({audit_db})
+Sessions:           tollgate sessions list{config_arg}
+                    tollgate sessions replay ID{config_arg}
+Audit trail:        tollgate audit verify{config_arg}  ({audit_db}){found_here}
 Stop with Ctrl-C.",
-        config_file = config_file.display(),
+        // The sessions, audit and approvals commands find the default dev folder's
+        // configuration (and admin port) by themselves, from the folder `tollgate dev` runs in.
+        config_arg = if args.data_dir == Path::new(DEV_DATA_DIR) {
+            String::new()
+        } else {
+            format!(" --config {}", config_file.display())
+        },
+        found_here = if args.data_dir == Path::new(DEV_DATA_DIR) {
+            format!(
+                "\n                    (these find {DEV_CONFIG} from this folder; elsewhere add\n                    --config {})",
+                config_file.display()
+            )
+        } else {
+            String::new()
+        },
         audit_db = audit_db.display(),
         listen = args.listen,
         postgres = args.postgres,
@@ -1183,11 +1277,10 @@ Stop with Ctrl-C.",
             String::new()
         } else {
             format!(
-                "\n  MySQL/MariaDB ({mysql_listen} -> {mysql}, the cleartext plugin carries the token):\n\n  mariadb -h {h} -P {p} -u {agent} --password='{token}' --enable-cleartext-plugin mysql\n",
+                "\n  MySQL/MariaDB ({mysql_listen} -> {mysql}, the cleartext plugin carries the token):\n\n  {client}\n",
                 mysql_listen = args.mysql_listen,
                 mysql = args.mysql,
-                h = args.mysql_listen.ip(),
-                p = args.mysql_listen.port(),
+                client = mysql_client_command(args.mysql_listen, agent, &token),
             )
         },
     );

@@ -149,8 +149,11 @@ async fn dev_authorize_form(
     State(state): State<Arc<AdminState>>,
     axum::extract::Query(q): axum::extract::Query<DevAuthorize>,
 ) -> Response {
-    if state.dev_issuer.is_none() {
+    let Some(issuer) = &state.dev_issuer else {
         return StatusCode::NOT_FOUND.into_response();
+    };
+    if !issuer.serves(&q.client_id, &q.redirect_uri) {
+        return unknown_dev_client();
     }
     use crate::audit::report::escape as e;
     let hidden: String = [
@@ -180,6 +183,9 @@ async fn dev_authorize(
     let Some(issuer) = &state.dev_issuer else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if !issuer.serves(&f.client_id, &f.redirect_uri) {
+        return unknown_dev_client();
+    }
     if f.code_challenge_method.as_deref() != Some("S256") || f.code_challenge.is_empty() {
         return (StatusCode::BAD_REQUEST, "PKCE with S256 is required\n").into_response();
     }
@@ -209,6 +215,16 @@ async fn dev_authorize(
         .append_pair("code", &code)
         .append_pair("state", &f.state);
     axum::response::Redirect::to(url.as_str()).into_response()
+}
+
+/// The dev sign-in serves the approvals page alone: anything else could ask it for tokens of
+/// any audience and groups.
+fn unknown_dev_client() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        "the dev issuer signs in only the approvals page (its client_id and redirect_uri); agent tokens come from `tollgate token mint`\n",
+    )
+        .into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
