@@ -26,7 +26,14 @@ pub struct UpstreamKey {
 /// Live connections' cancel keys, by tollgate's process id.
 #[derive(Default)]
 pub struct Registry {
-    entries: Mutex<HashMap<i32, (i32, UpstreamKey, Arc<Interrupt>)>>,
+    entries: Mutex<HashMap<i32, Entry>>,
+}
+
+/// One live connection: its secret, where its cancels go, how they reach a held statement.
+struct Entry {
+    secret: i32,
+    upstream: UpstreamKey,
+    interrupt: Arc<Interrupt>,
 }
 
 /// How a cancel reaches a connection's statement held for approval.
@@ -114,7 +121,14 @@ impl Registry {
             }
         };
         let interrupt = Arc::new(Interrupt::default());
-        entries.insert(process_id, (secret, upstream, Arc::clone(&interrupt)));
+        entries.insert(
+            process_id,
+            Entry {
+                secret,
+                upstream,
+                interrupt: Arc::clone(&interrupt),
+            },
+        );
         (
             Registration {
                 registry: Arc::clone(self),
@@ -139,13 +153,13 @@ impl Registry {
 
     fn entry(&self, process_id: i32, secret_key: i32) -> Option<(UpstreamKey, Arc<Interrupt>)> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let (secret, key, interrupt) = entries.get(&process_id)?;
+        let entry = entries.get(&process_id)?;
         let matches = aws_lc_rs::constant_time::verify_slices_are_equal(
-            &secret.to_be_bytes(),
+            &entry.secret.to_be_bytes(),
             &secret_key.to_be_bytes(),
         )
         .is_ok();
-        matches.then(|| (key.clone(), Arc::clone(interrupt)))
+        matches.then(|| (entry.upstream.clone(), Arc::clone(&entry.interrupt)))
     }
 
     pub fn len(&self) -> usize {
