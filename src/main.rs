@@ -1242,7 +1242,8 @@ Connect as agent {agent:?} (group {group}, token valid 1 hour):
 {mariadb}
 Mint other tokens:  tollgate token mint --sub NAME [--groups a,b] [--ttl 1h] --data-dir {data_dir}
 Approvals:          agents' data changes wait for group dba (the example policy). Decide on
-                    http://{admin}/approvals/ui (the dev issuer signs you in), or from the CLI:
+                    http://{admin}/approvals/ui (the dev issuer signs you in with the
+                    sign-in code {signin_code}), or from the CLI:
                     export TOLLGATE_TOKEN=$(tollgate token mint --sub you --groups dba --data-dir {data_dir})
                     tollgate approvals list
                     tollgate approvals approve ID [--window 10m]   |   deny ID --reason \"...\"
@@ -1265,6 +1266,7 @@ Stop with Ctrl-C.",
         } else {
             String::new()
         },
+        signin_code = issuer.signin_code(),
         audit_db = audit_db.display(),
         listen = args.listen,
         postgres = args.postgres,

@@ -402,6 +402,11 @@ async fn dev_mode_in_its_own_folder() {
             .to_owned()
     };
     assert!(banner.contains("tollgate sessions list\n"), "{banner}");
+    let signin_code = banner
+        .split_once("sign-in code ")
+        .and_then(|(_, rest)| rest.split(')').next())
+        .expect("the banner prints the approvals page's sign-in code")
+        .to_owned();
 
     // The mariadb line as printed: it runs, and the client has nothing to complain about.
     let mariadb = printed("mariadb ");
@@ -491,7 +496,7 @@ async fn dev_mode_in_its_own_folder() {
     let challenge = B64URL.encode(
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref(),
     );
-    let authorize = |client_id: &str, redirect_uri: &str| {
+    let authorize_with = |client_id: &str, redirect_uri: &str, signin_code: &str| {
         http.post(format!("{admin}/dev/authorize"))
             .form(&[
                 ("client_id", client_id),
@@ -501,9 +506,12 @@ async fn dev_mode_in_its_own_folder() {
                 ("code_challenge_method", "S256"),
                 ("subject", "agent-x"),
                 ("groups", "ai-agents,dba"),
+                ("signin_code", signin_code),
             ])
             .send()
     };
+    let authorize =
+        |client_id: &str, redirect_uri: &str| authorize_with(client_id, redirect_uri, &signin_code);
     for (client_id, redirect_uri) in [
         ("tollgate", "http://127.0.0.1:1/cb"),
         ("tollgate", callback.as_str()),
@@ -530,6 +538,15 @@ async fn dev_mode_in_its_own_folder() {
             400,
             "sign-in form for {client_id} {redirect_uri}"
         );
+    }
+    // Not even the approvals page's sign-in, without the code the banner printed: an agent
+    // reaching the admin port cannot sign in as an approver.
+    for wrong in ["", "guess"] {
+        let r = authorize_with("tollgate-approvals", &callback, wrong)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        assert!(r.headers().get("location").is_none());
     }
     // The approvals page's own client gets a code, redeemable only as that client, for an ID
     // token whose audience is that client.

@@ -5,7 +5,9 @@
 //! Agent tokens come only from [`DevIssuer::mint`] (`tollgate token mint`, which reads the key
 //! file). The code flow on the admin port serves one client, the approvals page's sign-in
 //! ([`DevIssuer::with_login_client`]): its ID tokens name that client as audience, never
-//! [`AUDIENCE`], so an HTTP caller cannot get a token that logs in to a database.
+//! [`AUDIENCE`], so an HTTP caller cannot get a token that logs in to a database. Its sign-in
+//! form asks for a code printed in `tollgate dev`'s banner, so an agent that reaches the admin
+//! port cannot sign in to the approvals page and approve its own statements either.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -52,6 +54,8 @@ pub struct DevIssuer {
     codes: std::sync::Mutex<std::collections::HashMap<String, Grant>>,
     /// The one client (id, redirect URI) the code flow serves: the approvals page.
     login_client: Option<(String, String)>,
+    /// What the sign-in form asks for: made per run, shown in the banner.
+    signin_code: String,
 }
 
 /// What an authorization code stands for.
@@ -117,7 +121,22 @@ impl DevIssuer {
             issuer: issuer.to_owned(),
             codes: Default::default(),
             login_client: None,
+            signin_code: crate::audit::random_letters(16),
         })
+    }
+
+    /// The code the dev sign-in form asks for (printed by `tollgate dev`).
+    pub fn signin_code(&self) -> &str {
+        &self.signin_code
+    }
+
+    /// Whether `given` is the sign-in code (compared in constant time).
+    pub fn signin_code_matches(&self, given: &str) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            given.as_bytes(),
+            self.signin_code.as_bytes(),
+        )
+        .is_ok()
     }
 
     /// Lets the approvals page sign approvers in through the code flow, as `client_id` with
