@@ -296,9 +296,6 @@ async fn hold_statement(
         sqlstate: "42501".into(),
         message,
     };
-    // From here a CancelRequest ends this statement rather than going to the server.
-    let (_holding, cancelled) = held.interrupt.hold();
-    tokio::pin!(cancelled);
     let fingerprint = approval_fingerprint(
         info,
         statement,
@@ -315,6 +312,9 @@ async fn hold_statement(
             format!("approved by {by} within the window of approval {id}"),
         ));
     }
+    // From here a CancelRequest ends this statement rather than going to the server.
+    let (_holding, cancelled) = held.interrupt.hold();
+    tokio::pin!(cancelled);
     let sql = crate::mask::redact_secrets(&String::from_utf8_lossy(
         &masker.mask(statement.sql.as_bytes()),
     ));
