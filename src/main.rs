@@ -86,14 +86,10 @@ enum Command {
     },
     /// Statements held for approval: list, approve, deny (through the admin API).
     Approvals {
-        /// The admin API of a tollgate.
-        #[arg(
-            long,
-            env = "TOLLGATE_ADMIN_URL",
-            default_value = "http://127.0.0.1:9090",
-            global = true
-        )]
-        url: String,
+        /// The admin API of a tollgate (default: the admin listener of the dev configuration in
+        /// the current folder if there is one, else http://127.0.0.1:9090).
+        #[arg(long, env = "TOLLGATE_ADMIN_URL", global = true)]
+        url: Option<String>,
         /// The approver's access token (from the identity provider).
         #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true, global = true)]
         token: Option<String>,
@@ -136,7 +132,11 @@ fn main() -> anyhow::Result<()> {
             url,
             token,
             command,
-        } => cli::runtime()?.block_on(cli::approvals::approvals_command(&url, token, command)),
+        } => cli::runtime()?.block_on(cli::approvals::approvals_command(
+            &cli::admin_url(url)?,
+            token,
+            command,
+        )),
         Command::Health { url } => cli::runtime()?.block_on(async {
             let r = reqwest::Client::builder()
                 .timeout(Duration::from_secs(3))

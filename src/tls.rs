@@ -47,7 +47,7 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     Ok(certs)
 }
 
-/// The acceptor for clients that send SSLRequest.
+/// The acceptor for clients: after an SSLRequest, or at once for direct TLS.
 pub fn acceptor(cfg: &ClientTls) -> Result<TlsAcceptor, Error> {
     let certs = load_certs(&cfg.cert)?;
     let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| pem_error(&cfg.key, e))?;
@@ -55,7 +55,9 @@ pub fn acceptor(cfg: &ClientTls) -> Result<TlsAcceptor, Error> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    // PostgreSQL 17 clients using sslnegotiation=direct require this ALPN name.
+    // PostgreSQL 17 clients send this ALPN name; a client offering only other names fails the
+    // handshake, one offering none is let through here (after an SSLRequest that is today's
+    // clients; startup refuses direct TLS without it).
     server.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
 }

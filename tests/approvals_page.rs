@@ -101,8 +101,29 @@ impl Browser {
     }
 
     async fn click(&self, css: &str) {
+        let element = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/click"),
+            json!({}),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    /// The element `css` selects, waiting up to 10 s for it.
+    async fn find(&self, css: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let element = loop {
+        loop {
             let found = self
                 .call(
                     reqwest::Method::POST,
@@ -115,7 +136,7 @@ impl Browser {
                 .and_then(|o| o.values().next())
                 .and_then(Value::as_str)
             {
-                break id.to_owned();
+                return id.to_owned();
             }
             assert!(
                 Instant::now() < deadline,
@@ -123,13 +144,7 @@ impl Browser {
                 self.source().await
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{element}/click"),
-            json!({}),
-        )
-        .await;
+        }
     }
 }
 
@@ -166,6 +181,16 @@ async fn an_approver_signs_in_and_approves_in_the_browser() {
             break rest.split('\'').next().unwrap().to_owned();
         }
     };
+    let signin_code = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("banner within 20 s")
+            .unwrap()
+            .expect("banner");
+        if let Some((_, rest)) = line.split_once("sign-in code ") {
+            break rest.split(')').next().unwrap().to_owned();
+        }
+    };
     let table = format!("tollgate_page_{}", std::process::id());
     let (direct, conn) = tokio_postgres::connect("host=127.0.0.1 user=postgres dbname=test", NoTls)
         .await
@@ -187,11 +212,13 @@ async fn an_approver_signs_in_and_approves_in_the_browser() {
         async move { agent.execute(sql.as_str(), &[]).await }
     });
 
-    // Without a session the page sends the browser to sign in; the dev issuer's form signs it
-    // in as dev-approver (group dba) through the code flow.
+    // Without a session the page sends the browser to sign in; the dev issuer's form, given
+    // the sign-in code the banner printed, signs it in as dev-approver (group dba) through the
+    // code flow.
     let page = format!("http://127.0.0.1:{admin_port}/approvals/ui");
     let browser = Browser::start().await;
     browser.go(&page).await;
+    browser.type_into("#signin-code", &signin_code).await;
     browser.click("#sign-in").await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

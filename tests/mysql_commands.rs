@@ -286,3 +286,40 @@ targets:
     assert_eq!(r[0][0], 0x00);
     raw.send(0, &[0x01]).await;
 }
+
+/// Issue #19, item 8: a login that stalls past `startup_timeout` gets an ERR saying so (1159,
+/// MySQL's "Got timeout reading communication packets"), then the connection closes; a prompt
+/// login meanwhile is served.
+#[tokio::test]
+async fn a_stalled_login_is_told_it_timed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(dir.path(), "limits: { startup_timeout: 500ms }");
+    let proxy = Proxy::start_mysql(dir, &yaml, Stages::default()).await;
+    let addr = proxy.mysql.unwrap();
+    let started = std::time::Instant::now();
+    let mut silent = Raw {
+        s: TcpStream::connect(addr).await.unwrap(),
+    };
+    let (seq, hello) = silent.read().await;
+    assert_eq!((seq, hello[0]), (0, 10), "the greeting");
+    let (seq, e) = silent.read().await;
+    assert_eq!(seq, 1, "the ERR follows the greeting");
+    assert_eq!(err_code(&e), 1159);
+    assert_eq!(&e[3..9], b"#08S01");
+    assert_eq!(
+        String::from_utf8_lossy(&e[9..]),
+        "Got timeout reading communication packets (tollgate: the login did not finish within startup_timeout (500ms))"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.s.read_to_end(&mut rest))
+        .await
+        .expect("closed")
+        .unwrap();
+    assert_eq!(n, 0, "nothing after the ERR");
+    login(addr).await.select_one().await;
+}

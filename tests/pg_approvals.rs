@@ -504,6 +504,104 @@ async fn a_held_statement_keeps_its_transaction_and_a_disconnect_cancels() {
     assert_eq!(s.count().await, 1);
 }
 
+/// Issue #19, item 3: the client's CancelRequest while its statement is held. Before, nothing
+/// happened for as long as the hold lasted and the request stayed pending, so a later approval
+/// would have run a write the agent had cancelled. Now the statement ends at once with 57014,
+/// the request is withdrawn (approving it finds nothing; the row is never inserted) and
+/// recorded as cancelled, and the same connection runs its next query. With tokio-postgres's
+/// cancel, then psql's Ctrl-C (SIGINT).
+#[tokio::test]
+async fn a_cancel_request_withdraws_the_held_statement() {
+    let s = setup("cancel").await;
+    let bob = s.token("bob", &["dba"]);
+    let (agent, _n) = s.agent("agent-9", &["ai-agents"]).await;
+    let agent = Arc::new(agent);
+    let held = tokio::spawn({
+        let a = Arc::clone(&agent);
+        let sql = format!("insert into {} values (30)", s.table);
+        async move { a.execute(sql.as_str(), &[]).await }
+    });
+    let list = s.wait_pending(&bob, 1).await;
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    agent.cancel_token().cancel_query(NoTls).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("the held statement ends at once")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(code(&err), "57014", "{err:?}");
+    assert!(message(&err).starts_with("canceling statement due to user request"));
+    assert!(message(&err).contains(&id));
+    assert!(s.pending(&bob).await.is_empty(), "withdrawn");
+    let late = s.decide(&bob, &id, "approve", serde_json::json!({})).await;
+    assert_eq!(late.status(), 404, "nothing left to approve");
+    assert_eq!(s.count().await, 0, "the cancelled insert never ran");
+    let n: i64 = agent
+        .query_one(&format!("select count(*) from {}", s.table), &[])
+        .await
+        .expect("the connection carries on")
+        .get(0);
+    assert_eq!(n, 0);
+
+    // psql: Ctrl-C while its INSERT is held.
+    let psql = tokio::process::Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=agent-10 dbname=test sslmode=disable",
+            s.proxy.addr.port()
+        ))
+        .args(["-X", "-v", "VERBOSITY=verbose", "-c"])
+        .arg(format!("insert into {} values (31)", s.table))
+        .env("PGPASSWORD", s.token("agent-10", &["ai-agents"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let list = s.wait_pending(&bob, 1).await;
+    let psql_id = list[0]["id"].as_str().unwrap().to_owned();
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &psql.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = tokio::time::timeout(Duration::from_secs(5), psql.wait_with_output())
+        .await
+        .expect("psql's statement ends at once")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("57014: canceling statement due to user request")
+            && stderr.contains(&psql_id),
+        "{stderr}"
+    );
+    assert!(s.pending(&bob).await.is_empty());
+    let late = s
+        .decide(&bob, &psql_id, "approve", serde_json::json!({}))
+        .await;
+    assert_eq!(late.status(), 404);
+    assert_eq!(s.count().await, 0);
+
+    let records = s.approval_records().await;
+    for id in [&id, &psql_id] {
+        let ends: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| r["detail"]["approval"] == **id && r["detail"]["decision"].is_string())
+            .collect();
+        assert_eq!(ends.len(), 1, "{id}: {records:?}");
+        assert_eq!(ends[0]["detail"]["decision"], "cancelled");
+        assert_eq!(
+            ends[0]["detail"]["why"],
+            "the client cancelled the statement (CancelRequest)"
+        );
+    }
+}
+
 #[tokio::test]
 async fn fifty_held_at_once_approved_in_another_order() {
     let s = setup("fifty").await;

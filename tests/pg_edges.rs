@@ -175,6 +175,9 @@ async fn connection_limits_per_client_and_total() {
     assert_eq!(sqlstate(&err), "53300");
 }
 
+/// Issue #19, item 8: a login that stalls past `startup_timeout` is told why (FATAL 08P01
+/// naming the timeout, as PostgreSQL does), then closed: silent, half a startup packet, and
+/// silent when asked for its password.
 #[tokio::test]
 async fn startup_timeout_cuts_silent_and_slow_clients() {
     let proxy = Proxy::start("limits: { startup_timeout: 500ms }").await;
@@ -183,13 +186,30 @@ async fn startup_timeout_cuts_silent_and_slow_clients() {
     let mut slow = Raw::connect(proxy.addr).await;
     slow.send(&startup_packet(&[("user", "agent"), ("database", "plain")])[..6])
         .await;
-    assert!(silent.read().await.is_none());
-    assert!(slow.read().await.is_none());
+    let mut mute = Raw::connect(proxy.addr).await;
+    mute.send(&startup_packet(&[("user", "agent"), ("database", "plain")]))
+        .await;
+    assert_eq!(mute.read().await.unwrap().0, b'R', "asked for a password");
+    for raw in [&mut silent, &mut slow, &mut mute] {
+        let (tag, body) = raw.read().await.expect("told why");
+        assert_eq!(tag, b'E');
+        assert_eq!(error_field(&body, b'S').as_deref(), Some("FATAL"));
+        assert_eq!(error_field(&body, b'C').as_deref(), Some("08P01"));
+        assert_eq!(
+            error_field(&body, b'M').as_deref(),
+            Some("tollgate: the login did not finish within startup_timeout (500ms)")
+        );
+        assert!(raw.read().await.is_none(), "then closed");
+    }
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(450) && took < Duration::from_secs(3),
         "{took:?}"
     );
+    // The daemon serves a prompt login meanwhile.
+    let mut prompt = Raw::login(proxy.addr).await;
+    prompt.send(&frame(b'Q', b"select 1\0")).await;
+    assert!(prompt.until_ready().await.iter().any(|(t, _)| *t == b'D'));
 }
 
 #[tokio::test]
@@ -232,16 +252,43 @@ async fn startup_refusals_have_their_sqlstate() {
     ]))
     .await;
     assert_eq!(fatal_then_eof(&mut raw).await.as_deref(), Some("08P01"));
-    // Protocol 3.2 is negotiated down to 3.0, then the login proceeds.
-    let mut raw = Raw::connect(proxy.addr).await;
-    let mut packet = startup_packet(&[("user", "agent"), ("database", "plain"), ("_pq_.x", "1")]);
-    packet[4..8].copy_from_slice(&196_610i32.to_be_bytes());
-    raw.send(&packet).await;
-    let (tag, body) = raw.read().await.unwrap();
-    assert_eq!(tag, b'v');
-    assert_eq!(&body[..8], &[0, 0, 0, 0, 0, 0, 0, 1]);
-    assert_eq!(&body[8..], b"_pq_.x\0");
-    assert_eq!(raw.read().await.unwrap().0, b'R');
+}
+
+/// Issue #19, item 1: a client asking for protocol 3.2 (libpq 18 with
+/// `max_protocol_version=latest`) is told 3.0, the whole version in the version field as
+/// PostgreSQL sends it (libpq 18 refuses anything under 3.0), then logs in and runs a query.
+#[tokio::test]
+async fn protocol_3_2_is_negotiated_down_to_3_0() {
+    let proxy = Proxy::start("").await;
+    for options in [&[("_pq_.x", "1")][..], &[]] {
+        let mut raw = Raw::connect(proxy.addr).await;
+        let mut params = vec![("user", "agent"), ("database", "plain")];
+        params.extend_from_slice(options);
+        let mut packet = startup_packet(&params);
+        packet[4..8].copy_from_slice(&0x0003_0002i32.to_be_bytes());
+        raw.send(&packet).await;
+        let (tag, body) = raw.read().await.unwrap();
+        assert_eq!(tag, b'v');
+        assert_eq!(&body[..4], &0x0003_0000i32.to_be_bytes(), "version 3.0");
+        assert_eq!(&body[4..8], &(options.len() as i32).to_be_bytes());
+        let names: Vec<u8> = options
+            .iter()
+            .flat_map(|(k, _)| [k.as_bytes(), b"\0"].concat())
+            .collect();
+        assert_eq!(&body[8..], &names[..]);
+        let (tag, body) = raw.read().await.unwrap();
+        assert_eq!((tag, &body[..]), (b'R', &3i32.to_be_bytes()[..]));
+        raw.send(&frame(
+            b'p',
+            format!("{}\0", common::AGENT_PASSWORD).as_bytes(),
+        ))
+        .await;
+        raw.until_ready().await;
+        raw.send(&frame(b'Q', b"select 'three-oh'\0")).await;
+        let answer = raw.until_ready().await;
+        let row = answer.iter().find(|(t, _)| *t == b'D').expect("a row");
+        assert!(row.1.ends_with(b"three-oh"), "{answer:?}");
+    }
 }
 
 /// Writes a self-signed certificate for "localhost" and its key; returns their paths.
@@ -300,6 +347,140 @@ async fn client_tls_with_psql_verify_full_and_require() {
     let out = psql(&[&plain, "-Atc", "select 1"], common::AGENT_PASSWORD).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("requires an encrypted connection"));
+}
+
+/// A TLS client to tollgate that trusts `cert` and offers `alpn`, over `tcp`.
+async fn tls_to(
+    tcp: tokio::net::TcpStream,
+    cert: &std::path::Path,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(cert).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+}
+
+/// The next message from a stream, or `None` at its end.
+async fn next_message(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 5];
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
+        .await
+        .expect("no answer within 10 s");
+    read.ok()?;
+    let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+    let mut body = vec![0; len - 4];
+    s.read_exact(&mut body).await.ok()?;
+    Some((head[0], body))
+}
+
+/// Logs in to the `plain` target over `tls` and returns the row of a query naming whether
+/// tollgate's own upstream connection is TLS.
+async fn tls_login(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> Option<String> {
+    use tokio::io::AsyncWriteExt;
+    let startup = startup_packet(&[("user", "agent"), ("database", "plain")]);
+    tls.write_all(&startup).await.unwrap();
+    let (tag, body) = next_message(tls).await.expect("auth request");
+    assert_eq!((tag, &body[..]), (b'R', &3i32.to_be_bytes()[..]));
+    let password = frame(b'p', format!("{}\0", common::AGENT_PASSWORD).as_bytes());
+    tls.write_all(&password).await.unwrap();
+    while next_message(tls).await.expect("login").0 != b'Z' {}
+    let query = b"select 'direct ' || ssl::text from pg_stat_ssl where pid = pg_backend_pid()\0";
+    tls.write_all(&frame(b'Q', query)).await.unwrap();
+    let mut row = None;
+    loop {
+        let (tag, body) = next_message(tls).await.expect("answer");
+        match tag {
+            b'D' => row = Some(String::from_utf8_lossy(&body[6..]).into_owned()),
+            b'E' => panic!("{:?}", error_field(&body, b'M')),
+            b'Z' => return row,
+            _ => {}
+        }
+    }
+}
+
+/// Issue #19, item 2: direct TLS (`sslnegotiation=direct`, PostgreSQL 17 clients): a TLS
+/// ClientHello as the first bytes is accepted when it offers ALPN `postgresql`, and refused
+/// without it (FATAL 08P01 inside TLS, PostgreSQL 17's words) or with only other names (the
+/// handshake fails). SSLRequest-negotiated TLS without ALPN still works, as psql 15 uses it.
+#[tokio::test]
+async fn direct_tls_needs_alpn_postgresql() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let yaml = format!(
+        "tls: {{ cert: {}, key: {}, require: true }}\n{}",
+        cert.display(),
+        key.display(),
+        common::targets(dir.path())
+    );
+    let proxy = Proxy::start_yaml(dir, &yaml, Stages::default()).await;
+    let tcp = || tokio::net::TcpStream::connect(proxy.addr);
+    // ALPN postgresql: the handshake is accepted and the session runs (require: true is met).
+    let mut direct = tls_to(tcp().await.unwrap(), &cert, &[b"postgresql"])
+        .await
+        .expect("handshake accepted");
+    assert_eq!(direct.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
+    // tollgate's upstream connection is plaintext on loopback: the row says so.
+    assert_eq!(
+        tls_login(&mut direct).await.as_deref(),
+        Some("direct false")
+    );
+    // No ALPN: refused inside TLS, then closed.
+    let mut bare = tls_to(tcp().await.unwrap(), &cert, &[]).await.unwrap();
+    bare.write_all(&startup_packet(&[("user", "agent"), ("database", "plain")]))
+        .await
+        .unwrap();
+    let (tag, body) = next_message(&mut bare).await.expect("an error");
+    assert_eq!(tag, b'E');
+    assert_eq!(error_field(&body, b'S').as_deref(), Some("FATAL"));
+    assert_eq!(error_field(&body, b'C').as_deref(), Some("08P01"));
+    assert!(
+        error_field(&body, b'M')
+            .unwrap()
+            .contains("without ALPN protocol negotiation extension")
+    );
+    assert!(next_message(&mut bare).await.is_none());
+    // Only another protocol's name: the handshake itself fails.
+    assert!(
+        tls_to(tcp().await.unwrap(), &cert, &[b"h2"]).await.is_err(),
+        "handshake refused"
+    );
+    // SSLRequest, then TLS without ALPN: today's clients keep working.
+    let mut plain = tcp().await.unwrap();
+    plain
+        .write_all(&tollgate::protocol::pg::messages::encode_request(
+            tollgate::protocol::pg::messages::SSL_REQUEST,
+            &[],
+        ))
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut plain, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"S");
+    let mut negotiated = tls_to(plain, &cert, &[]).await.unwrap();
+    assert_eq!(
+        tls_login(&mut negotiated).await.as_deref(),
+        Some("direct false")
+    );
 }
 
 /// The local server's own certificate (Debian's snakeoil, self-signed for localhost).

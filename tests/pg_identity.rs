@@ -216,6 +216,14 @@ fn sign_as(key: &SigningKey, alg: Algorithm, claims: &Value) -> String {
     jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
 }
 
+/// Correctly signed, with a `crit` header naming extensions.
+fn sign_crit(key: &SigningKey, crit: &[&str], claims: &Value) -> String {
+    let mut header = Header::new(key.alg);
+    header.kid = Some(key.kid.clone());
+    header.crit = Some(crit.iter().map(|c| c.to_string()).collect());
+    jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+}
+
 /// tollgate in front of the local `test` database, trusting `issuer`.
 async fn proxy(issuer: &TestIssuer, identity_extra: &str) -> Proxy {
     proxy_with(issuer, identity_extra, "").await
@@ -224,12 +232,36 @@ async fn proxy(issuer: &TestIssuer, identity_extra: &str) -> Proxy {
 /// `identity_extra` lines go into `identity` (they replace the defaults set here),
 /// `issuer_extra` lines into the issuer.
 async fn proxy_with(issuer: &TestIssuer, identity_extra: &str, issuer_extra: &str) -> Proxy {
-    logs();
     let dir = tempfile::tempdir().unwrap();
+    proxy_in(
+        dir,
+        issuer,
+        identity_extra,
+        issuer_extra,
+        "",
+        Stages::default(),
+    )
+    .await
+}
+
+/// [`proxy_with`] in `dir`, with `top` lines at the top of the config and `stages`.
+async fn proxy_in(
+    dir: tempfile::TempDir,
+    issuer: &TestIssuer,
+    identity_extra: &str,
+    issuer_extra: &str,
+    top: &str,
+    stages: Stages,
+) -> Proxy {
+    logs();
     let pw = dir.path().join("upstream-pw");
     std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
     let mut identity = String::new();
-    for (key, default) in [("failure_delay", "0s"), ("min_key_refresh", "0s")] {
+    for (key, default) in [
+        ("failure_delay", "0s"),
+        ("min_key_refresh", "0s"),
+        ("leeway", "0s"),
+    ] {
         if !identity_extra.contains(key) {
             identity.push_str(&format!("  {key}: {default}\n"));
         }
@@ -237,8 +269,8 @@ async fn proxy_with(issuer: &TestIssuer, identity_extra: &str, issuer_extra: &st
     identity.push_str(identity_extra);
     let yaml = format!(
         "
+{top}
 identity:
-  leeway: 0s
   allow_plaintext_loopback: true
 {identity}
   issuers:
@@ -258,7 +290,7 @@ targets:
         url = issuer.url,
         pw = pw.display()
     );
-    Proxy::start_yaml(dir, &yaml, Stages::default()).await
+    Proxy::start_yaml(dir, &yaml, stages).await
 }
 
 fn url(proxy: &Proxy, token: &str) -> String {
@@ -462,6 +494,71 @@ async fn refused_tokens_get_28p01_and_the_precise_reason_in_the_log() {
             ),
             "does not fit the algorithm",
         ),
+        // Issue #19, item 4: time claims no arithmetic can overflow on. Before, an `exp` of
+        // 2^63 or more panicked the connection task.
+        (
+            "exp 2^63",
+            sign(&rsa, &issuer.claims("a", |c| c["exp"] = json!(1u64 << 63))),
+            "exp out of range",
+        ),
+        (
+            "exp u64::MAX",
+            sign(&rsa, &issuer.claims("a", |c| c["exp"] = json!(u64::MAX))),
+            "exp out of range",
+        ),
+        (
+            "exp after the year 9999",
+            sign(
+                &rsa,
+                &issuer.claims("a", |c| c["exp"] = json!(1_000_000_000_000u64)),
+            ),
+            "exp out of range",
+        ),
+        (
+            "exp 1e15, a float",
+            sign(&rsa, &issuer.claims("a", |c| c["exp"] = json!(1e15))),
+            "exp out of range",
+        ),
+        (
+            "exp 1e300",
+            sign(&rsa, &issuer.claims("a", |c| c["exp"] = json!(1e300))),
+            "missing claim \"exp\"",
+        ),
+        (
+            "exp negative",
+            sign(&rsa, &issuer.claims("a", |c| c["exp"] = json!(-1))),
+            "missing claim \"exp\"",
+        ),
+        (
+            "exp a string",
+            sign(&rsa, &issuer.claims("a", |c| c["exp"] = json!("never"))),
+            "missing claim \"exp\"",
+        ),
+        (
+            "nbf u64::MAX",
+            sign(&rsa, &issuer.claims("a", |c| c["nbf"] = json!(u64::MAX))),
+            "token not yet valid",
+        ),
+        (
+            "iat u64::MAX",
+            sign(&rsa, &issuer.claims("a", |c| c["iat"] = json!(u64::MAX))),
+            "issued in the future",
+        ),
+        (
+            "iat a string",
+            sign(&rsa, &issuer.claims("a", |c| c["iat"] = json!("now"))),
+            "iat is not a number",
+        ),
+        // Issue #19, item 5: RFC 7515 §4.1.11.
+        (
+            "crit header",
+            sign_crit(
+                &rsa,
+                &["urn:example:must-understand"],
+                &issuer.claims("a", |_| {}),
+            ),
+            "critical header extensions not understood: [\"urn:example:must-understand\"]",
+        ),
         ("garbage", "not.a.token".into(), "malformed token"),
         ("garbage without dots", "garbage".into(), "malformed token"),
         ("empty password", String::new(), "empty token"),
@@ -647,4 +744,108 @@ async fn repeated_failures_from_one_address_are_slowed_down() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Issue #19, item 4: a correctly signed token whose `exp` is 2^63 panicked the connection task
+/// during login, and the failed login went unrecorded. It is refused with 28P01 like any invalid
+/// token, the audit trail records why, and the daemon serves the next login.
+#[tokio::test]
+async fn an_expiry_beyond_any_date_is_refused_and_recorded() {
+    use tollgate::audit::record::Signer;
+    use tollgate::audit::store::Location;
+    use tollgate::audit::writer::{Recorder, Settings};
+    use tollgate::audit::{Store, kind};
+    let ed = key("ed", "k");
+    let issuer = TestIssuer::start(&[&ed]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let key_file = dir.path().join("audit-signing.pem");
+    std::fs::write(&key_file, Signer::generate_pem()).unwrap();
+    let recorder = Recorder::start(
+        Settings {
+            location: Location::Sqlite(db.clone()),
+            chain: "t".into(),
+            checkpoint_interval: Duration::from_secs(1),
+            batch_size: 64,
+            queue_size: 4096,
+            retention_days: 0,
+            linger: Duration::from_millis(1),
+        },
+        Signer::from_pkcs8(&std::fs::read(&key_file).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let top = format!(
+        "audit:\n  sqlite: {}\n  signing_key: {{ file: {} }}\n",
+        db.display(),
+        key_file.display()
+    );
+    let stages = Stages {
+        record: Some(recorder.clone()),
+        ..Stages::default()
+    };
+    let proxy = proxy_in(dir, &issuer, "", "", &top, stages).await;
+    let absurd = sign(
+        &ed,
+        &issuer.claims("overflow-agent", |c| c["exp"] = json!(1u64 << 63)),
+    );
+    let err = connect(&proxy, &absurd).await.expect_err("refused");
+    assert_eq!(sqlstate(&err), "28P01", "{err:?}");
+    let client = connect(&proxy, &sign(&ed, &issuer.claims("overflow-agent", |_| {})))
+        .await
+        .unwrap();
+    let v: i32 = client.query_one("select 19", &[]).await.unwrap().get(0);
+    assert_eq!(v, 19);
+    recorder.flush().await.unwrap();
+    let mut store = Store::open(&Location::Sqlite(db), false).await.unwrap();
+    let auth: Vec<Value> = store
+        .of_types(&[kind::AUTH], "", "9999")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    let failed: Vec<&Value> = auth.iter().filter(|r| r["outcome"] == "failure").collect();
+    assert_eq!(failed.len(), 1, "{auth:?}");
+    assert_eq!(failed[0]["detail"]["reason_kind"], "malformed");
+    assert_eq!(
+        failed[0]["detail"]["reason"],
+        "malformed token: exp out of range"
+    );
+    assert_eq!(auth.len(), 2, "the good login is recorded too: {auth:?}");
+    assert!(!serde_json::to_string(&auth).unwrap().contains(&absurd));
+}
+
+/// Issue #19, item 6: one expiry rule, leeway included, at login and at every message. A token
+/// that expired a second ago logs in under a 3 s leeway and works until the leeway runs out
+/// (before, its first statement got FATAL); then the next statement is cut. Past the leeway the
+/// login itself is refused.
+#[tokio::test]
+async fn the_clock_skew_leeway_counts_the_same_at_login_and_after() {
+    let ed = key("ed", "k");
+    let issuer = TestIssuer::start(&[&ed]).await;
+    let proxy = proxy(&issuer, "  leeway: 3s\n").await;
+    let t0 = now();
+    let late = sign(&ed, &issuer.claims("skewed", |c| c["exp"] = json!(t0 - 1)));
+    let client = connect(&proxy, &late).await.expect("within the leeway");
+    let v: i32 = client.query_one("select 6", &[]).await.unwrap().get(0);
+    assert_eq!(v, 6);
+    // The leeway ends at exp + 3 s = t0 + 2 s.
+    let end = UNIX_EPOCH + Duration::from_secs(t0 + 2) + Duration::from_millis(200);
+    tokio::time::sleep(end.duration_since(SystemTime::now()).unwrap_or_default()).await;
+    let err = client.query_one("select 1", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{err:?}");
+    assert!(
+        err.as_db_error()
+            .unwrap()
+            .message()
+            .contains("token has expired")
+    );
+    let before = log_text().len();
+    let stale = sign(
+        &ed,
+        &issuer.claims("skewed", |c| c["exp"] = json!(now() - 4)),
+    );
+    let err = connect(&proxy, &stale).await.expect_err("past the leeway");
+    assert_eq!(sqlstate(&err), "28P01");
+    assert!(log_text()[before..].contains("token expired"));
 }

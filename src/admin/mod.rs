@@ -143,6 +143,9 @@ struct DevAuthorize {
     /// Filled in on the form.
     #[serde(default)]
     subject: Option<String>,
+    /// The code `tollgate dev` printed: whoever signs in has seen its banner.
+    #[serde(default)]
+    signin_code: Option<String>,
     #[serde(default)]
     groups: Option<String>,
 }
@@ -152,8 +155,11 @@ async fn dev_authorize_form(
     State(state): State<Arc<AdminState>>,
     axum::extract::Query(q): axum::extract::Query<DevAuthorize>,
 ) -> Response {
-    if state.dev_issuer.is_none() {
+    let Some(issuer) = &state.dev_issuer else {
         return StatusCode::NOT_FOUND.into_response();
+    };
+    if !issuer.serves(&q.client_id, &q.redirect_uri) {
+        return unknown_dev_client();
     }
     use crate::audit::report::escape as e;
     let hidden: String = [
@@ -171,7 +177,7 @@ async fn dev_authorize_form(
     .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", e(v)))
     .collect();
     axum::response::Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>tollgate dev sign-in</title></head><body><h1>tollgate dev issuer</h1><p>Development only: sign in as anyone.</p><form method=\"post\" action=\"/dev/authorize\">{hidden}<label>Subject <input name=\"subject\" value=\"dev-approver\"></label> <label>Groups <input name=\"groups\" value=\"dba\"></label> <button id=\"sign-in\">Sign in</button></form></body></html>"
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>tollgate dev sign-in</title></head><body><h1>tollgate dev issuer</h1><p>Development only: sign in as anyone.</p><form method=\"post\" action=\"/dev/authorize\">{hidden}<label>Subject <input name=\"subject\" value=\"dev-approver\"></label> <label>Groups <input name=\"groups\" value=\"dba\"></label> <label>Sign-in code (printed by tollgate dev) <input id=\"signin-code\" name=\"signin_code\" type=\"password\" autocomplete=\"off\"></label> <button id=\"sign-in\">Sign in</button></form></body></html>"
     ))
     .into_response()
 }
@@ -183,6 +189,16 @@ async fn dev_authorize(
     let Some(issuer) = &state.dev_issuer else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if !issuer.serves(&f.client_id, &f.redirect_uri) {
+        return unknown_dev_client();
+    }
+    if !issuer.signin_code_matches(f.signin_code.as_deref().unwrap_or_default()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "wrong sign-in code: use the one `tollgate dev` printed\n",
+        )
+            .into_response();
+    }
     if f.code_challenge_method.as_deref() != Some("S256") || f.code_challenge.is_empty() {
         return (StatusCode::BAD_REQUEST, "PKCE with S256 is required\n").into_response();
     }
@@ -212,6 +228,16 @@ async fn dev_authorize(
         .append_pair("code", &code)
         .append_pair("state", &f.state);
     axum::response::Redirect::to(url.as_str()).into_response()
+}
+
+/// The dev sign-in serves the approvals page alone: anything else could ask it for tokens of
+/// any audience and groups.
+fn unknown_dev_client() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        "the dev issuer signs in only the approvals page (its client_id and redirect_uri); agent tokens come from `tollgate token mint`\n",
+    )
+        .into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]

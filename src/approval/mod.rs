@@ -198,6 +198,18 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    /// Withdraws the request because the client cancelled its statement (PostgreSQL's
+    /// CancelRequest, MySQL's KILL): it can no longer be approved, and the trail records it as
+    /// cancelled, `why`. False if a decision got there first (the statement still does not
+    /// run: the client asked for it not to).
+    pub fn withdraw(mut self, why: &str) -> bool {
+        self.rx = None;
+        self.approvals
+            .finish_because(&self.request.id, Outcome::Cancelled, None, why)
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         if self.rx.is_some() {
@@ -477,6 +489,17 @@ impl Approvals {
 
     /// Ends a request; false if it had already ended.
     fn finish(&self, id: &ApprovalId, outcome: Outcome, approver: Option<&Identity>) -> bool {
+        self.finish_because(id, outcome, approver, "the client disconnected")
+    }
+
+    /// [`Approvals::finish`], with why a cancelled request was cancelled.
+    fn finish_because(
+        &self,
+        id: &ApprovalId,
+        outcome: Outcome,
+        approver: Option<&Identity>,
+        why: &str,
+    ) -> bool {
         let p = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let p = pending.remove(id);
@@ -531,7 +554,7 @@ impl Approvals {
                 ),
                 Outcome::Cancelled => (
                     AuditOutcome::Failure,
-                    serde_json::json!({"decision": "cancelled", "why": "the client disconnected"}),
+                    serde_json::json!({"decision": "cancelled", "why": why}),
                 ),
             };
             let mut detail = detail;

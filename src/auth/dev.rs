@@ -1,6 +1,13 @@
 //! The embedded OIDC issuer of `tollgate dev`: an Ed25519 signing key kept in the dev data
 //! folder, its discovery document and key set (served on the admin port), and minted tokens.
 //! For development only: anyone who can read the folder can mint tokens.
+//!
+//! Agent tokens come only from [`DevIssuer::mint`] (`tollgate token mint`, which reads the key
+//! file). The code flow on the admin port serves one client, the approvals page's sign-in
+//! ([`DevIssuer::with_login_client`]): its ID tokens name that client as audience, never
+//! [`AUDIENCE`], so an HTTP caller cannot get a token that logs in to a database. Its sign-in
+//! form asks for a code printed in `tollgate dev`'s banner, so an agent that reaches the admin
+//! port cannot sign in to the approvals page and approve its own statements either.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,6 +52,10 @@ pub struct DevIssuer {
     issuer: String,
     /// Authorization codes handed out and not yet redeemed (the approvers' browser login).
     codes: std::sync::Mutex<std::collections::HashMap<String, Grant>>,
+    /// The one client (id, redirect URI) the code flow serves: the approvals page.
+    login_client: Option<(String, String)>,
+    /// What the sign-in form asks for: made per run, shown in the banner.
+    signin_code: String,
 }
 
 /// What an authorization code stands for.
@@ -67,6 +78,8 @@ pub enum GrantError {
     UnknownCode,
     #[error("the code was issued to another client or redirect URI")]
     WrongClient,
+    #[error("the dev issuer signs in only the approvals page's client")]
+    UnknownClient,
     #[error("the code verifier does not match the challenge")]
     BadVerifier,
     #[error("the code expired")]
@@ -107,7 +120,40 @@ impl DevIssuer {
             kid,
             issuer: issuer.to_owned(),
             codes: Default::default(),
+            login_client: None,
+            signin_code: crate::audit::random_letters(16),
         })
+    }
+
+    /// The code the dev sign-in form asks for (printed by `tollgate dev`).
+    pub fn signin_code(&self) -> &str {
+        &self.signin_code
+    }
+
+    /// Whether `given` is the sign-in code (compared in constant time).
+    pub fn signin_code_matches(&self, given: &str) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            given.as_bytes(),
+            self.signin_code.as_bytes(),
+        )
+        .is_ok()
+    }
+
+    /// Lets the approvals page sign approvers in through the code flow, as `client_id` with
+    /// `redirect_uri`; no other client is served. A client id equal to [`AUDIENCE`] is never
+    /// served (its ID tokens would log in to databases).
+    pub fn with_login_client(mut self, client_id: &str, redirect_uri: &str) -> DevIssuer {
+        self.login_client = Some((client_id.to_owned(), redirect_uri.to_owned()));
+        self
+    }
+
+    /// Whether the code flow serves this client id and redirect URI.
+    pub fn serves(&self, client_id: &str, redirect_uri: &str) -> bool {
+        client_id != AUDIENCE
+            && self
+                .login_client
+                .as_ref()
+                .is_some_and(|(c, r)| c == client_id && r == redirect_uri)
     }
 
     /// Opens the folder with the issuer URL `tollgate dev` last recorded there.
@@ -162,6 +208,9 @@ impl DevIssuer {
             .unwrap_or_else(|p| p.into_inner())
             .remove(code)
             .ok_or(GrantError::UnknownCode)?;
+        if !self.serves(client_id, redirect_uri) {
+            return Err(GrantError::UnknownClient);
+        }
         if grant.client_id != client_id || grant.redirect_uri != redirect_uri {
             return Err(GrantError::WrongClient);
         }
@@ -221,7 +270,7 @@ impl DevIssuer {
             "groups": groups,
             "iat": now,
             "nbf": now,
-            "exp": now + ttl.as_secs(),
+            "exp": now.saturating_add(ttl.as_secs()),
         });
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());

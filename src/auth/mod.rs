@@ -28,7 +28,8 @@ pub struct Identity {
     pub client_id: Option<String>,
     /// The token's issuer, or `tollgate:password` for a static per-target login.
     pub issuer: String,
-    /// When the token stops being valid; `None` for static logins.
+    /// When tollgate stops accepting the token: its `exp` plus the configured clock-skew
+    /// `leeway`, so login and every later message apply one rule. `None` for static logins.
     pub expires_at: Option<SystemTime>,
 }
 
@@ -48,7 +49,8 @@ impl Identity {
         self.groups.iter().any(|g| g == group)
     }
 
-    /// Whether the token has expired at `now`.
+    /// Whether the token has expired at `now` (leeway included): the one expiry test, at login
+    /// and at every message after it.
     pub fn expired(&self, now: SystemTime) -> bool {
         self.expires_at.is_some_and(|exp| now >= exp)
     }
@@ -66,6 +68,8 @@ pub enum Reason {
     /// The key found cannot verify this algorithm (for example an RSA key and HS256).
     KeyAlgorithmMismatch,
     BadSignature,
+    /// The header's `crit` names extensions (RFC 7515 §4.1.11); tollgate implements none.
+    UnsupportedCritical(String),
     Expired,
     NotYetValid,
     IssuedInFuture,
@@ -89,6 +93,7 @@ impl Reason {
             Reason::UnknownKey(_) => "unknown_key",
             Reason::KeyAlgorithmMismatch => "key_algorithm_mismatch",
             Reason::BadSignature => "bad_signature",
+            Reason::UnsupportedCritical(_) => "unsupported_critical",
             Reason::Expired => "expired",
             Reason::NotYetValid => "not_yet_valid",
             Reason::IssuedInFuture => "issued_in_future",
@@ -113,6 +118,9 @@ impl fmt::Display for Reason {
             Reason::UnknownKey(None) => write!(f, "token names no key and the issuer has several"),
             Reason::KeyAlgorithmMismatch => write!(f, "the signing key does not fit the algorithm"),
             Reason::BadSignature => write!(f, "bad signature"),
+            Reason::UnsupportedCritical(crit) => {
+                write!(f, "critical header extensions not understood: {crit}")
+            }
             Reason::Expired => write!(f, "token expired"),
             Reason::NotYetValid => write!(f, "token not yet valid"),
             Reason::IssuedInFuture => write!(f, "token issued in the future"),

@@ -6,9 +6,13 @@
 //! at most once per `min_key_refresh`, so junk tokens cannot make tollgate hammer the IdP.
 //!
 //! A token is accepted only if: its `alg` is in the issuer's allowlist (RS256, PS256, ES256,
-//! EdDSA: never `none` or HMAC), the key it names exists and fits that algorithm, the
-//! signature verifies, and `iss`, `aud`, `exp`, `nbf`, `iat` (with leeway) and the required
-//! claims hold.
+//! EdDSA: never `none` or HMAC), its header names no `crit` extension (tollgate implements
+//! none), the key it names exists and fits that algorithm, the signature verifies, and `iss`,
+//! `aud`, `exp`, `nbf`, `iat` (with leeway) and the required claims hold.
+//!
+//! The time claims are checked here rather than by jsonwebtoken, with arithmetic that cannot
+//! overflow, and the expiry through [`Identity::expired`]: the same test (leeway included)
+//! that the relays apply at every later message.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -26,6 +30,10 @@ use crate::config::{IdentityConfig, IssuerConfig, JwtAlgorithm};
 
 /// The largest token accepted (Azure AD tokens with many groups reach a few KiB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The last second an expiry may fall on (9999-12-31T23:59:59Z): later dates cannot be written
+/// as RFC 3339 times in the audit trail, so such tokens are refused.
+const LATEST_EXPIRY: u64 = 253_402_300_799;
 
 /// Validates tokens against every configured issuer.
 pub struct Validator {
@@ -72,6 +80,21 @@ fn decode_part(part: &str) -> Result<Value, Reason> {
         .decode(part.trim_end_matches('='))
         .map_err(|_| Reason::Malformed("not base64url".into()))?;
     serde_json::from_slice(&bytes).map_err(|_| Reason::Malformed("not JSON".into()))
+}
+
+/// A NumericDate claim (RFC 7519 §2) in whole seconds; `None` when absent. Fractions are
+/// dropped and dates before 1970 count as 1970; anything but a number is malformed.
+fn numeric_date(claims: &Value, name: &str) -> Result<Option<u64>, Reason> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(Some(match (n.as_u64(), n.as_f64()) {
+            (Some(secs), _) => secs,
+            // `as` saturates: huge values become u64::MAX, negative ones and NaN 0.
+            (None, Some(f)) => f as u64,
+            (None, None) => 0,
+        })),
+        Some(_) => Err(Reason::Malformed(format!("{name} is not a number"))),
+    }
 }
 
 /// Follows a dotted path (`realm_access.roles`) into a JSON object.
@@ -146,6 +169,13 @@ impl Validator {
             .unwrap_or("")
             .to_owned();
         let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
+        // RFC 7515 §4.1.11: a recipient must refuse a token whose `crit` names an extension it
+        // does not implement, and tollgate implements none.
+        if let Some(crit) = header.get("crit") {
+            return Err(Reason::UnsupportedCritical(
+                crit.to_string().chars().take(200).collect(),
+            ));
+        }
         let unverified = decode_part(payload)?;
         let iss = unverified
             .get("iss")
@@ -173,9 +203,9 @@ impl Validator {
         validation.set_issuer(&[&issuer.config.issuer]);
         validation.set_audience(&issuer.config.audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.leeway = self.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.validate_exp = true;
+        // The time claims are checked below, with the rule the relays use.
+        validation.validate_nbf = false;
+        validation.validate_exp = false;
         let data = jsonwebtoken::decode::<Value>(token, &key.decoding, &validation).map_err(
             |e| match e.kind() {
                 ErrorKind::InvalidSignature => Reason::BadSignature,
@@ -190,8 +220,21 @@ impl Validator {
         )?;
         let claims = data.claims;
         let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if let Some(iat) = claims.get("iat").and_then(Value::as_u64)
-            && iat > now_secs + self.leeway.as_secs()
+        let leeway = self.leeway.as_secs();
+        let exp = numeric_date(&claims, "exp")?.ok_or(Reason::MissingClaim("exp".into()))?;
+        // When tollgate stops accepting the token: `exp` plus the clock-skew leeway.
+        let valid_until = exp
+            .checked_add(leeway)
+            .filter(|&t| t <= LATEST_EXPIRY)
+            .ok_or_else(|| Reason::Malformed("exp out of range".into()))?;
+        let expires_at = UNIX_EPOCH + Duration::from_secs(valid_until);
+        if let Some(nbf) = numeric_date(&claims, "nbf")?
+            && nbf > now_secs.saturating_add(leeway)
+        {
+            return Err(Reason::NotYetValid);
+        }
+        if let Some(iat) = numeric_date(&claims, "iat")?
+            && iat > now_secs.saturating_add(leeway)
         {
             return Err(Reason::IssuedInFuture);
         }
@@ -209,7 +252,6 @@ impl Validator {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Reason::MissingClaim(issuer.config.subject_claim.clone()))?
             .to_owned();
-        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
         let identity = Identity {
             subject,
             groups: strings(claim(&claims, &issuer.config.groups_claim)),
@@ -219,8 +261,11 @@ impl Validator {
                 .iter()
                 .find_map(|c| claim(&claims, c).and_then(Value::as_str).map(str::to_owned)),
             issuer: issuer.config.issuer.clone(),
-            expires_at: Some(UNIX_EPOCH + Duration::from_secs(exp)),
+            expires_at: Some(expires_at),
         };
+        if identity.expired(now) {
+            return Err(Reason::Expired);
+        }
         Ok((identity, claims))
     }
 

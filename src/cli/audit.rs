@@ -62,7 +62,7 @@ pub enum AuditCommand {
     /// Print the public key of the configured signing key.
     PublicKey {
         #[arg(long, env = "TOLLGATE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
 }
 
@@ -122,7 +122,7 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AuditCommand::PublicKey { config } => {
-            let setup = audit_setup(&Config::load(&config)?)?;
+            let setup = audit_setup(&super::load_config(config.as_deref())?)?;
             println!(
                 "{}",
                 audit::record::PublicKey::from_bytes(setup.signer.public_key()).base64()
@@ -135,6 +135,10 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             bundle,
             public_key,
         } => {
+            let config = match (&bundle, config) {
+                (None, config) => Some(super::config_path(config.as_deref())?),
+                (Some(_), config) => config,
+            };
             let reports = match (bundle, config) {
                 (Some(bundle), _) => {
                     let key = public_key_arg(
@@ -182,7 +186,7 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             period,
             out,
         } => {
-            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let setup = audit_setup(&super::load_config(store.config.as_deref())?)?;
             let period = audit::export::Period {
                 since: period.since,
                 until: period.until,
@@ -233,7 +237,7 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             format,
             out,
         } => {
-            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let setup = audit_setup(&super::load_config(store.config.as_deref())?)?;
             let period = audit::export::Period {
                 since: period.since,
                 until: period.until,

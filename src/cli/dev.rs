@@ -103,7 +103,10 @@ const EXAMPLE_POLICY: &str = include_str!("../../config/policies/agents.yaml");
 
 pub fn dev(args: DevArgs) -> anyhow::Result<()> {
     let issuer_url = format!("http://{}/dev", args.admin);
-    let issuer = DevIssuer::open(&args.data_dir, &issuer_url)?;
+    let approvals_client = "tollgate-approvals";
+    let approvals_callback = format!("http://{}/approvals/callback", args.admin);
+    let issuer = DevIssuer::open(&args.data_dir, &issuer_url)?
+        .with_login_client(approvals_client, &approvals_callback);
     let policy_file = match &args.policy {
         Some(p) => p.clone(),
         None => {
@@ -168,8 +171,8 @@ approvals:
   page_url: "http://{admin}/approvals/ui"
   login:
     issuer: "{issuer_url}"
-    client_id: tollgate-approvals
-    redirect_url: "http://{admin}/approvals/callback"
+    client_id: {approvals_client}
+    redirect_url: "{approvals_callback}"
 targets:
   - name: "*"
     address: "{postgres}"
@@ -211,15 +214,32 @@ Connect as agent {agent:?} (group {group}, token valid 1 hour):
 {mariadb}
 Mint other tokens:  tollgate token mint --sub NAME [--groups a,b] [--ttl 1h] --data-dir {data_dir}
 Approvals:          agents' data changes wait for group dba (the example policy). Decide on
-                    http://{admin}/approvals/ui (the dev issuer signs you in), or from the CLI:
+                    http://{admin}/approvals/ui (the dev issuer signs you in with the
+                    sign-in code {signin_code}), or from the CLI:
                     export TOLLGATE_TOKEN=$(tollgate token mint --sub you --groups dba --data-dir {data_dir})
                     tollgate approvals list
                     tollgate approvals approve ID [--window 10m]   |   deny ID --reason \"...\"
-Sessions:           tollgate sessions list --config {config_file}
-                    tollgate sessions replay ID --config {config_file}
-Audit trail:        tollgate audit verify --config {config_file}  ({audit_db})
+Sessions:           tollgate sessions list{config_arg}
+                    tollgate sessions replay ID{config_arg}
+Audit trail:        tollgate audit verify{config_arg}  ({audit_db}){found_here}
 Stop with Ctrl-C.",
-        config_file = config_file.display(),
+        // The sessions, audit and approvals commands find the default dev folder's
+        // configuration (and admin port) by themselves, from the folder `tollgate dev` runs in.
+        config_arg = if args.data_dir == Path::new(super::DEV_DATA_DIR) {
+            String::new()
+        } else {
+            format!(" --config {}", config_file.display())
+        },
+        found_here = if args.data_dir == Path::new(super::DEV_DATA_DIR) {
+            format!(
+                "\n                    (these find {} from this folder; elsewhere add\n                    --config {})",
+                super::DEV_CONFIG,
+                config_file.display()
+            )
+        } else {
+            String::new()
+        },
+        signin_code = issuer.signin_code(),
         audit_db = audit_db.display(),
         listen = args.listen,
         postgres = args.postgres,
@@ -232,11 +252,10 @@ Stop with Ctrl-C.",
             String::new()
         } else {
             format!(
-                "\n  MySQL/MariaDB ({mysql_listen} -> {mysql}, the cleartext plugin carries the token):\n\n  mariadb -h {h} -P {p} -u {agent} --password='{token}' --enable-cleartext-plugin mysql\n",
+                "\n  MySQL/MariaDB ({mysql_listen} -> {mysql}, the cleartext plugin carries the token):\n\n  {client}\n",
                 mysql_listen = args.mysql_listen,
                 mysql = args.mysql,
-                h = args.mysql_listen.ip(),
-                p = args.mysql_listen.port(),
+                client = mysql_client_command(args.mysql_listen, agent, &token),
             )
         },
     );
@@ -246,4 +265,29 @@ Stop with Ctrl-C.",
     };
     Daemon::from_config(config, &config_file, admin)?.run(Some(banner))?;
     Ok(())
+}
+
+/// The banner's MySQL client line, for the client installed: MariaDB's `mariadb` lets the
+/// cleartext plugin carry the token by itself (it calls `--enable-cleartext-plugin` obsolete
+/// and says so on every run); Oracle MySQL's `mysql` needs that option.
+fn mysql_client_command(listen: SocketAddr, agent: &str, token: &str) -> String {
+    let runs = |program: &str| {
+        std::process::Command::new(program)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let (host, port) = (listen.ip(), listen.port());
+    let oracle_mysql =
+        runs("mariadb").is_none() && runs("mysql").is_some_and(|v| !v.contains("MariaDB"));
+    if oracle_mysql {
+        format!(
+            "mysql -h {host} -P {port} -u {agent} --password='{token}' --enable-cleartext-plugin mysql"
+        )
+    } else {
+        format!("mariadb -h {host} -P {port} -u {agent} --password='{token}' mysql")
+    }
 }

@@ -7,7 +7,7 @@ pub mod dev;
 pub mod policy;
 pub mod sessions;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use tollgate::audit as trail;
@@ -16,9 +16,10 @@ use tollgate::config::Config;
 /// Where the audit store is and who reads it.
 #[derive(clap::Args)]
 pub struct StoreArgs {
-    /// The tollgate config whose `audit` section names the store and signing key.
+    /// The tollgate config whose `audit` section names the store and signing key (default:
+    /// the dev configuration in the current folder, `.tollgate-dev/tollgate.yaml`).
     #[arg(long, env = "TOLLGATE_CONFIG")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Who is reading (recorded in the trail); defaults to the login name.
     #[arg(long = "as", env = "USER", default_value = "unknown")]
     pub operator: String,
@@ -79,4 +80,55 @@ pub async fn record_read(
 
 pub async fn open_store(setup: &AuditSetup) -> anyhow::Result<trail::Store> {
     Ok(trail::Store::open(&setup.settings.location, false).await?)
+}
+
+/// `tollgate dev`'s default data folder, and the configuration it writes there.
+pub const DEV_DATA_DIR: &str = ".tollgate-dev";
+pub const DEV_CONFIG: &str = ".tollgate-dev/tollgate.yaml";
+
+/// The configuration a command reads: the one given (`--config`, `TOLLGATE_CONFIG`), else the
+/// dev configuration in the current folder, named on stderr so nobody wonders which was used.
+pub fn config_path(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_owned());
+    }
+    let dev = Path::new(DEV_CONFIG);
+    anyhow::ensure!(
+        dev.is_file(),
+        "no configuration: give --config FILE or set TOLLGATE_CONFIG (or run this in the folder where `tollgate dev` runs)"
+    );
+    eprintln!("tollgate: using the dev configuration {DEV_CONFIG} (found in the current folder)");
+    Ok(dev.to_owned())
+}
+
+pub fn load_config(given: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(Config::load(&config_path(given)?)?)
+}
+
+/// The admin API the approvals commands talk to: the one given, else the dev configuration's
+/// admin listener (named on stderr), else the default listener. Only a loopback listener is
+/// taken from the folder: the approver's token goes there, and a configuration planted in a
+/// folder must not send it elsewhere.
+pub fn admin_url(given: Option<String>) -> anyhow::Result<String> {
+    if let Some(url) = given {
+        return Ok(url);
+    }
+    if Path::new(DEV_CONFIG).is_file() {
+        let config = Config::load(Path::new(DEV_CONFIG))?;
+        if let Some(admin) = config
+            .admin
+            .as_ref()
+            .filter(|a| a.listen.ip().is_loopback())
+        {
+            let url = format!("http://{}", admin.listen);
+            eprintln!(
+                "tollgate: using the admin API of the dev configuration {DEV_CONFIG} ({url})"
+            );
+            return Ok(url);
+        }
+    }
+    Ok(format!(
+        "http://{}",
+        tollgate::config::default_admin_listen()
+    ))
 }

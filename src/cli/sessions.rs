@@ -3,7 +3,6 @@
 use super::{PeriodArgs, StoreArgs, audit_setup, open_store, record_read};
 use clap::Subcommand;
 use tollgate::audit;
-use tollgate::config::Config;
 
 #[derive(Subcommand)]
 pub enum SessionsCommand {
@@ -42,7 +41,7 @@ pub async fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             period,
             json,
         } => {
-            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let setup = audit_setup(&super::load_config(store.config.as_deref())?)?;
             let period = audit::export::Period {
                 since: period.since,
                 until: period.until,
@@ -64,7 +63,7 @@ pub async fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SessionsCommand::Show { id, store, json } => {
-            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let setup = audit_setup(&super::load_config(store.config.as_deref())?)?;
             record_read(
                 &setup,
                 &store.operator,
@@ -88,7 +87,7 @@ pub async fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SessionsCommand::Replay { id, store, speed } => {
-            let setup = audit_setup(&Config::load(&store.config)?)?;
+            let setup = audit_setup(&super::load_config(store.config.as_deref())?)?;
             record_read(
                 &setup,
                 &store.operator,

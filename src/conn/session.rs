@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -11,6 +12,11 @@ use super::{Context, TargetRuntime};
 use crate::auth::Reason;
 use crate::config::{ClientAuthMethod, Protocol};
 use crate::pipeline::{ConnId, ConnInfo};
+
+/// How long past `startup_timeout` a login may take to tell its client it ran out of time
+/// (each wire's login keeps `startup_timeout` itself; the wire's serve function adds this
+/// backstop around it).
+pub const STARTUP_BACKSTOP: Duration = Duration::from_secs(2);
 
 /// What either protocol's login settled, for the session records.
 pub struct Login<'a> {

@@ -166,42 +166,39 @@ pub fn decided(
     }
 }
 
-/// How a hold begins: an approval window already covers the statement, the request could not
-/// be submitted (refused), or it waits on the returned ticket.
-pub enum HoldStart {
-    /// Decided at once: the verdict and the note the trail keeps.
-    Decided(Verdict, String),
-    /// Submitted: the wire waits on the ticket while it watches its client, then passes the
-    /// outcome to [`decided`].
-    Waiting(crate::approval::Ticket),
+/// A window an approver opened for this identity, statement, rule and group lets the
+/// statement through at once: the verdict and the note the trail keeps.
+pub async fn approved_by_window(
+    approvals: &std::sync::Arc<crate::approval::Approvals>,
+    info: &ConnInfo,
+    fingerprint: &str,
+) -> Option<(Verdict, String)> {
+    let (id, by) = approvals
+        .window(&info.identity, &info.target, fingerprint)
+        .await?;
+    Some((
+        Verdict::Forward,
+        format!("approved by {by} within the window of approval {id}"),
+    ))
 }
 
-/// The part of holding a statement both wires share: a window an approver opened for this
-/// identity, statement shape, rule and group lets it through; otherwise the request (masked
-/// SQL, secrets redacted) is submitted to the approvers.
-pub async fn request_approval(
+/// Submits a held statement to the approvers (its SQL masked, secrets redacted); the wire then
+/// waits on the ticket while it watches its client, and passes the outcome to [`decided`].
+/// `Err` is the refusal when the request cannot be submitted.
+#[allow(clippy::too_many_arguments)]
+pub async fn submit_for_approval(
     approvals: &std::sync::Arc<crate::approval::Approvals>,
     info: &ConnInfo,
     statement: &Statement<'_>,
     ruling: &Ruling,
     hold: &crate::pipeline::Hold,
     masker: &Masker,
-    dialect: crate::policy::classify::SqlDialect,
-) -> HoldStart {
-    let fingerprint = approval_fingerprint(info, statement, ruling, hold, dialect);
-    if let Some((id, by)) = approvals
-        .window(&info.identity, &info.target, &fingerprint)
-        .await
-    {
-        return HoldStart::Decided(
-            Verdict::Forward,
-            format!("approved by {by} within the window of approval {id}"),
-        );
-    }
+    fingerprint: String,
+) -> Result<crate::approval::Ticket, (Verdict, String)> {
     let sql = crate::mask::redact_secrets(&String::from_utf8_lossy(
         &masker.mask(statement.sql.as_bytes()),
     ));
-    match approvals
+    approvals
         .submit(
             &info.identity,
             info.who.clone(),
@@ -215,14 +212,13 @@ pub async fn request_approval(
             hold.timeout,
         )
         .await
-    {
-        Ok(ticket) => HoldStart::Waiting(ticket),
-        Err(e) => HoldStart::Decided(
-            Verdict::Refuse {
-                sqlstate: "42501".into(),
-                message: format!("tollgate: statement not held for approval: {e}"),
-            },
-            e.to_string(),
-        ),
-    }
+        .map_err(|e| {
+            (
+                Verdict::Refuse {
+                    sqlstate: "42501".into(),
+                    message: format!("tollgate: statement not held for approval: {e}"),
+                },
+                e.to_string(),
+            )
+        })
 }

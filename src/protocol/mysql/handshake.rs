@@ -88,6 +88,8 @@ pub enum Error {
     Refused(String),
     #[error("upstream: {0}")]
     Upstream(String),
+    #[error("the login did not finish within startup_timeout ({})", humantime::format_duration(*.0))]
+    TimedOut(std::time::Duration),
 }
 
 /// An authenticated client and its logged-in upstream.
@@ -216,7 +218,21 @@ pub async fn run(
     conn_id: u32,
 ) -> Result<Option<Established>, Error> {
     let mut client = PacketIo::new(Stream::Tcp(tcp));
-    match login(ctx, &mut client, peer, conn_id).await {
+    let limit = ctx.config.limits.startup_timeout;
+    let Ok(outcome) = tokio::time::timeout(limit, login(ctx, &mut client, peer, conn_id)).await
+    else {
+        // MySQL's words for a client too slow to send its packets, with tollgate's reason.
+        let e = Error::TimedOut(limit);
+        let message = format!("Got timeout reading communication packets (tollgate: {e})");
+        let seq = client.next_seq();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            client.send(seq, &wire::err(1159, "08S01", &message)),
+        )
+        .await;
+        return Err(e);
+    };
+    match outcome {
         Err(Error::Packet(e)) if !matches!(e, packet::Error::Closed | packet::Error::Io(_)) => {
             // A malformed, oversize or out-of-order packet: this client is told, and only it.
             let _ = client

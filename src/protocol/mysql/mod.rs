@@ -100,7 +100,7 @@ async fn serve_mysql(
 ) {
     let (_control_tx, control) = lifecycle.register(id);
     let est = match tokio::time::timeout(
-        ctx.config.limits.startup_timeout,
+        ctx.config.limits.startup_timeout + session::STARTUP_BACKSTOP,
         handshake::run(ctx, tcp, peer, id.0 as u32),
     )
     .await

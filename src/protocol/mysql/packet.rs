@@ -116,6 +116,8 @@ pub struct PacketIo {
     pub io: Stream,
     buf: BytesMut,
     out: Vec<u8>,
+    /// The sequence id after the last packet read or queued.
+    next_seq: u8,
 }
 
 /// Queued output is written out once it reaches this size.
@@ -127,7 +129,14 @@ impl PacketIo {
             io,
             buf: BytesMut::with_capacity(16 * 1024),
             out: Vec::with_capacity(16 * 1024),
+            next_seq: 0,
         }
+    }
+
+    /// The sequence id that follows the last packet read or queued: where a packet of
+    /// tollgate's own (an ERR that ends the login) fits in the exchange.
+    pub fn next_seq(&self) -> u8 {
+        self.next_seq
     }
 
     /// Bytes received and not yet taken as packets (a client must not pipeline during the
@@ -155,6 +164,7 @@ impl PacketIo {
         loop {
             if let Some(f) = split(&self.buf, max)? {
                 let next_seq = f.seq.wrapping_add(f.chunks as u8);
+                self.next_seq = next_seq;
                 let payload = if f.chunks == 1 {
                     self.buf.advance(4);
                     self.buf.split_to(f.payload_len).freeze()
@@ -197,7 +207,8 @@ impl PacketIo {
     /// Queues `payload` at sequence id `seq`; returns the next id. The caller flushes (the
     /// relay records what it queued first, and flushes at [`FLUSH_AT`]).
     pub fn queue(&mut self, seq: u8, payload: &[u8]) -> u8 {
-        put(&mut self.out, seq, payload)
+        self.next_seq = put(&mut self.out, seq, payload);
+        self.next_seq
     }
 
     /// Bytes queued and not yet written.

@@ -591,8 +591,10 @@ pub fn put_ready(out: &mut Vec<u8>, status: TxStatus) {
 }
 
 /// NegotiateProtocolVersion: tollgate speaks 3.0 and names the options it did not take.
+/// The version field is the whole version (major in the high 16 bits), as PostgreSQL sends
+/// it; libpq 18 refuses anything below 3.0 there.
 pub fn put_negotiate(out: &mut Vec<u8>, unrecognized: &[&str]) {
-    let mut body = 0i32.to_be_bytes().to_vec();
+    let mut body = PROTOCOL_3_0.to_be_bytes().to_vec();
     body.extend_from_slice(&(unrecognized.len() as i32).to_be_bytes());
     for opt in unrecognized {
         body.extend_from_slice(opt.as_bytes());

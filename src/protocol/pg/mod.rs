@@ -102,7 +102,7 @@ async fn serve_conn(
 ) {
     let (control_tx, control) = lifecycle.register(id);
     let est = match tokio::time::timeout(
-        ctx.config.limits.startup_timeout,
+        ctx.config.limits.startup_timeout + session::STARTUP_BACKSTOP,
         startup::run(ctx, tcp, peer),
     )
     .await

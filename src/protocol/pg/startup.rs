@@ -44,6 +44,8 @@ pub enum Error {
     Upstream(String),
     #[error("TLS handshake: {0}")]
     Tls(std::io::Error),
+    #[error("the login did not finish within startup_timeout ({})", humantime::format_duration(*.0))]
+    TimedOut(std::time::Duration),
 }
 
 /// A socket with its read buffer.
@@ -119,14 +121,27 @@ pub struct Established {
     pub client_tls: bool,
 }
 
-/// The startup phase. `Ok(None)` when the connection was a CancelRequest (handled here).
+/// The startup phase, within `startup_timeout`. `Ok(None)` when the connection was a
+/// CancelRequest (handled here).
 pub async fn run(
     ctx: &PgContext,
     tcp: TcpStream,
     peer: SocketAddr,
 ) -> Result<Option<Established>, Error> {
     let mut client = Conn::new(Stream::Tcp(tcp));
-    match login(ctx, &mut client, peer).await {
+    let limit = ctx.config.limits.startup_timeout;
+    let Ok(outcome) = tokio::time::timeout(limit, login(ctx, &mut client, peer)).await else {
+        // As PostgreSQL does when authentication_timeout runs out: say why, then close. (Cut
+        // during a TLS handshake, the client stream is a placeholder and hears nothing.)
+        let e = Error::TimedOut(limit);
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            client.fatal("08P01", &format!("tollgate: {e}")),
+        )
+        .await;
+        return Err(e);
+    };
+    match outcome {
         Ok(Some(l)) => Ok(Some(Established {
             client,
             server: l.server,
@@ -167,6 +182,27 @@ async fn login(
     peer: SocketAddr,
 ) -> Result<Option<LoggedIn>, Error> {
     let mut tls = false;
+    // PostgreSQL 17's direct TLS (`sslnegotiation=direct`): a TLS handshake record as the first
+    // bytes, no SSLRequest. Taken only with ALPN "postgresql", as PostgreSQL requires, so a TLS
+    // client of some other protocol is never read as a PostgreSQL one.
+    if let Some(acceptor) = &ctx.client_tls
+        && starts_with_tls(client).await?
+    {
+        let plain = std::mem::replace(&mut client.io, Stream::placeholder());
+        let stream = acceptor.accept(plain).await.map_err(Error::Tls)?;
+        let alpn = stream.get_ref().1.alpn_protocol() == Some(b"postgresql".as_slice());
+        *client = Conn::new(Stream::wrap(stream));
+        if !alpn {
+            client
+                .fatal(
+                    "08P01",
+                    "received direct SSL connection request without ALPN protocol negotiation extension",
+                )
+                .await;
+            return Err(Error::Refused("direct TLS without ALPN postgresql".into()));
+        }
+        tls = true;
+    }
     // A client may ask for GSS encryption, then SSL, then start; no more rounds than that.
     let (minor, params) = 'negotiate: {
         for _ in 0..3 {
@@ -379,6 +415,18 @@ pub const PINNED_PARAMETERS: &[(&str, &str)] = &[
     ("standard_conforming_strings", "on"),
 ];
 
+/// Whether the client's first byte opens a TLS handshake record (direct TLS). A startup
+/// packet starts with its length, whose first byte is 0 for any length tollgate accepts.
+async fn starts_with_tls(client: &mut Conn) -> Result<bool, Error> {
+    const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+    let Stream::Tcp(tcp) = &mut client.io else {
+        return Ok(false);
+    };
+    let mut first = [0u8; 1];
+    let n = tcp.peek(&mut first).await?;
+    Ok(n == 1 && first[0] == TLS_HANDSHAKE_RECORD)
+}
+
 async fn upgrade_client(io: Stream, acceptor: &tokio_rustls::TlsAcceptor) -> Result<Stream, Error> {
     let stream = acceptor.accept(io).await.map_err(Error::Tls)?;
     Ok(Stream::wrap(stream))
@@ -565,8 +613,8 @@ async fn scram_exchange(
 /// Sends a cancel to the upstream backend behind tollgate's key. Unknown keys are ignored, as
 /// PostgreSQL does, so a client learns nothing from a guess.
 async fn forward_cancel(ctx: &PgContext, process_id: i32, secret_key: i32) {
-    let Some(key) = ctx.cancels.lookup(process_id, secret_key) else {
-        debug!("cancel request with an unknown key");
+    let Some(key) = ctx.cancels.cancel(process_id, secret_key) else {
+        debug!("cancel request with an unknown key, or for a held statement (now ended)");
         return;
     };
     let Some(target) = ctx.targets.get(&*key.target) else {

@@ -70,20 +70,32 @@ impl Relay<'_> {
         ruling: &Ruling,
         hold: &crate::pipeline::Hold,
     ) -> Result<(Verdict, String), End> {
-        use crate::conn::statement::{HoldStart, decided, request_approval};
-        let mut ticket = match request_approval(
+        use crate::conn::statement::{
+            approval_fingerprint, approved_by_window, decided, submit_for_approval,
+        };
+        let fingerprint = approval_fingerprint(
+            &self.info,
+            statement,
+            ruling,
+            hold,
+            crate::policy::classify::SqlDialect::MySql,
+        );
+        if let Some(decided) = approved_by_window(approvals, &self.info, &fingerprint).await {
+            return Ok(decided);
+        }
+        let mut ticket = match submit_for_approval(
             approvals,
             &self.info,
             statement,
             ruling,
             hold,
             &self.masker,
-            crate::policy::classify::SqlDialect::MySql,
+            fingerprint,
         )
         .await
         {
-            HoldStart::Decided(verdict, note) => return Ok((verdict, note)),
-            HoldStart::Waiting(ticket) => ticket,
+            Ok(ticket) => ticket,
+            Err(refused) => return Ok(refused),
         };
         info!(conn = %self.info.id, approval = %ticket.request.id, group = hold.group, "statement held for approval");
         // The client sends nothing while it waits for its answer; bytes or EOF mean it left
@@ -94,7 +106,7 @@ impl Relay<'_> {
             _ = interrupt.notified() => {
                 info!(conn = %self.info.id, approval = %ticket.request.id, "held statement killed");
                 let id = ticket.request.id.clone();
-                drop(ticket);
+                ticket.withdraw("the client cancelled the statement (KILL)");
                 return Ok((
                     Verdict::Refuse {
                         sqlstate: "57014".into(),

@@ -9,7 +9,9 @@ use tracing::info;
 use super::{Batch, End, write_all};
 use crate::audit::{self, Event, Outcome, Recorder};
 use crate::conn::Control;
-use crate::conn::statement::{HoldStart, decided, request_approval};
+use crate::conn::statement::{
+    approval_fingerprint, approved_by_window, decided, submit_for_approval,
+};
 use crate::mask::Masker;
 use crate::net::{ReadHalf, WriteHalf};
 use crate::pipeline::{ConnInfo, Ruling, Statement, Verdict};
@@ -28,6 +30,8 @@ pub(super) struct Held<'a, 'b> {
     pub rd: &'a mut ReadHalf,
     pub early: &'a mut Vec<u8>,
     pub control: &'b mpsc::Sender<Control>,
+    /// How the client's CancelRequest reaches the held statement.
+    pub interrupt: &'a crate::protocol::pg::cancel::Interrupt,
 }
 
 /// Client bytes buffered at most while a statement is held; beyond it the client is no
@@ -37,7 +41,8 @@ const MAX_EARLY: usize = 1 << 20;
 /// Holds a statement until an approver decides: what came before it is forwarded, the client
 /// is told (NoticeResponse) and the connection waits, its transaction open. Returns the
 /// verdict for the statement and a note for the record; ends the connection if the client
-/// leaves meanwhile (the request is then cancelled).
+/// leaves meanwhile (the request is then cancelled). The client's CancelRequest (psql's
+/// Ctrl-C) withdraws the request and ends the statement with 57014, as a cancelled query ends.
 pub(super) async fn hold_statement(
     info: &ConnInfo,
     approvals: &std::sync::Arc<crate::approval::Approvals>,
@@ -47,19 +52,32 @@ pub(super) async fn hold_statement(
     masker: &Masker,
     held: &mut Held<'_, '_>,
 ) -> Result<(Verdict, String), End> {
-    let mut ticket = match request_approval(
+    let fingerprint = approval_fingerprint(
+        info,
+        statement,
+        ruling,
+        hold,
+        crate::policy::classify::SqlDialect::Postgres,
+    );
+    if let Some(decided) = approved_by_window(approvals, info, &fingerprint).await {
+        return Ok(decided);
+    }
+    // From here a CancelRequest ends this statement rather than going to the server.
+    let (_holding, cancelled) = held.interrupt.hold();
+    tokio::pin!(cancelled);
+    let mut ticket = match submit_for_approval(
         approvals,
         info,
         statement,
         ruling,
         hold,
         masker,
-        crate::policy::classify::SqlDialect::Postgres,
+        fingerprint,
     )
     .await
     {
-        HoldStart::Decided(verdict, note) => return Ok((verdict, note)),
-        HoldStart::Waiting(ticket) => ticket,
+        Ok(ticket) => ticket,
+        Err(refused) => return Ok(refused),
     };
     // Earlier statements of the pipeline run now (their frames recorded first); later ones
     // wait behind this one.
@@ -89,12 +107,28 @@ pub(super) async fn hold_statement(
     info!(conn = %info.id, approval = %ticket.request.id, group = hold.group, "statement held for approval");
     let mut scratch = [0u8; 8192];
     let outcome = loop {
-        if held.early.len() >= MAX_EARLY {
-            break ticket.outcome().await;
-        }
+        let reading = held.early.len() < MAX_EARLY;
         tokio::select! {
             outcome = ticket.outcome() => break outcome,
-            read = held.rd.read(&mut scratch) => match read {
+            () = &mut cancelled => {
+                let id = ticket.request.id.clone();
+                info!(conn = %info.id, approval = %id, "client cancelled its held statement");
+                let note = if ticket.withdraw("the client cancelled the statement (CancelRequest)") {
+                    format!("approval {id} withdrawn: the client cancelled the statement")
+                } else {
+                    format!("approval {id} was decided as the client cancelled the statement; not run")
+                };
+                return Ok((
+                    Verdict::Refuse {
+                        sqlstate: "57014".into(),
+                        message: format!(
+                            "canceling statement due to user request (tollgate: approval {id} is withdrawn; the statement was not run)"
+                        ),
+                    },
+                    note,
+                ));
+            }
+            read = held.rd.read(&mut scratch), if reading => match read {
                 Ok(0) | Err(_) => {
                     info!(conn = %info.id, approval = %ticket.request.id, "client left while its statement was held");
                     drop(ticket);

@@ -82,6 +82,8 @@ pub(super) struct Shared {
     pub marker: String,
     /// What the server will answer, so rows get their column types and formats.
     pub tracker: results::Tracker,
+    /// How the client's CancelRequest reaches a statement held for approval.
+    pub interrupt: std::sync::Arc<super::cancel::Interrupt>,
 }
 
 /// Runs an established connection until either side ends it.
@@ -112,6 +114,7 @@ pub async fn run(
         pending: Mutex::new(Vec::new()),
         pending_count: AtomicUsize::new(0),
         tracker: results::Tracker::default(),
+        interrupt: est.cancel.interrupt(),
         marker: format!(
             "tollgate_refused_{}_",
             nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()

@@ -264,6 +264,7 @@ impl ToServer<'_> {
                 rd: &mut self.rd,
                 early: &mut self.early,
                 control: &self.control,
+                interrupt: &self.shared.interrupt,
             };
             let (verdict, note) = hold_statement(
                 info,
