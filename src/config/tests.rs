@@ -5,19 +5,19 @@ use super::*;
 const MINIMAL: &str = "
 targets:
   - name: app
-address: 127.0.0.1:5432
-user: postgres
-client_auth:
-  method: scram-sha-256
-  password: { env: AGENT_PW }
+    address: 127.0.0.1:5432
+    user: postgres
+    client_auth:
+      method: scram-sha-256
+      password: { env: AGENT_PW }
 ";
 
 const OIDC: &str = "
 identity:
   issuers:
-- issuer: https://idp.example/tenant
-  audiences: [api://tollgate]
-  algorithms: [RS256]
+    - issuer: https://idp.example/tenant
+      audiences: [api://tollgate]
+      algorithms: [RS256]
 ";
 
 #[test]
@@ -26,12 +26,12 @@ fn identity_config_and_group_credentials() {
         "{OIDC}
 targets:
   - name: \"*\"
-address: 127.0.0.1:5432
-user: agent_ro
-credentials:
-  - groups: [break-glass]
-    user: agent_rw
-    password: {{ file: /run/secrets/rw }}
+    address: 127.0.0.1:5432
+    user: agent_ro
+    credentials:
+      - groups: [break-glass]
+        user: agent_rw
+        password: {{ file: /run/secrets/rw }}
 "
     );
     let c = Config::parse(&text, "t.yaml").unwrap();
