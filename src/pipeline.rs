@@ -126,6 +126,18 @@ impl Ruling {
 pub trait Inspect: Send + Sync {
     /// The stage's state for one new connection.
     fn connect(&self, conn: &ConnInfo) -> Box<dyn ConnInspect>;
+
+    /// Whether `identity` can only read on `database`: no rule for it allows or holds
+    /// anything but reads, sessions and transactions. Its upstream session then runs
+    /// read-only in the database itself, a second line behind the classifier.
+    fn read_only(&self, _identity: &Identity, _database: &str) -> bool {
+        false
+    }
+
+    /// Whether a setting (lower case) may be changed, by statement or startup parameter.
+    fn setting_allowed(&self, _name: &str) -> bool {
+        true
+    }
 }
 
 /// The inspect stage of one connection: sees its statements in order.

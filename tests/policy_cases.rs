@@ -50,8 +50,10 @@ const CASES: &[(&str, Action, &str)] = &[
     ("select * from generate_series(1, 10)", A, "agents-read"),
     ("select pg_sleep(0.1)", A, "agents-read"),
     ("select current_user, session_user", A, "agents-read"),
-    ("select f()", A, "agents-read"),
-    ("select \"PG_READ_FILE\"('x')", A, "agents-read"),
+    // A user-defined function can do anything: a call, held for approval (issue #15).
+    ("select f()", H, "agents-calls-and-locks-need-approval"),
+    // Function names match case-insensitively: a quoted spelling of a denied name is denied.
+    ("select \"PG_READ_FILE\"('x')", D, "no-dangerous-functions"),
     ("select $$drop table t$$", A, "agents-read"),
     ("select $tag$ ; drop table t; $tag$", A, "agents-read"),
     ("select 'drop table t'", A, "agents-read"),
@@ -68,7 +70,9 @@ const CASES: &[(&str, Action, &str)] = &[
     ("rollback", A, "agents-read"),
     ("savepoint s1", A, "agents-read"),
     ("release savepoint s1", A, "agents-read"),
-    ("set search_path = app, public", A, "agents-read"),
+    // search_path is not on the example's settings allowlist (it decides what unqualified
+    // names resolve to).
+    ("set search_path = app, public", D, "no-protected-settings"),
     ("set statement_timeout = '5s'", A, "agents-read"),
     ("show search_path", A, "agents-read"),
     ("reset statement_timeout", A, "agents-read"),
@@ -212,7 +216,7 @@ const CASES: &[(&str, Action, &str)] = &[
         D,
         "no-privilege-change",
     ),
-    ("create user u with password 'x'", D, ""),
+    ("create user u with password 'x'", D, "no-privilege-change"),
     // Bulk export.
     ("copy cards to stdout", D, "no-bulk-export"),
     (
@@ -258,16 +262,17 @@ const CASES: &[(&str, Action, &str)] = &[
     (
         "create procedure p() language sql as $$ delete from cards $$",
         D,
-        "",
+        "no-procedural-code",
     ),
     ("call p()", D, "no-procedural-code"),
     ("vacuum", D, "no-procedural-code"),
     ("vacuum full cards", D, "no-procedural-code"),
     ("analyze cards", D, "no-procedural-code"),
+    // Locks are their own kind, held for approval (issue #15).
     (
         "lock table cards in access exclusive mode",
-        D,
-        "no-procedural-code",
+        H,
+        "agents-calls-and-locks-need-approval",
     ),
     // Dangerous functions, bare and hidden.
     (
@@ -316,10 +321,11 @@ const CASES: &[(&str, Action, &str)] = &[
         D,
         "no-dangerous-functions",
     ),
+    // set_config is judged by the setting it changes.
     (
         "select set_config('role', 'postgres', false)",
         D,
-        "no-dangerous-functions",
+        "no-protected-settings",
     ),
     (
         "select query_to_xml('select * from cards', true, true, '')",
@@ -410,16 +416,38 @@ const CASES: &[(&str, Action, &str)] = &[
         "no-computing-on-card-numbers",
     ),
     // What tollgate cannot analyse is refused (fail closed).
-    ("do $$ begin drop table cards; end $$", D, ""),
-    ("DO LANGUAGE plpgsql $$ begin perform 1; end $$", D, ""),
-    ("alter system set log_statement = 'none'", D, ""),
-    ("SET ROLE TO postgres", D, ""),
-    ("checkpoint", D, ""),
+    // Read with PostgreSQL's own grammar, these are now classified, and denied by their rule.
+    (
+        "do $$ begin drop table cards; end $$",
+        D,
+        "no-procedural-code",
+    ),
+    (
+        "DO LANGUAGE plpgsql $$ begin perform 1; end $$",
+        D,
+        "no-procedural-code",
+    ),
+    (
+        "alter system set log_statement = 'none'",
+        D,
+        "no-procedural-code",
+    ),
+    ("SET ROLE TO postgres", D, "no-privilege-change"),
+    ("checkpoint", D, "no-procedural-code"),
     ("selec * from cards", D, ""),
-    ("select U&\"\\0070g_read_file\"('/etc/passwd')", D, ""),
-    ("select u&\"pg\\005fread_file\"('/etc/passwd')", D, ""),
-    ("select * from U&\"d\\0061ta\"", D, ""),
-    ("table cards", D, ""),
+    // U& identifiers are decoded as the server decodes them.
+    (
+        "select U&\"\\0070g_read_file\"('/etc/passwd')",
+        D,
+        "no-dangerous-functions",
+    ),
+    (
+        "select u&\"pg\\005fread_file\"('/etc/passwd')",
+        D,
+        "no-dangerous-functions",
+    ),
+    ("select * from U&\"d\\0061ta\"", A, "agents-read"),
+    ("table cards", A, "agents-read"),
     // Nested comments, as PostgreSQL reads them: all of it is one comment.
     (
         "select 1 /* /* */ ; drop table t; /* */ */",
@@ -427,8 +455,12 @@ const CASES: &[(&str, Action, &str)] = &[
         "agents-read",
     ),
     ("select 1 /* /* */ */ ; drop table t", D, "no-schema-change"),
-    ("security label on table cards is 'x'", D, ""),
-    ("select 1; do $$ begin end $$", D, ""),
+    (
+        "security label on table cards is 'x'",
+        D,
+        "no-schema-change",
+    ),
+    ("select 1; do $$ begin end $$", D, "no-procedural-code"),
 ];
 
 #[test]
@@ -589,7 +621,7 @@ rules:
     let mut dba = agent();
     dba.groups = vec!["dba".into()];
     assert_eq!(
-        decide(&dba, "x", "do $$ begin end $$"),
+        decide(&dba, "x", "do $$ begin end $$ x"),
         (Action::Allow, Some("unparsed-for-dba".into()))
     );
     assert_eq!(decide(&dba, "x", "alter system set x = 1").0, Action::Deny);
@@ -643,9 +675,10 @@ fn prepare_and_execute_are_judged_by_what_runs() {
     };
     assert!(!refused(&state.inspect(&conn, &parse)));
     assert!(!refused(&state.inspect(&conn, &simple("execute p42"))));
-    // DEALLOCATE forgets it.
+    // DEALLOCATE does not make tollgate forget what the name may stand for: the server may
+    // have skipped it (issue #15); an EXECUTE after it is judged as before.
     assert!(!refused(&state.inspect(&conn, &simple("deallocate p42"))));
-    assert!(refused(&state.inspect(&conn, &simple("execute p42"))));
+    assert!(!refused(&state.inspect(&conn, &simple("execute p42"))));
     // Function calls by OID are refused.
     let call = Statement {
         sql: "",
@@ -665,10 +698,11 @@ fn the_fingerprint_cache_is_sound() {
             .decision
             .action
     };
-    // Warm the cache with a harmless look-alike, then the Unicode-escape evasion.
+    // Warm the cache with a look-alike (the operator & on u and a call of a function named
+    // `\0070g_read_file`, unknown, so a call), then the Unicode-escape evasion.
     assert_eq!(
         decide("select u & \"\\0070g_read_file\"('/etc/passwd')"),
-        Action::Allow
+        Action::RequireApproval
     );
     assert_eq!(
         decide("select U&\"\\0070g_read_file\"('/etc/passwd')"),

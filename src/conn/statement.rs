@@ -96,9 +96,10 @@ pub fn statement_event(
     event
 }
 
-/// The key of an approval window: the same statement shape, on the same database, under the
-/// same rule and approver group. Text that cannot be tokenised gets no window (and its text,
-/// which may hold anything, is never kept as a key).
+/// The key of an approval window: the same statement, literals included (a window covers
+/// what the approver read, not every statement of its shape: `LIKE '3'` approved does not
+/// let `LIKE '%'` through), on the same database, under the same rule and approver group.
+/// The text is kept only as its SHA-256, so no literal (a card number) is stored as a key.
 pub fn approval_fingerprint(
     info: &ConnInfo,
     statement: &Statement<'_>,
@@ -106,13 +107,14 @@ pub fn approval_fingerprint(
     hold: &crate::pipeline::Hold,
     dialect: crate::policy::classify::SqlDialect,
 ) -> String {
-    let shape = crate::policy::classify::fingerprint(statement.sql, dialect)
-        .unwrap_or_else(|| format!("unmatchable:{}", crate::audit::random_letters(24)));
+    let text = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, statement.sql.as_bytes());
     format!(
-        "{}\u{1f}{}\u{1f}{}\u{1f}{shape}",
+        "{}\u{1f}{}\u{1f}{}\u{1f}{:?}:{}",
         info.database,
         ruling.rule.as_deref().unwrap_or(""),
-        hold.group
+        hold.group,
+        dialect,
+        crate::audit::record::hex(text.as_ref())
     )
 }
 

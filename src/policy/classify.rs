@@ -1,4 +1,5 @@
-//! What a statement does, read from its syntax tree (sqlparser).
+//! What a statement does, read from its syntax tree: PostgreSQL statements with PostgreSQL's own
+//! grammar ([`super::postgres`]), MySQL statements with sqlparser (this module).
 //!
 //! Every statement of a message is parsed; a visitor walks each tree (CTEs, subqueries, nested
 //! data-modifying statements, expressions anywhere) and collects the statement kinds, the
@@ -42,12 +43,20 @@ pub enum Kind {
     Session,
     /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT.
     Transaction,
-    /// VACUUM, ANALYZE, LOCK, ALTER SYSTEM, KILL, CHECKPOINT, LOAD.
+    /// VACUUM, ANALYZE, ALTER SYSTEM, KILL, CHECKPOINT, LOAD.
     Admin,
+    /// A call of a function not known to be free of effects: user-defined functions,
+    /// volatile built-ins (`setval`, `pg_create_restore_point`), anything unknown.
+    Call,
+    /// Row or table locks and advisory locks: `FOR UPDATE/SHARE`, `LOCK`, `pg_advisory_lock`.
+    Lock,
+    /// A change to a setting the policy's `settings` allowlist does not list (decided by the
+    /// engine from [`Classified::settings`]).
+    Setting,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Read,
         Kind::Write,
         Kind::Ddl,
@@ -58,6 +67,9 @@ impl Kind {
         Kind::Session,
         Kind::Transaction,
         Kind::Admin,
+        Kind::Call,
+        Kind::Lock,
+        Kind::Setting,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +84,9 @@ impl Kind {
             Kind::Session => "session",
             Kind::Transaction => "transaction",
             Kind::Admin => "admin",
+            Kind::Call => "call",
+            Kind::Lock => "lock",
+            Kind::Setting => "setting",
         }
     }
 }
@@ -113,6 +128,14 @@ pub struct Classified {
     /// DEALLOCATE: the name it drops (`None` with `deallocates_all`).
     pub deallocates: Option<String>,
     pub deallocates_all: bool,
+    /// Settings the statement changes (`SET`, `RESET`, `set_config`, `BEGIN … READ WRITE`),
+    /// folded to lower case as PostgreSQL folds setting names; `all` for `RESET ALL`, `?` for
+    /// one named by an expression.
+    pub settings: BTreeSet<String>,
+    /// Whether the classification read a literal's value (a `set_config` setting name): it is
+    /// then never shared with texts that differ in literals.
+    #[serde(skip)]
+    pub reads_literals: bool,
 }
 
 /// Why a statement could not be classified.
@@ -122,6 +145,9 @@ pub enum Error {
     Parse(String),
     #[error("a statement tollgate does not classify: {0}")]
     Unsupported(String),
+    /// Too long or too deeply nested to analyse safely (SQLSTATE 54001).
+    #[error("statement too complex: {0}")]
+    TooComplex(String),
 }
 
 impl Error {
@@ -181,6 +207,9 @@ pub fn has_unicode_identifier(sql: &str) -> bool {
 /// not tokenize (then it is classified, and refused, on its own).
 pub fn fingerprint(sql: &str, dialect: SqlDialect) -> Option<String> {
     use sqlparser::tokenizer::{Token, Tokenizer};
+    if dialect == SqlDialect::Postgres {
+        return super::postgres::fingerprint(sql);
+    }
     let d: &dyn Dialect = match dialect {
         SqlDialect::Postgres => &PostgreSqlDialect {},
         SqlDialect::MySql => &MySqlDialect {},
@@ -210,12 +239,55 @@ pub fn fingerprint(sql: &str, dialect: SqlDialect) -> Option<String> {
     Some(out)
 }
 
-/// Parses `sql` (one or more statements) and classifies each.
+/// Operators a MySQL statement may hold: sqlparser builds chains of them as nested trees,
+/// which are walked and dropped recursively.
+const MAX_MYSQL_OPERATORS: usize = 1_000;
+
+/// Bounds the work a MySQL statement can cause before it is parsed: its size, and the number
+/// of operator tokens (counted by the tokenizer, which does not recurse).
+fn bounded_for_sqlparser(sql: &str, dialect: &dyn Dialect) -> Result<(), Error> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    if sql.len() > super::postgres::MAX_STATEMENT_BYTES {
+        return Err(Error::TooComplex(format!(
+            "the statement is {} bytes; at most {} are analysed",
+            sql.len(),
+            super::postgres::MAX_STATEMENT_BYTES
+        )));
+    }
+    let tokens = Tokenizer::new(dialect, sql)
+        .tokenize()
+        .map_err(|e| Error::Parse(e.to_string()))?;
+    let operators = tokens
+        .iter()
+        .filter(|t| {
+            !matches!(
+                t,
+                Token::Whitespace(_)
+                    | Token::Word(_)
+                    | Token::Number(..)
+                    | Token::Comma
+                    | Token::SemiColon
+                    | Token::RParen
+                    | Token::SingleQuotedString(_)
+                    | Token::DoubleQuotedString(_)
+                    | Token::HexStringLiteral(_)
+                    | Token::NationalStringLiteral(_)
+            )
+        })
+        .count();
+    if operators > MAX_MYSQL_OPERATORS {
+        return Err(Error::TooComplex(format!(
+            "{operators} operators; at most {MAX_MYSQL_OPERATORS} are analysed"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses `sql` (one or more statements) and classifies each: PostgreSQL with PostgreSQL's own
+/// grammar ([`super::postgres`]), MySQL with sqlparser's MySQL dialect.
 pub fn classify(sql: &str, dialect: SqlDialect) -> Result<Vec<Classified>, Error> {
-    if dialect == SqlDialect::Postgres && has_unicode_identifier(sql) {
-        return Err(Error::Unsupported(
-            "Unicode-escaped identifier (U&\"...\")".into(),
-        ));
+    if dialect == SqlDialect::Postgres {
+        return super::postgres::classify(sql).map(lowercase_functions);
     }
     // MySQL column names are case-insensitive, quoted or not.
     let fold_columns = dialect == SqlDialect::MySql;
@@ -223,8 +295,9 @@ pub fn classify(sql: &str, dialect: SqlDialect) -> Result<Vec<Classified>, Error
         SqlDialect::Postgres => &PostgreSqlDialect {},
         SqlDialect::MySql => &MySqlDialect {},
     };
+    bounded_for_sqlparser(sql, dialect)?;
     let statements = Parser::parse_sql(dialect, sql).map_err(|e| Error::Parse(e.to_string()))?;
-    statements
+    let classified: Result<Vec<Classified>, Error> = statements
         .iter()
         .map(|s| {
             classify_one(s).map(|mut c| {
@@ -238,7 +311,21 @@ pub fn classify(sql: &str, dialect: SqlDialect) -> Result<Vec<Classified>, Error
                 c
             })
         })
-        .collect()
+        .collect();
+    classified.map(lowercase_functions)
+}
+
+/// Function names compare case-insensitively in rules.
+fn lowercase_functions(mut list: Vec<Classified>) -> Vec<Classified> {
+    for c in &mut list {
+        if c.functions
+            .iter()
+            .any(|f| f.chars().any(char::is_uppercase))
+        {
+            c.functions = c.functions.iter().map(|f| f.to_lowercase()).collect();
+        }
+    }
+    list
 }
 
 fn classify_one(statement: &Statement) -> Result<Classified, Error> {

@@ -122,10 +122,6 @@ impl Policy {
         if let Some(hit) = exact {
             return hit;
         }
-        // Checks on the raw text run before any shared classification is reused.
-        if dialect == SqlDialect::Postgres && classify::has_unicode_identifier(sql) {
-            return Arc::new(classify::classify(sql, dialect));
-        }
         let fingerprint = classify::fingerprint(sql, dialect);
         // (The lookup's lock is released before `remember` takes it again.)
         let shared = fingerprint
@@ -137,7 +133,12 @@ impl Policy {
         }
         let result = Arc::new(classify::classify(sql, dialect));
         self.remember(|c| &mut c.exact, sql, &result);
-        if let Some(fp) = fingerprint {
+        // A classification that read a literal's value is this text's alone.
+        let shareable = match result.as_ref() {
+            Ok(list) => !list.iter().any(|c| c.reads_literals),
+            Err(_) => true,
+        };
+        if let Some(fp) = fingerprint.filter(|_| shareable) {
             self.remember(|c| &mut c.fingerprints, &fp, &result);
         }
         result
@@ -222,11 +223,42 @@ impl Policy {
     }
 
     fn matching(&self, identity: &Identity, database: &str, s: &Classified) -> Vec<&Rule> {
+        let s = self.effective(s);
         self.rules
             .rules
             .iter()
-            .filter(|r| r.matches_who(identity, database) && r.matches_statement(s))
+            .filter(|r| r.matches_who(identity, database) && r.matches_statement(&s))
             .collect()
+    }
+
+    /// Whether any rule lets `identity` change anything on `database` (allows or holds a
+    /// statement of a kind other than read, session and transaction, or of any kind), or the
+    /// default or audit mode lets everything through.
+    pub fn can_change(&self, identity: &Identity, database: &str) -> bool {
+        if self.rules.mode == Mode::Audit || self.rules.default.is_some_and(|d| d != Action::Deny) {
+            return true;
+        }
+        self.rules.rules.iter().any(|r| {
+            r.action != Action::Deny
+                && r.mode != Some(Mode::Audit)
+                && r.matches_who(identity, database)
+                && r.matches.kinds.as_ref().is_none_or(|kinds| {
+                    kinds
+                        .iter()
+                        .any(|k| !matches!(k, Kind::Read | Kind::Session | Kind::Transaction))
+                })
+        })
+    }
+
+    /// A classification with what this policy adds to it: a change to a setting the policy's
+    /// allowlist does not name is a `setting` statement.
+    pub fn effective<'a>(&self, s: &'a Classified) -> std::borrow::Cow<'a, Classified> {
+        if s.settings.iter().all(|x| self.rules.setting_allowed(x)) {
+            return std::borrow::Cow::Borrowed(s);
+        }
+        let mut s = s.clone();
+        s.kinds.insert(classify::Kind::Setting);
+        std::borrow::Cow::Owned(s)
     }
 
     fn decide_unparsed(

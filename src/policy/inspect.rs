@@ -15,6 +15,8 @@ use crate::pipeline::{ConnInfo, ConnInspect, Inspect, Origin, Ruling, Statement,
 
 /// Prepared statements remembered per connection, at most.
 const MAX_PREPARED: usize = 10_000;
+/// Different statements one prepared-statement name may stand for, at most.
+const MAX_MEANINGS: usize = 64;
 
 /// Where the inspect stage finds the policy in force and the dialect PostgreSQL targets'
 /// statements are read in; `conn::policy_files::PolicyInspector` implements it over the policy
@@ -31,6 +33,14 @@ pub trait PolicySource: Send + Sync {
 pub struct PolicyStage(pub Arc<dyn PolicySource>);
 
 impl Inspect for PolicyStage {
+    fn read_only(&self, identity: &crate::auth::Identity, database: &str) -> bool {
+        !self.0.policy().can_change(identity, database)
+    }
+
+    fn setting_allowed(&self, name: &str) -> bool {
+        self.0.policy().rules().setting_allowed(name)
+    }
+
     fn connect(&self, _conn: &ConnInfo) -> Box<dyn ConnInspect> {
         Box::new(ConnPolicy {
             inspector: Arc::clone(&self.0),
@@ -55,7 +65,10 @@ impl ConnInspect for ConnPolicy {
                 Vec::new(),
                 Vec::new(),
             ),
-            _ => self.decide_sql(&policy, conn, statement),
+            _ => match self.too_complex(&policy, conn, statement) {
+                Some(ruling) => return ruling,
+                None => self.decide_sql(&policy, conn, statement),
+            },
         };
         Ruling {
             verdict: verdict(conn, statement, &decision, &kinds),
@@ -111,16 +124,49 @@ fn kinds(list: &[Classified]) -> Vec<Kind> {
 }
 
 impl ConnPolicy {
+    fn dialect(&self, conn: &ConnInfo) -> SqlDialect {
+        match conn.protocol {
+            crate::config::Protocol::Postgres => self.inspector.dialect(),
+            crate::config::Protocol::Mysql => SqlDialect::MySql,
+        }
+    }
+
+    /// A statement too long or too deeply nested to analyse is refused with SQLSTATE 54001
+    /// (PostgreSQL's "statement too complex"), whatever the rules say.
+    fn too_complex(
+        &self,
+        policy: &Policy,
+        conn: &ConnInfo,
+        statement: &Statement<'_>,
+    ) -> Option<Ruling> {
+        let classified = policy.classify(statement.sql, self.dialect(conn));
+        let Err(e @ super::classify::Error::TooComplex(_)) = classified.as_ref() else {
+            return None;
+        };
+        let message = format!("tollgate: {e}; the statement was not run");
+        info!(conn = %conn.id, "statement too complex to analyse");
+        Some(Ruling {
+            verdict: Verdict::Refuse {
+                sqlstate: "54001".into(),
+                message: message.clone(),
+            },
+            action: "deny",
+            decided: "deny",
+            rule: None,
+            reason: message,
+            kinds: Vec::new(),
+            tables: Vec::new(),
+            hold: None,
+        })
+    }
+
     fn decide_sql(
         &mut self,
         policy: &Policy,
         conn: &ConnInfo,
         statement: &Statement<'_>,
     ) -> (Decision, Vec<Kind>, Vec<String>) {
-        let dialect = match conn.protocol {
-            crate::config::Protocol::Postgres => self.inspector.dialect(),
-            crate::config::Protocol::Mysql => SqlDialect::MySql,
-        };
+        let dialect = self.dialect(conn);
         let classified = policy.classify(statement.sql, dialect);
         let Ok(list) = classified.as_ref() else {
             let report = policy.decide(&conn.identity, &conn.database, statement.sql, dialect);
@@ -132,7 +178,11 @@ impl ConnPolicy {
             for c in list {
                 match &c.executes {
                     Some(name) => match self.prepared.get(name) {
-                        Some(prepared) => effective.extend(prepared.iter().cloned()),
+                        // What it may run, and its own arguments (expressions too).
+                        Some(prepared) => {
+                            effective.extend(prepared.iter().cloned());
+                            effective.push(c.clone());
+                        }
                         None => {
                             return (
                                 refused(format!(
@@ -150,44 +200,65 @@ impl ConnPolicy {
         } else {
             policy.decision(&conn.identity, &conn.database, list)
         };
-        // A held statement may run once approved: what it prepares or deallocates is
-        // remembered too, so a later EXECUTE is judged by what really runs. (A refused one
-        // never runs; EXECUTE of its name then fails on the server.)
-        if matches!(decision.action, Action::Allow | Action::RequireApproval) {
-            self.remember(statement, list);
+        // A held statement may run once approved: what it prepares is remembered too, so a
+        // later EXECUTE is judged by what really runs. (A refused one never runs; EXECUTE of
+        // its name then fails on the server.) Too many names: refused rather than forgotten.
+        if matches!(decision.action, Action::Allow | Action::RequireApproval)
+            && let Err(reason) = self.remember(statement, list)
+        {
+            return (refused(reason), kinds(list), tables(list));
         }
         (decision, kinds(list), tables(list))
     }
 
-    /// Keeps what a forwarded PREPARE or Parse defined, and forgets what DEALLOCATE drops.
-    fn remember(&mut self, statement: &Statement<'_>, list: &[Classified]) {
-        if let Origin::Prepare { name } = statement.origin
-            && !name.is_empty()
-        {
-            self.insert(name.to_owned(), Arc::new(list.to_vec()));
+    /// Keeps what a forwarded PREPARE or Parse may define.
+    ///
+    /// tollgate does not learn whether the server accepted a PREPARE, a Parse, a DEALLOCATE or
+    /// a Close (the server refuses a PREPARE of a name it holds, skips everything after an error
+    /// in a transaction block or an extended-protocol batch), so a name keeps every statement
+    /// it may stand for, and an EXECUTE is judged as the strictest of them: a shadow
+    /// `PREPARE p AS SELECT 1` that the server refuses cannot turn an approved
+    /// `PREPARE p AS DELETE …` into a read. Nothing is forgotten on DEALLOCATE or DISCARD for
+    /// the same reason. The unnamed statement ("") is replaced by every Parse, as the server
+    /// replaces it, unless that Parse was refused (then the server holds no unnamed statement
+    /// either, having failed the marker in its place).
+    fn remember(&mut self, statement: &Statement<'_>, list: &[Classified]) -> Result<(), String> {
+        if let Origin::Prepare { name } = statement.origin {
+            if name.is_empty() {
+                self.prepared.insert(String::new(), Arc::new(list.to_vec()));
+            } else {
+                self.add(name.to_owned(), list)?;
+            }
         }
         for c in list {
             if let Some(name) = &c.prepares {
-                self.insert(name.clone(), Arc::new(vec![c.clone()]));
-            }
-            if let Some(name) = &c.deallocates {
-                self.prepared.remove(name);
-            }
-            if c.deallocates_all {
-                self.prepared.clear();
+                self.add(name.clone(), std::slice::from_ref(c))?;
             }
         }
+        Ok(())
     }
 
-    fn insert(&mut self, name: String, classified: Arc<Vec<Classified>>) {
+    fn add(&mut self, name: String, classified: &[Classified]) -> Result<(), String> {
         if self.prepared.len() >= MAX_PREPARED && !self.prepared.contains_key(&name) {
-            warn!(
-                name,
-                "too many prepared statements remembered; forgetting them all"
-            );
-            self.prepared.clear();
+            warn!(name, "too many prepared statement names on one connection");
+            return Err(format!(
+                "more than {MAX_PREPARED} prepared statement names on one connection; reconnect"
+            ));
         }
-        self.prepared.insert(name, classified);
+        let entry = self.prepared.entry(name).or_default();
+        let mut all = entry.as_ref().clone();
+        for c in classified {
+            if !all.contains(c) {
+                all.push(c.clone());
+            }
+        }
+        if all.len() > MAX_MEANINGS {
+            return Err(format!(
+                "a prepared statement name reused for more than {MAX_MEANINGS} different statements; use new names or reconnect"
+            ));
+        }
+        *entry = Arc::new(all);
+        Ok(())
     }
 }
 

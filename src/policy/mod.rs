@@ -1,15 +1,19 @@
 //! The policy engine: YAML rules over what each statement does.
 //!
-//! - [`classify`]: SQL text -> what each statement does (kinds, tables, functions, conditions).
+//! - [`classify`]: SQL text -> what each statement does (kinds, tables, functions, conditions);
+//!   [`postgres`] reads PostgreSQL statements with the server's own grammar (`pg_query`),
+//!   [`functions`] says what a PostgreSQL function call does.
 //! - [`rules`]: the policy files (YAML model, validation with file:line:column, matching).
 //! - [`engine`]: decisions with least privilege, audit mode, the classification cache.
-//! - [`inspect`]: the engine as the pipeline's inspect stage, with hot reload.
+//! - [`inspect`]: the engine as the pipeline's inspect stage (the policy in force is handed in).
 //!
 //! **Architecture Invariant:** classification and decisions do no IO and read no clock.
 
 pub mod classify;
 pub mod engine;
+pub mod functions;
 pub mod inspect;
+pub mod postgres;
 pub mod rules;
 
 pub use engine::{Decision, Policy, Report};

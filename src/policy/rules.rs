@@ -150,7 +150,36 @@ pub struct PolicyFile {
     pub mode: Option<Spanned<Mode>>,
     #[serde(default)]
     pub rules: Vec<Spanned<Rule>>,
+    /// The settings statements may change (`SET`, `RESET`, `set_config`, …), by name, case
+    /// insensitive; a change to any other is a `setting` statement. Without the field in any
+    /// file, [`DEFAULT_SETTINGS`].
+    #[serde(default)]
+    pub settings: Option<Vec<String>>,
 }
+
+/// The settings a policy allows when no file lists its own: what ordinary client libraries set
+/// and nothing the lexer, the policy, privileges or logging depend on.
+pub const DEFAULT_SETTINGS: &[&str] = &[
+    "application_name",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+    "extra_float_digits",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "idle_session_timeout",
+    "client_min_messages",
+    "bytea_output",
+    "jit",
+    "transaction_isolation",
+    "transaction_deferrable",
+    "default_transaction_isolation",
+    "default_transaction_deferrable",
+    "geqo",
+    "enable_seqscan",
+    "work_mem",
+];
 
 /// A problem in a policy file, with its place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,6 +197,18 @@ pub struct RuleSet {
     pub default: Option<Action>,
     pub mode: Mode,
     pub rules: Vec<Rule>,
+    /// Settings statements may change (lower case); `None`: [`DEFAULT_SETTINGS`].
+    pub settings: Option<std::collections::BTreeSet<String>>,
+}
+
+impl RuleSet {
+    /// Whether a statement may change `setting` (a name as classified, lower case).
+    pub fn setting_allowed(&self, setting: &str) -> bool {
+        match &self.settings {
+            Some(list) => list.contains(setting),
+            None => DEFAULT_SETTINGS.contains(&setting),
+        }
+    }
 }
 
 impl RuleSet {
@@ -232,9 +273,20 @@ impl RuleSet {
             {
                 set.mode = Mode::Audit;
             }
+            if let Some(list) = &parsed.settings {
+                set.settings
+                    .get_or_insert_with(Default::default)
+                    .extend(list.iter().map(|s| s.to_lowercase()));
+            }
             for span in parsed.rules {
                 let (line, column) = (span.referenced.line(), span.referenced.column());
-                let rule = span.value;
+                let mut rule = span.value;
+                // Function names compare case-insensitively (MySQL's are; PostgreSQL's fold).
+                if let Some(functions) = &mut rule.matches.functions {
+                    for f in functions.iter_mut() {
+                        *f = f.to_lowercase();
+                    }
+                }
                 if let Some((other_file, other_line)) = ids.get(&rule.id) {
                     errors.push(at(
                         line,
@@ -368,13 +420,22 @@ impl Rule {
         if m.unparsed {
             return false;
         }
-        any(&m.kinds, |k| s.kinds.contains(k))
+        // Least privilege: an allow rule must cover every kind of the statement (a read rule
+        // does not let a writing CTE or a set_config through); a rule that denies or holds
+        // matches any statement with one of its kinds.
+        let kinds = match (&m.kinds, self.action) {
+            (None, _) => true,
+            (Some(kinds), Action::Allow) => s.kinds.iter().all(|k| kinds.contains(k)),
+            (Some(kinds), _) => kinds.iter().any(|k| s.kinds.contains(k)),
+        };
+        kinds
             && any(&m.tables, |p| s.tables.iter().any(|t| table_matches(p, t)))
             && any(&m.functions, |p| {
                 s.functions.iter().any(|f| name_matches(p, f))
             })
+            // `*`: a whole-row or renamed reference, which may carry any column.
             && any(&m.computed_columns, |p| {
-                s.computed_columns.iter().any(|c| name_matches(p, c))
+                s.computed_columns.iter().any(|c| c == "*" || name_matches(p, c))
             })
             && m.rows_over
                 .is_none_or(|n| s.kinds.contains(&Kind::Read) && s.limit.is_none_or(|l| l > n))

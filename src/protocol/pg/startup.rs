@@ -315,8 +315,21 @@ async fn login(
                 .await;
             return Err(Error::Refused(format!("startup parameter {k}")));
         }
-        // The client's encoding is not taken: see PINNED_PARAMETERS.
-        if !k.eq_ignore_ascii_case("client_encoding") {
+        // The client's encoding is not taken: see PINNED_PARAMETERS. The others are settings
+        // like any other: the policy's allowlist holds for them as for SET.
+        let setting = k.to_ascii_lowercase();
+        if setting != "client_encoding" {
+            if !ctx.stages.inspect.setting_allowed(&setting) {
+                client
+                    .fatal(
+                        "42501",
+                        &format!(
+                            "startup parameter \"{k}\" is not on the policy's settings allowlist"
+                        ),
+                    )
+                    .await;
+                return Err(Error::Refused(format!("startup parameter {k}")));
+            }
             forwarded.push((k, v));
         }
     }
@@ -340,6 +353,11 @@ async fn login(
         "client authenticated"
     );
 
+    // An identity that may only read gets a read-only session in the database itself, which
+    // it cannot lift (default_transaction_read_only and READ WRITE are protected settings).
+    if ctx.stages.inspect.read_only(&identity, &database) {
+        forwarded.push(("default_transaction_read_only", "on"));
+    }
     let started = std::time::Instant::now();
     let (server, key) = match connect_upstream(ctx, &target, &identity, &database, &forwarded).await
     {
