@@ -405,7 +405,7 @@ async fn only_approvers_outside_the_request_decide_and_windows_skip_the_wait() {
         .decide("not-a-token", &id, "approve", serde_json::json!({}))
         .await;
     assert_eq!(r.status(), 401);
-    // Bob approves for a window: the same statement with other values runs without asking.
+    // Bob approves for a window: the same statement runs again without asking.
     let r = s
         .decide(&bob, &id, "approve", serde_json::json!({"window": "10m"}))
         .await;
@@ -413,12 +413,24 @@ async fn only_approvers_outside_the_request_decide_and_windows_skip_the_wait() {
     assert_eq!(held.await.unwrap().unwrap(), 1);
     let n = tokio::time::timeout(
         Duration::from_secs(5),
-        agent.execute(format!("insert into {} values (11)", s.table).as_str(), &[]),
+        agent.execute(format!("insert into {} values (10)", s.table).as_str(), &[]),
     )
     .await
     .expect("not held again within the window")
     .unwrap();
     assert_eq!(n, 1);
+    // The window covers what Bob read, literals included (issue #15): other values wait again.
+    let other_values = tokio::spawn({
+        let a = Arc::clone(&agent);
+        let sql = format!("insert into {} values (11)", s.table);
+        async move { a.execute(sql.as_str(), &[]).await }
+    });
+    let list = s.wait_pending(&bob, 1).await;
+    let r = s
+        .decide(&bob, list[0]["id"].as_str().unwrap(), "approve", serde_json::json!({}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(other_values.await.unwrap().unwrap(), 1);
     // A different statement is still held.
     let other = tokio::spawn({
         let a = Arc::clone(&agent);

@@ -498,6 +498,17 @@ impl Walk {
                 }
             }
             "TruncateStmt" => self.out.unbounded_write = true,
+            // DROP names its objects as name lists, not relations.
+            "DropStmt" => {
+                for object in list(body, "objects") {
+                    if let Some(("List", l)) = node(object) {
+                        let parts: Vec<&str> = list(l, "items").iter().filter_map(string).collect();
+                        if !parts.is_empty() {
+                            self.out.tables.insert(parts.join("."));
+                        }
+                    }
+                }
+            }
             "PrepareStmt" => self.out.prepares = Some(str_field(body, "name").to_owned()),
             "ExecuteStmt" => self.out.executes = Some(str_field(body, "name").to_owned()),
             "DeallocateStmt" => {
