@@ -2,6 +2,11 @@
 //! the machine's real PostgreSQL (127.0.0.1:5432), and a raw protocol client.
 #![allow(dead_code)]
 
+pub mod approvals;
+pub mod cli;
+pub mod identity;
+pub mod mysql;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
