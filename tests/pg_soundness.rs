@@ -500,3 +500,44 @@ async fn read_only_identities_get_read_only_sessions() {
         .get(0);
     assert_eq!(ro, "off");
 }
+
+/// Item 13: asyncpg reads a table with enum and composite columns through the example policy
+/// (its type introspection runs `set_config('jit', 'off', false)` first).
+#[tokio::test]
+async fn asyncpg_reads_enum_and_composite_columns() {
+    let db = direct().await;
+    db.batch_execute(
+        "drop table if exists asyncpg_t; drop type if exists asyncpg_mood; drop type if exists asyncpg_pair;
+         create type asyncpg_mood as enum ('ok', 'sad');
+         create type asyncpg_pair as (a int, b text);
+         create table asyncpg_t (id int, mood asyncpg_mood, pair asyncpg_pair);
+         insert into asyncpg_t values (1, 'ok', row(2, 'x'));",
+    )
+    .await
+    .unwrap();
+    let proxy = example().await;
+    let script = r#"
+import asyncio, os, sys
+import asyncpg
+async def main():
+    c = await asyncpg.connect(host='127.0.0.1', port=int(os.environ['PORT']), user='agent',
+                              password=os.environ['PW'], database='test', ssl=False)
+    row = await c.fetchrow('select id, mood, pair from asyncpg_t where id = $1', 1)
+    print(row['id'], row['mood'], row['pair']['a'], row['pair']['b'])
+    await c.close()
+asyncio.run(main())
+"#;
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", script])
+        .env("PORT", proxy.addr.port().to_string())
+        .env("PW", AGENT_PASSWORD)
+        .output()
+        .await
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "asyncpg failed (scripts/test.sh installs it with pip): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1 ok 2 x");
+}

@@ -314,18 +314,18 @@ impl Walk {
                 Value::Object(map) => {
                     if map.contains_key("relname") && map.contains_key("inh") {
                         self.relations.insert(str_field(v, "relname").to_owned());
+                        // A table's columns renamed by position (`cards AS t(i, x)`) are read
+                        // under names that say nothing of what they hold. (A subquery's or a
+                        // CTE's renamed columns are seen by their names inside it.)
+                        if v.get("alias").is_some_and(|a| !list(a, "colnames").is_empty()) {
+                            self.renames_columns = true;
+                        }
                     }
                     if map.contains_key("aliasname") {
                         self.relations.insert(str_field(v, "aliasname").to_owned());
-                        if !list(v, "colnames").is_empty() {
-                            self.renames_columns = true;
-                        }
                     }
                     if let Some(cte) = map.get("CommonTableExpr") {
                         self.relations.insert(str_field(cte, "ctename").to_owned());
-                        if !list(cte, "aliascolnames").is_empty() {
-                            self.renames_columns = true;
-                        }
                     }
                     stack.extend(map.values());
                 }
