@@ -218,6 +218,9 @@ pub fn bind_reuseport(
         .collect()
 }
 
+/// The stack of each worker thread (bytes).
+const WORKER_STACK: usize = 16 << 20;
+
 /// Runs the daemon thread-per-core: one single-threaded runtime per listener, no work
 /// stealing and no wake-ups across threads on the data path. Returns after `shutdown`
 /// completes and the connections have drained.
@@ -252,6 +255,9 @@ pub fn run_threads(
         threads.push(
             std::thread::Builder::new()
                 .name(format!("tollgate-{}", n + 1))
+                // The parser bounds its own recursion by the stack it finds; a large stack is
+                // the second line (the main thread, which serves the first listener, has 8 MiB).
+                .stack_size(WORKER_STACK)
                 .spawn(move || {
                     rt.block_on(async move {
                         let mysql_loop = async {

@@ -199,6 +199,57 @@ const CORPUS: &[&str] = &[
     "load 'plpgsql'",
 ];
 
+/// Generated variants of the kinds found so far: each denied or side-effecting function in
+/// several spellings, each protected setting in several forms.
+fn generated() -> Vec<String> {
+    let mut out = Vec::new();
+    for f in [
+        "pg_read_file('PG_VERSION')",
+        "nextval('diff_seq')",
+        "setval('diff_seq', 9)",
+        "pg_advisory_lock(7)",
+        "diff_fn()",
+        "set_config('search_path', 'public', false)",
+        "txid_current()",
+        "pg_notify('c', 'x')",
+    ] {
+        let name = f.split('(').next().unwrap();
+        let args = &f[name.len()..];
+        for spelling in [
+            format!("select {f}"),
+            format!("select pg_catalog.{f}"),
+            format!("select \"{name}\"{args}"),
+            format!("select upper({f}::text)"),
+            format!("select 1 where {f} is not null"),
+            format!("select * from (select {f}) s"),
+            format!("with w as (select {f} as v) select v from w"),
+            format!("select /* c */ {f} -- d"),
+            format!("select array[{f}]"),
+            format!("select case when true then {f} end"),
+        ] {
+            out.push(spelling);
+        }
+    }
+    for setting in [
+        "search_path",
+        "role",
+        "standard_conforming_strings",
+        "default_transaction_read_only",
+        "session_replication_role",
+        "log_min_duration_statement",
+        "statement_timeout",
+        "application_name",
+    ] {
+        out.push(format!("set {setting} to default"));
+        out.push(format!("set local {setting} to default"));
+        out.push(format!("set \"{}\" to default", setting.to_uppercase()));
+        out.push(format!("reset {setting}"));
+        out.push(format!("select set_config('{setting}', current_setting('{setting}'), false)"));
+        out.push(format!("select set_config('{setting}', current_setting('{setting}'), true)"));
+    }
+    out
+}
+
 async fn direct() -> Client {
     let (client, conn) = tokio_postgres::connect(
         "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable",
@@ -277,7 +328,14 @@ async fn allowed_statements_do_only_what_they_were_classified_as() {
     let agent = Identity::static_login("diff-agent", &["ai-agents".to_owned()]);
     let mut allowed = 0;
     let mut wrong = Vec::new();
-    for sql in CORPUS {
+    let generated = generated();
+    let corpus: Vec<&str> = CORPUS
+        .iter()
+        .copied()
+        .chain(generated.iter().map(String::as_str))
+        .collect();
+    assert!(corpus.len() >= 300, "{} statements", corpus.len());
+    for sql in corpus {
         let decision = policy
             .decide(&agent, "test", sql, SqlDialect::Postgres)
             .decision;

@@ -227,6 +227,16 @@ impl ConnPolicy {
             if name.is_empty() {
                 self.prepared.insert(String::new(), Arc::new(list.to_vec()));
             } else {
+                // A protocol-level statement is judged at its Parse, not at each Bind: a Parse
+                // reusing a name for something else is refused (the server would refuse it too
+                // while the name exists, and Binds of the name would run the old statement).
+                if let Some(known) = self.prepared.get(name)
+                    && !list.iter().all(|c| known.contains(c))
+                {
+                    return Err(format!(
+                        "prepared statement \"{name}\" already stood for another statement on this connection; use a new name"
+                    ));
+                }
                 self.add(name.to_owned(), list)?;
             }
         }
