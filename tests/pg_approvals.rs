@@ -177,7 +177,12 @@ async fn only_approvers_outside_the_request_decide_and_windows_skip_the_wait() {
     });
     let list = s.wait_pending(&bob, 1).await;
     let r = s
-        .decide(&bob, list[0]["id"].as_str().unwrap(), "approve", serde_json::json!({}))
+        .decide(
+            &bob,
+            list[0]["id"].as_str().unwrap(),
+            "approve",
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(other_values.await.unwrap().unwrap(), 1);

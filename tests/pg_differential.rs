@@ -244,8 +244,12 @@ fn generated() -> Vec<String> {
         out.push(format!("set local {setting} to default"));
         out.push(format!("set \"{}\" to default", setting.to_uppercase()));
         out.push(format!("reset {setting}"));
-        out.push(format!("select set_config('{setting}', current_setting('{setting}'), false)"));
-        out.push(format!("select set_config('{setting}', current_setting('{setting}'), true)"));
+        out.push(format!(
+            "select set_config('{setting}', current_setting('{setting}'), false)"
+        ));
+        out.push(format!(
+            "select set_config('{setting}', current_setting('{setting}'), true)"
+        ));
     }
     out
 }
@@ -401,7 +405,10 @@ async fn allowed_statements_do_only_what_they_were_classified_as() {
     }
     let rows = texts(&setup, "select count(*) from diff_t").await;
     assert_eq!(rows, ["3"], "the corpus changed diff_t");
-    assert!(allowed >= 60, "only {allowed} statements allowed: the test would prove little");
+    assert!(
+        allowed >= 60,
+        "only {allowed} statements allowed: the test would prove little"
+    );
     assert!(
         wrong.is_empty(),
         "{} allowed statements did more than read:\n{}",

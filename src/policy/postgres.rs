@@ -227,7 +227,7 @@ struct Walk {
     renames_columns: bool,
 }
 
-fn node<'a>(v: &'a Value) -> Option<(&'a str, &'a Value)> {
+fn node(v: &Value) -> Option<(&str, &Value)> {
     let inner = v.get("node")?.as_object()?;
     let (name, body) = inner.iter().next()?;
     Some((name.as_str(), body))
@@ -317,7 +317,9 @@ impl Walk {
                         // A table's columns renamed by position (`cards AS t(i, x)`) are read
                         // under names that say nothing of what they hold. (A subquery's or a
                         // CTE's renamed columns are seen by their names inside it.)
-                        if v.get("alias").is_some_and(|a| !list(a, "colnames").is_empty()) {
+                        if v.get("alias")
+                            .is_some_and(|a| !list(a, "colnames").is_empty())
+                        {
                             self.renames_columns = true;
                         }
                     }
@@ -518,12 +520,8 @@ impl Walk {
                     self.out.deallocates = Some(str_field(body, "name").to_owned());
                 }
             }
-            "DiscardStmt" => {
-                // DISCARD ALL deallocates every prepared statement.
-                if int_field(body, "target") == 1 {
-                    self.out.deallocates_all = true;
-                }
-            }
+            // DISCARD ALL deallocates every prepared statement.
+            "DiscardStmt" if int_field(body, "target") == 1 => self.out.deallocates_all = true,
             _ => {}
         }
         Ok(())
