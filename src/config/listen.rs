@@ -55,6 +55,15 @@ pub struct Limits {
     /// Client connections open at once from one IP address.
     #[serde(default = "default_max_per_client")]
     pub max_connections_per_client: usize,
+    /// Connections not yet authenticated, at once, over all listeners; they do not count
+    /// toward `max_connections`. Past it, the oldest of the address holding the most is
+    /// dropped. Default: a tenth of `max_connections`, at least 16.
+    #[serde(default)]
+    pub max_unauthenticated: Option<usize>,
+    /// Connections not yet authenticated from one IP address; past it, that address's oldest
+    /// is dropped.
+    #[serde(default = "default_max_unauthenticated_per_client")]
+    pub max_unauthenticated_per_client: usize,
     /// Time from accept to the end of authentication (upstream included).
     #[serde(default = "default_startup_timeout", with = "duration")]
     pub startup_timeout: Duration,
@@ -78,6 +87,8 @@ impl Default for Limits {
         Limits {
             max_connections: default_max_connections(),
             max_connections_per_client: default_max_per_client(),
+            max_unauthenticated: None,
+            max_unauthenticated_per_client: default_max_unauthenticated_per_client(),
             startup_timeout: default_startup_timeout(),
             idle_timeout: default_idle_timeout(),
             upstream_connect_timeout: default_connect_timeout(),
@@ -115,6 +126,10 @@ fn default_max_per_client() -> usize {
     100
 }
 
+fn default_max_unauthenticated_per_client() -> usize {
+    20
+}
+
 fn default_startup_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -136,8 +151,19 @@ fn default_max_server_frame() -> usize {
 }
 
 impl Limits {
+    /// Connections not yet authenticated allowed at once (`max_unauthenticated` or its
+    /// default).
+    pub fn unauthenticated_budget(&self) -> usize {
+        self.max_unauthenticated
+            .unwrap_or((self.max_connections / 10).max(16))
+    }
+
     pub(super) fn validate(&self) -> Result<(), String> {
-        if self.max_connections == 0 || self.max_connections_per_client == 0 {
+        if self.max_connections == 0
+            || self.max_connections_per_client == 0
+            || self.unauthenticated_budget() == 0
+            || self.max_unauthenticated_per_client == 0
+        {
             return Err("limits: connection limits must be at least 1".into());
         }
         if self.max_client_frame < 1024 || self.max_server_frame < 1024 {

@@ -21,7 +21,7 @@ use super::upstream::parse_server_hello;
 use super::wire::{self, Reader};
 use crate::auth::{Identity, Reason};
 use crate::config::ClientAuthMethod;
-use crate::conn::{Context, TargetRuntime};
+use crate::conn::{Context, Refused, TargetRuntime, Ticket};
 use crate::net::Stream;
 
 pub mod caps {
@@ -209,14 +209,18 @@ async fn refuse(client: &mut PacketIo, seq: u8, code: u16, state: &str, message:
 
 /// The client side of the login, then the upstream login. `Ok(None)`: the client went away
 /// or was refused (it was told why).
+///
+/// `ticket` is admitted to a session slot as soon as the client has authenticated, before
+/// anything is opened upstream.
 pub async fn run(
     ctx: &Context,
     tcp: TcpStream,
     peer: SocketAddr,
     conn_id: u32,
+    ticket: &mut Ticket,
 ) -> Result<Option<Established>, Error> {
     let mut client = PacketIo::new(Stream::Tcp(tcp));
-    match login(ctx, &mut client, peer, conn_id).await {
+    match login(ctx, &mut client, peer, conn_id, ticket).await {
         Err(Error::Packet(e)) if !matches!(e, packet::Error::Closed | packet::Error::Io(_)) => {
             // A malformed, oversize or out-of-order packet: this client is told, and only it.
             let _ = client
@@ -239,6 +243,7 @@ async fn login(
     client_io: &mut PacketIo,
     peer: SocketAddr,
     conn_id: u32,
+    ticket: &mut Ticket,
 ) -> Result<Option<Established>, Error> {
     let client = client_io;
     let max = ctx.config.limits.max_client_frame.min(64 * 1024);
@@ -410,6 +415,14 @@ async fn login(
             return Err(Error::Refused(format!("authentication failed: {reason}")));
         }
     };
+    if let Err(refused) = ticket.admit() {
+        let (code, state, message) = match refused {
+            Refused::ShuttingDown => (1053, "08S01", "Server shutdown in progress"),
+            _ => (1040, "08004", "Too many connections"),
+        };
+        refuse(client, seq, code, state, message).await;
+        return Err(Error::Refused(refused.to_string()));
+    }
     let caps = response.caps & (caps::OFFERED | caps::SSL);
     let (server, upstream) = match connect_upstream(
         ctx,

@@ -38,7 +38,7 @@ use tracing::info;
 
 use crate::config::Protocol;
 use crate::conn::session::{self, Login};
-use crate::conn::{BoxFuture, Context, Lifecycle, Listener};
+use crate::conn::{BoxFuture, Context, Lifecycle, Listener, Ticket};
 use crate::pipeline::ConnId;
 use messages::{Severity, put_error};
 
@@ -79,8 +79,9 @@ impl Listener for PgContext {
         peer: SocketAddr,
         id: ConnId,
         lifecycle: &'a Lifecycle,
+        ticket: Ticket,
     ) -> BoxFuture<'a> {
-        Box::pin(serve_conn(self, tcp, peer, id, lifecycle))
+        Box::pin(serve_conn(self, tcp, peer, id, lifecycle, ticket))
     }
 
     fn refuse_too_many(&self, tcp: TcpStream) -> BoxFuture<'static> {
@@ -92,18 +93,21 @@ impl Listener for PgContext {
     }
 }
 
-/// A PostgreSQL connection's life: startup and login, session records, relay.
+/// A PostgreSQL connection's life: startup and login, session records, relay. `ticket` holds
+/// the connection's place (unauthenticated, then a session slot) until it ends.
 async fn serve_conn(
     ctx: &PgContext,
     tcp: TcpStream,
     peer: SocketAddr,
     id: ConnId,
     lifecycle: &Lifecycle,
+    mut ticket: Ticket,
 ) {
     let (control_tx, control) = lifecycle.register(id);
+    // One deadline for the whole login, however the client spaces its bytes.
     let est = match tokio::time::timeout(
         ctx.config.limits.startup_timeout,
-        startup::run(ctx, tcp, peer),
+        startup::run(ctx, tcp, peer, &mut ticket),
     )
     .await
     {

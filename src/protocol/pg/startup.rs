@@ -21,7 +21,7 @@ use super::scram;
 use super::upstream::{connect_upstream, open_upstream};
 use crate::auth::{Identity, Reason};
 use crate::config::ClientAuthMethod;
-use crate::conn::TargetRuntime;
+use crate::conn::{Refused, TargetRuntime, Ticket};
 use crate::net::Stream;
 
 /// Bytes read from a socket at a time.
@@ -120,13 +120,17 @@ pub struct Established {
 }
 
 /// The startup phase. `Ok(None)` when the connection was a CancelRequest (handled here).
+///
+/// `ticket` is admitted to a session slot as soon as the client has authenticated, before
+/// anything is opened upstream.
 pub async fn run(
     ctx: &PgContext,
     tcp: TcpStream,
     peer: SocketAddr,
+    ticket: &mut Ticket,
 ) -> Result<Option<Established>, Error> {
     let mut client = Conn::new(Stream::Tcp(tcp));
-    match login(ctx, &mut client, peer).await {
+    match login(ctx, &mut client, peer, ticket).await {
         Ok(Some(l)) => Ok(Some(Established {
             client,
             server: l.server,
@@ -165,6 +169,7 @@ async fn login(
     ctx: &PgContext,
     client: &mut Conn,
     peer: SocketAddr,
+    ticket: &mut Ticket,
 ) -> Result<Option<LoggedIn>, Error> {
     let mut tls = false;
     // A client may ask for GSS encryption, then SSL, then start; no more rounds than that.
@@ -303,6 +308,24 @@ async fn login(
         target = target.config.name,
         "client authenticated"
     );
+    if let Err(refused) = ticket.admit() {
+        match refused {
+            Refused::ShuttingDown => {
+                client
+                    .fatal(
+                        "57P01",
+                        "terminating connection because tollgate is shutting down",
+                    )
+                    .await
+            }
+            _ => {
+                client
+                    .fatal("53300", "sorry, too many clients already")
+                    .await
+            }
+        }
+        return Err(Error::Refused(refused.to_string()));
+    }
 
     let started = std::time::Instant::now();
     let (server, key) = match connect_upstream(ctx, &target, &identity, &database, &forwarded).await
