@@ -71,6 +71,12 @@ pub struct Limits {
     /// (FATAL 57P05), so an idle session must log in again (PCI DSS 8.2.8). `0s` turns it off.
     #[serde(default = "default_idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
+    /// A statement running upstream whose server sends nothing for this long (while the
+    /// client sends nothing either) ends the connection with an error: the server is taken
+    /// for stalled. It must exceed the longest statement allowed to run silently; `0s`
+    /// turns it off.
+    #[serde(default = "default_upstream_timeout", with = "duration")]
+    pub upstream_timeout: Duration,
     /// Time allowed to open the upstream TCP connection.
     #[serde(default = "default_connect_timeout", with = "duration")]
     pub upstream_connect_timeout: Duration,
@@ -91,6 +97,7 @@ impl Default for Limits {
             max_unauthenticated_per_client: default_max_unauthenticated_per_client(),
             startup_timeout: default_startup_timeout(),
             idle_timeout: default_idle_timeout(),
+            upstream_timeout: default_upstream_timeout(),
             upstream_connect_timeout: default_connect_timeout(),
             max_client_frame: default_max_client_frame(),
             max_server_frame: default_max_server_frame(),
@@ -136,6 +143,10 @@ fn default_startup_timeout() -> Duration {
 
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(15 * 60)
+}
+
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 
 fn default_connect_timeout() -> Duration {

@@ -50,8 +50,13 @@ use to_server::ToServer;
 pub enum End {
     /// The client sent Terminate or closed its socket.
     ClientClosed,
-    /// The server closed the connection.
+    /// The server closed the connection (or it broke); the client was sent FATAL 08006.
     ServerClosed,
+    /// Writing to the server failed; the server-to-client loop tells the client.
+    ServerWrite(std::io::Error),
+    /// A statement ran and the server sent nothing for `upstream_timeout`; the client was
+    /// sent FATAL 08006.
+    ServerStalled,
     /// A malformed or oversize client frame; the client was sent FATAL 08P01.
     ClientProtocol(String),
     /// A malformed server frame; the client was sent FATAL 08P01.
@@ -76,6 +81,9 @@ pub(super) struct Pending {
 pub(super) struct Shared {
     /// Statements sent (Query, Sync, FunctionCall) minus ReadyForQuery seen.
     pub in_flight: AtomicU64,
+    /// Batches forwarded to the server: a client still sending (COPY FROM STDIN) is not a
+    /// stalled server.
+    pub forwarded: AtomicU64,
     pub pending: Mutex<Vec<Pending>>,
     /// `pending.len()`, readable without the lock on the per-message path.
     pub pending_count: AtomicUsize,
@@ -109,6 +117,7 @@ pub async fn run(
         .expect("system random number generator failed");
     let shared = Shared {
         in_flight: AtomicU64::new(0),
+        forwarded: AtomicU64::new(0),
         pending: Mutex::new(Vec::new()),
         pending_count: AtomicUsize::new(0),
         tracker: results::Tracker::default(),
@@ -162,8 +171,9 @@ pub async fn run(
     tokio::select! {
         biased;
         end = &mut to_server => match end {
-            // The server-to-client loop is sending the client its FATAL error.
-            End::ClientProtocol(_) => {
+            // The server-to-client loop is sending the client its FATAL error (for a server
+            // that went away, once it sees the end of the server's stream).
+            End::ClientProtocol(_) | End::ServerWrite(_) => {
                 let _ = tokio::time::timeout(Duration::from_secs(5), &mut to_client).await;
                 end
             }

@@ -29,6 +29,7 @@ use crate::protocol::pg::recording::ServerBatch;
 use crate::protocol::pg::results;
 use crate::protocol::pg::startup::{PINNED_PARAMETERS, READ_CHUNK};
 use crate::protocol::pg::transform;
+use tracing::warn;
 
 /// The server-to-client loop of one connection and the state it keeps between messages.
 pub(super) struct ToClient<'a> {
@@ -264,26 +265,98 @@ impl ToClient<'_> {
         None
     }
 
-    /// Waits for more from the server or a message on the control line.
+    /// Waits for more from the server or a message on the control line; watches for a server
+    /// that stalls while a statement runs.
     async fn wait(&mut self, buf: &mut BytesMut) -> Result<(), End> {
         buf.reserve(READ_CHUNK);
-        tokio::select! {
-            biased;
-            read = self.rd.read_buf(buf) => match read {
-                Ok(0) => Err(End::ServerClosed),
-                Ok(_) => Ok(()),
-                Err(e) => Err(End::Io(e)),
-            },
-            Some(control) = self.control.recv() => match control {
-                Control::Fatal(out) => {
-                    let _ = write_all(&mut self.wr, &out).await;
-                    Err(End::ClientProtocol("reported by the client loop".into()))
-                }
-                Control::Notice(out) => write_all(&mut self.wr, &out).await.map_err(End::Io),
-                Control::Phase(Phase::Closing) => Err(shutdown(&mut self.wr).await),
-                // Draining is checked after each batch.
-                Control::Phase(_) => Ok(()),
-            },
+        let mut silence = Silence::new(self.ctx.config.limits.upstream_timeout, self.shared);
+        loop {
+            tokio::select! {
+                biased;
+                read = self.rd.read_buf(buf) => return match read {
+                    Ok(0) => Err(self.server_lost("closed the connection").await),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(self.server_lost(&format!("broke ({e})")).await),
+                },
+                Some(control) = self.control.recv() => return match control {
+                    Control::Fatal(out) => {
+                        let _ = write_all(&mut self.wr, &out).await;
+                        Err(End::ClientProtocol("reported by the client loop".into()))
+                    }
+                    Control::Notice(out) => write_all(&mut self.wr, &out).await.map_err(End::Io),
+                    Control::Phase(Phase::Closing) => Err(shutdown(&mut self.wr).await),
+                    // Draining is checked after each batch.
+                    Control::Phase(_) => Ok(()),
+                },
+                _ = silence.tick() => if silence.stalled(self.shared) {
+                    let limit = self.ctx.config.limits.upstream_timeout;
+                    warn!(conn = %self.info.id, ?limit, "the server stalled during a statement");
+                    let message = format!(
+                        "tollgate: the database server sent nothing for {} while a statement ran (limits.upstream_timeout); the connection is closed and the statement may or may not have run",
+                        humantime::format_duration(limit)
+                    );
+                    self.fatal_to_client("08006", &message).await;
+                    return Err(End::ServerStalled);
+                },
+            }
+        }
+    }
+
+    /// The server went away: the client is told (FATAL 08006), as libpq would tell it.
+    async fn server_lost(&mut self, how: &str) -> End {
+        warn!(conn = %self.info.id, how, "the server connection ended");
+        self.fatal_to_client(
+            "08006",
+            &format!(
+                "tollgate: the database server {how} unexpectedly; the statement in progress may or may not have run"
+            ),
+        )
+        .await;
+        End::ServerClosed
+    }
+
+    async fn fatal_to_client(&mut self, sqlstate: &str, message: &str) {
+        let mut out = Vec::new();
+        put_error(&mut out, Severity::Fatal, sqlstate, message);
+        let _ = write_all(&mut self.wr, &out).await;
+    }
+}
+
+/// How long the server has been silent while a statement of the client's runs on it, the
+/// client sending nothing more either.
+struct Silence {
+    limit: std::time::Duration,
+    /// Since when, and the client's forwarded batches then.
+    since: Option<(std::time::Instant, u64)>,
+}
+
+impl Silence {
+    fn new(limit: std::time::Duration, shared: &Shared) -> Silence {
+        let mut s = Silence { limit, since: None };
+        s.stalled(shared);
+        s
+    }
+
+    /// Completes every quarter of the limit (never when it is off).
+    async fn tick(&self) {
+        if self.limit.is_zero() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(self.limit / 4).await;
+    }
+
+    fn stalled(&mut self, shared: &Shared) -> bool {
+        if self.limit.is_zero() || shared.in_flight.load(Ordering::Acquire) == 0 {
+            self.since = None;
+            return false;
+        }
+        let forwarded = shared.forwarded.load(Ordering::Acquire);
+        match self.since {
+            Some((t, f)) if f == forwarded => t.elapsed() >= self.limit,
+            _ => {
+                self.since = Some((std::time::Instant::now(), forwarded));
+                false
+            }
         }
     }
 }

@@ -369,7 +369,10 @@ impl ToServer<'_> {
         if step.pos > 0 {
             let bytes = step.batch.finish(buf, step.pos);
             if !bytes.is_empty() {
-                write_all(&mut self.wr, bytes).await.map_err(End::Io)?;
+                write_all(&mut self.wr, bytes)
+                    .await
+                    .map_err(End::ServerWrite)?;
+                self.shared.forwarded.fetch_add(1, Ordering::Release);
             }
             buf.advance(step.pos);
         }
