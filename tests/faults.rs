@@ -133,9 +133,15 @@ struct Setup {
 /// tollgate with an audit store, PostgreSQL targets `faulty` (through a relay) and `plain`
 /// (direct), and `limits` merged into its config.
 async fn setup_pg(limits: &str) -> Setup {
+    setup_pg_with_store(limits, None).await
+}
+
+/// [`setup_pg`] with the audit store's SQLite file at `db` (else in the test's folder).
+async fn setup_pg_with_store(limits: &str, db: Option<&std::path::Path>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start("127.0.0.1:5432").await;
-    let (recorder, db, audit) = audit_store(dir.path(), &dir.path().join("audit.db"));
+    let db = db.map_or_else(|| dir.path().join("audit.db"), |d| d.to_owned());
+    let (recorder, db, audit) = audit_store(dir.path(), &db);
     let pw = dir.path().join("agent-password");
     std::fs::write(&pw, common::AGENT_PASSWORD).unwrap();
     let yaml = format!(
@@ -534,4 +540,180 @@ async fn mysql_upstream_closed_mid_result_and_stalled() {
         .select_one()
         .await;
     assert_end_recorded(&s, "ServerStalled").await;
+}
+
+/// A small ext4 filesystem on a loop device, mounted for the test and unmounted (lazily: the
+/// audit writer may still hold its files) when dropped.
+struct SmallDisk {
+    mount: std::path::PathBuf,
+    image: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (with the reason) when this machine cannot mount one (not root, no loop device).
+    fn mount(megabytes: u32) -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let image = dir.path().join("disk.img");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+            let out = std::process::Command::new(cmd)
+                .args(args)
+                .output()
+                .map_err(|e| format!("{cmd}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{cmd}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(u64::from(megabytes) << 20))
+            .map_err(|e| e.to_string())?;
+        run(
+            "mkfs.ext4",
+            &[
+                "-q".as_ref(),
+                "-F".as_ref(),
+                "-m".as_ref(),
+                "0".as_ref(),
+                image.as_os_str(),
+            ],
+        )?;
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop,errors=remount-ro".as_ref(),
+                image.as_os_str(),
+                mount.as_os_str(),
+            ],
+        )?;
+        Ok(SmallDisk {
+            mount,
+            image,
+            _dir: dir,
+        })
+    }
+
+    /// Fills the filesystem; returns the filler to delete.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.mount.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).and_then(|_| f.sync_data()).is_ok() {}
+        path
+    }
+
+    /// Makes the filesystem fail as a disk with errors does: ext4 remounts it read-only.
+    fn fail_read_only(&self) {
+        let source = std::process::Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE"])
+            .arg(&self.mount)
+            .output()
+            .unwrap();
+        let device = String::from_utf8_lossy(&source.stdout).trim().to_owned();
+        let name = device.rsplit('/').next().unwrap().to_owned();
+        std::fs::write(format!("/sys/fs/ext4/{name}/trigger_fs_error"), "1")
+            .expect("ext4 error trigger");
+        assert!(
+            std::fs::File::create(self.mount.join("probe")).is_err(),
+            "the filesystem is read-only now"
+        );
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount)
+            .status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// Runs statements (each recording a sizeable result) until one gets `sqlstate` or 10 s pass.
+async fn until_statements_get(raw: &mut Raw, sqlstate: Option<&str>) -> bool {
+    for _ in 0..100 {
+        raw.send(&frame(
+            b'Q',
+            b"select g, repeat('r', 20000) from generate_series(1, 20) g\0",
+        ))
+        .await;
+        let seen = raw.until_ready().await;
+        let error = seen
+            .iter()
+            .find(|(t, _)| *t == b'E')
+            .and_then(|(_, b)| error_field(b, b'C'));
+        if error.as_deref() == sqlstate {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn audit_store_on_a_full_then_read_only_filesystem() {
+    let disk = match SmallDisk::mount(32) {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!(
+                "skipped: cannot mount a small filesystem for the audit store ({why}); this test needs root and a loop device"
+            );
+            return;
+        }
+    };
+    let s = setup_pg_with_store("", Some(&disk.mount.join("audit.db"))).await;
+    let mut agent = pg_login(s.proxy.addr, "plain").await;
+    let mut other = pg_login(s.proxy.addr, "plain").await;
+    assert!(until_statements_get(&mut agent, None).await);
+
+    // Disk full: statements are refused (58030), never forwarded unrecorded; the session
+    // stays open, and once there is room again they run.
+    let filler = disk.fill();
+    assert!(
+        until_statements_get(&mut agent, Some("58030")).await,
+        "statements refused while the disk is full"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        until_statements_get(&mut agent, None).await,
+        "statements run again once there is room"
+    );
+    assert!(until_statements_get(&mut other, None).await);
+
+    // The filesystem turns read-only (as ext4 does on a disk error): refused again, and new
+    // sessions cannot start (FATAL 58030), while the daemon keeps answering.
+    disk.fail_read_only();
+    assert!(
+        until_statements_get(&mut agent, Some("58030")).await,
+        "statements refused on a read-only store"
+    );
+    for _ in 0..2 {
+        let mut late = Raw::connect(s.proxy.addr).await;
+        late.send(&startup_packet(&[("user", "agent"), ("database", "plain")]))
+            .await;
+        late.read().await.expect("auth request");
+        late.send(&frame(
+            b'p',
+            format!("{}\0", common::AGENT_PASSWORD).as_bytes(),
+        ))
+        .await;
+        // The login itself succeeds; the session that cannot be recorded is closed at once.
+        // (Its greeting, ReadyForQuery included, has gone out before the session record is
+        // attempted: see protocol::pg::serve_conn.)
+        let seen = pg_until_closed(&mut late).await;
+        assert_eq!(last_error(&seen).0, "58030");
+    }
+    // The refusals are themselves answered in the protocol: the session is still usable for
+    // the moment the store comes back, and nothing crashed.
+    agent.send(&frame(b'Q', b"select 1\0")).await;
+    agent.until_ready().await;
 }
