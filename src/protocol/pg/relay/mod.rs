@@ -147,6 +147,7 @@ pub async fn run(
         copying: false,
         syncs_since_execute: 0,
         portals: results::ClientSide::default(),
+        room: Room::default(),
     }
     .run(client.buf);
     let catalog = (!ctx.column_rules.is_empty())
@@ -165,6 +166,7 @@ pub async fn run(
         units_done: 0,
         status: TxStatus::Idle,
         rows: results::ServerSide::default(),
+        room: Room::default(),
     }
     .run(server.buf);
     tokio::pin!(to_server, to_client);
@@ -209,6 +211,40 @@ impl Problem {
             sqlstate: "08P01",
             message: format!("tollgate received an invalid message from the server: {e}"),
         }
+    }
+}
+
+/// Room a read gets while little arrives: what an idle session keeps per direction.
+pub(super) const IDLE_CHUNK: usize = 4 * 1024;
+
+/// How much room the next read of one direction gets. While reads are small and nothing is
+/// left over, the buffer is [`IDLE_CHUNK`] (an idle session costs little: docs/performance.md,
+/// "Idle sessions"); once a read fills it, reads get [`READ_CHUNK`] (results stream in large
+/// reads) until the stream is quiet again.
+#[derive(Default)]
+pub(super) struct Room {
+    big: bool,
+    last_read: usize,
+}
+
+impl Room {
+    pub fn make(&mut self, buf: &mut BytesMut) {
+        if self.last_read < IDLE_CHUNK && buf.is_empty() {
+            if self.big {
+                // Drops the large allocation (a reserve would reclaim it).
+                *buf = BytesMut::with_capacity(IDLE_CHUNK);
+                self.big = false;
+            } else {
+                buf.reserve(IDLE_CHUNK);
+            }
+        } else {
+            buf.reserve(READ_CHUNK);
+            self.big = true;
+        }
+    }
+
+    pub fn read(&mut self, n: usize) {
+        self.last_read = n;
     }
 }
 

@@ -15,7 +15,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::{Batch, End, Problem, Record, Shared, shrink, write_all};
+use super::{Batch, End, Problem, Record, Room, Shared, shrink, write_all};
 use crate::audit::{self, Event, Outcome};
 use crate::conn::{Control, Lifecycle, Phase};
 use crate::mask::Masker;
@@ -27,7 +27,7 @@ use crate::protocol::pg::frame::{self, Message};
 use crate::protocol::pg::messages::{self, Backend, Severity, TxStatus, put_error};
 use crate::protocol::pg::recording::ServerBatch;
 use crate::protocol::pg::results;
-use crate::protocol::pg::startup::{PINNED_PARAMETERS, READ_CHUNK};
+use crate::protocol::pg::startup::PINNED_PARAMETERS;
 use crate::protocol::pg::transform;
 use tracing::warn;
 
@@ -48,6 +48,7 @@ pub(super) struct ToClient<'a> {
     /// The transaction status of the last ReadyForQuery.
     pub status: TxStatus,
     pub rows: results::ServerSide,
+    pub room: Room,
 }
 
 /// One batch: the messages framed from one read, and what the stages made of them.
@@ -268,14 +269,17 @@ impl ToClient<'_> {
     /// Waits for more from the server or a message on the control line; watches for a server
     /// that stalls while a statement runs.
     async fn wait(&mut self, buf: &mut BytesMut) -> Result<(), End> {
-        buf.reserve(READ_CHUNK);
+        self.room.make(buf);
         let mut silence = Silence::new(self.ctx.config.limits.upstream_timeout, self.shared);
         loop {
             tokio::select! {
                 biased;
                 read = self.rd.read_buf(buf) => return match read {
                     Ok(0) => Err(self.server_lost("closed the connection").await),
-                    Ok(_) => Ok(()),
+                    Ok(n) => {
+                        self.room.read(n);
+                        Ok(())
+                    }
                     Err(e) => Err(self.server_lost(&format!("broke ({e})")).await),
                 },
                 Some(control) = self.control.recv() => return match control {

@@ -18,7 +18,7 @@ use tracing::{debug, info};
 
 use super::hold::{Held, hold_statement};
 use super::{
-    Batch, End, MAX_PENDING_REFUSALS, Pending, Problem, Record, Shared, shrink, write_all,
+    Batch, End, MAX_PENDING_REFUSALS, Pending, Problem, Record, Room, Shared, shrink, write_all,
 };
 use crate::audit::{self, Event, Outcome};
 use crate::conn::Control;
@@ -31,7 +31,6 @@ use crate::protocol::pg::frame::{self, Message, put_message};
 use crate::protocol::pg::messages::{self, Frontend, Severity, put_error};
 use crate::protocol::pg::recording;
 use crate::protocol::pg::results::{self, Expect};
-use crate::protocol::pg::startup::READ_CHUNK;
 
 /// The client-to-server loop of one connection and the state it keeps between messages.
 pub(super) struct ToServer<'a> {
@@ -56,6 +55,7 @@ pub(super) struct ToServer<'a> {
     pub copying: bool,
     pub syncs_since_execute: u64,
     pub portals: results::ClientSide,
+    pub room: Room,
 }
 
 /// One batch: the messages framed from one read, and what the stages made of them.
@@ -397,7 +397,7 @@ impl ToServer<'_> {
     /// authenticate again; idle means the client sends nothing while nothing of its runs on
     /// the server.
     async fn read_more(&mut self, buf: &mut BytesMut) -> Result<(), End> {
-        buf.reserve(READ_CHUNK);
+        self.room.make(buf);
         let idle = self.ctx.config.limits.idle_timeout;
         let read = loop {
             if idle.is_zero() {
@@ -422,7 +422,10 @@ impl ToServer<'_> {
         };
         match read {
             Ok(0) => Err(End::ClientClosed),
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                self.room.read(n);
+                Ok(())
+            }
             Err(e) => Err(End::Io(e)),
         }
     }
