@@ -25,7 +25,7 @@ mod to_client;
 mod to_server;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -84,6 +84,8 @@ pub(super) struct Shared {
     /// Batches forwarded to the server: a client still sending (COPY FROM STDIN) is not a
     /// stalled server.
     pub forwarded: AtomicU64,
+    /// A statement is held for approval: the server has nothing to answer meanwhile.
+    pub holding: AtomicBool,
     pub pending: Mutex<Vec<Pending>>,
     /// `pending.len()`, readable without the lock on the per-message path.
     pub pending_count: AtomicUsize,
@@ -118,6 +120,7 @@ pub async fn run(
     let shared = Shared {
         in_flight: AtomicU64::new(0),
         forwarded: AtomicU64::new(0),
+        holding: AtomicBool::new(false),
         pending: Mutex::new(Vec::new()),
         pending_count: AtomicUsize::new(0),
         tracker: results::Tracker::default(),

@@ -350,7 +350,10 @@ impl Silence {
     }
 
     fn stalled(&mut self, shared: &Shared) -> bool {
-        if self.limit.is_zero() || shared.in_flight.load(Ordering::Acquire) == 0 {
+        if self.limit.is_zero()
+            || shared.in_flight.load(Ordering::Acquire) == 0
+            || shared.holding.load(Ordering::Acquire)
+        {
             self.since = None;
             return false;
         }

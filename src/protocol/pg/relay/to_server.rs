@@ -265,7 +265,9 @@ impl ToServer<'_> {
                 early: &mut self.early,
                 control: &self.control,
             };
-            let (verdict, note) = hold_statement(
+            // The server is silent while an approver decides: no stall (upstream_timeout).
+            self.shared.holding.store(true, Ordering::Release);
+            let held = hold_statement(
                 info,
                 approvals,
                 statement,
@@ -274,8 +276,10 @@ impl ToServer<'_> {
                 self.masker,
                 &mut held,
             )
-            .await
-            .map_err(Stop::End)?;
+            .await;
+            self.shared.holding.store(false, Ordering::Release);
+            self.shared.forwarded.fetch_add(1, Ordering::Release);
+            let (verdict, note) = held.map_err(Stop::End)?;
             ruling.verdict = verdict;
             ruling.reason = note;
         }
