@@ -375,6 +375,23 @@ async fn pg_upstream_stalled_past_the_timeout() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     agent.send(&frame(b'Q', b"select 1\0")).await;
     agent.until_ready().await;
+    // Nor is a COPY FROM STDIN whose client pauses: the server waits for the client.
+    agent
+        .send(&frame(b'Q', b"create temp table sink (g int)\0"))
+        .await;
+    agent.until_ready().await;
+    agent.send(&frame(b'Q', b"copy sink from stdin\0")).await;
+    assert_eq!(agent.read().await.expect("CopyInResponse").0, b'G');
+    agent.send(&frame(b'd', b"1\n")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    agent.send(&frame(b'd', b"2\n")).await;
+    agent.send(&frame(b'c', b"")).await;
+    let seen = agent.until_ready().await;
+    assert!(
+        seen.iter()
+            .any(|(t, b)| *t == b'C' && b.starts_with(b"COPY 2")),
+        "{seen:?}"
+    );
     s.relay.stall();
     let started = Instant::now();
     agent.send(&frame(b'Q', b"select 2\0")).await;

@@ -72,8 +72,9 @@ pub struct Limits {
     #[serde(default = "default_idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
     /// A statement running upstream whose server sends nothing for this long (while the
-    /// client sends nothing either) ends the connection with an error: the server is taken
-    /// for stalled. It must exceed the longest statement allowed to run silently; `0s`
+    /// client sends nothing either, and not while the server waits for COPY data or the
+    /// statement is held for approval) ends the connection with an error: the server is
+    /// taken for stalled. It must exceed the longest statement allowed to run silently; `0s`
     /// turns it off.
     #[serde(default = "default_upstream_timeout", with = "duration")]
     pub upstream_timeout: Duration,

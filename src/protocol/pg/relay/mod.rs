@@ -170,6 +170,7 @@ pub async fn run(
         status: TxStatus::Idle,
         rows: results::ServerSide::default(),
         room: Room::default(),
+        copy_in: false,
     }
     .run(server.buf);
     tokio::pin!(to_server, to_client);

@@ -49,6 +49,8 @@ pub(super) struct ToClient<'a> {
     pub status: TxStatus,
     pub rows: results::ServerSide,
     pub room: Room,
+    /// The server answered a COPY FROM STDIN and waits for the client's data.
+    pub copy_in: bool,
 }
 
 /// One batch: the messages framed from one read, and what the stages made of them.
@@ -143,6 +145,12 @@ impl ToClient<'_> {
     /// settings, ReadyForQuery (units done, refusals that can no longer come), result shapes.
     async fn observe(&mut self, m: Message<'_>) -> Result<(), Problem> {
         let shared = self.shared;
+        // During COPY FROM STDIN the server waits for the client: its silence is no stall.
+        match m.tag {
+            b'G' => self.copy_in = true,
+            b'C' | b'E' | b'Z' => self.copy_in = false,
+            _ => {}
+        }
         match m.tag {
             b'S' => {
                 if let Backend::ParameterStatus { name, value } =
@@ -270,7 +278,8 @@ impl ToClient<'_> {
     /// that stalls while a statement runs.
     async fn wait(&mut self, buf: &mut BytesMut) -> Result<(), End> {
         self.room.make(buf);
-        let mut silence = Silence::new(self.ctx.config.limits.upstream_timeout, self.shared);
+        let mut silence = Silence::new(self.ctx.config.limits.upstream_timeout);
+        silence.stalled(self.shared, self.copy_in);
         loop {
             tokio::select! {
                 biased;
@@ -292,7 +301,7 @@ impl ToClient<'_> {
                     // Draining is checked after each batch.
                     Control::Phase(_) => Ok(()),
                 },
-                _ = silence.tick() => if silence.stalled(self.shared) {
+                _ = silence.tick() => if silence.stalled(self.shared, self.copy_in) {
                     let limit = self.ctx.config.limits.upstream_timeout;
                     warn!(conn = %self.info.id, ?limit, "the server stalled during a statement");
                     let message = format!(
@@ -335,10 +344,8 @@ struct Silence {
 }
 
 impl Silence {
-    fn new(limit: std::time::Duration, shared: &Shared) -> Silence {
-        let mut s = Silence { limit, since: None };
-        s.stalled(shared);
-        s
+    fn new(limit: std::time::Duration) -> Silence {
+        Silence { limit, since: None }
     }
 
     /// Completes every quarter of the limit (never when it is off).
@@ -349,8 +356,11 @@ impl Silence {
         tokio::time::sleep(self.limit / 4).await;
     }
 
-    fn stalled(&mut self, shared: &Shared) -> bool {
+    /// Whether the server has been silent for the limit while it owed an answer (not while
+    /// it waits for the client's COPY data, nor during an approval hold).
+    fn stalled(&mut self, shared: &Shared, copy_in: bool) -> bool {
         if self.limit.is_zero()
+            || copy_in
             || shared.in_flight.load(Ordering::Acquire) == 0
             || shared.holding.load(Ordering::Acquire)
         {
