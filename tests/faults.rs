@@ -723,10 +723,10 @@ async fn audit_store_on_a_full_then_read_only_filesystem() {
             format!("{}\0", common::AGENT_PASSWORD).as_bytes(),
         ))
         .await;
-        // The login itself succeeds; the session that cannot be recorded is closed at once.
-        // (Its greeting, ReadyForQuery included, has gone out before the session record is
-        // attempted: see protocol::pg::serve_conn.)
+        // The session that cannot be recorded never starts: FATAL 58030 in place of its
+        // greeting.
         let seen = pg_until_closed(&mut late).await;
+        assert_eq!(seen.len(), 1, "only the error: {seen:?}");
         assert_eq!(last_error(&seen).0, "58030");
     }
     // The refusals are themselves answered in the protocol: the session is still usable for

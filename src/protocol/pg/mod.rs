@@ -125,6 +125,8 @@ async fn serve_conn(
         Ok(Ok(None)) => return,
         Ok(Ok(Some(est))) => est,
     };
+    let mut est = est;
+    let greeting = std::mem::take(&mut est.greeting);
     metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "accepted").increment(1);
     let session = Login {
         identity: &est.identity,
@@ -136,8 +138,9 @@ async fn serve_conn(
         protocol: Protocol::Postgres,
     };
     let info = session::connected(id, peer, &session);
-    if session::record_start(ctx, &info, &session).is_err() {
-        let mut client = est.client;
+    // The greeting goes out only once the session is recorded; if it cannot be, FATAL 58030
+    // in its place.
+    let out = if session::record_start(ctx, &info, &session).is_err() {
         let mut out = Vec::new();
         put_error(
             &mut out,
@@ -145,8 +148,20 @@ async fn serve_conn(
             "58030",
             "tollgate: the session cannot be recorded by the audit store; retry shortly",
         );
-        let _ = client.io.write_all(&out).await;
-        return;
+        Err(out)
+    } else {
+        Ok(greeting)
+    };
+    match out {
+        Ok(greeting) => {
+            if est.client.send(&greeting).await.is_err() {
+                return;
+            }
+        }
+        Err(fatal) => {
+            let _ = est.client.io.write_all(&fatal).await;
+            return;
+        }
     }
     let who = info.who.clone();
     let end = relay::run(ctx, est, info, lifecycle, control_tx, control).await;

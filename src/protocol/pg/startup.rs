@@ -1,9 +1,10 @@
 //! A connection's first phase: encryption negotiation, the client's login, the upstream login.
 //!
 //! Order matters: the client proves who it is before tollgate opens anything upstream, and the
-//! upstream credentials never travel toward the client. When this phase succeeds the client has
-//! received AuthenticationOk, the server's ParameterStatus messages, tollgate's own
-//! BackendKeyData and ReadyForQuery, and both streams are handed to the relay.
+//! upstream credentials never travel toward the client. When this phase succeeds the client's
+//! greeting (AuthenticationOk, the server's ParameterStatus messages, tollgate's own
+//! BackendKeyData and ReadyForQuery) is ready; the caller sends it once the session is
+//! recorded, and both streams are handed to the relay.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,6 +106,9 @@ impl Conn {
 
 /// An authenticated client joined to its logged-in upstream.
 pub struct Established {
+    /// AuthenticationOk, the server's parameters, tollgate's cancel key and ReadyForQuery:
+    /// not yet sent, so that a session that cannot be recorded never starts.
+    pub greeting: Vec<u8>,
     pub client: Conn,
     pub server: Conn,
     pub user: String,
@@ -132,6 +136,7 @@ pub async fn run(
     let mut client = Conn::new(Stream::Tcp(tcp));
     match login(ctx, &mut client, peer, ticket).await {
         Ok(Some(l)) => Ok(Some(Established {
+            greeting: l.greeting,
             client,
             server: l.server,
             user: l.user,
@@ -155,6 +160,7 @@ pub async fn run(
 
 /// [`Established`] but for the client connection, which the caller keeps.
 struct LoggedIn {
+    greeting: Vec<u8>,
     server: Conn,
     user: String,
     identity: Identity,
@@ -357,15 +363,17 @@ async fn login(
         process_id: key.process_id,
         secret_key: key.secret_key,
     });
-    let mut out = Vec::new();
-    messages::put_auth(&mut out, 0, &[]);
-    out.extend_from_slice(&key.greeting);
-    messages::put_backend_key(&mut out, cancel.process_id(), secret);
-    messages::put_ready(&mut out, key.status);
-    client.send(&out).await?;
+    // Sent by the caller once the session is recorded: a session the audit store cannot
+    // record never starts.
+    let mut greeting = Vec::new();
+    messages::put_auth(&mut greeting, 0, &[]);
+    greeting.extend_from_slice(&key.greeting);
+    messages::put_backend_key(&mut greeting, cancel.process_id(), secret);
+    messages::put_ready(&mut greeting, key.status);
     // Anything the server sent after its ReadyForQuery stays in `server.buf` for the relay.
 
     Ok(Some(LoggedIn {
+        greeting,
         server,
         user,
         identity,
