@@ -238,11 +238,12 @@ impl Ticket {
             }
             Err(_) => {
                 // Its place among the unauthenticated is gone either way: it is closing.
-                Err(if admission.closed.load(Ordering::Acquire) {
-                    Refused::ShuttingDown
-                } else {
-                    Refused::Full
-                })
+                if admission.closed.load(Ordering::Acquire) {
+                    return Err(Refused::ShuttingDown);
+                }
+                metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "refused")
+                    .increment(1);
+                Err(Refused::Full)
             }
         }
     }
