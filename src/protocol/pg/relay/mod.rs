@@ -225,10 +225,19 @@ pub(super) const IDLE_CHUNK: usize = 4 * 1024;
 /// left over, the buffer is [`IDLE_CHUNK`] (an idle session costs little: docs/performance.md,
 /// "Idle sessions"); once a read fills it, reads get [`READ_CHUNK`] (results stream in large
 /// reads) until the stream is quiet again.
-#[derive(Default)]
 pub(super) struct Room {
+    /// The buffer may hold more than IDLE_CHUNK (the login's buffer, or a stream's).
     big: bool,
     last_read: usize,
+}
+
+impl Default for Room {
+    fn default() -> Room {
+        Room {
+            big: true,
+            last_read: 0,
+        }
+    }
 }
 
 impl Room {
