@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::conn::lifecycle::next_conn_id;
 use crate::conn::{Admission, Context, Lifecycle, Listener, Phase};
@@ -90,7 +90,9 @@ impl Server {
                     tokio::select! {
                         _ = wire.serve(tcp, peer, id, &lifecycle, ticket) => {}
                         _ = evicted => {
-                            info!("unauthenticated connection dropped to make room for newer ones");
+                            // Debug only: a flood must not flood the log too (the metric
+                            // counts them).
+                            debug!("unauthenticated connection dropped to make room for newer ones");
                         }
                     }
                     metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).decrement(1.0);

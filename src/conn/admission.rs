@@ -241,8 +241,7 @@ impl Ticket {
                 if admission.closed.load(Ordering::Acquire) {
                     return Err(Refused::ShuttingDown);
                 }
-                metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "refused")
-                    .increment(1);
+                metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "refused").increment(1);
                 Err(Refused::Full)
             }
         }
