@@ -43,7 +43,7 @@ fn describe() {
     describe_gauge!(CONNECTIONS_OPEN, "Client connections open now.");
     describe_counter!(
         CONNECTIONS,
-        "Client connections by outcome: accepted, refused (limits), failed (startup)."
+        "Client connections by outcome: accepted, refused (limits), evicted (unauthenticated, dropped to make room for newer ones)."
     );
     describe_counter!(AUTH_FAILURES, "Failed client logins by reason.");
     describe_counter!(

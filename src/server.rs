@@ -1,65 +1,29 @@
 //! Listeners, the accept loop, connection limits and graceful shutdown.
 //!
-//! [`run`] takes an already bound listener (tests bind port 0) and a shutdown future. When the
-//! future completes the listener closes, connections are told to drain (each ends as soon as
-//! nothing runs on it), and after the grace period the rest are cut with FATAL 57P01.
+//! [`run_both`] takes already bound listeners (tests bind port 0) and a shutdown future. Each
+//! accepted connection gets a [`crate::conn::Ticket`] from the daemon's [`Admission`]: a place
+//! among the unauthenticated, which the wire turns into a session slot once its client has
+//! authenticated, and which the accept loop cuts if it is dropped to make room first. When the
+//! shutdown future completes the listeners close, unauthenticated connections are dropped,
+//! sessions are told to drain (each ends as soon as nothing runs on it), and after the grace
+//! period the rest are cut with FATAL 57P01.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::conn::lifecycle::next_conn_id;
-use crate::conn::{Context, Lifecycle, Listener, Phase};
-
-/// Open connections per client address.
-#[derive(Default)]
-struct PerClient {
-    counts: Mutex<HashMap<IpAddr, usize>>,
-}
-
-struct ClientSlot {
-    owner: Arc<PerClient>,
-    ip: IpAddr,
-}
-
-impl PerClient {
-    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(ClientSlot {
-            owner: Arc::clone(self),
-            ip,
-        })
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut counts = self.owner.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
+use crate::conn::{Admission, Context, Lifecycle, Listener, Phase};
 
 /// What every listener of one daemon shares: limits and the connections' lifecycle.
 pub struct Server {
     config: Arc<crate::config::Config>,
-    slots: Arc<Semaphore>,
-    per_client: Arc<PerClient>,
+    admission: Arc<Admission>,
     lifecycle: Arc<Lifecycle>,
     /// Refusals being answered at once ("too many clients").
     refusals: Arc<Semaphore>,
@@ -68,8 +32,7 @@ pub struct Server {
 impl Server {
     pub fn new(ctx: &Context) -> Arc<Server> {
         Arc::new(Server {
-            slots: Arc::new(Semaphore::new(ctx.config.limits.max_connections)),
-            per_client: Arc::new(PerClient::default()),
+            admission: Admission::new(&ctx.config.limits),
             lifecycle: Arc::new(Lifecycle::default()),
             refusals: Arc::new(Semaphore::new(64)),
             config: Arc::clone(&ctx.config),
@@ -84,7 +47,6 @@ impl Server {
         stop: impl Future<Output = ()>,
         wire: Arc<dyn Listener>,
     ) {
-        let limits = &self.config.limits;
         tokio::pin!(stop);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -100,61 +62,65 @@ impl Server {
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let permit = Arc::clone(&self.slots).try_acquire_owned().ok();
-            let slot = self
-                .per_client
-                .take(peer.ip(), limits.max_connections_per_client);
-            let (Some(permit), Some(slot)) = (permit, slot) else {
-                warn!(%peer, "connection limit reached");
-                metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "refused").increment(1);
-                // Telling refused clients why is itself bounded; past that they are just closed.
-                if let Ok(refusal) = Arc::clone(&self.refusals).try_acquire_owned() {
-                    let refuse = wire.refuse_too_many(tcp);
-                    tokio::spawn(async move {
-                        refuse.await;
-                        drop(refusal);
-                    });
+            let ticket = match self.admission.enter(peer.ip()) {
+                Ok(ticket) => ticket,
+                Err(refused) => {
+                    warn!(%peer, %refused, "connection limit reached");
+                    metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "refused")
+                        .increment(1);
+                    // Telling refused clients why is itself bounded; past that they are just
+                    // closed.
+                    if let Ok(refusal) = Arc::clone(&self.refusals).try_acquire_owned() {
+                        let refuse = wire.refuse_too_many(tcp);
+                        tokio::spawn(async move {
+                            refuse.await;
+                            drop(refusal);
+                        });
+                    }
+                    continue;
                 }
-                continue;
             };
             let id = next_conn_id();
             let wire = Arc::clone(&wire);
             let lifecycle = Arc::clone(&self.lifecycle);
+            let evicted = ticket.evicted();
             tokio::spawn(
                 async move {
                     metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).increment(1.0);
-                    wire.serve(tcp, peer, id, &lifecycle).await;
+                    tokio::select! {
+                        _ = wire.serve(tcp, peer, id, &lifecycle, ticket) => {}
+                        _ = evicted => {
+                            // Debug only: a flood must not flood the log too (the metric
+                            // counts them).
+                            debug!("unauthenticated connection dropped to make room for newer ones");
+                        }
+                    }
                     metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).decrement(1.0);
                     lifecycle.unregister(id);
-                    drop((permit, slot));
                 }
                 .instrument(info_span!("conn", id = %id, %peer, session = tracing::field::Empty)),
             );
         }
     }
 
-    /// After every accept loop has stopped: lets connections finish within the grace period,
-    /// then cuts the rest.
+    /// After every accept loop has stopped: drops the connections still unauthenticated, lets
+    /// the sessions finish within the grace period, then cuts the rest.
     pub async fn drain(&self) {
-        let max = self.config.limits.max_connections;
-        let open = max - self.slots.available_permits();
+        let open = self.admission.sessions_open();
         let grace = self.config.shutdown_grace;
         info!(open, ?grace, "shutting down: draining connections");
         self.lifecycle.set(Phase::Draining);
-        let all = max as u32;
-        if tokio::time::timeout(grace, self.slots.acquire_many(all))
-            .await
-            .is_err()
-        {
+        self.admission.close();
+        if !self.admission.all_sessions_closed(grace).await {
             warn!("grace period over: closing the remaining connections");
             self.lifecycle.set(Phase::Closing);
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), self.slots.acquire_many(all)).await;
+            self.admission
+                .all_sessions_closed(Duration::from_secs(5))
+                .await;
         }
         info!("shutdown complete");
     }
 }
-
 /// The wires a daemon serves, each with the listening sockets it accepts on.
 pub struct Wires {
     pub postgres: Arc<dyn Listener>,

@@ -24,11 +24,19 @@ async fn approve_deny_and_timeout_each_end_the_wait_and_are_recorded() {
 
     // Held: the client is told at once, with the id, the group and the page.
     let insert = format!("insert into {} values (1)", s.table);
+    // (A simple Query: it counts as running from the moment it arrives, hold included.)
     let held = tokio::spawn({
         let agent_sql = insert.clone();
         let a = agent;
         async move {
-            let r = a.execute(agent_sql.as_str(), &[]).await;
+            let r = a.simple_query(agent_sql.as_str()).await.map(|m| {
+                m.iter()
+                    .find_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+                        _ => None,
+                    })
+                    .unwrap_or(0)
+            });
             (a, r)
         }
     });
@@ -50,6 +58,9 @@ async fn approve_deny_and_timeout_each_end_the_wait_and_are_recorded() {
         other => panic!("{other:?}"),
     }
     assert_eq!(s.count().await, 0, "not run while held");
+    // Held longer than upstream_timeout: the server is silent because nothing was sent to
+    // it, which is no stall (issue #21).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let r = s.decide(&bob, &id, "approve", serde_json::json!({})).await;
     assert_eq!(r.status(), 200);
     let (agent, result) = held.await.unwrap();

@@ -107,7 +107,19 @@ fn assert_no_pan(bytes: &[u8], what: &str) {
         }
     }
     let found = tollgate::mask::pan::find_all(bytes);
-    assert!(found.is_empty(), "{what} holds PAN-like runs: {found:?}");
+    let context: Vec<String> = found
+        .iter()
+        .map(|f| {
+            String::from_utf8_lossy(
+                &bytes[f.range.start.saturating_sub(80)..(f.range.end + 40).min(bytes.len())],
+            )
+            .into_owned()
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "{what} holds PAN-like runs: {found:?} {context:?}"
+    );
 }
 
 #[tokio::test]

@@ -55,6 +55,15 @@ pub struct Limits {
     /// Client connections open at once from one IP address.
     #[serde(default = "default_max_per_client")]
     pub max_connections_per_client: usize,
+    /// Connections not yet authenticated, at once, over all listeners; they do not count
+    /// toward `max_connections`. Past it, the oldest of the address holding the most is
+    /// dropped. Default: a tenth of `max_connections`, at least 16.
+    #[serde(default)]
+    pub max_unauthenticated: Option<usize>,
+    /// Connections not yet authenticated from one IP address; past it, that address's oldest
+    /// is dropped.
+    #[serde(default = "default_max_unauthenticated_per_client")]
+    pub max_unauthenticated_per_client: usize,
     /// Time from accept to the end of authentication (upstream included).
     #[serde(default = "default_startup_timeout", with = "duration")]
     pub startup_timeout: Duration,
@@ -62,6 +71,13 @@ pub struct Limits {
     /// (FATAL 57P05), so an idle session must log in again (PCI DSS 8.2.8). `0s` turns it off.
     #[serde(default = "default_idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
+    /// A statement running upstream whose server sends nothing for this long (while the
+    /// client sends nothing either, and not while the server waits for COPY data or the
+    /// statement is held for approval) ends the connection with an error: the server is
+    /// taken for stalled. It must exceed the longest statement allowed to run silently; `0s`
+    /// turns it off.
+    #[serde(default = "default_upstream_timeout", with = "duration")]
+    pub upstream_timeout: Duration,
     /// Time allowed to open the upstream TCP connection.
     #[serde(default = "default_connect_timeout", with = "duration")]
     pub upstream_connect_timeout: Duration,
@@ -78,8 +94,11 @@ impl Default for Limits {
         Limits {
             max_connections: default_max_connections(),
             max_connections_per_client: default_max_per_client(),
+            max_unauthenticated: None,
+            max_unauthenticated_per_client: default_max_unauthenticated_per_client(),
             startup_timeout: default_startup_timeout(),
             idle_timeout: default_idle_timeout(),
+            upstream_timeout: default_upstream_timeout(),
             upstream_connect_timeout: default_connect_timeout(),
             max_client_frame: default_max_client_frame(),
             max_server_frame: default_max_server_frame(),
@@ -115,12 +134,20 @@ fn default_max_per_client() -> usize {
     100
 }
 
+fn default_max_unauthenticated_per_client() -> usize {
+    20
+}
+
 fn default_startup_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(15 * 60)
+}
+
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 
 fn default_connect_timeout() -> Duration {
@@ -136,8 +163,19 @@ fn default_max_server_frame() -> usize {
 }
 
 impl Limits {
+    /// Connections not yet authenticated allowed at once (`max_unauthenticated` or its
+    /// default).
+    pub fn unauthenticated_budget(&self) -> usize {
+        self.max_unauthenticated
+            .unwrap_or((self.max_connections / 10).max(16))
+    }
+
     pub(super) fn validate(&self) -> Result<(), String> {
-        if self.max_connections == 0 || self.max_connections_per_client == 0 {
+        if self.max_connections == 0
+            || self.max_connections_per_client == 0
+            || self.unauthenticated_budget() == 0
+            || self.max_unauthenticated_per_client == 0
+        {
             return Err("limits: connection limits must be at least 1".into());
         }
         if self.max_client_frame < 1024 || self.max_server_frame < 1024 {

@@ -4,6 +4,9 @@
 //!
 //! - [`Context`] and [`TargetRuntime`]: what every connection of one daemon shares (config,
 //!   client TLS, targets, stages, token validation, login throttling, masking setup).
+//! - [`admission`]: the connection budgets: unauthenticated connections draw from their own,
+//!   smaller one and move to a session slot ([`Ticket::admit`]) once their client has
+//!   authenticated.
 //! - [`lifecycle`]: the daemon's [`Phase`], the [`Control`] line to each connection and the
 //!   connection ids; [`Listener`] is what the accept loop (`server`) calls to serve a wire.
 //! - [`session`]: a logged-in connection's identity ([`session::connected`]), the session's
@@ -14,6 +17,7 @@
 //!
 //! Nothing here reads or writes wire bytes; nothing here imports a wire module.
 
+pub mod admission;
 pub mod lifecycle;
 pub mod policy_files;
 pub mod session;
@@ -34,6 +38,7 @@ use crate::auth::throttle::Throttle;
 use crate::config::{ANY_DATABASE, Config, Target};
 use crate::pipeline::{ConnId, Stages};
 
+pub use admission::{Admission, Refused, Ticket};
 pub use lifecycle::{Control, Lifecycle, Phase};
 
 /// What every connection of one daemon shares, whatever its wire protocol.
@@ -214,13 +219,17 @@ pub trait Listener: Send + Sync + 'static {
     /// The protocol's name for log lines (`postgres`, `mysql`).
     fn protocol(&self) -> crate::config::Protocol;
 
-    /// Serves one accepted connection to its end: login, session records, relay.
+    /// Serves one accepted connection to its end: login, session records, relay. The wire
+    /// calls [`Ticket::admit`] as soon as the client has authenticated, and closes the
+    /// connection if that is refused; the accept loop drops the future if the ticket is
+    /// evicted before.
     fn serve<'a>(
         &'a self,
         tcp: TcpStream,
         peer: SocketAddr,
         id: ConnId,
         lifecycle: &'a Lifecycle,
+        ticket: Ticket,
     ) -> BoxFuture<'a>;
 
     /// Tells a client over the connection limits why it is turned away, in the protocol's

@@ -85,6 +85,8 @@ rules:
         "
 admin: {{ listen: 127.0.0.1:0 }}
 approvals: {{ page_url: {admin}/approvals/ui }}
+# Short, so that a hold longer than it shows the server's silence during a hold is no stall.
+limits: {{ upstream_timeout: 2s }}
 identity:
   allow_plaintext_loopback: true
   failure_delay: 0s

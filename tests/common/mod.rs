@@ -186,6 +186,14 @@ impl Raw {
         }
     }
 
+    /// A client over an already connected socket (from a chosen source address, say).
+    pub fn from_stream(stream: TcpStream) -> Raw {
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connects and logs in to the `plain` target with a cleartext password.
     pub async fn login(addr: SocketAddr) -> Raw {
         let mut raw = Raw::connect(addr).await;

@@ -21,7 +21,7 @@ use super::upstream::parse_server_hello;
 use super::wire::{self, Reader};
 use crate::auth::{Identity, Reason};
 use crate::config::ClientAuthMethod;
-use crate::conn::{Context, TargetRuntime};
+use crate::conn::{Context, Refused, TargetRuntime, Ticket};
 use crate::net::Stream;
 
 pub mod caps {
@@ -211,15 +211,20 @@ async fn refuse(client: &mut PacketIo, seq: u8, code: u16, state: &str, message:
 
 /// The client side of the login, then the upstream login. `Ok(None)`: the client went away
 /// or was refused (it was told why).
+///
+/// `ticket` is admitted to a session slot as soon as the client has authenticated, before
+/// anything is opened upstream.
 pub async fn run(
     ctx: &Context,
     tcp: TcpStream,
     peer: SocketAddr,
     conn_id: u32,
+    ticket: &mut Ticket,
 ) -> Result<Option<Established>, Error> {
     let mut client = PacketIo::new(Stream::Tcp(tcp));
     let limit = ctx.config.limits.startup_timeout;
-    let Ok(outcome) = tokio::time::timeout(limit, login(ctx, &mut client, peer, conn_id)).await
+    let Ok(outcome) =
+        tokio::time::timeout(limit, login(ctx, &mut client, peer, conn_id, ticket)).await
     else {
         // MySQL's words for a client too slow to send its packets, with tollgate's reason.
         let e = Error::TimedOut(limit);
@@ -255,6 +260,7 @@ async fn login(
     client_io: &mut PacketIo,
     peer: SocketAddr,
     conn_id: u32,
+    ticket: &mut Ticket,
 ) -> Result<Option<Established>, Error> {
     let client = client_io;
     let max = ctx.config.limits.max_client_frame.min(64 * 1024);
@@ -426,6 +432,14 @@ async fn login(
             return Err(Error::Refused(format!("authentication failed: {reason}")));
         }
     };
+    if let Err(refused) = ticket.admit() {
+        let (code, state, message) = match refused {
+            Refused::ShuttingDown => (1053, "08S01", "Server shutdown in progress"),
+            _ => (1040, "08004", "Too many connections"),
+        };
+        refuse(client, seq, code, state, message).await;
+        return Err(Error::Refused(refused.to_string()));
+    }
     let caps = response.caps & (caps::OFFERED | caps::SSL);
     let (server, upstream) = match connect_upstream(
         ctx,

@@ -30,7 +30,7 @@ use tracing::info;
 
 use crate::config::Protocol;
 use crate::conn::session::{self, Login};
-use crate::conn::{BoxFuture, Context, Lifecycle, Listener};
+use crate::conn::{BoxFuture, Context, Lifecycle, Listener, Ticket};
 use crate::pipeline::ConnId;
 pub use kill::{Entry, Kill, Registry, parse_kill};
 
@@ -69,8 +69,9 @@ impl Listener for MyContext {
         peer: SocketAddr,
         id: ConnId,
         lifecycle: &'a Lifecycle,
+        ticket: Ticket,
     ) -> BoxFuture<'a> {
-        Box::pin(serve_mysql(self, tcp, peer, id, lifecycle))
+        Box::pin(serve_mysql(self, tcp, peer, id, lifecycle, ticket))
     }
 
     fn refuse_too_many(&self, tcp: TcpStream) -> BoxFuture<'static> {
@@ -90,18 +91,21 @@ pub(crate) fn contains_ci(hay: &str, needle: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
-/// A MySQL connection's life: login, session records, relay.
+/// A MySQL connection's life: login, session records, relay. `ticket` holds the connection's
+/// place (unauthenticated, then a session slot) until it ends.
 async fn serve_mysql(
     ctx: &MyContext,
     tcp: TcpStream,
     peer: SocketAddr,
     id: ConnId,
     lifecycle: &Lifecycle,
+    mut ticket: Ticket,
 ) {
     let (_control_tx, control) = lifecycle.register(id);
+    // One deadline for the whole login, however the client spaces its bytes.
     let est = match tokio::time::timeout(
         ctx.config.limits.startup_timeout + session::STARTUP_BACKSTOP,
-        handshake::run(ctx, tcp, peer, id.0 as u32),
+        handshake::run(ctx, tcp, peer, id.0 as u32, &mut ticket),
     )
     .await
     {

@@ -118,18 +118,27 @@ pub struct PacketIo {
     out: Vec<u8>,
     /// The sequence id after the last packet read or queued.
     next_seq: u8,
+    /// Whether `buf` was grown for a stream of large reads, and the last read's size.
+    big: bool,
+    last_read: usize,
 }
 
 /// Queued output is written out once it reaches this size.
 pub const FLUSH_AT: usize = 64 * 1024;
 
+/// What an idle connection keeps to read into (docs/performance.md, "Idle sessions"); a read
+/// that fills it makes the next ones 64 KiB until the stream is quiet again.
+const IDLE_CHUNK: usize = 4 * 1024;
+
 impl PacketIo {
     pub fn new(io: Stream) -> PacketIo {
         PacketIo {
             io,
-            buf: BytesMut::with_capacity(16 * 1024),
-            out: Vec::with_capacity(16 * 1024),
+            buf: BytesMut::with_capacity(IDLE_CHUNK),
+            out: Vec::new(),
             next_seq: 0,
+            big: false,
+            last_read: 0,
         }
     }
 
@@ -182,7 +191,8 @@ impl PacketIo {
                 };
                 // One large packet must not keep a large buffer for the connection's life.
                 if self.buf.is_empty() && self.buf.capacity() > 1024 * 1024 {
-                    self.buf = BytesMut::with_capacity(16 * 1024);
+                    self.buf = BytesMut::with_capacity(IDLE_CHUNK);
+                    self.big = false;
                 }
                 return Ok(Packet {
                     seq: f.seq,
@@ -190,10 +200,20 @@ impl PacketIo {
                     payload,
                 });
             }
-            if self.buf.capacity() - self.buf.len() < 8192 {
+            if self.buf.is_empty() && self.last_read < IDLE_CHUNK {
+                if self.big {
+                    // Drops the large allocation (a reserve would reclaim it).
+                    self.buf = BytesMut::with_capacity(IDLE_CHUNK);
+                    self.big = false;
+                } else {
+                    self.buf.reserve(IDLE_CHUNK);
+                }
+            } else if self.buf.capacity() - self.buf.len() < 8192 {
                 self.buf.reserve(64 * 1024);
+                self.big = true;
             }
             let n = self.io.read_buf(&mut self.buf).await?;
+            self.last_read = n;
             if n == 0 {
                 return Err(if self.buf.is_empty() {
                     Error::Closed
@@ -229,9 +249,11 @@ impl PacketIo {
     pub async fn flush(&mut self) -> Result<(), Error> {
         if !self.out.is_empty() {
             self.io.write_all(&self.out).await?;
+            // A small write ends an exchange: an idle connection keeps no large output buffer.
+            let small = self.out.len() < IDLE_CHUNK;
             self.out.clear();
-            if self.out.capacity() > 1024 * 1024 {
-                self.out = Vec::with_capacity(16 * 1024);
+            if self.out.capacity() > 1024 * 1024 || (small && self.out.capacity() > 16 * 1024) {
+                self.out = Vec::new();
             }
         }
         self.io.flush().await?;

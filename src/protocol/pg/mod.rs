@@ -38,7 +38,7 @@ use tracing::info;
 
 use crate::config::Protocol;
 use crate::conn::session::{self, Login};
-use crate::conn::{BoxFuture, Context, Lifecycle, Listener};
+use crate::conn::{BoxFuture, Context, Lifecycle, Listener, Ticket};
 use crate::pipeline::ConnId;
 use messages::{Severity, put_error};
 
@@ -79,8 +79,9 @@ impl Listener for PgContext {
         peer: SocketAddr,
         id: ConnId,
         lifecycle: &'a Lifecycle,
+        ticket: Ticket,
     ) -> BoxFuture<'a> {
-        Box::pin(serve_conn(self, tcp, peer, id, lifecycle))
+        Box::pin(serve_conn(self, tcp, peer, id, lifecycle, ticket))
     }
 
     fn refuse_too_many(&self, tcp: TcpStream) -> BoxFuture<'static> {
@@ -92,18 +93,21 @@ impl Listener for PgContext {
     }
 }
 
-/// A PostgreSQL connection's life: startup and login, session records, relay.
+/// A PostgreSQL connection's life: startup and login, session records, relay. `ticket` holds
+/// the connection's place (unauthenticated, then a session slot) until it ends.
 async fn serve_conn(
     ctx: &PgContext,
     tcp: TcpStream,
     peer: SocketAddr,
     id: ConnId,
     lifecycle: &Lifecycle,
+    mut ticket: Ticket,
 ) {
     let (control_tx, control) = lifecycle.register(id);
+    // One deadline for the whole login, however the client spaces its bytes.
     let est = match tokio::time::timeout(
         ctx.config.limits.startup_timeout + session::STARTUP_BACKSTOP,
-        startup::run(ctx, tcp, peer),
+        startup::run(ctx, tcp, peer, &mut ticket),
     )
     .await
     {
@@ -121,6 +125,8 @@ async fn serve_conn(
         Ok(Ok(None)) => return,
         Ok(Ok(Some(est))) => est,
     };
+    let mut est = est;
+    let greeting = std::mem::take(&mut est.greeting);
     metrics::counter!(crate::metrics::CONNECTIONS, "outcome" => "accepted").increment(1);
     let session = Login {
         identity: &est.identity,
@@ -132,8 +138,9 @@ async fn serve_conn(
         protocol: Protocol::Postgres,
     };
     let info = session::connected(id, peer, &session);
-    if session::record_start(ctx, &info, &session).is_err() {
-        let mut client = est.client;
+    // The greeting goes out only once the session is recorded; if it cannot be, FATAL 58030
+    // in its place.
+    let out = if session::record_start(ctx, &info, &session).is_err() {
         let mut out = Vec::new();
         put_error(
             &mut out,
@@ -141,8 +148,20 @@ async fn serve_conn(
             "58030",
             "tollgate: the session cannot be recorded by the audit store; retry shortly",
         );
-        let _ = client.io.write_all(&out).await;
-        return;
+        Err(out)
+    } else {
+        Ok(greeting)
+    };
+    match out {
+        Ok(greeting) => {
+            if est.client.send(&greeting).await.is_err() {
+                return;
+            }
+        }
+        Err(fatal) => {
+            let _ = est.client.io.write_all(&fatal).await;
+            return;
+        }
     }
     let who = info.who.clone();
     let end = relay::run(ctx, est, info, lifecycle, control_tx, control).await;

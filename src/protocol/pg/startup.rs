@@ -1,9 +1,10 @@
 //! A connection's first phase: encryption negotiation, the client's login, the upstream login.
 //!
 //! Order matters: the client proves who it is before tollgate opens anything upstream, and the
-//! upstream credentials never travel toward the client. When this phase succeeds the client has
-//! received AuthenticationOk, the server's ParameterStatus messages, tollgate's own
-//! BackendKeyData and ReadyForQuery, and both streams are handed to the relay.
+//! upstream credentials never travel toward the client. When this phase succeeds the client's
+//! greeting (AuthenticationOk, the server's ParameterStatus messages, tollgate's own
+//! BackendKeyData and ReadyForQuery) is ready; the caller sends it once the session is
+//! recorded, and both streams are handed to the relay.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use super::scram;
 use super::upstream::{connect_upstream, open_upstream};
 use crate::auth::{Identity, Reason};
 use crate::config::ClientAuthMethod;
-use crate::conn::TargetRuntime;
+use crate::conn::{Refused, TargetRuntime, Ticket};
 use crate::net::Stream;
 
 /// Bytes read from a socket at a time.
@@ -107,6 +108,9 @@ impl Conn {
 
 /// An authenticated client joined to its logged-in upstream.
 pub struct Established {
+    /// AuthenticationOk, the server's parameters, tollgate's cancel key and ReadyForQuery:
+    /// not yet sent, so that a session that cannot be recorded never starts.
+    pub greeting: Vec<u8>,
     pub client: Conn,
     pub server: Conn,
     pub user: String,
@@ -123,14 +127,19 @@ pub struct Established {
 
 /// The startup phase, within `startup_timeout`. `Ok(None)` when the connection was a
 /// CancelRequest (handled here).
+///
+/// `ticket` is admitted to a session slot as soon as the client has authenticated, before
+/// anything is opened upstream.
 pub async fn run(
     ctx: &PgContext,
     tcp: TcpStream,
     peer: SocketAddr,
+    ticket: &mut Ticket,
 ) -> Result<Option<Established>, Error> {
     let mut client = Conn::new(Stream::Tcp(tcp));
     let limit = ctx.config.limits.startup_timeout;
-    let Ok(outcome) = tokio::time::timeout(limit, login(ctx, &mut client, peer)).await else {
+    let Ok(outcome) = tokio::time::timeout(limit, login(ctx, &mut client, peer, ticket)).await
+    else {
         // As PostgreSQL does when authentication_timeout runs out: say why, then close. (Cut
         // during a TLS handshake, the client stream is a placeholder and hears nothing.)
         let e = Error::TimedOut(limit);
@@ -143,6 +152,7 @@ pub async fn run(
     };
     match outcome {
         Ok(Some(l)) => Ok(Some(Established {
+            greeting: l.greeting,
             client,
             server: l.server,
             user: l.user,
@@ -166,6 +176,7 @@ pub async fn run(
 
 /// [`Established`] but for the client connection, which the caller keeps.
 struct LoggedIn {
+    greeting: Vec<u8>,
     server: Conn,
     user: String,
     identity: Identity,
@@ -180,6 +191,7 @@ async fn login(
     ctx: &PgContext,
     client: &mut Conn,
     peer: SocketAddr,
+    ticket: &mut Ticket,
 ) -> Result<Option<LoggedIn>, Error> {
     let mut tls = false;
     // PostgreSQL 17's direct TLS (`sslnegotiation=direct`): a TLS handshake record as the first
@@ -352,6 +364,24 @@ async fn login(
         target = target.config.name,
         "client authenticated"
     );
+    if let Err(refused) = ticket.admit() {
+        match refused {
+            Refused::ShuttingDown => {
+                client
+                    .fatal(
+                        "57P01",
+                        "terminating connection because tollgate is shutting down",
+                    )
+                    .await
+            }
+            _ => {
+                client
+                    .fatal("53300", "sorry, too many clients already")
+                    .await
+            }
+        }
+        return Err(Error::Refused(refused.to_string()));
+    }
 
     // An identity that may only read gets a read-only session in the database itself, which
     // it cannot lift (default_transaction_read_only and READ WRITE are protected settings).
@@ -388,15 +418,17 @@ async fn login(
         process_id: key.process_id,
         secret_key: key.secret_key,
     });
-    let mut out = Vec::new();
-    messages::put_auth(&mut out, 0, &[]);
-    out.extend_from_slice(&key.greeting);
-    messages::put_backend_key(&mut out, cancel.process_id(), secret);
-    messages::put_ready(&mut out, key.status);
-    client.send(&out).await?;
+    // Sent by the caller once the session is recorded: a session the audit store cannot
+    // record never starts.
+    let mut greeting = Vec::new();
+    messages::put_auth(&mut greeting, 0, &[]);
+    greeting.extend_from_slice(&key.greeting);
+    messages::put_backend_key(&mut greeting, cancel.process_id(), secret);
+    messages::put_ready(&mut greeting, key.status);
     // Anything the server sent after its ReadyForQuery stays in `server.buf` for the relay.
 
     Ok(Some(LoggedIn {
+        greeting,
         server,
         user,
         identity,

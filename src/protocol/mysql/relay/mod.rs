@@ -43,7 +43,11 @@ use crate::pipeline::{ConnInfo, ConnInspect, Origin, Ruling, Statement, Verdict}
 #[derive(Debug)]
 pub enum End {
     ClientClosed,
+    /// The server closed the connection or it broke; the client got ERR 2013.
     ServerClosed,
+    /// The server sent nothing for `upstream_timeout` while a command waited; the client got
+    /// ERR 2013.
+    ServerStalled,
     /// A malformed, oversize or out-of-order client packet; the client got an ERR.
     ClientProtocol(String),
     /// A malformed server packet, or a result that could not be masked; the client got an ERR.
@@ -359,16 +363,43 @@ impl Relay<'_> {
     }
 
     pub(super) async fn send_server(&mut self, payload: &[u8]) -> Result<(), End> {
-        self.server.send(0, payload).await.map_err(io)?;
+        if let Err(e) = self.server.send(0, payload).await {
+            warn!(conn = %self.info.id, error = %e, "the server connection broke");
+            self.last_err(&wire::err(
+                2013,
+                "HY000",
+                "Lost connection to the server (tollgate's upstream connection broke)",
+            ))
+            .await;
+            return Err(End::ServerClosed);
+        }
         Ok(())
     }
 
+    /// The server's next packet. A server that sends nothing for `upstream_timeout` while a
+    /// command waits for its answer is taken for stalled: the client gets ERR 2013 and the
+    /// connection ends.
     pub(super) async fn next_server(&mut self) -> Result<packet::Packet, End> {
-        match self
-            .server
-            .read(self.ctx.config.limits.max_server_frame)
-            .await
-        {
+        let limits = &self.ctx.config.limits;
+        let read = self.server.read(limits.max_server_frame);
+        let read = if limits.upstream_timeout.is_zero() {
+            read.await
+        } else {
+            match tokio::time::timeout(limits.upstream_timeout, read).await {
+                Ok(read) => read,
+                Err(_) => {
+                    let limit = limits.upstream_timeout;
+                    warn!(conn = %self.info.id, ?limit, "the server stalled during a command");
+                    let message = format!(
+                        "Lost connection to the server: it sent nothing for {} (tollgate limits.upstream_timeout); the statement may or may not have run",
+                        humantime::format_duration(limit)
+                    );
+                    self.last_err(&wire::err(2013, "HY000", &message)).await;
+                    return Err(End::ServerStalled);
+                }
+            }
+        };
+        match read {
             Ok(p) => Ok(p),
             Err(packet::Error::Closed | packet::Error::Truncated) => {
                 self.last_err(&wire::err(

@@ -25,7 +25,7 @@ mod to_client;
 mod to_server;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -50,8 +50,13 @@ use to_server::ToServer;
 pub enum End {
     /// The client sent Terminate or closed its socket.
     ClientClosed,
-    /// The server closed the connection.
+    /// The server closed the connection (or it broke); the client was sent FATAL 08006.
     ServerClosed,
+    /// Writing to the server failed; the server-to-client loop tells the client.
+    ServerWrite(std::io::Error),
+    /// A statement ran and the server sent nothing for `upstream_timeout`; the client was
+    /// sent FATAL 08006.
+    ServerStalled,
     /// A malformed or oversize client frame; the client was sent FATAL 08P01.
     ClientProtocol(String),
     /// A malformed server frame; the client was sent FATAL 08P01.
@@ -76,6 +81,11 @@ pub(super) struct Pending {
 pub(super) struct Shared {
     /// Statements sent (Query, Sync, FunctionCall) minus ReadyForQuery seen.
     pub in_flight: AtomicU64,
+    /// Batches forwarded to the server: a client still sending (COPY FROM STDIN) is not a
+    /// stalled server.
+    pub forwarded: AtomicU64,
+    /// A statement is held for approval: the server has nothing to answer meanwhile.
+    pub holding: AtomicBool,
     pub pending: Mutex<Vec<Pending>>,
     /// `pending.len()`, readable without the lock on the per-message path.
     pub pending_count: AtomicUsize,
@@ -111,6 +121,8 @@ pub async fn run(
         .expect("system random number generator failed");
     let shared = Shared {
         in_flight: AtomicU64::new(0),
+        forwarded: AtomicU64::new(0),
+        holding: AtomicBool::new(false),
         pending: Mutex::new(Vec::new()),
         pending_count: AtomicUsize::new(0),
         tracker: results::Tracker::default(),
@@ -141,6 +153,7 @@ pub async fn run(
         copying: false,
         syncs_since_execute: 0,
         portals: results::ClientSide::default(),
+        room: Room::default(),
     }
     .run(client.buf);
     let catalog = (!ctx.column_rules.is_empty())
@@ -159,14 +172,17 @@ pub async fn run(
         units_done: 0,
         status: TxStatus::Idle,
         rows: results::ServerSide::default(),
+        room: Room::default(),
+        copy_in: false,
     }
     .run(server.buf);
     tokio::pin!(to_server, to_client);
     tokio::select! {
         biased;
         end = &mut to_server => match end {
-            // The server-to-client loop is sending the client its FATAL error.
-            End::ClientProtocol(_) => {
+            // The server-to-client loop is sending the client its FATAL error (for a server
+            // that went away, once it sees the end of the server's stream).
+            End::ClientProtocol(_) | End::ServerWrite(_) => {
                 let _ = tokio::time::timeout(Duration::from_secs(5), &mut to_client).await;
                 end
             }
@@ -202,6 +218,49 @@ impl Problem {
             sqlstate: "08P01",
             message: format!("tollgate received an invalid message from the server: {e}"),
         }
+    }
+}
+
+/// Room a read gets while little arrives: what an idle session keeps per direction.
+pub(super) const IDLE_CHUNK: usize = 4 * 1024;
+
+/// How much room the next read of one direction gets. While reads are small and nothing is
+/// left over, the buffer is [`IDLE_CHUNK`] (an idle session costs little: docs/performance.md,
+/// "Idle sessions"); once a read fills it, reads get [`READ_CHUNK`] (results stream in large
+/// reads) until the stream is quiet again.
+pub(super) struct Room {
+    /// The buffer may hold more than IDLE_CHUNK (the login's buffer, or a stream's).
+    big: bool,
+    last_read: usize,
+}
+
+impl Default for Room {
+    fn default() -> Room {
+        Room {
+            big: true,
+            last_read: 0,
+        }
+    }
+}
+
+impl Room {
+    pub fn make(&mut self, buf: &mut BytesMut) {
+        if self.last_read < IDLE_CHUNK && buf.is_empty() {
+            if self.big {
+                // Drops the large allocation (a reserve would reclaim it).
+                *buf = BytesMut::with_capacity(IDLE_CHUNK);
+                self.big = false;
+            } else {
+                buf.reserve(IDLE_CHUNK);
+            }
+        } else {
+            buf.reserve(READ_CHUNK);
+            self.big = true;
+        }
+    }
+
+    pub fn read(&mut self, n: usize) {
+        self.last_read = n;
     }
 }
 

@@ -15,7 +15,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::{Batch, End, Problem, Record, Shared, shrink, write_all};
+use super::{Batch, End, Problem, Record, Room, Shared, shrink, write_all};
 use crate::audit::{self, Event, Outcome};
 use crate::conn::{Control, Lifecycle, Phase};
 use crate::mask::Masker;
@@ -27,8 +27,9 @@ use crate::protocol::pg::frame::{self, Message};
 use crate::protocol::pg::messages::{self, Backend, Severity, TxStatus, put_error};
 use crate::protocol::pg::recording::ServerBatch;
 use crate::protocol::pg::results;
-use crate::protocol::pg::startup::{PINNED_PARAMETERS, READ_CHUNK};
+use crate::protocol::pg::startup::PINNED_PARAMETERS;
 use crate::protocol::pg::transform;
+use tracing::warn;
 
 /// The server-to-client loop of one connection and the state it keeps between messages.
 pub(super) struct ToClient<'a> {
@@ -47,6 +48,9 @@ pub(super) struct ToClient<'a> {
     /// The transaction status of the last ReadyForQuery.
     pub status: TxStatus,
     pub rows: results::ServerSide,
+    pub room: Room,
+    /// The server answered a COPY FROM STDIN and waits for the client's data.
+    pub copy_in: bool,
 }
 
 /// One batch: the messages framed from one read, and what the stages made of them.
@@ -141,6 +145,12 @@ impl ToClient<'_> {
     /// settings, ReadyForQuery (units done, refusals that can no longer come), result shapes.
     async fn observe(&mut self, m: Message<'_>) -> Result<(), Problem> {
         let shared = self.shared;
+        // During COPY FROM STDIN the server waits for the client: its silence is no stall.
+        match m.tag {
+            b'G' => self.copy_in = true,
+            b'C' | b'E' | b'Z' => self.copy_in = false,
+            _ => {}
+        }
         match m.tag {
             b'S' => {
                 if let Backend::ParameterStatus { name, value } =
@@ -264,26 +274,106 @@ impl ToClient<'_> {
         None
     }
 
-    /// Waits for more from the server or a message on the control line.
+    /// Waits for more from the server or a message on the control line; watches for a server
+    /// that stalls while a statement runs.
     async fn wait(&mut self, buf: &mut BytesMut) -> Result<(), End> {
-        buf.reserve(READ_CHUNK);
-        tokio::select! {
-            biased;
-            read = self.rd.read_buf(buf) => match read {
-                Ok(0) => Err(End::ServerClosed),
-                Ok(_) => Ok(()),
-                Err(e) => Err(End::Io(e)),
-            },
-            Some(control) = self.control.recv() => match control {
-                Control::Fatal(out) => {
-                    let _ = write_all(&mut self.wr, &out).await;
-                    Err(End::ClientProtocol("reported by the client loop".into()))
-                }
-                Control::Notice(out) => write_all(&mut self.wr, &out).await.map_err(End::Io),
-                Control::Phase(Phase::Closing) => Err(shutdown(&mut self.wr).await),
-                // Draining is checked after each batch.
-                Control::Phase(_) => Ok(()),
-            },
+        self.room.make(buf);
+        let mut silence = Silence::new(self.ctx.config.limits.upstream_timeout);
+        silence.stalled(self.shared, self.copy_in);
+        loop {
+            tokio::select! {
+                biased;
+                read = self.rd.read_buf(buf) => return match read {
+                    Ok(0) => Err(self.server_lost("closed the connection").await),
+                    Ok(n) => {
+                        self.room.read(n);
+                        Ok(())
+                    }
+                    Err(e) => Err(self.server_lost(&format!("broke ({e})")).await),
+                },
+                Some(control) = self.control.recv() => return match control {
+                    Control::Fatal(out) => {
+                        let _ = write_all(&mut self.wr, &out).await;
+                        Err(End::ClientProtocol("reported by the client loop".into()))
+                    }
+                    Control::Notice(out) => write_all(&mut self.wr, &out).await.map_err(End::Io),
+                    Control::Phase(Phase::Closing) => Err(shutdown(&mut self.wr).await),
+                    // Draining is checked after each batch.
+                    Control::Phase(_) => Ok(()),
+                },
+                _ = silence.tick() => if silence.stalled(self.shared, self.copy_in) {
+                    let limit = self.ctx.config.limits.upstream_timeout;
+                    warn!(conn = %self.info.id, ?limit, "the server stalled during a statement");
+                    let message = format!(
+                        "tollgate: the database server sent nothing for {} while a statement ran (limits.upstream_timeout); the connection is closed and the statement may or may not have run",
+                        humantime::format_duration(limit)
+                    );
+                    self.fatal_to_client("08006", &message).await;
+                    return Err(End::ServerStalled);
+                },
+            }
+        }
+    }
+
+    /// The server went away: the client is told (FATAL 08006), as libpq would tell it.
+    async fn server_lost(&mut self, how: &str) -> End {
+        warn!(conn = %self.info.id, how, "the server connection ended");
+        self.fatal_to_client(
+            "08006",
+            &format!(
+                "tollgate: the database server {how} unexpectedly; the statement in progress may or may not have run"
+            ),
+        )
+        .await;
+        End::ServerClosed
+    }
+
+    async fn fatal_to_client(&mut self, sqlstate: &str, message: &str) {
+        let mut out = Vec::new();
+        put_error(&mut out, Severity::Fatal, sqlstate, message);
+        let _ = write_all(&mut self.wr, &out).await;
+    }
+}
+
+/// How long the server has been silent while a statement of the client's runs on it, the
+/// client sending nothing more either.
+struct Silence {
+    limit: std::time::Duration,
+    /// Since when, and the client's forwarded batches then.
+    since: Option<(std::time::Instant, u64)>,
+}
+
+impl Silence {
+    fn new(limit: std::time::Duration) -> Silence {
+        Silence { limit, since: None }
+    }
+
+    /// Completes every quarter of the limit (never when it is off).
+    async fn tick(&self) {
+        if self.limit.is_zero() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(self.limit / 4).await;
+    }
+
+    /// Whether the server has been silent for the limit while it owed an answer (not while
+    /// it waits for the client's COPY data, nor during an approval hold).
+    fn stalled(&mut self, shared: &Shared, copy_in: bool) -> bool {
+        if self.limit.is_zero()
+            || copy_in
+            || shared.in_flight.load(Ordering::Acquire) == 0
+            || shared.holding.load(Ordering::Acquire)
+        {
+            self.since = None;
+            return false;
+        }
+        let forwarded = shared.forwarded.load(Ordering::Acquire);
+        match self.since {
+            Some((t, f)) if f == forwarded => t.elapsed() >= self.limit,
+            _ => {
+                self.since = Some((std::time::Instant::now(), forwarded));
+                false
+            }
         }
     }
 }

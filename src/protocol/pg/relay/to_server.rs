@@ -18,7 +18,7 @@ use tracing::{debug, info};
 
 use super::hold::{Held, hold_statement};
 use super::{
-    Batch, End, MAX_PENDING_REFUSALS, Pending, Problem, Record, Shared, shrink, write_all,
+    Batch, End, MAX_PENDING_REFUSALS, Pending, Problem, Record, Room, Shared, shrink, write_all,
 };
 use crate::audit::{self, Event, Outcome};
 use crate::conn::Control;
@@ -31,7 +31,6 @@ use crate::protocol::pg::frame::{self, Message, put_message};
 use crate::protocol::pg::messages::{self, Frontend, Severity, put_error};
 use crate::protocol::pg::recording;
 use crate::protocol::pg::results::{self, Expect};
-use crate::protocol::pg::startup::READ_CHUNK;
 
 /// The client-to-server loop of one connection and the state it keeps between messages.
 pub(super) struct ToServer<'a> {
@@ -56,6 +55,7 @@ pub(super) struct ToServer<'a> {
     pub copying: bool,
     pub syncs_since_execute: u64,
     pub portals: results::ClientSide,
+    pub room: Room,
 }
 
 /// One batch: the messages framed from one read, and what the stages made of them.
@@ -266,7 +266,9 @@ impl ToServer<'_> {
                 control: &self.control,
                 interrupt: &self.shared.interrupt,
             };
-            let (verdict, note) = hold_statement(
+            // The server is silent while an approver decides: no stall (upstream_timeout).
+            self.shared.holding.store(true, Ordering::Release);
+            let held = hold_statement(
                 info,
                 approvals,
                 statement,
@@ -275,8 +277,10 @@ impl ToServer<'_> {
                 self.masker,
                 &mut held,
             )
-            .await
-            .map_err(Stop::End)?;
+            .await;
+            self.shared.holding.store(false, Ordering::Release);
+            self.shared.forwarded.fetch_add(1, Ordering::Release);
+            let (verdict, note) = held.map_err(Stop::End)?;
             ruling.verdict = verdict;
             ruling.reason = note;
         }
@@ -370,7 +374,10 @@ impl ToServer<'_> {
         if step.pos > 0 {
             let bytes = step.batch.finish(buf, step.pos);
             if !bytes.is_empty() {
-                write_all(&mut self.wr, bytes).await.map_err(End::Io)?;
+                write_all(&mut self.wr, bytes)
+                    .await
+                    .map_err(End::ServerWrite)?;
+                self.shared.forwarded.fetch_add(1, Ordering::Release);
             }
             buf.advance(step.pos);
         }
@@ -395,7 +402,7 @@ impl ToServer<'_> {
     /// authenticate again; idle means the client sends nothing while nothing of its runs on
     /// the server.
     async fn read_more(&mut self, buf: &mut BytesMut) -> Result<(), End> {
-        buf.reserve(READ_CHUNK);
+        self.room.make(buf);
         let idle = self.ctx.config.limits.idle_timeout;
         let read = loop {
             if idle.is_zero() {
@@ -420,7 +427,10 @@ impl ToServer<'_> {
         };
         match read {
             Ok(0) => Err(End::ClientClosed),
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                self.room.read(n);
+                Ok(())
+            }
             Err(e) => Err(End::Io(e)),
         }
     }
