@@ -78,7 +78,12 @@ const CASES: &[(&str, Action, &str)] = &[
     ("reset statement_timeout", A, "agents-read"),
     ("discard all", A, "agents-read"),
     ("listen events", A, "agents-read"),
-    ("notify events, 'hello'", A, "agents-read"),
+    // NOTIFY reaches every listening session (jobs, triggers): a call, as pg_notify() is.
+    (
+        "notify events, 'hello'",
+        H,
+        "agents-calls-and-locks-need-approval",
+    ),
     ("deallocate all", A, "agents-read"),
     ("", A, ""),
     ("select 1; select 2", A, "agents-read"),

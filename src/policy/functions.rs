@@ -87,6 +87,24 @@ const LOCKS: &[&str] = &[
     "pg_advisory_unlock_all",
 ];
 
+/// The operators `pg_catalog` defines (PostgreSQL 15, `pg_operator`); the grammar's own `AND`,
+/// `OR`, `NOT`, `IS`, `IN`, `LIKE`… are no operators of this list and run no user code.
+const CATALOG_OPERATORS: &[&str] = &[
+    "!!", "!~", "!~*", "!~~", "!~~*", "#", "##", "#-", "#>", "#>>", "%", "&", "&&", "&<", "&<|",
+    "&>", "*", "*<", "*<=", "*<>", "*=", "*>", "*>=", "+", "-", "->", "->>", "-|-", "/", "<",
+    "<->", "<<", "<<=", "<<|", "<=", "<>", "<@", "<^", "=", ">", ">=", ">>", ">>=", ">^", "?",
+    "?#", "?&", "?-", "?-|", "?|", "?||", "@", "@-@", "@>", "@?", "@@", "@@@", "^", "^@", "|",
+    "|&>", "|/", "|>>", "||", "||/", "~", "~*", "~<=~", "~<~", "~=", "~>=~", "~>~", "~~", "~~*",
+    "!=",
+];
+
+/// Whether an operator (as written, unqualified) is one of `pg_catalog`'s. Another runs a
+/// user-defined function: a call. (A user-defined overload of a built-in operator symbol for
+/// other types is not seen: that needs the target's catalog.)
+pub fn is_catalog_operator(op: &str) -> bool {
+    CATALOG_OPERATORS.contains(&op)
+}
+
 /// `pg_catalog` function names: `true` when every overload is immutable or stable.
 static CATALOG: LazyLock<HashMap<&'static str, bool>> = LazyLock::new(|| {
     include_str!("pg_catalog_functions.txt")

@@ -32,6 +32,9 @@ use super::functions::{self, Effect};
 
 /// Statements longer than this are refused before parsing (bytes).
 pub const MAX_STATEMENT_BYTES: usize = 1 << 20;
+/// `/*` openings a statement may hold (nested comments make the scanner's work grow faster
+/// than the text).
+pub const MAX_COMMENTS: usize = 1_000;
 
 /// Parses `sql` (one or more statements) with PostgreSQL's grammar and classifies each.
 pub fn classify(sql: &str) -> Result<Vec<Classified>, Error> {
@@ -39,6 +42,13 @@ pub fn classify(sql: &str) -> Result<Vec<Classified>, Error> {
         return Err(Error::TooComplex(format!(
             "the statement is {} bytes; at most {MAX_STATEMENT_BYTES} are analysed",
             sql.len()
+        )));
+    }
+    // Nested comments cost the scanner more than linear time: bounded before it runs.
+    let comments = sql.as_bytes().windows(2).filter(|w| w == b"/*").count();
+    if comments > MAX_COMMENTS {
+        return Err(Error::TooComplex(format!(
+            "{comments} comment openings; at most {MAX_COMMENTS} are analysed"
         )));
     }
     let parsed = pg_query::parse(sql, 0).map_err(|e| match e {
@@ -71,6 +81,14 @@ pub fn fingerprint(sql: &str) -> Option<String> {
     }
     // (`scan`, not `scan_tokens`: the latter builds a slice from a null pointer when the text
     // holds no token at all.)
+    // A UESCAPE literal changes what a U& identifier names: such texts are never shared.
+    if sql
+        .as_bytes()
+        .windows(7)
+        .any(|w| w.eq_ignore_ascii_case(b"uescape"))
+    {
+        return None;
+    }
     let tokens = pg_query::scan(sql).ok()?.tokens;
     let mut out = String::with_capacity(sql.len());
     let mut keeps_number = false;
@@ -84,7 +102,8 @@ pub fn fingerprint(sql: &str) -> Option<String> {
                 out.push_str("\u{2}c")
             }
             // Unquoted words fold to lower case, as the server folds them.
-            _ if !text.starts_with('"') => out.push_str(&text.to_lowercase()),
+            // (ASCII only, as the server folds: the Kelvin sign is no `k` to PostgreSQL.)
+            _ if !text.starts_with('"') => out.push_str(&text.to_ascii_lowercase()),
             _ => out.push_str(text),
         }
         keeps_number = ["limit", "offset", "fetch", "first", "next"]
@@ -187,7 +206,9 @@ fn statement_kind(node: &str) -> Option<Kind> {
         | "AlterEventTrigStmt"
         | "CreatePlangStmt" => Procedural,
         "VariableShowStmt" | "DiscardStmt" | "PrepareStmt" | "ExecuteStmt" | "DeallocateStmt"
-        | "ListenStmt" | "UnlistenStmt" | "NotifyStmt" | "ClosePortalStmt" => Session,
+        | "ListenStmt" | "UnlistenStmt" | "ClosePortalStmt" => Session,
+        // A notification reaches every listening session, as pg_notify() does: a call.
+        "NotifyStmt" => Call,
         "TransactionStmt" | "ConstraintsSetStmt" => Transaction,
         "VacuumStmt" | "ClusterStmt" | "ReindexStmt" | "CheckPointStmt" | "LoadStmt"
         | "AlterSystemStmt" => Admin,
@@ -250,6 +271,12 @@ fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {
 
 fn int_field(v: &Value, field: &str) -> i64 {
     v.get(field).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// The select of a subquery or CTE when it is a plain one (no set operation).
+fn plain_select(v: Option<&Value>) -> Option<&Value> {
+    let (_, s) = v.and_then(node).filter(|(n, _)| *n == "SelectStmt")?;
+    (int_field(s, "op") <= 1).then_some(s)
 }
 
 /// Whether a subtree holds a column reference (a condition without one is the same for every
@@ -335,19 +362,48 @@ impl Walk {
                 _ => {}
             }
         }
-        // Stars projected by a select list or RETURNING, at any depth.
+        // Stars that pass columns on under their own names: in RETURNING, and in a FROM
+        // subquery or CTE that is a plain select (a set operation's branches take the first
+        // branch's names) renaming nothing. Any other star (a set operation's later branch, an
+        // expression subquery compared with values) carries every column, which counts as
+        // computing over all of them. (The outermost query's stars are bare: below.)
+        let star_of = |target: &Value| -> Option<usize> {
+            let (_, rt) = node(target).filter(|(n, _)| *n == "ResTarget")?;
+            let (_, cr) = rt
+                .get("val")
+                .and_then(node)
+                .filter(|(n, _)| *n == "ColumnRef")?;
+            list(cr, "fields")
+                .iter()
+                .any(|f| node(f).is_some_and(|(n, _)| n == "AStar"))
+                .then_some(cr as *const Value as usize)
+        };
         let mut stack = vec![tree];
         while let Some(v) = stack.pop() {
             match v {
                 Value::Object(map) => {
-                    if let Some(rt) = map.get("ResTarget")
-                        && let Some(val) = rt.get("val")
-                        && let Some(("ColumnRef", cr)) = node(val)
-                        && list(cr, "fields")
-                            .iter()
-                            .any(|f| node(f).is_some_and(|(n, _)| n == "AStar"))
-                    {
-                        self.projected_stars.insert(cr as *const Value as usize);
+                    let passthrough = if let Some(rs) = map.get("RangeSubselect") {
+                        let renamed = rs
+                            .get("alias")
+                            .is_some_and(|a| !list(a, "colnames").is_empty());
+                        (!renamed)
+                            .then(|| plain_select(rs.get("subquery")))
+                            .flatten()
+                    } else if let Some(cte) = map.get("CommonTableExpr") {
+                        let renamed = !list(cte, "aliascolnames").is_empty();
+                        (!renamed)
+                            .then(|| plain_select(cte.get("ctequery")))
+                            .flatten()
+                    } else {
+                        None
+                    };
+                    if let Some(select) = passthrough {
+                        self.projected_stars
+                            .extend(list(select, "target_list").iter().filter_map(star_of));
+                    }
+                    if let Some(returning) = map.get("returning_clause").filter(|r| r.is_object()) {
+                        self.projected_stars
+                            .extend(list(returning, "exprs").iter().filter_map(star_of));
                     }
                     stack.extend(map.values());
                 }
@@ -430,10 +486,15 @@ impl Walk {
                 }
             }
             "AExpr" => {
-                // A user-defined operator runs its function: an operator named with a schema
-                // (`OPERATOR(s.op)`) other than pg_catalog is a call.
+                // A user-defined operator runs its function: an operator that is not one of
+                // pg_catalog's, or is named with another schema (`OPERATOR(s.op)`), is a call.
                 let parts: Vec<&str> = list(body, "name").iter().filter_map(string).collect();
-                if parts.len() > 1 && parts[0] != "pg_catalog" {
+                let foreign = match parts.as_slice() {
+                    [] => false,
+                    [op] | ["pg_catalog", op] => !functions::is_catalog_operator(op),
+                    _ => true,
+                };
+                if foreign {
                     self.out
                         .functions
                         .insert(format!("operator({})", parts.join(".")));
@@ -442,6 +503,15 @@ impl Walk {
             }
             "LockingClause" => {
                 self.out.kinds.insert(Kind::Lock);
+            }
+            // ORDER BY 2: sorting by an output column by position compares its values.
+            "SortBy"
+                if body
+                    .get("node")
+                    .and_then(node)
+                    .is_some_and(|(n, _)| n == "AConst") =>
+            {
+                self.out.computed_columns.insert("*".into());
             }
             "VariableSetStmt" => self.set(body),
             "TransactionStmt" => {
@@ -467,6 +537,13 @@ impl Walk {
                 if body.get("into_clause").is_some_and(Value::is_object) {
                     self.out.select_into = true;
                     self.out.kinds.insert(Kind::Ddl);
+                }
+                // GROUP BY 2 groups by an output column's values.
+                if list(body, "group_clause")
+                    .iter()
+                    .any(|g| node(g).is_some_and(|(n, _)| n == "AConst"))
+                {
+                    self.out.computed_columns.insert("*".into());
                 }
                 let unlimited = !body.get("limit_count").is_some_and(Value::is_object);
                 let unfiltered = !body.get("where_clause").is_some_and(Value::is_object);

@@ -59,7 +59,7 @@ fn kinds_of_statements() {
         ("analyze t", &[Admin]),
         ("lock table t", &[Lock]),
         ("listen ch", &[Session]),
-        ("notify ch, 'x'", &[Session]),
+        ("notify ch, 'x'", &[Call]),
         ("prepare p as delete from t", &[Session, Write]),
         ("execute p", &[Session]),
         ("deallocate all", &[Session]),
