@@ -48,6 +48,10 @@ pub struct ConnInfo {
     pub who: Arc<crate::audit::Who>,
     /// The wire protocol, which chooses the SQL dialect statements are read in.
     pub protocol: crate::config::Protocol,
+    /// Names of the functions outside `pg_catalog` the upstream session can see (user-defined
+    /// and extension functions), read from the server's catalog at login: a call or attribute
+    /// reference naming one is a `call`. Empty for MySQL.
+    pub user_functions: Arc<std::collections::BTreeSet<String>>,
 }
 
 /// How a statement reached the proxy.
@@ -137,6 +141,12 @@ pub trait Inspect: Send + Sync {
     /// Whether a setting (lower case) may be changed, by statement or startup parameter.
     fn setting_allowed(&self, _name: &str) -> bool {
         true
+    }
+
+    /// Whether the stage judges function calls, so the wire reads the target's user-defined
+    /// functions at login (`ConnInfo::user_functions`).
+    fn needs_user_functions(&self) -> bool {
+        false
     }
 }
 

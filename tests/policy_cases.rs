@@ -634,6 +634,7 @@ rules:
 
 fn conn() -> ConnInfo {
     ConnInfo {
+        user_functions: Default::default(),
         id: ConnId(1),
         client_addr: SocketAddr::from(([127, 0, 0, 1], 5000)),
         user: "agent".into(),

@@ -65,6 +65,7 @@ pub fn connected(id: ConnId, peer: SocketAddr, s: &Login<'_>) -> ConnInfo {
         application_name: s.application_name.map(str::to_owned),
         who,
         protocol: s.protocol,
+        user_functions: Default::default(),
     };
     info!(
         session = info.who.session.as_ref().map(|s| s.0.as_str()),

@@ -132,6 +132,9 @@ pub struct Classified {
     /// folded to lower case as PostgreSQL folds setting names; `all` for `RESET ALL`, `?` for
     /// one named by an expression.
     pub settings: BTreeSet<String>,
+    /// Names after a dot (`t.f`, `(x).f`): a column or composite field, or a function applied
+    /// to what precedes it (PostgreSQL); judged against the target's functions.
+    pub field_names: BTreeSet<String>,
     /// Whether the classification read a literal's value (a `set_config` setting name): it is
     /// then never shared with texts that differ in literals.
     #[serde(skip)]

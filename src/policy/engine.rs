@@ -261,6 +261,27 @@ impl Policy {
         std::borrow::Cow::Owned(s)
     }
 
+    /// A classification with what the target's catalog adds to it: a call of a function, or a
+    /// name after a dot, that names one of the target's functions outside `pg_catalog` (which
+    /// can do anything, and may overload a built-in name) is a `call`.
+    pub fn with_user_functions<'a>(
+        s: &'a Classified,
+        user_functions: &std::collections::BTreeSet<String>,
+    ) -> std::borrow::Cow<'a, Classified> {
+        let bare = |f: &String| f.rsplit('.').next().unwrap_or(f).to_owned();
+        let calls = s
+            .functions
+            .iter()
+            .chain(&s.field_names)
+            .any(|f| user_functions.contains(&bare(f)));
+        if !calls || s.kinds.contains(&classify::Kind::Call) {
+            return std::borrow::Cow::Borrowed(s);
+        }
+        let mut s = s.clone();
+        s.kinds.insert(classify::Kind::Call);
+        std::borrow::Cow::Owned(s)
+    }
+
     fn decide_unparsed(
         &self,
         identity: &Identity,

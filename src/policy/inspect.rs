@@ -41,6 +41,10 @@ impl Inspect for PolicyStage {
         self.0.policy().rules().setting_allowed(name)
     }
 
+    fn needs_user_functions(&self) -> bool {
+        true
+    }
+
     fn connect(&self, _conn: &ConnInfo) -> Box<dyn ConnInspect> {
         Box::new(ConnPolicy {
             inspector: Arc::clone(&self.0),
@@ -171,6 +175,17 @@ impl ConnPolicy {
         let Ok(list) = classified.as_ref() else {
             let report = policy.decide(&conn.identity, &conn.database, statement.sql, dialect);
             return (report.decision, Vec::new(), Vec::new());
+        };
+        // Calls of the target's own functions (its catalog, read at login) are calls.
+        let adjusted: Vec<Classified>;
+        let list: &[Classified] = if conn.user_functions.is_empty() {
+            list
+        } else {
+            adjusted = list
+                .iter()
+                .map(|c| Policy::with_user_functions(c, &conn.user_functions).into_owned())
+                .collect();
+            &adjusted
         };
         let decision = if list.iter().any(|c| c.executes.is_some()) {
             // SQL-level EXECUTE runs what was prepared: judge that instead.

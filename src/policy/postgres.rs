@@ -632,6 +632,7 @@ impl Walk {
 
     /// A name after a dot that may be a function applied to what precedes it.
     fn attribute(&mut self, name: &str) {
+        self.out.field_names.insert(name.to_owned());
         if functions::is_catalog_function(name) {
             self.function(name);
         }

@@ -137,7 +137,8 @@ async fn serve_conn(
         tls: est.client_tls,
         protocol: Protocol::Postgres,
     };
-    let info = session::connected(id, peer, &session);
+    let mut info = session::connected(id, peer, &session);
+    info.user_functions = std::sync::Arc::clone(&est.user_functions);
     // The greeting goes out only once the session is recorded; if it cannot be, FATAL 58030
     // in its place.
     let out = if session::record_start(ctx, &info, &session).is_err() {

@@ -123,6 +123,8 @@ pub struct Established {
     pub cancel: Registration,
     /// Whether the client connection is TLS.
     pub client_tls: bool,
+    /// The target's functions outside pg_catalog (`ConnInfo::user_functions`).
+    pub user_functions: Arc<std::collections::BTreeSet<String>>,
 }
 
 /// The startup phase, within `startup_timeout`. `Ok(None)` when the connection was a
@@ -162,6 +164,7 @@ pub async fn run(
             application_name: l.application_name,
             cancel: l.cancel,
             client_tls: l.tls,
+            user_functions: l.user_functions,
         })),
         Ok(None) => Ok(None),
         Err(e @ (Error::Frame(_) | Error::Message(_))) => {
@@ -185,6 +188,7 @@ struct LoggedIn {
     application_name: Option<String>,
     cancel: Registration,
     tls: bool,
+    user_functions: Arc<std::collections::BTreeSet<String>>,
 }
 
 async fn login(
@@ -412,6 +416,27 @@ async fn login(
         }
     };
 
+    // The target's own functions, so the policy can tell their calls (on the agent's session).
+    let mut server = server;
+    let user_functions = if ctx.stages.inspect.needs_user_functions() {
+        match super::upstream::user_functions(&mut server, ctx.config.limits.max_server_frame).await
+        {
+            Ok(names) => Arc::new(names),
+            Err(e) => {
+                warn!(target = target.config.name, error = %e, "function catalog not read");
+                client
+                    .fatal(
+                        "08006",
+                        "tollgate could not read the target's function catalog (see the tollgate log)",
+                    )
+                    .await;
+                return Err(e);
+            }
+        }
+    } else {
+        Default::default()
+    };
+
     // AuthenticationOk, the server's parameters, tollgate's cancel key, ReadyForQuery.
     let (cancel, secret) = ctx.cancels.register(UpstreamKey {
         target: target.config.name.as_str().into(),
@@ -437,6 +462,7 @@ async fn login(
         application_name,
         cancel,
         tls,
+        user_functions,
     }))
 }
 

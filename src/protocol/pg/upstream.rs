@@ -239,3 +239,47 @@ fn allowed(
         ))
     }
 }
+
+/// The functions outside `pg_catalog` and `information_schema` that the upstream session can
+/// see, by name: user-defined and extension functions, which can do anything (and may overload
+/// a built-in name). Read on the agent's own upstream session right after its login, so the
+/// names are those its role resolves. A failure fails the login (the policy could not judge
+/// calls without it).
+pub(crate) async fn user_functions(
+    server: &mut Conn,
+    max: usize,
+) -> Result<std::collections::BTreeSet<String>, Error> {
+    const SQL: &str = "select distinct p.proname from pg_catalog.pg_proc p where p.pronamespace not in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)";
+    let mut out = Vec::new();
+    let mut body = SQL.as_bytes().to_vec();
+    body.push(0);
+    super::frame::put_message(&mut out, b'Q', &body);
+    server.send(&out).await?;
+    let mut names = std::collections::BTreeSet::new();
+    let mut failed = None;
+    loop {
+        let frame = server.read_message(max).await?;
+        let m = Message::from_frame(&frame);
+        match m.tag {
+            b'D' => {
+                let fields = super::transform::split_row(m.body).ok_or_else(|| {
+                    Error::Upstream("malformed row in the function catalog".into())
+                })?;
+                if let Some(Some(name)) = fields.first() {
+                    names.insert(String::from_utf8_lossy(name).into_owned());
+                }
+            }
+            b'E' => {
+                failed = Some(Error::Upstream(
+                    "the function catalog could not be read".into(),
+                ))
+            }
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(names),
+    }
+}
