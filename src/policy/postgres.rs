@@ -32,6 +32,8 @@ use super::functions::{self, Effect};
 
 /// Statements longer than this are refused before parsing (bytes).
 pub const MAX_STATEMENT_BYTES: usize = 1 << 20;
+/// Tokens a statement may hold (a 20,000-item IN list is about 40,000).
+pub const MAX_TOKENS: usize = 50_000;
 /// `/*` openings a statement may hold (nested comments make the scanner's work grow faster
 /// than the text).
 pub const MAX_COMMENTS: usize = 1_000;
@@ -45,10 +47,21 @@ pub fn classify(sql: &str) -> Result<Vec<Classified>, Error> {
         )));
     }
     // Nested comments cost the scanner more than linear time: bounded before it runs.
-    let comments = sql.as_bytes().windows(2).filter(|w| w == b"/*").count();
-    if comments > MAX_COMMENTS {
+    if too_many_comments(sql) {
+        let comments = sql.as_bytes().windows(2).filter(|w| w == b"/*").count();
         return Err(Error::TooComplex(format!(
             "{comments} comment openings; at most {MAX_COMMENTS} are analysed"
+        )));
+    }
+    // The tree's size follows the token count; a huge one costs the walk time and memory on a
+    // worker thread that serves other connections: bounded before parsing.
+    let tokens = pg_query::scan(sql)
+        .map_err(|e| Error::Parse(e.to_string()))?
+        .tokens
+        .len();
+    if tokens > MAX_TOKENS {
+        return Err(Error::TooComplex(format!(
+            "{tokens} tokens; at most {MAX_TOKENS} are analysed"
         )));
     }
     let parsed = pg_query::parse(sql, 0).map_err(|e| match e {
@@ -81,6 +94,10 @@ pub fn fingerprint(sql: &str) -> Option<String> {
     }
     // (`scan`, not `scan_tokens`: the latter builds a slice from a null pointer when the text
     // holds no token at all.)
+    // Nested comments make the scanner slow: such a text is refused by `classify` first.
+    if too_many_comments(sql) {
+        return None;
+    }
     // A UESCAPE literal changes what a U& identifier names: such texts are never shared.
     if sql
         .as_bytes()
@@ -271,6 +288,10 @@ fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {
 
 fn int_field(v: &Value, field: &str) -> i64 {
     v.get(field).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn too_many_comments(sql: &str) -> bool {
+    sql.as_bytes().windows(2).filter(|w| w == b"/*").count() > MAX_COMMENTS
 }
 
 /// The select of a subquery or CTE when it is a plain one (no set operation).
@@ -504,6 +525,15 @@ impl Walk {
             "LockingClause" => {
                 self.out.kinds.insert(Kind::Lock);
             }
+            // NATURAL joins compare every column the two sides share, USING the named ones.
+            "JoinExpr" => {
+                if body.get("is_natural").and_then(Value::as_bool) == Some(true) {
+                    self.out.computed_columns.insert("*".into());
+                }
+                for name in list(body, "using_clause").iter().filter_map(string) {
+                    self.out.computed_columns.insert(name.to_lowercase());
+                }
+            }
             // ORDER BY 2: sorting by an output column by position compares its values.
             "SortBy"
                 if body
@@ -528,6 +558,13 @@ impl Walk {
             }
             "CopyStmt" => self.copy(body),
             "SelectStmt" => {
+                // UNION (without ALL), INTERSECT and EXCEPT compare whole rows with each other
+                // (a row against a guessed literal row answers whether they are equal).
+                let op = int_field(body, "op");
+                let all = body.get("all").and_then(Value::as_bool) == Some(true);
+                if op > 2 || (op == 2 && !all) {
+                    self.out.computed_columns.insert("*".into());
+                }
                 // A bare VALUES list (an INSERT's rows) reads nothing.
                 let values_only =
                     !list(body, "values_lists").is_empty() && list(body, "from_clause").is_empty();
@@ -660,8 +697,11 @@ impl Walk {
         if whole_row || self.renames_columns {
             self.out.computed_columns.insert("*".into());
         }
+        // Column patterns match case-insensitively: a quoted "PAN" is a pan.
         if !names.is_empty() && !star {
-            self.out.computed_columns.insert(names.join("."));
+            self.out
+                .computed_columns
+                .insert(names.join(".").to_lowercase());
         }
     }
 

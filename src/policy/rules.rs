@@ -281,9 +281,16 @@ impl RuleSet {
             for span in parsed.rules {
                 let (line, column) = (span.referenced.line(), span.referenced.column());
                 let mut rule = span.value;
-                // Function names compare case-insensitively (MySQL's are; PostgreSQL's fold).
-                if let Some(functions) = &mut rule.matches.functions {
-                    for f in functions.iter_mut() {
+                // Function and column names compare case-insensitively (MySQL's are; a quoted
+                // mixed-case PostgreSQL name of a card column is still one).
+                for list in [
+                    &mut rule.matches.functions,
+                    &mut rule.matches.computed_columns,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    for f in list.iter_mut() {
                         *f = f.to_lowercase();
                     }
                 }
