@@ -1,6 +1,7 @@
 //! Numbers that may hold a card number, masked so that the result is still a number of the
 //! same type (masked digits become zeros): what both wires do to integer, decimal and
-//! floating-point values in binary results.
+//! floating-point values in binary results, and number columns in text results (a masked value
+//! must still parse as its column's type: `4111110000001111`, not `411111******1111`).
 
 use std::borrow::Cow;
 
@@ -44,4 +45,45 @@ pub fn mask_float(f: f64, masker: &Masker, forced: bool) -> Option<f64> {
     let masked = masked_digits(&digits, masker, forced)?;
     let m: f64 = masked.parse::<u64>().ok()? as f64;
     Some(if f < 0.0 { -m } else { m })
+}
+
+/// A number as text (`-4111111111111111.00`): its integer digits masked (as one card number
+/// when `forced`), then the whole value scanned (a fraction can hold one too); masked digits
+/// become zeros so that it still reads as a number. `None` when nothing changes.
+pub fn mask_number_text(v: &[u8], masker: &Masker, forced: bool) -> Option<Vec<u8>> {
+    let sign = usize::from(v.first() == Some(&b'-') || v.first() == Some(&b'+'));
+    let end = v[sign..]
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .map_or(v.len(), |p| p + sign);
+    let mut out: Option<Vec<u8>> = None;
+    if let Ok(digits) = std::str::from_utf8(&v[sign..end])
+        && !digits.is_empty()
+        && (forced || digits.len() >= super::pan::MIN_DIGITS)
+        && let Some(masked) = masked_digits(digits, masker, forced)
+    {
+        let mut o = Vec::with_capacity(v.len());
+        o.extend_from_slice(&v[..sign]);
+        o.extend_from_slice(masked.as_bytes());
+        o.extend_from_slice(&v[end..]);
+        out = Some(o);
+    }
+    // Whatever the integer part was, no run of digits anywhere may read as a card number.
+    let numbers = Masker::new(
+        if masker.format() == Format::Hmac {
+            Format::Redact
+        } else {
+            masker.format()
+        },
+        None,
+    );
+    let current = out.as_deref().unwrap_or(v);
+    if let Cow::Owned(m) = numbers.mask(current) {
+        out = Some(
+            m.into_iter()
+                .map(|b| if b == b'*' { b'0' } else { b })
+                .collect(),
+        );
+    }
+    out.filter(|o| o != v)
 }

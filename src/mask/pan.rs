@@ -1,14 +1,30 @@
-//! Finding card numbers (PANs) in bytes.
+//! Finding card numbers (PANs) in bytes, in any spelling a person can read.
 //!
-//! A candidate is a run of 12 to 19 digits, bare or in groups separated consistently by single
-//! spaces or single dashes (`4111 1111 1111 1111`, `4111-1111-1111-1111`). A group of more than
-//! 19 digits is never part of a PAN (order numbers, snowflake ids). A candidate is a PAN when
-//! its prefix and length fit a card brand and it passes the Luhn check. Letters, `_` or other
-//! punctuation next to the digits do not hide a PAN (`card4111111111111111`, `pan_4111…`).
+//! The text is read as **units** after folding: a decimal digit of any script or compatibility
+//! form (`4`, fullwidth `４`, Arabic-Indic `٤`, mathematical `𝟒`, a URL escape `%34`, a JSON
+//! escape `\u0034`), a separator (space, tab, newline, NBSP and the other Unicode spaces,
+//! `.` `/` `_` `:` `,`, hyphens and dashes, `%20`), an ignored format character (zero-width
+//! space and joiners, soft hyphen, bidi marks), or anything else, which ends a sequence.
 //!
-//! Pure and allocation-free on text without candidates; the scan is one pass over the bytes.
+//! A **sequence** is digit groups joined by runs of at most three separators (mixed or
+//! doubled). A candidate is
+//! - consecutive whole groups holding 12 to 19 digits after leading zeros
+//!   (`4111.1111.1111.1111`, `0000 4111 1111 1111 1111`, `4,111,111,111,111,111.00`);
+//! - within one group, a PAN followed by an expiry (4 digits, a month among its first or last
+//!   two) or an expiry and a CVV (7): `41111111111111111225`;
+//! - a number in scientific notation whose integer part has 12 to 19 digits
+//!   (`4.111111111111111e+15`).
+//!
+//! A candidate is a PAN when its prefix and length fit a card brand and it passes the Luhn
+//! check. Letters next to the digits do not hide it (`card4111111111111111`).
+//!
+//! The work per byte is bounded: a group keeps at most [`MAX_GROUP`] digits (longer runs
+//! cannot hold a PAN by these rules and are skipped), a sequence at most [`MAX_SEQUENCE`].
+//! Pure and allocation-free; text without digit-like bytes is skipped eight bytes at a time.
 
 use std::ops::Range;
+
+use super::unicode;
 
 /// Card brands by prefix range and allowed lengths (PCI SSC and issuer tables).
 const BRANDS: &[(&str, u64, u64, usize, &[usize])] = &[
@@ -38,8 +54,20 @@ const BRANDS: &[(&str, u64, u64, usize, &[usize])] = &[
 
 pub const MIN_DIGITS: usize = 12;
 pub const MAX_DIGITS: usize = 19;
+/// Separators allowed between two groups of one sequence.
+const MAX_SEPARATOR_RUN: usize = 3;
+/// Leading zeros of a group kept (more are skipped: they never change what follows).
+const MAX_LEADING_ZEROS: usize = 8;
+/// Digits appended to a PAN within one group: an expiry, an expiry and a CVV. (A CVV alone
+/// would make one random 19-digit number in forty a PAN.)
+const SUFFIXES: [usize; 2] = [4, 7];
+/// Digits a group can hold and still be (zeros +) a PAN + a suffix.
+pub const MAX_GROUP: usize = MAX_LEADING_ZEROS + MAX_DIGITS + 7;
+/// Digits one sequence keeps; past this, the groups no candidate can still reach are dropped.
+pub const MAX_SEQUENCE: usize = 96;
+const MAX_GROUPS: usize = 48;
 
-/// The brand whose prefix and length fit these digits, if any.
+/// The brand whose prefix and length fit these ASCII digits, if any.
 pub fn brand(digits: &[u8]) -> Option<&'static str> {
     BRANDS.iter().find_map(|(name, lo, hi, n, lengths)| {
         if !lengths.contains(&digits.len()) || digits.len() < *n {
@@ -47,7 +75,7 @@ pub fn brand(digits: &[u8]) -> Option<&'static str> {
         }
         let prefix = digits[..*n]
             .iter()
-            .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+            .fold(0u64, |acc, d| acc * 10 + u64::from(d.wrapping_sub(b'0')));
         (*lo..=*hi).contains(&prefix).then_some(*name)
     })
 }
@@ -59,7 +87,7 @@ pub fn luhn(digits: &[u8]) -> bool {
         .rev()
         .enumerate()
         .map(|(i, d)| {
-            let v = u32::from(d - b'0');
+            let v = u32::from(d.wrapping_sub(b'0'));
             if i % 2 == 1 {
                 let doubled = v * 2;
                 if doubled > 9 { doubled - 9 } else { doubled }
@@ -71,107 +99,761 @@ pub fn luhn(digits: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// Whether these digits are a PAN.
+/// Whether these ASCII digits are a PAN.
 pub fn is_pan(digits: &[u8]) -> bool {
     (MIN_DIGITS..=MAX_DIGITS).contains(&digits.len()) && brand(digits).is_some() && luhn(digits)
 }
 
-/// A found PAN: its byte range (separators included) in the scanned text.
+/// What a unit of text is, once folded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A decimal digit (its value, 0 to 9).
+    Digit(u8),
+    /// Space or punctuation that may separate digit groups.
+    Separator,
+    /// A format character (zero-width, soft hyphen): as if absent.
+    Ignored,
+    /// Anything else: ends a sequence.
+    Other,
+}
+
+/// ASCII classes: 0 other, 1 digit, 2 separator.
+const ASCII: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut d = b'0';
+    while d <= b'9' {
+        t[d as usize] = 1;
+        d += 1;
+    }
+    let seps = b" \t\n\r\x0b\x0c.-/_:,";
+    let mut i = 0;
+    while i < seps.len() {
+        t[seps[i] as usize] = 2;
+        i += 1;
+    }
+    t
+};
+
+/// The unit of a code point.
+fn classify(cp: u32) -> Unit {
+    if cp < 0x80 {
+        return match ASCII[cp as usize] {
+            1 => Unit::Digit(cp as u8 - b'0'),
+            2 => Unit::Separator,
+            _ => Unit::Other,
+        };
+    }
+    let within = |lo: u32, hi: u32| {
+        if hi < cp {
+            std::cmp::Ordering::Less
+        } else if lo > cp {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    };
+    if let Ok(i) = unicode::DIGITS.binary_search_by(|&(lo, hi, _)| within(lo, hi)) {
+        let (lo, _, v) = unicode::DIGITS[i];
+        return Unit::Digit(v + (cp - lo) as u8);
+    }
+    if unicode::SEPARATORS
+        .binary_search_by(|&(lo, hi)| within(lo, hi))
+        .is_ok()
+    {
+        return Unit::Separator;
+    }
+    if unicode::FORMAT
+        .binary_search_by(|&(lo, hi)| within(lo, hi))
+        .is_ok()
+    {
+        return Unit::Ignored;
+    }
+    Unit::Other
+}
+
+/// One UTF-8 character at the start of `t`: its code point and length.
+fn decode_utf8(t: &[u8]) -> Option<(u32, usize)> {
+    let b0 = *t.first()?;
+    let (len, init) = match b0 {
+        0xC2..=0xDF => (2, b0 & 0x1F),
+        0xE0..=0xEF => (3, b0 & 0x0F),
+        0xF0..=0xF4 => (4, b0 & 0x07),
+        _ => return None,
+    };
+    let mut cp = u32::from(init);
+    for k in 1..len {
+        let b = *t.get(k)?;
+        if b & 0xC0 != 0x80 {
+            return None;
+        }
+        cp = (cp << 6) | u32::from(b & 0x3F);
+    }
+    Some((cp, len))
+}
+
+fn hex(b: u8) -> Option<u32> {
+    (b as char).to_digit(16)
+}
+
+/// The unit starting at byte `i` of `text` (which must be in range) and its length in bytes.
+pub fn unit_at(text: &[u8], i: usize) -> (Unit, usize) {
+    let b = text[i];
+    if b < 0x80 {
+        match b {
+            // A URL escape: `%34`, `%20`.
+            b'%' => {
+                if let (Some(h), Some(l)) = (
+                    text.get(i + 1).copied().and_then(hex),
+                    text.get(i + 2).copied().and_then(hex),
+                ) {
+                    let u = classify(h * 16 + l);
+                    if h < 8 && u != Unit::Other {
+                        return (u, 3);
+                    }
+                }
+                (Unit::Other, 1)
+            }
+            // JSON's escapes of separators (`\n`, `\t`, `\r`, `\/`): a record or a log line
+            // in JSON spells a newline so.
+            b'\\' if matches!(text.get(i + 1), Some(b'n' | b't' | b'r' | b'/')) => {
+                (Unit::Separator, 2)
+            }
+            // A JSON (or JavaScript, Python) escape: `\u0034`, `\uFF14`.
+            b'\\' if text.get(i + 1) == Some(&b'u') => {
+                let cp = text
+                    .get(i + 2..i + 6)
+                    .and_then(|h| h.iter().try_fold(0u32, |acc, &c| Some(acc * 16 + hex(c)?)));
+                match cp.map(classify) {
+                    Some(u) if u != Unit::Other => (u, 6),
+                    _ => (Unit::Other, 1),
+                }
+            }
+            _ => (classify(u32::from(b)), 1),
+        }
+    } else {
+        match decode_utf8(&text[i..]) {
+            Some((cp, len)) => (classify(cp), len),
+            None => (Unit::Other, 1),
+        }
+    }
+}
+
+/// The ASCII digits of `text` once folded (every digit unit, whatever its spelling), for
+/// checks such as "this PAN is nowhere in the output".
+pub fn folded_digits(text: &[u8]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < text.len() {
+        let (u, len) = unit_at(text, i);
+        if let Unit::Digit(v) = u {
+            out.push(char::from(b'0' + v));
+        }
+        i += len;
+    }
+    out
+}
+
+/// Whether `text` can hold a PAN at all: at least 12 ASCII digits, or bytes outside ASCII
+/// (other scripts' digits). One pass without branches, which compilers vectorise.
+pub fn may_hold(text: &[u8]) -> bool {
+    let mut digits = 0usize;
+    let mut high = 0u8;
+    for &b in text {
+        digits += usize::from(b.wrapping_sub(b'0') < 10);
+        high |= b;
+    }
+    digits >= MIN_DIGITS || high >= 0x80
+}
+
+/// A found PAN: the byte range of its spelling (from its first significant digit to its last
+/// digit, or to the end of what was appended to it in the same group), and how many of the
+/// digits in that range are the PAN's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     pub range: Range<usize>,
+    pub pan_len: usize,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Digit {
+    ascii: u8,
+    start: usize,
+    end: usize,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Group {
+    /// Digit indices in the sequence.
+    first: usize,
+    end: usize,
+    /// The separator run before it was exactly one `.` (decimals, addresses, scientific
+    /// notation).
+    after_dot: bool,
+    /// The separator run before it, as a signature (0 for a sequence's first group).
+    separator: u32,
+}
+
+/// The digits and groups of the sequence being read.
+struct Sequence {
+    digits: [Digit; MAX_SEQUENCE],
+    len: usize,
+    groups: [Group; MAX_GROUPS],
+    ngroups: usize,
+}
+
+impl Sequence {
+    fn clear(&mut self) {
+        self.len = 0;
+        self.ngroups = 0;
+    }
+
+    fn ascii(&self, range: Range<usize>) -> [u8; MAX_GROUP] {
+        let mut out = [0u8; MAX_GROUP];
+        for (o, d) in out.iter_mut().zip(&self.digits[range]) {
+            *o = d.ascii;
+        }
+        out
+    }
+
+    /// Whether groups `a..=b` are grouped as people write one number: every group after the
+    /// first holds at least three digits (`4111 1111 …`, `4,111,111,…`, `3782 822463 10005`),
+    /// or the groups all have one length, the last no longer (`41 11 11 …`, `4 1 1 …`). This
+    /// keeps out values made of short fields (IP addresses and ports, times, dates).
+    fn grouped_like_a_number(&self, a: usize, b: usize) -> bool {
+        let len = |g: &Group| g.end - g.first;
+        let groups = &self.groups[a..=b];
+        groups.iter().skip(1).all(|g| len(g) >= 3) || {
+            let first = len(&groups[0]);
+            groups[..groups.len() - 1].iter().all(|g| len(g) == first)
+                && len(&groups[groups.len() - 1]) <= first
+        }
+    }
+
+    /// Whether groups `a..=b`, digits that pass as a PAN, are the digits of something else
+    /// whose shape is unmistakable: a decimal number (one `.` before the last group only, or
+    /// the fraction alone), an
+    /// IPv4 address (four dotted groups of up to three digits), a window inside a longer number
+    /// grouped evenly (`9400 6206 0361 4082 9496 98`, a parcel's tracking number), a UUID.
+    fn part_of_something_else(&self, text: &[u8], a: usize, b: usize) -> bool {
+        let g = &self.groups;
+        let len = |i: usize| g[i].end - g[i].first;
+        // `1234.5678901234567`, `4,111,111.5`: an integer part (bare or grouped by thousands
+        // with one separator) and a fraction.
+        if b > a
+            && g[b].after_dot
+            && (b == a + 1
+                || (g[a + 1..b].iter().all(|x| {
+                    x.end - x.first == 3 && !x.after_dot && x.separator == g[a + 1].separator
+                })))
+        {
+            return true;
+        }
+        // The fraction of a decimal number (`0.4111111111111111`) is not a card number.
+        if b == a && a > 0 && g[a].after_dot && (a < 2 || !g[a - 1].after_dot) {
+            return true;
+        }
+        let dotted_quad = (a.saturating_sub(3)..=b).any(|q| {
+            q + 3 < self.ngroups
+                && (q..q + 4).all(|i| len(i) <= 3)
+                && (q + 1..q + 4).all(|i| g[i].after_dot)
+                && !(q + 4 < self.ngroups && g[q + 4].after_dot)
+                && !(q > 0 && g[q].after_dot)
+        });
+        let even = len(a) <= 2 && (a..b).all(|i| len(i) == len(a));
+        if dotted_quad && !even {
+            return true;
+        }
+        if a > 0
+            && b > a
+            && len(a - 1) == len(a)
+            && g[a].separator == g[a + 1].separator
+            && self.digits[g[a - 1].first..g[a - 1].end]
+                .iter()
+                .any(|d| d.ascii != b'0')
+        {
+            return true;
+        }
+        in_uuid(text, self.digits[g[a].first].start)
+    }
+
+    /// Reports the PANs starting in groups `starts` (and extending over any later group), left
+    /// to right, non-overlapping; returns the first group not covered by a reported PAN.
+    fn evaluate(&self, text: &[u8], starts: Range<usize>, found: &mut impl FnMut(Found)) -> usize {
+        let mut a = starts.start;
+        let mut next = a;
+        while a < starts.end {
+            let g = self.groups[a];
+            let Some(sig) = (g.first..g.end).find(|&i| self.digits[i].ascii != b'0') else {
+                a += 1;
+                continue;
+            };
+            let mut best: Option<(usize, usize, usize)> = None; // (last group, end digit, pan)
+            // Leading zeros are dropped within one group only (`0004111…`); a candidate over
+            // several groups starts at its first group's first digit.
+            let last_group = if sig == g.first { self.ngroups } else { a + 1 };
+            for b in a..last_group {
+                let end = self.groups[b].end;
+                let n = end - sig;
+                if n > MAX_DIGITS {
+                    break;
+                }
+                if n >= MIN_DIGITS
+                    && self.grouped_like_a_number(a, b)
+                    && is_pan(&self.ascii(sig..end)[..n])
+                    && !self.part_of_something_else(text, a, b)
+                {
+                    best = Some((b, end, n));
+                }
+            }
+            if best.is_none() {
+                let n = g.end - sig;
+                let run = self.ascii(sig..g.end);
+                best = SUFFIXES
+                    .iter()
+                    .filter(|&&s| n > s && (MIN_DIGITS..=MAX_DIGITS).contains(&(n - s)))
+                    .find(|&&s| {
+                        suffix_ok(&run[n - s..n])
+                            && is_pan(&run[..n - s])
+                            && !self.part_of_something_else(text, a, a)
+                    })
+                    .map(|&s| (a, g.end, n - s));
+            }
+            match best {
+                Some((b, end, pan_len)) => {
+                    found(Found {
+                        range: self.digits[sig].start..self.digits[end - 1].end,
+                        pan_len,
+                    });
+                    a = b + 1;
+                    next = a;
+                }
+                None => a += 1,
+            }
+        }
+        next
+    }
+}
+
+/// Whether byte `at` lies inside a UUID (`8-4-4-4-12` hexadecimal digits).
+fn in_uuid(text: &[u8], at: usize) -> bool {
+    let hexish = |c: &u8| c.is_ascii_hexdigit() || *c == b'-';
+    let start = at
+        - text[at.saturating_sub(36)..at]
+            .iter()
+            .rev()
+            .take_while(|c| hexish(c))
+            .count();
+    let end = at + text[at..].iter().take(36).take_while(|c| hexish(c)).count();
+    let span = &text[start..end];
+    span.windows(36).any(|w| {
+        w.iter().enumerate().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+    })
+}
+
+/// Whether digits appended to a PAN look like a CVV, an expiry (MMYY or YYMM) or both.
+fn suffix_ok(s: &[u8]) -> bool {
+    let month = |d: &[u8]| matches!((d[0], d[1]), (b'0', b'1'..=b'9') | (b'1', b'0'..=b'2'));
+    match s.len() {
+        4 => month(&s[..2]) || month(&s[2..]),
+        7 => month(&s[..2]) || month(&s[3..5]),
+        _ => false,
+    }
 }
 
 /// Calls `found` for every PAN in `text`, in order, non-overlapping.
-pub fn scan(text: &[u8], mut found: impl FnMut(Range<usize>)) {
+pub fn scan(text: &[u8], mut found: impl FnMut(Found)) {
+    let mut seq = Sequence {
+        digits: [Digit::default(); MAX_SEQUENCE],
+        len: 0,
+        groups: [Group::default(); MAX_GROUPS],
+        ngroups: 0,
+    };
     let mut i = 0;
-    let n = text.len();
-    // Groups of the current sequence: byte ranges of digit runs.
-    let mut groups: Vec<Range<usize>> = Vec::new();
-    while i < n {
-        match next_digit(text, i) {
-            Some(j) => i = j,
-            None => return,
+    while i < text.len() {
+        let Some(j) = next_digit_like(text, i) else {
+            return;
+        };
+        if let Some(end) = iban_at(text, j) {
+            i = end;
+            continue;
         }
-        // A sequence of digit groups joined by one consistent single separator.
-        groups.clear();
-        let mut separator: Option<u8> = None;
-        loop {
-            let start = i;
-            while i < n && text[i].is_ascii_digit() {
-                i += 1;
-            }
-            groups.push(start..i);
-            if i + 1 < n
-                && (text[i] == b' ' || text[i] == b'-')
-                && text[i + 1].is_ascii_digit()
-                && separator.is_none_or(|s| s == text[i])
-            {
-                separator = Some(text[i]);
-                i += 1;
-                continue;
-            }
+        let start = escape_start(text, j);
+        let (unit, len) = unit_at(text, start);
+        if !matches!(unit, Unit::Digit(_)) {
+            i = if start < j { j + 1 } else { j + len };
+            continue;
+        }
+        i = sequence(text, start, &mut seq, &mut found);
+    }
+}
+
+/// IBAN countries and their IBAN lengths (SWIFT IBAN registry).
+const IBAN_LENGTHS: &[([u8; 2], usize)] = &[
+    (*b"AD", 24),
+    (*b"AE", 23),
+    (*b"AL", 28),
+    (*b"AT", 20),
+    (*b"AZ", 28),
+    (*b"BA", 20),
+    (*b"BE", 16),
+    (*b"BG", 22),
+    (*b"BH", 22),
+    (*b"BI", 27),
+    (*b"BR", 29),
+    (*b"BY", 28),
+    (*b"CH", 21),
+    (*b"CR", 22),
+    (*b"CY", 28),
+    (*b"CZ", 24),
+    (*b"DE", 22),
+    (*b"DJ", 27),
+    (*b"DK", 18),
+    (*b"DO", 28),
+    (*b"EE", 20),
+    (*b"EG", 29),
+    (*b"ES", 24),
+    (*b"FI", 18),
+    (*b"FK", 18),
+    (*b"FO", 18),
+    (*b"FR", 27),
+    (*b"GB", 22),
+    (*b"GE", 22),
+    (*b"GI", 23),
+    (*b"GL", 18),
+    (*b"GR", 27),
+    (*b"GT", 28),
+    (*b"HR", 21),
+    (*b"HU", 28),
+    (*b"IE", 22),
+    (*b"IL", 23),
+    (*b"IQ", 23),
+    (*b"IS", 26),
+    (*b"IT", 27),
+    (*b"JO", 30),
+    (*b"KW", 30),
+    (*b"KZ", 20),
+    (*b"LB", 28),
+    (*b"LC", 32),
+    (*b"LI", 21),
+    (*b"LT", 20),
+    (*b"LU", 20),
+    (*b"LV", 21),
+    (*b"LY", 25),
+    (*b"MC", 27),
+    (*b"MD", 24),
+    (*b"ME", 22),
+    (*b"MK", 19),
+    (*b"MN", 20),
+    (*b"MR", 27),
+    (*b"MT", 31),
+    (*b"MU", 30),
+    (*b"NI", 28),
+    (*b"NL", 18),
+    (*b"NO", 15),
+    (*b"OM", 23),
+    (*b"PK", 24),
+    (*b"PL", 28),
+    (*b"PS", 29),
+    (*b"PT", 25),
+    (*b"QA", 29),
+    (*b"RO", 24),
+    (*b"RS", 22),
+    (*b"RU", 33),
+    (*b"SA", 24),
+    (*b"SC", 31),
+    (*b"SD", 18),
+    (*b"SE", 24),
+    (*b"SI", 19),
+    (*b"SK", 24),
+    (*b"SM", 27),
+    (*b"SO", 23),
+    (*b"ST", 25),
+    (*b"SV", 28),
+    (*b"TL", 23),
+    (*b"TN", 24),
+    (*b"TR", 26),
+    (*b"UA", 29),
+    (*b"VA", 22),
+    (*b"VG", 24),
+    (*b"XK", 20),
+    (*b"YE", 30),
+];
+
+/// If the digit at `j` is the first check digit of an IBAN (`DE89 3704 0044 …`: two capital
+/// letters at a word start naming an IBAN country, then letters and digits, in groups of four
+/// or not, as many as that country's IBANs have, whose ISO 7064 mod-97 check holds), where it
+/// ends. Bank account numbers written in groups of four would
+/// otherwise read like card numbers; a random string passes the check once in 97.
+fn iban_at(text: &[u8], j: usize) -> Option<usize> {
+    let s = j.checked_sub(2)?;
+    if !text[s].is_ascii_uppercase()
+        || !text[s + 1].is_ascii_uppercase()
+        || s.checked_sub(1)
+            .is_some_and(|p| text[p].is_ascii_alphanumeric())
+    {
+        return None;
+    }
+    let mut chars = [0u8; 34];
+    let mut n = 0;
+    let mut i = s;
+    let mut end = s;
+    while i < text.len() && n < chars.len() {
+        let c = text[i];
+        if c.is_ascii_digit() || c.is_ascii_uppercase() {
+            chars[n] = c;
+            n += 1;
+            end = i + 1;
+        } else if !(c == b' ' && text.get(i + 1).is_some_and(u8::is_ascii_alphanumeric)) {
             break;
         }
-        candidates(text, &groups, &mut found);
+        i += 1;
     }
+    let country = [chars[0], chars[1]];
+    if !IBAN_LENGTHS.contains(&(country, n)) || !chars[2].is_ascii_digit() {
+        return None;
+    }
+    let remainder = chars[4..n].iter().chain(&chars[..4]).fold(0u32, |r, &c| {
+        if c.is_ascii_digit() {
+            (r * 10 + u32::from(c - b'0')) % 97
+        } else {
+            (r * 100 + u32::from(c - b'A') + 10) % 97
+        }
+    });
+    (remainder == 1).then_some(end)
 }
 
-/// The PANs made of whole consecutive groups of one sequence.
-fn candidates(text: &[u8], groups: &[Range<usize>], found: &mut impl FnMut(Range<usize>)) {
-    let total: usize = groups.iter().map(|g| g.len()).sum();
-    if total < MIN_DIGITS {
-        return;
+/// Where the escape containing the ASCII digit at `j` starts (`%34`, `\u0034`), or `j`.
+fn escape_start(text: &[u8], j: usize) -> usize {
+    for back in 1..=5 {
+        let Some(s) = j.checked_sub(back) else { break };
+        let escape = match text[s] {
+            b'%' => back <= 2,
+            b'\\' => back >= 2 && text.get(s + 1) == Some(&b'u'),
+            _ => continue,
+        };
+        if escape && unit_at(text, s).1 > back {
+            return s;
+        }
     }
-    let mut digits = [0u8; MAX_DIGITS];
-    let mut a = 0;
-    while a < groups.len() {
-        let mut count = 0;
-        let mut best = None;
-        for (b, g) in groups.iter().enumerate().skip(a) {
-            if count + g.len() > MAX_DIGITS {
+    j
+}
+
+/// Reads one sequence from `start` (a digit unit), reports its PANs, and returns where the
+/// scan goes on.
+fn sequence(text: &[u8], start: usize, seq: &mut Sequence, found: &mut impl FnMut(Found)) -> usize {
+    seq.clear();
+    let mut i = start;
+    let mut in_group = false;
+    let mut zeros_only = false;
+    let mut zeros = 0usize;
+    let mut separators = 0usize;
+    let mut single_dot = false;
+    let mut signature = 0u32;
+    while i < text.len() {
+        let b = text[i];
+        let (unit, len) = if b.is_ascii_digit() {
+            (Unit::Digit(b - b'0'), 1)
+        } else {
+            unit_at(text, i)
+        };
+        match unit {
+            Unit::Digit(v) => {
+                if seq.len == MAX_SEQUENCE || (!in_group && seq.ngroups == MAX_GROUPS) {
+                    make_room(text, seq, found);
+                    // The group being read may have been reported and dropped.
+                    in_group &= seq.ngroups > 0;
+                }
+                if !in_group {
+                    seq.groups[seq.ngroups] = Group {
+                        first: seq.len,
+                        end: seq.len,
+                        after_dot: single_dot && separators == 1,
+                        separator: signature,
+                    };
+                    seq.ngroups += 1;
+                    in_group = true;
+                    zeros_only = true;
+                    zeros = 0;
+                }
+                if zeros_only && v == 0 {
+                    zeros += 1;
+                    // Only a sequence's first group can start a PAN after zeros.
+                    if zeros > MAX_LEADING_ZEROS && seq.ngroups == 1 {
+                        i += len;
+                        continue;
+                    }
+                } else {
+                    zeros_only = false;
+                }
+                let g = seq.groups[seq.ngroups - 1];
+                if g.end - g.first >= MAX_GROUP {
+                    // Too long to be a PAN: what came before is done, this run is skipped.
+                    seq.ngroups -= 1;
+                    seq.len = g.first;
+                    seq.evaluate(text, 0..seq.ngroups, found);
+                    return skip_run(text, i);
+                }
+                seq.digits[seq.len] = Digit {
+                    ascii: b'0' + v,
+                    start: i,
+                    end: i + len,
+                };
+                seq.len += 1;
+                seq.groups[seq.ngroups - 1].end = seq.len;
+            }
+            Unit::Separator => {
+                if in_group {
+                    in_group = false;
+                    separators = 0;
+                    signature = 1;
+                    single_dot = b == b'.';
+                }
+                separators += 1;
+                signature = text[i..i + len].iter().fold(signature, |h, &c| {
+                    h.wrapping_mul(31).wrapping_add(u32::from(c))
+                });
+                if separators > MAX_SEPARATOR_RUN {
+                    break;
+                }
+            }
+            Unit::Ignored => {}
+            Unit::Other => {
+                if in_group
+                    && (b == b'e' || b == b'E')
+                    && let Some(end) = scientific(text, i, seq, found)
+                {
+                    return end;
+                }
                 break;
             }
-            digits[count..count + g.len()].copy_from_slice(&text[g.clone()]);
-            count += g.len();
-            if count >= MIN_DIGITS && is_pan(&digits[..count]) {
-                best = Some(b);
-            }
         }
-        match best {
-            Some(b) => {
-                found(groups[a].start..groups[b].end);
-                a = b + 1;
-            }
-            None => a += 1,
-        }
+        i += len;
+    }
+    seq.evaluate(text, 0..seq.ngroups, found);
+    i
+}
+
+/// The sequence is full: reports the PANs starting in groups no later digit can change
+/// (more than [`MAX_GROUP`] digits from the end) and drops the groups done with.
+fn make_room(text: &[u8], seq: &mut Sequence, found: &mut impl FnMut(Found)) {
+    let mut done = 0;
+    while done < seq.ngroups && seq.len - seq.groups[done].first > MAX_GROUP {
+        done += 1;
+    }
+    let keep_from = seq
+        .evaluate(text, 0..done, found)
+        .max(done)
+        .min(seq.ngroups);
+    let shift = seq
+        .groups
+        .get(keep_from)
+        .filter(|_| keep_from < seq.ngroups)
+        .map_or(seq.len, |g| g.first);
+    seq.digits.copy_within(shift..seq.len, 0);
+    seq.len -= shift;
+    seq.groups.copy_within(keep_from..seq.ngroups, 0);
+    seq.ngroups -= keep_from;
+    for g in &mut seq.groups[..seq.ngroups] {
+        g.first -= shift;
+        g.end -= shift;
     }
 }
 
-/// The position of the first ASCII digit at or after `from`. Eight bytes at a time: most of a
-/// typical value has no digit, and this loop is the whole cost of scanning such text.
-fn next_digit(text: &[u8], mut from: usize) -> Option<usize> {
+/// Past a digit run (digits and ignored units).
+fn skip_run(text: &[u8], mut i: usize) -> usize {
+    while i < text.len() {
+        let (unit, len) = unit_at(text, i);
+        if !matches!(unit, Unit::Digit(_) | Unit::Ignored) {
+            break;
+        }
+        i += len;
+    }
+    i
+}
+
+/// `d.ddd…e[+]NN` at the end of the sequence, `e` at `at`: if its integer part is a PAN, the
+/// groups before the mantissa are evaluated, the PAN reported, and the scan goes on after the
+/// exponent.
+fn scientific(
+    text: &[u8],
+    at: usize,
+    seq: &mut Sequence,
+    found: &mut impl FnMut(Found),
+) -> Option<usize> {
+    let n = seq.ngroups;
+    if n < 2 {
+        return None;
+    }
+    let (int, frac) = (seq.groups[n - 2], seq.groups[n - 1]);
+    if !frac.after_dot || int.end - int.first != 1 || seq.digits[int.first].ascii == b'0' {
+        return None;
+    }
+    let mut i = at + 1;
+    if text.get(i) == Some(&b'+') {
+        i += 1;
+    }
+    let digits = text[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if !(1..=2).contains(&digits) {
+        return None;
+    }
+    let exponent: usize = std::str::from_utf8(&text[i..i + digits])
+        .ok()?
+        .parse()
+        .ok()?;
+    let pan_len = exponent + 1;
+    if !(MIN_DIGITS..=MAX_DIGITS).contains(&pan_len) {
+        return None;
+    }
+    let mut number = [b'0'; MAX_DIGITS];
+    for (k, d) in seq.digits[int.first..frac.end]
+        .iter()
+        .take(pan_len)
+        .enumerate()
+    {
+        number[k] = d.ascii;
+    }
+    if !is_pan(&number[..pan_len]) {
+        return None;
+    }
+    seq.ngroups -= 2;
+    seq.evaluate(text, 0..seq.ngroups, found);
+    found(Found {
+        range: seq.digits[int.first].start..seq.digits[frac.end - 1].end,
+        pan_len,
+    });
+    Some(i + digits)
+}
+
+/// The position of the first ASCII digit or non-ASCII byte at or after `from`. Eight bytes at
+/// a time: most of a typical value has neither, and this loop is the whole cost of scanning it.
+fn next_digit_like(text: &[u8], mut from: usize) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     while from + 8 <= text.len() {
         let word = u64::from_le_bytes(text[from..from + 8].try_into().ok()?);
         // A byte is a digit when (byte ^ '0') < 10; this tests all eight at once, exactly.
         let x = word ^ (ONES * 0x30);
-        if x.wrapping_sub(ONES * 10) & !x & HIGHS != 0 {
+        if (x.wrapping_sub(ONES * 10) & !x & HIGHS) | (word & HIGHS) != 0 {
             break;
         }
         from += 8;
     }
     text[from..]
         .iter()
-        .position(u8::is_ascii_digit)
+        .position(|b| b.is_ascii_digit() || *b >= 0x80)
         .map(|p| from + p)
 }
 
 /// All PANs in `text`.
 pub fn find_all(text: &[u8]) -> Vec<Found> {
     let mut out = Vec::new();
-    scan(text, |range| out.push(Found { range }));
+    scan(text, |f| out.push(f));
     out
 }
 
@@ -236,7 +918,6 @@ mod tests {
                 &["4111111111111111", "5555555555554444"],
             ),
             ("ref 1234 4111111111111111", &["4111111111111111"]),
-            ("4111111111111111", &["4111111111111111"]),
             (
                 "{4111111111111111,378282246310005}",
                 &["4111111111111111", "378282246310005"],
@@ -247,22 +928,110 @@ mod tests {
         }
     }
 
+    /// Issue #17: every human spelling of a card number is found (and only the number).
     #[test]
-    fn next_digit_finds_every_digit_position() {
+    fn spellings_a_person_can_read() {
+        let cases: &[(&str, &str)] = &[
+            ("4111.1111.1111.1111", "4111.1111.1111.1111"),
+            ("4111/1111/1111/1111", "4111/1111/1111/1111"),
+            ("4111 1111-1111 1111", "4111 1111-1111 1111"),
+            ("4111  1111  1111  1111", "4111  1111  1111  1111"),
+            ("4111 - 1111 - 1111 - 1111", "4111 - 1111 - 1111 - 1111"),
+            ("4111_1111:1111,1111", "4111_1111:1111,1111"),
+            ("4111\t1111\n1111\r\n1111", "4111\t1111\n1111\r\n1111"),
+            (
+                "4111\u{a0}1111\u{2013}1111\u{2009}1111",
+                "4111\u{a0}1111\u{2013}1111\u{2009}1111",
+            ),
+            (
+                "４１１１１１１１１１１１１１１１",
+                "４１１１１１１１１１１１１１１１",
+            ),
+            (
+                "４１１１ １１１１ １１１１ １１１１",
+                "４１１１ １１１１ １１１１ １１１１",
+            ),
+            ("𝟒𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏", "𝟒𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏"),
+            ("٤١١١١١١١١١١١١١١١", "٤١١١١١١١١١١١١١١١"),
+            ("४१११११११११११११११", "४१११११११११११११११"),
+            (
+                "4111\u{200b}1111\u{200b}1111\u{200b}1111",
+                "4111\u{200b}1111\u{200b}1111\u{200b}1111",
+            ),
+            (
+                "4111\u{ad}1111\u{ad}1111\u{ad}1111",
+                "4111\u{ad}1111\u{ad}1111\u{ad}1111",
+            ),
+            ("pan 41111111111111111225 ok", "41111111111111111225"),
+            ("41111111111111111225123", "41111111111111111225123"),
+            ("0004111111111111111", "4111111111111111"),
+            ("0000 4111 1111 1111 1111", "4111 1111 1111 1111"),
+            ("$4,111,111,111,111,111.00", "4,111,111,111,111,111"),
+            ("4.111111111111111e+15", "4.111111111111111"),
+            ("6.011000000002e15 and", "6.011000000002"),
+            (
+                "%34%31%31%31%31%31%31%31%31%31%31%31%31%31%31%31",
+                "%34%31%31%31%31%31%31%31%31%31%31%31%31%31%31%31",
+            ),
+            ("4111%201111%201111%201111", "4111%201111%201111%201111"),
+            (
+                "\\u0034\\u0031\\u0031\\u0031111111111111",
+                "\\u0034\\u0031\\u0031\\u0031111111111111",
+            ),
+            ("[4111,1111,1111,1111]", "4111,1111,1111,1111"),
+            ("\"4111\\n1111\\n1111\\n1111\"", "4111\\n1111\\n1111\\n1111"),
+            ("41 11 11 11 11 11 11 11", "41 11 11 11 11 11 11 11"),
+            (
+                "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+                "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+            ),
+            ("XX4111 1111 1111 1111", "4111 1111 1111 1111"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(pans(text), vec![*expected], "{text}");
+        }
+    }
+
+    #[test]
+    fn sixteen_digit_scientific_without_every_digit() {
+        // 6011000000000004 = 6.011000000000004e15 (float8 text output drops nothing here).
+        assert_eq!(pans("x 6.011000000000004e+15 y"), vec!["6.011000000000004"]);
+        assert!(pans("1.5e15").is_empty());
+    }
+
+    #[test]
+    fn long_runs_cost_bounded_work() {
+        let mut big = String::from("1");
+        big.push_str(&"0".repeat(131_071));
+        assert!(pans(&big).is_empty());
+        let many = "1 ".repeat(1000) + "4111 1111 1111 1111";
+        assert_eq!(pans(&many), vec!["4111 1111 1111 1111"]);
+        let padded = "0".repeat(100) + "4111111111111111";
+        assert_eq!(pans(&padded), vec!["4111111111111111"]);
+        let runs = "12 ".repeat(200) + "x";
+        assert!(pans(&runs).is_empty());
+    }
+
+    #[test]
+    fn next_digit_like_finds_every_digit_and_high_byte() {
         let text = b"abcdefghijklmnopqrstuvwxyz 0 ABCDEFGH\xff\x80\x39/:9";
         let expected: Vec<usize> = (0..text.len())
-            .filter(|&i| text[i].is_ascii_digit())
+            .filter(|&i| text[i].is_ascii_digit() || text[i] >= 0x80)
             .collect();
         let mut got = Vec::new();
         let mut i = 0;
-        while let Some(j) = next_digit(text, i) {
+        while let Some(j) = next_digit_like(text, i) {
             got.push(j);
             i = j + 1;
         }
         assert_eq!(got, expected);
         for b in 0..=255u8 {
             let t = [b'x', b'x', b'x', b'x', b'x', b'x', b'x', b];
-            assert_eq!(next_digit(&t, 0), b.is_ascii_digit().then_some(7), "{b}");
+            assert_eq!(
+                next_digit_like(&t, 0),
+                (b.is_ascii_digit() || b >= 0x80).then_some(7),
+                "{b}"
+            );
         }
     }
 
@@ -272,18 +1041,26 @@ mod tests {
             "1700000000000",                        // millisecond timestamp
             "1731234567890123",                     // 16 digits, no brand starts with 17
             "4111111111111112",                     // Luhn fails
-            "41111111111111111111",                 // 20 digits
-            "order 4111111111111111111111",         // part of a longer run
             "123e4567-e89b-12d3-a456-426614174000", // UUID
-            "4111 1111-1111 1111",                  // inconsistent separators
-            "4111  1111  1111  1111",               // double spaces
             "411111******1111",                     // already masked
             "3.14159265358979",                     // decimal
             "7205759403792793",                     // snowflake-like id, no brand
+            "2024-01-15 12:30:45.123456+00",        // timestamp
+            "+44 20 7946 0958",                     // phone
+            "1e131071",
             "",
             "no digits at all",
+            "café ½ ① 二",
+            "DE89 3704 0044 0532 0130 00", // IBAN
+            "iban ES91 2100 0418 4502 0005 1332.",
+            "45.33.32.156:8080", // address and port
         ] {
             assert!(pans(text).is_empty(), "{text}: {:?}", pans(text));
         }
+    }
+
+    #[test]
+    fn folded_digits_read_every_spelling() {
+        assert_eq!(folded_digits("４-٤ %34 \\u0034 x𝟒".as_bytes()), "44444");
     }
 }

@@ -423,7 +423,7 @@ fn mask_text_value<'a>(v: &'a [u8], col: &ColumnMask, masker: &Masker) -> Cow<'a
         return Cow::Owned(format!("{m:.0}").into_bytes());
     }
     if col.numeric {
-        return match mask_number_text(v, masker, col.forced) {
+        return match crate::mask::number::mask_number_text(v, masker, col.forced) {
             Some(m) => Cow::Owned(m),
             None => Cow::Borrowed(v),
         };
@@ -437,47 +437,6 @@ fn mask_text_value<'a>(v: &'a [u8], col: &ColumnMask, masker: &Masker) -> Cow<'a
         };
     }
     masker.mask(v)
-}
-
-/// A number as text (`-4111111111111111.00`): its integer digits masked (as one card number
-/// when `forced`), then the whole value scanned (a fraction can hold one too); masked digits
-/// become zeros so that it still reads as a number. `None` when nothing changes.
-fn mask_number_text(v: &[u8], masker: &Masker, forced: bool) -> Option<Vec<u8>> {
-    let sign = usize::from(v.first() == Some(&b'-') || v.first() == Some(&b'+'));
-    let end = v[sign..]
-        .iter()
-        .position(|b| !b.is_ascii_digit())
-        .map_or(v.len(), |p| p + sign);
-    let mut out: Option<Vec<u8>> = None;
-    if let Ok(digits) = std::str::from_utf8(&v[sign..end])
-        && !digits.is_empty()
-        && (forced || digits.len() >= crate::mask::pan::MIN_DIGITS)
-        && let Some(masked) = crate::mask::number::masked_digits(digits, masker, forced)
-    {
-        let mut o = Vec::with_capacity(v.len());
-        o.extend_from_slice(&v[..sign]);
-        o.extend_from_slice(masked.as_bytes());
-        o.extend_from_slice(&v[end..]);
-        out = Some(o);
-    }
-    // Whatever the integer part was, no run of digits anywhere may read as a card number.
-    let numbers = Masker::new(
-        if masker.format() == crate::mask::Format::Hmac {
-            crate::mask::Format::Redact
-        } else {
-            masker.format()
-        },
-        None,
-    );
-    let current = out.as_deref().unwrap_or(v);
-    if let Cow::Owned(m) = numbers.mask(current) {
-        out = Some(
-            m.into_iter()
-                .map(|b| if b == b'*' { b'0' } else { b })
-                .collect(),
-        );
-    }
-    out.filter(|o| o != v)
 }
 
 /// A text-protocol row with its values masked; `None` when nothing changed. A row that does

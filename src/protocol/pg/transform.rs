@@ -13,13 +13,9 @@ use super::results::Column;
 use crate::mask::number::{mask_float, masked_digits};
 use crate::mask::{Format, Masker, pan};
 
-/// Whether a body can hold a PAN at all (at least 12 digits somewhere).
+/// Whether a body can hold a PAN at all (12 ASCII digits, or other scripts' digits).
 fn may_hold_pan(body: &[u8]) -> bool {
-    body.iter()
-        .filter(|b| b.is_ascii_digit())
-        .take(pan::MIN_DIGITS)
-        .count()
-        >= pan::MIN_DIGITS
+    pan::may_hold(body)
 }
 
 /// A DataRow (`D`): every non-NULL value masked, whatever its column's type or format. With the
