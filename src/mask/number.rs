@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use super::{Format, Masker};
 
-/// The digits of a masked number: masked positions become zeros. `forced`: the column holds
+/// The digits of a masked number: masked positions become zeros ([`zero_fill`]). `forced`: the column holds
 /// card numbers, so the digits are masked whether or not they read as a PAN.
 pub fn masked_digits(digits: &str, masker: &Masker, forced: bool) -> Option<String> {
     let number_masker = Masker::new(
@@ -24,13 +24,33 @@ pub fn masked_digits(digits: &str, masker: &Masker, forced: bool) -> Option<Stri
         number_masker.mask(digits.as_bytes())
     };
     match masked {
-        Cow::Owned(m) if m != digits.as_bytes() => Some(
-            m.iter()
-                .map(|&b| if b == b'*' { '0' } else { b as char })
-                .collect(),
-        ),
+        Cow::Owned(m) if m != digits.as_bytes() => {
+            Some(String::from_utf8_lossy(&zero_fill(&m)).into_owned())
+        }
         _ => None,
     }
+}
+
+/// Masked positions (`*`) become zeros. Where that spells a card number again (a PAN whose
+/// hidden digits were zeros: `6200000000000005`), the last masked digit of it becomes 1,
+/// which breaks its Luhn check. What is shown depends only on the digits the format shows.
+pub fn zero_fill(masked: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = masked
+        .iter()
+        .map(|&b| if b == b'*' { b'0' } else { b })
+        .collect();
+    for _ in 0..4 {
+        let found = super::pan::find_all(&out);
+        if found.is_empty() {
+            break;
+        }
+        for f in found {
+            let last_masked = f.range.clone().rev().find(|&i| masked[i] == b'*');
+            let at = last_masked.unwrap_or(f.range.end - 1);
+            out[at] = if out[at] == b'1' { b'2' } else { b'1' };
+        }
+    }
+    out
 }
 
 /// A floating-point value that is a whole number long enough to be a card number (a double
@@ -79,11 +99,7 @@ pub fn mask_number_text(v: &[u8], masker: &Masker, forced: bool) -> Option<Vec<u
     );
     let current = out.as_deref().unwrap_or(v);
     if let Cow::Owned(m) = numbers.mask(current) {
-        out = Some(
-            m.into_iter()
-                .map(|b| if b == b'*' { b'0' } else { b })
-                .collect(),
-        );
+        out = Some(zero_fill(&m));
     }
     out.filter(|o| o != v)
 }

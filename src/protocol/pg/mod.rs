@@ -14,6 +14,7 @@
 //! [`PgContext`] is the daemon's [`Context`] plus what only this wire keeps; it is the
 //! [`Listener`] the accept loop serves PostgreSQL clients with.
 
+pub mod binary;
 pub mod cancel;
 pub mod catalog;
 pub mod frame;

@@ -116,7 +116,11 @@ impl ToClient<'_> {
     /// One message through the stages: observe, transform, record.
     async fn message(&mut self, buf: &BytesMut, step: &mut Step, n: usize) -> Result<(), Problem> {
         let m = Message::from_frame(&buf[step.pos..step.pos + n]);
-        self.observe(m).await?;
+        if self.observe(m).await? {
+            // The answer to tollgate's own Describe: not the client's to see.
+            step.batch.replace(buf, step.pos, step.pos + n, &[]);
+            return Ok(());
+        }
         let (changed, row_columns) = self.transform(m);
         if let Some(out) = &changed {
             step.batch.replace(buf, step.pos, step.pos + n, out);
@@ -139,7 +143,8 @@ impl ToClient<'_> {
 
     /// What the server's answers say about the session and the results to come: pinned
     /// settings, ReadyForQuery (units done, refusals that can no longer come), result shapes.
-    async fn observe(&mut self, m: Message<'_>) -> Result<(), Problem> {
+    /// Returns true for the answer to tollgate's own Describe, which the client never sees.
+    async fn observe(&mut self, m: Message<'_>) -> Result<bool, Problem> {
         let shared = self.shared;
         match m.tag {
             b'S' => {
@@ -186,14 +191,15 @@ impl ToClient<'_> {
                 if let (Some(catalog), Some(columns)) = (&mut self.catalog, &mut columns) {
                     catalog.mark(m.body, columns).await;
                 }
-                self.rows.row_description(&shared.tracker, columns);
+                return Ok(self.rows.row_description(&shared.tracker, columns));
             }
-            b'n' => self.rows.no_data(&shared.tracker),
+            b'n' => return Ok(self.rows.no_data(&shared.tracker)),
+            b'1' | b'2' | b'3' => self.rows.completed(&shared.tracker),
             b'C' | b's' | b'I' => self.rows.execute_done(&shared.tracker),
             b'E' => self.rows.error(&shared.tracker),
             _ => {}
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The transform stage: PANs masked in everything flowing back, refusals in place of the
@@ -213,6 +219,7 @@ impl ToClient<'_> {
                 )
             }
             b'd' => (transform::copy_data(m.body, masker), None),
+            b'T' => (transform::row_description(m.body, masker), None),
             b'N' => (transform::fields(m.tag, m.body, masker), None),
             b'V' => (transform::function_result(m.body, masker), None),
             b'A' => (transform::notification(m.body, masker), None),
