@@ -482,10 +482,18 @@ fn mask_geometry(v: &[u8], col: &ColumnMask, masker: &Masker) -> Option<Vec<u8>>
     let mut out: Option<Vec<u8>> = None;
     for (p, little) in doubles {
         let b: [u8; 8] = v[p..p + 8].try_into().ok()?;
-        let f = if little { f64::from_le_bytes(b) } else { f64::from_be_bytes(b) };
+        let f = if little {
+            f64::from_le_bytes(b)
+        } else {
+            f64::from_be_bytes(b)
+        };
         if let Some(m) = crate::mask::number::mask_float(f, masker, col.forced) {
             let o = out.get_or_insert_with(|| v.to_vec());
-            let bytes = if little { m.to_le_bytes() } else { m.to_be_bytes() };
+            let bytes = if little {
+                m.to_le_bytes()
+            } else {
+                m.to_be_bytes()
+            };
             o[p..p + 8].copy_from_slice(&bytes);
         }
     }
@@ -500,7 +508,11 @@ fn wkb(v: &[u8], at: &mut usize, doubles: &mut Vec<(usize, bool)>, depth: u8) ->
     let little = *v.get(*at)? == 1;
     let u32_at = |p: usize| -> Option<u32> {
         let b: [u8; 4] = v.get(p..p + 4)?.try_into().ok()?;
-        Some(if little { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
+        Some(if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
     };
     let ty = u32_at(*at + 1)?;
     *at += 5;
