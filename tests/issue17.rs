@@ -573,3 +573,61 @@ async fn after_a_pan_heavy_session_the_store_and_the_debug_log_are_clean() {
     );
     assert_no_pan(&logged, "the debug log");
 }
+
+/// Item 7: a free-text column found to hold a card number is promoted for its target:
+/// reading it whole stays allowed (masked), computing over it is refused, on every connection.
+#[tokio::test]
+async fn a_column_found_to_hold_card_numbers_is_refused_to_computation() {
+    let s = setup().await;
+    let direct = direct_pg().await;
+    direct
+        .batch_execute(&format!(
+            "drop table if exists memo17; create table memo17 (id int, remark text, other text);
+             insert into memo17 values (1, 'paid with 4111 1111 1111 1111 today', 'nothing here')"
+        ))
+        .await
+        .unwrap();
+    let client = s.proxy.connect().await;
+    // Before any card number was seen in it, computing over the column is allowed.
+    client
+        .simple_query("select substr(other, 1, 3) from memo17")
+        .await
+        .unwrap();
+    let rows = client
+        .simple_query("select remark from memo17")
+        .await
+        .unwrap();
+    let tokio_postgres::SimpleQueryMessage::Row(row) = &rows[1] else {
+        panic!("{rows:?}")
+    };
+    assert_eq!(row.get(0), Some("paid with 4111 11** **** 1111 today"));
+    for sql in [
+        "select substr(remark, 11, 8) from memo17 union all select substr(remark, 19, 8) from memo17",
+        "select translate(remark, '0123456789', 'abcdefghij') from memo17",
+        "select id from memo17 where remark like '%4111 1111%'",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(common::sqlstate(&e), "42501", "{sql}: {e}");
+    }
+    // Another column of the same table, and another connection of the same target.
+    client
+        .simple_query("select upper(other) from memo17")
+        .await
+        .unwrap();
+    let other = s.proxy.connect().await;
+    let e = other
+        .simple_query("select left(remark, 12) from memo17")
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "42501", "{e}");
+    drop((client, other));
+    let bodies = s.bodies().await;
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("\"type\":\"column_promoted\"")
+                && b.contains("public.memo17.remark")),
+        "the promotion is recorded"
+    );
+    direct.batch_execute("drop table memo17").await.unwrap();
+}

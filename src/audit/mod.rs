@@ -199,6 +199,8 @@ pub mod kind {
     pub const CLIENT_FRAMES: &str = "client_frames";
     pub const SERVER_FRAMES: &str = "server_frames";
     pub const APPROVAL: &str = "approval";
+    /// A column found at run time to hold card numbers, refused to computation from then on.
+    pub const COLUMN_PROMOTED: &str = "column_promoted";
 }
 
 /// Something to record, as the data path hands it over (masked already).

@@ -297,6 +297,7 @@ mod tests {
             type_oid: 20,
             format: 1,
             masked: false,
+            source: (0, 0),
         }];
         let mut batch = ServerBatch::new(true);
         batch.frame(b'D', &body, Some(&cols), &masker, false);

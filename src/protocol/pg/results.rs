@@ -25,6 +25,8 @@ pub struct Column {
     pub format: i16,
     /// A column rule names it: its values are masked whatever they hold.
     pub masked: bool,
+    /// The table OID and attribute number it comes from (zeros: computed, or not known).
+    pub source: (u32, i16),
 }
 
 /// What the server will answer, in order.
@@ -195,10 +197,13 @@ pub fn decode_row_description(body: &[u8]) -> Option<Vec<Column>> {
         let fixed = rest.get(name_end + 1..name_end + 1 + 18)?;
         let type_oid = u32::from_be_bytes(fixed[6..10].try_into().ok()?);
         let format = i16::from_be_bytes(fixed[16..18].try_into().ok()?);
+        let table = u32::from_be_bytes(fixed[0..4].try_into().ok()?);
+        let attnum = i16::from_be_bytes(fixed[4..6].try_into().ok()?);
         out.push(Column {
             type_oid,
             format,
             masked: false,
+            source: (table, attnum),
         });
         rest = &rest[name_end + 1 + 18..];
     }
@@ -316,6 +321,7 @@ impl ServerSide {
                                     formats[i]
                                 },
                                 masked: false,
+                                source: (0, 0),
                             })
                             .collect()
                     });
@@ -330,6 +336,7 @@ impl ServerSide {
                         .iter()
                         .enumerate()
                         .map(|(i, &(type_oid, masked))| Column {
+                            source: (0, 0),
                             type_oid,
                             format: format(i),
                             masked,
@@ -405,11 +412,13 @@ mod tests {
                     type_oid: 20,
                     format: 1,
                     masked: false,
+                    source: (0, 0),
                 },
                 Column {
                     type_oid: 25,
                     format: 1,
                     masked: false,
+                    source: (0, 0),
                 }
             ]
         );

@@ -30,6 +30,17 @@ fn may_hold_pan(body: &[u8]) -> bool {
 ///
 /// A malformed row is returned empty rather than forwarded (fail closed).
 pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Option<Vec<u8>> {
+    data_row_noting(body, masker, columns, &mut Vec::new())
+}
+
+/// [`data_row`], noting in `found` the columns (not under a column rule) in which the masker
+/// found a card number: candidates for promotion (`conn::promotion`).
+pub fn data_row_noting(
+    body: &[u8],
+    masker: &Masker,
+    columns: Option<&[Column]>,
+    found: &mut Vec<usize>,
+) -> Option<Vec<u8>> {
     let decode = columns.is_some_and(|c| {
         c.iter()
             .any(|c| c.masked || (c.format == 1 && !binary::needs_no_decoding(c.type_oid)))
@@ -74,6 +85,9 @@ pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Opt
             };
             if out.is_none() {
                 nulled = true;
+            }
+            if matches!(out, Some(Cow::Owned(_))) && column.is_some_and(|c| !c.masked) {
+                found.push(i);
             }
             out
         })
@@ -319,16 +333,19 @@ mod tests {
                 type_oid: INT8,
                 format: 1,
                 masked: false,
+                source: (0, 0),
             },
             Column {
                 type_oid: NUMERIC,
                 format: 1,
                 masked: false,
+                source: (0, 0),
             },
             Column {
                 type_oid: INT8,
                 format: 1,
                 masked: false,
+                source: (0, 0),
             },
         ];
         // 4111111111111111 as numeric: weight 3, groups 4111 1111 1111 1111.

@@ -24,8 +24,8 @@ mod hold;
 mod to_client;
 mod to_server;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -131,7 +131,11 @@ pub async fn run(
         rd: client_rd,
         wr: server_wr,
         control: control_tx,
-        inspect: ctx.stages.inspect.connect(&info),
+        inspect: crate::conn::promotion::guard(
+            ctx.stages.inspect.connect(&info),
+            Arc::clone(&target.promoted),
+            crate::policy::classify::SqlDialect::Postgres,
+        ),
         early: Vec::new(),
         units: 0,
         refusals: 0,
@@ -140,8 +144,15 @@ pub async fn run(
         portals: results::ClientSide::default(),
     }
     .run(client.buf);
-    let catalog = (!ctx.column_rules.is_empty())
-        .then(|| ConnCatalog::new(ctx, target, &info.identity, &info.database));
+    // Column rules need it for every result; promotions (a card number found in a column)
+    // only when that happens. Its side connection opens at the first lookup.
+    let promoted = Arc::clone(&target.promoted);
+    let catalog = Some(ConnCatalog::new(
+        ctx,
+        target,
+        &info.identity,
+        &info.database,
+    ));
     let to_client = ToClient {
         ctx,
         info: &info,
@@ -156,6 +167,9 @@ pub async fn run(
         units_done: 0,
         status: TxStatus::Idle,
         rows: results::ServerSide::default(),
+        promoted,
+        promoted_here: Default::default(),
+        found: Vec::new(),
     }
     .run(server.buf);
     tokio::pin!(to_server, to_client);

@@ -47,6 +47,11 @@ pub(super) struct ToClient<'a> {
     /// The transaction status of the last ReadyForQuery.
     pub status: TxStatus,
     pub rows: results::ServerSide,
+    /// The target's promoted columns, and the result columns this connection promoted.
+    pub promoted: std::sync::Arc<crate::conn::promotion::Promoted>,
+    pub promoted_here: std::collections::HashSet<(u32, i16)>,
+    /// Columns of the last DataRow in which the masker found a card number.
+    pub found: Vec<usize>,
 }
 
 /// One batch: the messages framed from one read, and what the stages made of them.
@@ -122,6 +127,9 @@ impl ToClient<'_> {
             return Ok(());
         }
         let (changed, row_columns) = self.transform(m);
+        if !self.found.is_empty() {
+            self.promote(row_columns.as_deref()).await;
+        }
         if let Some(out) = &changed {
             step.batch.replace(buf, step.pos, step.pos + n, out);
             if m.tag != b'E' || self.shared.pending_count.load(Ordering::Relaxed) == 0 {
@@ -188,7 +196,11 @@ impl ToClient<'_> {
             // Result shapes, so rows are decoded by their column types and formats.
             b'T' => {
                 let mut columns = results::decode_row_description(m.body);
-                if let (Some(catalog), Some(columns)) = (&mut self.catalog, &mut columns) {
+                if let (Some(catalog), Some(columns), false) = (
+                    &mut self.catalog,
+                    &mut columns,
+                    self.ctx.column_rules.is_empty(),
+                ) {
                     catalog.mark(m.body, columns).await;
                 }
                 return Ok(self.rows.row_description(&shared.tracker, columns));
@@ -214,7 +226,7 @@ impl ToClient<'_> {
             b'D' => {
                 let columns = self.rows.row_columns(&self.shared.tracker);
                 (
-                    transform::data_row(m.body, masker, columns.as_deref()),
+                    transform::data_row_noting(m.body, masker, columns.as_deref(), &mut self.found),
                     columns,
                 )
             }
@@ -228,6 +240,39 @@ impl ToClient<'_> {
                 None,
             ),
             _ => (None, None),
+        }
+    }
+
+    /// A card number was found in result columns no rule protects: the table columns they
+    /// come from are promoted for the target (`conn::promotion`), logged and recorded.
+    async fn promote(&mut self, columns: Option<&[results::Column]>) {
+        let found = std::mem::take(&mut self.found);
+        let (Some(columns), Some(catalog)) = (columns, &mut self.catalog) else {
+            return;
+        };
+        for i in found {
+            let Some((table, attnum)) = columns.get(i).map(|c| c.source) else {
+                continue;
+            };
+            if table == 0 || !self.promoted_here.insert((table, attnum)) {
+                continue;
+            }
+            let Some(name) = catalog.source_name(table, attnum).await else {
+                continue;
+            };
+            if !self.promoted.promote(&name) {
+                continue;
+            }
+            tracing::warn!(target = %self.info.target, column = %name, "a card number was found in a column no rule protects: computing over it is refused from now on");
+            if let Some(record) = self.record {
+                let event = Event::new(
+                    audit::kind::COLUMN_PROMOTED,
+                    Outcome::Info,
+                    self.info.who.clone(),
+                    serde_json::json!({"column": name, "target": self.info.target}),
+                );
+                let _ = record.recorder.record_wait(event).await;
+            }
         }
     }
 
