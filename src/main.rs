@@ -79,6 +79,9 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Find the columns of a target that hold card numbers (sampled, read-only) and write the
+    /// column rules that would protect them.
+    Discover(cli::discover::DiscoverArgs),
     /// Exit 0 when a tollgate's admin interface answers `/healthz` (container health checks).
     Health {
         #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
@@ -123,6 +126,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sessions { command } => {
             cli::runtime()?.block_on(cli::sessions::sessions_command(command))
         }
+        Command::Discover(args) => cli::runtime()?.block_on(cli::discover::discover_command(args)),
         Command::Audit { command } => cli::runtime()?.block_on(cli::audit::audit_command(command)),
         Command::Approvals {
             url,

@@ -631,3 +631,75 @@ async fn a_column_found_to_hold_card_numbers_is_refused_to_computation() {
     );
     direct.batch_execute("drop table memo17").await.unwrap();
 }
+
+/// Item 7: `tollgate discover` samples a target and reports the free-text column that holds
+/// card numbers (and not the one that holds none), writing a column rule for it.
+#[tokio::test]
+async fn discover_finds_card_number_columns_by_sampling() {
+    let direct = direct_pg().await;
+    direct
+        .batch_execute(&format!(
+            "drop schema if exists disc17 cascade; create schema disc17;
+             create table disc17.tickets (id int, note text, remark text, amount numeric);
+             insert into disc17.tickets
+               select g, case when g % 10 = 0 then 'customer card 4111 1111 1111 1111 ok' else 'no card' end,
+                      'called on 2024-03-05 12:30:45.123456, order 1700000000000', g * 1.5
+               from generate_series(1, 200) g;"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tollgate.yaml");
+    std::fs::write(dir.path().join("pw"), "x\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "targets:
+  - name: disc17
+    address: 127.0.0.1:5432
+    database: test
+    user: postgres
+    client_auth: {{ method: password, user: agent, password: {{ file: {} }} }}
+",
+            dir.path().join("pw").display()
+        ),
+    )
+    .unwrap();
+    let rules = dir.path().join("rules.yaml");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["discover", "--config"])
+        .arg(&config)
+        .args(["--target", "disc17", "--sample", "100", "--write"])
+        .arg(&rules)
+        .env("TOLLGATE_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |column: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{column}\t")))
+            .unwrap_or_else(|| panic!("{column} not reported: {stdout}"))
+            .to_owned()
+    };
+    assert!(
+        line("disc17.tickets.note")
+            .contains("10 of 100 sampled values hold a card number\tPROTECT")
+    );
+    assert!(line("disc17.tickets.remark").contains("0 of 100"));
+    assert!(!line("disc17.tickets.remark").contains("PROTECT"));
+    assert_no_pan(stdout.as_bytes(), "discover's report");
+    let written = std::fs::read_to_string(&rules).unwrap();
+    assert!(written.contains("    - disc17.tickets.note\n"), "{written}");
+    assert!(!written.contains("disc17.tickets.remark"), "{written}");
+    direct
+        .batch_execute("drop schema disc17 cascade")
+        .await
+        .unwrap();
+}

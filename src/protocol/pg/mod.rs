@@ -17,6 +17,7 @@
 pub mod binary;
 pub mod cancel;
 pub mod catalog;
+pub mod discover;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
