@@ -581,10 +581,10 @@ async fn a_column_found_to_hold_card_numbers_is_refused_to_computation() {
     let s = setup().await;
     let direct = direct_pg().await;
     direct
-        .batch_execute(&format!(
+        .batch_execute(
             "drop table if exists memo17; create table memo17 (id int, remark text, other text);
-             insert into memo17 values (1, 'paid with 4111 1111 1111 1111 today', 'nothing here')"
-        ))
+             insert into memo17 values (1, 'paid with 4111 1111 1111 1111 today', 'nothing here')",
+        )
         .await
         .unwrap();
     let client = s.proxy.connect().await;
@@ -638,14 +638,14 @@ async fn a_column_found_to_hold_card_numbers_is_refused_to_computation() {
 async fn discover_finds_card_number_columns_by_sampling() {
     let direct = direct_pg().await;
     direct
-        .batch_execute(&format!(
+        .batch_execute(
             "drop schema if exists disc17 cascade; create schema disc17;
              create table disc17.tickets (id int, note text, remark text, amount numeric);
              insert into disc17.tickets
                select g, case when g % 10 = 0 then 'customer card 4111 1111 1111 1111 ok' else 'no card' end,
                       'called on 2024-03-05 12:30:45.123456, order 1700000000000', g * 1.5
-               from generate_series(1, 200) g;"
-        ))
+               from generate_series(1, 200) g;",
+        )
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

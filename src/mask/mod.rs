@@ -1,6 +1,7 @@
 //! PAN masking: no clear card number reaches the agent (or, through the audit stage, the disk).
 //!
-//! - [`pan`]: the detector (brand tables, Luhn, separators).
+//! - [`pan`]: the detector (brand tables, Luhn, groups and separators, numbers' renderings);
+//!   [`fold`]: digits of every script and escape, separators and ignored characters.
 //! - [`Masker`]: rewrites the PANs found in a value in the configured format.
 //! - [`number`]: numbers masked as numbers of the same type (both wires' binary values).
 //! - [`columns`]: the column rules (columns masked whatever their content).
@@ -9,6 +10,7 @@
 //! was, without a copy.
 
 pub mod columns;
+pub mod fold;
 pub mod number;
 pub mod pan;
 mod unicode;
