@@ -703,3 +703,39 @@ async fn discover_finds_card_number_columns_by_sampling() {
         .await
         .unwrap();
 }
+
+/// Binary COPY announces no column types: a bigint card number in it is masked as a number.
+#[tokio::test]
+async fn binary_copy_of_numbers_is_masked() {
+    use futures_util::TryStreamExt;
+    let s = setup().await;
+    let client = s.proxy.connect().await;
+    client
+        .batch_execute(&format!(
+            "create temp table c17 (n bigint, f float8, d numeric, t text);
+             insert into c17 values ({PAN}, {PAN}, {PAN}, 'x {PAN}')"
+        ))
+        .await
+        .unwrap();
+    let out: Vec<u8> = client
+        .copy_out("copy c17 to stdout (format binary)")
+        .await
+        .unwrap()
+        .try_collect::<Vec<bytes::Bytes>>()
+        .await
+        .unwrap()
+        .concat();
+    assert!(out.starts_with(b"PGCOPY\n\xff\r\n\0"), "{out:?}");
+    assert!(
+        !out.windows(8)
+            .any(|w| w == 4111111111111111i64.to_be_bytes()
+                || w == 4111111111111111f64.to_be_bytes()),
+        "{out:?}"
+    );
+    // numeric 4111111111111111: groups 4111 1111 1111 1111.
+    assert!(
+        !out.windows(8)
+            .any(|w| w == [0x10, 0x0f, 0x04, 0x57, 0x04, 0x57, 0x04, 0x57])
+    );
+    assert_no_pan(&out, "binary COPY");
+}

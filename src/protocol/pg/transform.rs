@@ -228,6 +228,90 @@ pub fn copy_data(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
     }
 }
 
+/// The signature that opens binary COPY data.
+const BINARY_COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// CopyData (`d`) of a binary COPY toward the client. Its column types are not announced, so
+/// each field is read every way that could show a card number: its bytes as text (masked in
+/// place), and, when its length fits, as a `bigint`, a `double precision` or a `numeric`
+/// (masked as that type when its digits hold a PAN). A field is thus masked whenever any
+/// reading shows a card number (fail closed; a field that only looks like one loses digits).
+/// A message that does not parse as whole tuples is emptied.
+pub fn binary_copy_data(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
+    let same_length = Masker::new(
+        if masker.format() == Format::Hmac {
+            Format::Redact
+        } else {
+            masker.format()
+        },
+        None,
+    );
+    let mut out = Vec::with_capacity(body.len());
+    let mut at = 0;
+    if body.starts_with(BINARY_COPY_SIGNATURE) {
+        let ext = body
+            .get(15..19)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        match ext
+            .and_then(|e| 19usize.checked_add(e))
+            .filter(|&h| h <= body.len())
+        {
+            Some(h) => {
+                out.extend_from_slice(&body[..h]);
+                at = h;
+            }
+            None => at = body.len() + 1,
+        }
+    }
+    'tuples: while at < body.len() {
+        let Some(count) = body
+            .get(at..at + 2)
+            .map(|b| i16::from_be_bytes([b[0], b[1]]))
+        else {
+            at = body.len() + 1;
+            break;
+        };
+        out.extend_from_slice(&count.to_be_bytes());
+        at += 2;
+        for _ in 0..count.max(0) {
+            let Some(len) = body
+                .get(at..at + 4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            else {
+                at = body.len() + 1;
+                break 'tuples;
+            };
+            at += 4;
+            let Ok(n) = usize::try_from(len) else {
+                out.extend_from_slice(&len.to_be_bytes());
+                continue;
+            };
+            let Some(v) = body.get(at..at + n) else {
+                at = body.len() + 1;
+                break 'tuples;
+            };
+            at += n;
+            let mut field: Cow<'_, [u8]> = same_length.mask(v);
+            for oid in [binary::INT8, binary::FLOAT8, binary::NUMERIC] {
+                if let Some(Cow::Owned(m)) = binary::value(oid, &field, masker, false) {
+                    field = Cow::Owned(m);
+                }
+            }
+            out.extend_from_slice(&(field.len() as i32).to_be_bytes());
+            out.extend_from_slice(&field);
+        }
+    }
+    if at != body.len() {
+        out.clear();
+    }
+    if out == body {
+        return None;
+    }
+    let mut frame = Vec::with_capacity(out.len() + 5);
+    put_message(&mut frame, b'd', &out);
+    Some(frame)
+}
+
 /// ErrorResponse (`E`) or NoticeResponse (`N`): every field masked (a unique violation's DETAIL
 /// echoes the key; a RAISE NOTICE echoes whatever it was given).
 pub fn fields(tag: u8, body: &[u8], masker: &Masker) -> Option<Vec<u8>> {

@@ -170,6 +170,7 @@ pub async fn run(
         promoted,
         promoted_here: Default::default(),
         found: Vec::new(),
+        binary_copy: false,
     }
     .run(server.buf);
     tokio::pin!(to_server, to_client);

@@ -52,6 +52,8 @@ pub(super) struct ToClient<'a> {
     pub promoted_here: std::collections::HashSet<(u32, i16)>,
     /// Columns of the last DataRow in which the masker found a card number.
     pub found: Vec<usize>,
+    /// A binary COPY TO STDOUT is under way (its fields are read every way they could be).
+    pub binary_copy: bool,
 }
 
 /// One batch: the messages framed from one read, and what the stages made of them.
@@ -178,6 +180,7 @@ impl ToClient<'_> {
                     messages::decode_backend(m.tag, m.body).map_err(Problem::server)?
                 {
                     self.status = s;
+                    self.binary_copy = false;
                     self.rows.ready(&shared.tracker);
                     self.units_done += 1;
                     let _ =
@@ -206,6 +209,9 @@ impl ToClient<'_> {
                 return Ok(self.rows.row_description(&shared.tracker, columns));
             }
             b'n' => return Ok(self.rows.no_data(&shared.tracker)),
+            // CopyOutResponse: its overall format. CopyDone, errors and ReadyForQuery end it.
+            b'H' => self.binary_copy = m.body.first() == Some(&1),
+            b'c' => self.binary_copy = false,
             b'1' | b'2' | b'3' => self.rows.completed(&shared.tracker),
             b'C' | b's' | b'I' => self.rows.execute_done(&shared.tracker),
             b'E' => self.rows.error(&shared.tracker),
@@ -230,6 +236,7 @@ impl ToClient<'_> {
                     columns,
                 )
             }
+            b'd' if self.binary_copy => (transform::binary_copy_data(m.body, masker), None),
             b'd' => (transform::copy_data(m.body, masker), None),
             b'T' => (transform::row_description(m.body, masker), None),
             b'N' => (transform::fields(m.tag, m.body, masker), None),
