@@ -88,6 +88,12 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with_policy(false).await
+}
+
+/// With `policy`: a policy that allows everything is in force (promotions are enforced under a
+/// policy).
+async fn setup_with_policy(policy: bool) -> Setup {
     log();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
@@ -107,10 +113,24 @@ async fn setup() -> Setup {
         signer,
     )
     .unwrap();
-    let stages = Stages {
+    let mut stages = Stages {
         record: Some(recorder.clone()),
         ..Stages::default()
     };
+    if policy {
+        let file = dir.path().join("policy.yaml");
+        std::fs::write(
+            &file,
+            "default: allow\nrules:\n  - id: reads\n    match: { kinds: [read] }\n    action: allow\n",
+        )
+        .unwrap();
+        let inspector = tollgate::conn::policy_files::PolicyInspector::load(
+            vec![file],
+            tollgate::policy::classify::SqlDialect::Postgres,
+        )
+        .unwrap();
+        stages.inspect = Arc::new(tollgate::policy::inspect::PolicyStage(Arc::new(inspector)));
+    }
     let pw = dir.path().join("agent-password");
     let yaml = format!(
         "
@@ -578,7 +598,7 @@ async fn after_a_pan_heavy_session_the_store_and_the_debug_log_are_clean() {
 /// reading it whole stays allowed (masked), computing over it is refused, on every connection.
 #[tokio::test]
 async fn a_column_found_to_hold_card_numbers_is_refused_to_computation() {
-    let s = setup().await;
+    let s = setup_with_policy(true).await;
     let direct = direct_pg().await;
     direct
         .batch_execute(

@@ -4,7 +4,8 @@
 //! over in pieces or letters. So once the masker finds a card number in a result column that
 //! comes from a table column, that column is **promoted**: for its target, from then on (every
 //! connection; the promotion is recorded), a statement that computes over a column of that name
-//! is refused like computing over `pan`.
+//! is refused like computing over `pan`. Without a policy (tollgate then forwards everything,
+//! and says so) promotions are recorded but not enforced.
 //!
 //! The inspect stage is wrapped ([`guard`]): its own ruling stands unless it forwards a
 //! statement whose computed columns (the classifier's, the same list the `computed_columns`
@@ -83,7 +84,12 @@ struct Guard {
 impl ConnInspect for Guard {
     fn inspect(&mut self, conn: &ConnInfo, statement: &Statement<'_>) -> Ruling {
         let mut ruling = self.inner.inspect(conn, statement);
-        if ruling.verdict != Verdict::Forward || self.promoted.is_empty() {
+        // Without a policy tollgate forwards everything, computing over `pan` included (and
+        // says so in its log): promotions are enforced under a policy.
+        if ruling.verdict != Verdict::Forward
+            || self.promoted.is_empty()
+            || ruling == Ruling::forward_all()
+        {
             return ruling;
         }
         // Classified again only while some column is promoted (rare, and then a parse per
