@@ -34,6 +34,11 @@ const ASCII: [u8; 128] = {
     t
 };
 
+/// An ASCII byte's class: 0 other, 1 digit, 2 separator.
+pub(super) fn ascii_class(b: u8) -> u8 {
+    ASCII[usize::from(b & 0x7F)]
+}
+
 /// The unit of a code point.
 fn classify(cp: u32) -> Unit {
     if cp < 0x80 {
@@ -98,6 +103,15 @@ fn hex(b: u8) -> Option<u32> {
 /// The unit starting at byte `i` of `text` (which must be in range) and its length in bytes.
 pub fn unit_at(text: &[u8], i: usize) -> (Unit, usize) {
     let b = text[i];
+    // Latin letters with accents, Greek, Cyrillic… (U+00C0–U+03FF) and CJK ideographs
+    // (U+4000–U+9FFF) hold no digit, separator or format character: no table lookup.
+    let continuation = |k: usize| text.get(i + k).is_some_and(|c| c & 0xC0 == 0x80);
+    if (0xC3..=0xCF).contains(&b) && continuation(1) {
+        return (Unit::Other, 2);
+    }
+    if (0xE4..=0xE9).contains(&b) && continuation(1) && continuation(2) {
+        return (Unit::Other, 3);
+    }
     if b < 0x80 {
         match b {
             // A URL escape: `%34`, `%20`.

@@ -335,6 +335,13 @@ pub fn scan(text: &[u8], mut found: impl FnMut(Found)) {
             continue;
         }
         let start = escape_start(text, j);
+        if start == j
+            && text[j].is_ascii_digit()
+            && let Some(end) = short_ascii_sequence(text, j)
+        {
+            i = end;
+            continue;
+        }
         let (unit, len) = unit_at(text, start);
         if !matches!(unit, Unit::Digit(_)) {
             i = if start < j { j + 1 } else { j + len };
@@ -342,6 +349,39 @@ pub fn scan(text: &[u8], mut found: impl FnMut(Found)) {
         }
         i = sequence(text, start, &mut seq, &mut found);
     }
+}
+
+/// Where the sequence starting at `j` ends when it is plain ASCII with fewer than 12 digits
+/// (most numbers, dates, times: it cannot hold a PAN, and one tight loop says so); `None` when
+/// it has more, or anything only the full reading handles (non-ASCII, escapes).
+fn short_ascii_sequence(text: &[u8], j: usize) -> Option<usize> {
+    let mut digits = 0;
+    let mut separators = 0;
+    let mut i = j;
+    while i < text.len() {
+        let b = text[i];
+        if b >= 0x80 || b == b'%' || b == b'\\' {
+            return None;
+        }
+        match super::fold::ascii_class(b) {
+            1 => {
+                digits += 1;
+                separators = 0;
+                if digits >= MIN_DIGITS {
+                    return None;
+                }
+            }
+            2 => {
+                separators += 1;
+                if separators > MAX_SEPARATOR_RUN {
+                    break;
+                }
+            }
+            _ => break,
+        }
+        i += 1;
+    }
+    Some(i)
 }
 
 /// IBAN countries and their IBAN lengths (SWIFT IBAN registry).
