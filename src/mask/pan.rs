@@ -351,12 +351,18 @@ pub fn scan(text: &[u8], mut found: impl FnMut(Found)) {
     }
 }
 
-/// Where the sequence starting at `j` ends when it is plain ASCII with fewer than 12 digits
-/// (most numbers, dates, times: it cannot hold a PAN, and one tight loop says so); `None` when
-/// it has more, or anything only the full reading handles (non-ASCII, escapes).
+/// Where the sequence starting at `j` ends when it is plain ASCII and no candidate can be in
+/// it: fewer than 12 digits, or groups that no window of 12 to 19 digits could read as one
+/// number (dates and times: `2026-11-26 05:03:06`). Most sequences end here in one tight loop.
+/// `None` when a candidate might be there, or the sequence holds anything only the full reading
+/// handles (non-ASCII, escapes, an exponent).
 fn short_ascii_sequence(text: &[u8], j: usize) -> Option<usize> {
+    const MAX: usize = 24;
+    let mut groups = [0u8; MAX];
+    let mut n = 0;
     let mut digits = 0;
     let mut separators = 0;
+    let mut in_group = false;
     let mut i = j;
     while i < text.len() {
         let b = text[i];
@@ -365,21 +371,56 @@ fn short_ascii_sequence(text: &[u8], j: usize) -> Option<usize> {
         }
         match super::fold::ascii_class(b) {
             1 => {
+                if !in_group {
+                    if n == MAX {
+                        return None;
+                    }
+                    n += 1;
+                    in_group = true;
+                }
+                groups[n - 1] = groups[n - 1].saturating_add(1);
                 digits += 1;
                 separators = 0;
-                if digits >= MIN_DIGITS {
-                    return None;
-                }
             }
             2 => {
+                in_group = false;
                 separators += 1;
                 if separators > MAX_SEPARATOR_RUN {
                     break;
                 }
             }
-            _ => break,
+            _ => {
+                if in_group && (b == b'e' || b == b'E') {
+                    return None;
+                }
+                break;
+            }
         }
         i += 1;
+    }
+    if digits < MIN_DIGITS {
+        return Some(i);
+    }
+    let groups = &groups[..n];
+    if groups.iter().any(|&g| usize::from(g) >= MIN_DIGITS) {
+        return None;
+    }
+    for a in 0..n {
+        let mut total = 0;
+        for b in a..n {
+            total += usize::from(groups[b]);
+            if total > MAX_DIGITS {
+                break;
+            }
+            let window = &groups[a..=b];
+            if total >= MIN_DIGITS
+                && (window[1..].iter().all(|&g| g >= 3)
+                    || (window[..window.len() - 1].iter().all(|&g| g == window[0])
+                        && window[window.len() - 1] <= window[0]))
+            {
+                return None;
+            }
+        }
     }
     Some(i)
 }
