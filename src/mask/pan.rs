@@ -403,7 +403,20 @@ fn short_ascii_sequence(text: &[u8], j: usize) -> Option<usize> {
     }
     let groups = &groups[..n];
     if groups.iter().any(|&g| usize::from(g) >= MIN_DIGITS) {
-        return None;
+        // One run of digits without zeros in front (an id, a timestamp): checked here.
+        let len = usize::from(groups[0]);
+        if n > 1 || text[j] == b'0' || len > MAX_GROUP {
+            return None;
+        }
+        let run = &text[j..j + len];
+        let candidate = (len <= MAX_DIGITS && is_pan(run))
+            || SUFFIXES.iter().any(|&s| {
+                len > s
+                    && (MIN_DIGITS..=MAX_DIGITS).contains(&(len - s))
+                    && suffix_ok(&run[len - s..])
+                    && is_pan(&run[..len - s])
+            });
+        return (!candidate).then_some(i);
     }
     for a in 0..n {
         let mut total = 0;
