@@ -105,15 +105,23 @@ pub fn is_pan(digits: &[u8]) -> bool {
 }
 
 /// Whether `text` can hold a PAN at all: at least 12 ASCII digits, or bytes outside ASCII
-/// (other scripts' digits). One pass without branches, which compilers vectorise.
+/// (other scripts' digits). 64 bytes at a time without branches (which compilers vectorise),
+/// stopping as soon as the answer is yes.
 pub fn may_hold(text: &[u8]) -> bool {
     let mut digits = 0usize;
-    let mut high = 0u8;
-    for &b in text {
-        digits += usize::from(b.wrapping_sub(b'0') < 10);
-        high |= b;
+    for chunk in text.chunks(64) {
+        let mut d = 0u8;
+        let mut high = 0u8;
+        for &b in chunk {
+            d += u8::from(b.wrapping_sub(b'0') < 10);
+            high |= b;
+        }
+        digits += usize::from(d);
+        if digits >= MIN_DIGITS || high >= 0x80 {
+            return true;
+        }
     }
-    digits >= MIN_DIGITS || high >= 0x80
+    false
 }
 
 /// A found PAN: the byte range of its spelling (from its first significant digit to its last
