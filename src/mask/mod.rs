@@ -13,6 +13,7 @@ pub mod columns;
 pub mod fold;
 pub mod number;
 pub mod pan;
+mod shapes;
 mod unicode;
 
 use std::borrow::Cow;
