@@ -3,7 +3,10 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use tollgate::mask::{Format, Masker};
+use tollgate::mask::{Format, Masker, pan};
+
+#[path = "../tests/support/corpus.rs"]
+mod corpus;
 
 fn rows(with_pans: bool) -> Vec<u8> {
     let mut out = Vec::new();
@@ -47,6 +50,51 @@ fn bench(c: &mut Criterion) {
                 .map(|v| masker.mask(black_box(v)).len())
                 .sum::<usize>()
         })
+    });
+    // Issue #17: the PAN-free corpus of realistic values (timestamps, UUIDs, phone numbers,
+    // IBANs, order and tracking numbers, amounts, addresses, floats, ids, sentences), one value
+    // per line; its false-positive rate is printed beside the throughput.
+    let values = corpus::values(200_000);
+    let found = values
+        .iter()
+        .filter(|(_, v)| !pan::find_all(v.as_bytes()).is_empty())
+        .count();
+    println!(
+        "false positives on the PAN-free corpus: {found} of {} values",
+        values.len()
+    );
+    let text: Vec<u8> = values
+        .iter()
+        .flat_map(|(_, v)| v.bytes().chain(std::iter::once(b'\n')))
+        .collect();
+    group.throughput(Throughput::Bytes(text.len() as u64));
+    group.bench_function("corpus", |b| {
+        b.iter(|| black_box(masker.mask(black_box(&text)).len()))
+    });
+    // Prose without digits: the fast path, no copy.
+    let prose = "The quick brown fox jumps over the lazy dog; cafés and naïve résumés too. "
+        .repeat(14_000)
+        .into_bytes();
+    group.throughput(Throughput::Bytes(prose.len() as u64));
+    group.bench_function("prose", |b| {
+        b.iter(|| black_box(masker.mask(black_box(&prose)).len()))
+    });
+    // Every spelling of the issue, one in four rows.
+    let spelled: Vec<u8> = (0..20_000)
+        .flat_map(|i| {
+            let card = match i % 16 {
+                0 => "4111.1111.1111.1111",
+                4 => "４１１１１１１１１１１１１１１１",
+                8 => "4111\u{200b}1111\u{200b}1111\u{200b}1111",
+                12 => "41111111111111111225",
+                _ => "n/a",
+            };
+            format!("{i}\tcustomer {i}\t{card}\t2026-11-26 05:03:06+00\n").into_bytes()
+        })
+        .collect();
+    group.throughput(Throughput::Bytes(spelled.len() as u64));
+    group.bench_function("spellings", |b| {
+        b.iter(|| black_box(masker.mask(black_box(&spelled)).len()))
     });
     group.finish();
 }

@@ -15,6 +15,7 @@
 //! - [`pipeline`]: the neutral values and stage interfaces (statements, rulings, stages).
 //! - [`policy`]: rules that allow, block or hold each statement, from its syntax tree (pure).
 //! - [`mask`]: PAN detection and masking (pure).
+//! - [`logging`]: the log sink: every line masked, dependencies capped at `warn`.
 //! - [`approval`]: statements held on live connections until a human approves them.
 //! - [`audit`]: the tamper-evident session store.
 //! - [`auth`]: agent identity: OIDC token validation, login throttling, the dev issuer.
@@ -32,6 +33,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod daemon;
+pub mod logging;
 pub mod mask;
 pub mod metrics;
 pub mod net;

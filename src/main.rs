@@ -79,6 +79,9 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Find the columns of a target that hold card numbers (sampled, read-only) and write the
+    /// column rules that would protect them.
+    Discover(cli::discover::DiscoverArgs),
     /// Exit 0 when a tollgate's admin interface answers `/healthz` (container health checks).
     Health {
         #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
@@ -99,15 +102,7 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    tollgate::logging::init(matches!(format, LogFormat::Json));
 }
 
 fn main() -> anyhow::Result<()> {
@@ -127,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sessions { command } => {
             cli::runtime()?.block_on(cli::sessions::sessions_command(command))
         }
+        Command::Discover(args) => cli::runtime()?.block_on(cli::discover::discover_command(args)),
         Command::Audit { command } => cli::runtime()?.block_on(cli::audit::audit_command(command)),
         Command::Approvals {
             url,

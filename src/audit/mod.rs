@@ -94,24 +94,52 @@ impl Clone for WhoCache {
 }
 
 impl Who {
-    /// `"session":…,…,"database":…` as in a record body.
+    /// `"session":…,…,"database":…` as in a record body, every string masked.
     fn encoded(&self) -> &str {
         self.cache.0.get_or_init(|| {
+            let masked = Who::masked(self);
             let j = |v: &dyn erased::Json| v.json();
+            let s = &masked;
             format!(
                 "\"session\":{},\"subject\":{},\"groups\":{},\"client_id\":{},\"issuer\":{},\"upstream_role\":{},\"client_addr\":{},\"application_name\":{},\"target\":{},\"database\":{}",
-                j(&self.session.as_ref().map(|s| s.0.as_str())),
-                j(&self.subject.as_deref()),
-                j(&self.groups),
-                j(&self.client_id.as_deref()),
-                j(&self.issuer.as_deref()),
-                j(&self.upstream_role.as_deref()),
-                j(&self.client_addr.as_deref()),
-                j(&self.application_name.as_deref()),
-                j(&self.target.as_deref()),
-                j(&self.database.as_deref()),
+                j(&s.session.as_ref().map(|s| s.0.as_str())),
+                j(&s.subject.as_deref()),
+                j(&s.groups),
+                j(&s.client_id.as_deref()),
+                j(&s.issuer.as_deref()),
+                j(&s.upstream_role.as_deref()),
+                j(&s.client_addr.as_deref()),
+                j(&s.application_name.as_deref()),
+                j(&s.target.as_deref()),
+                j(&s.database.as_deref()),
             )
         })
+    }
+
+    /// A copy with every field passed through the sink masker: the one masking point toward
+    /// the disk is where a record is encoded.
+    fn masked(&self) -> Who {
+        let m = |s: &Option<String>| s.as_deref().map(crate::mask::for_log);
+        Who {
+            session: self
+                .session
+                .as_ref()
+                .map(|s| SessionId(crate::mask::for_log(&s.0))),
+            subject: m(&self.subject),
+            groups: self
+                .groups
+                .iter()
+                .map(|g| crate::mask::for_log(g))
+                .collect(),
+            client_id: m(&self.client_id),
+            issuer: m(&self.issuer),
+            upstream_role: m(&self.upstream_role),
+            client_addr: m(&self.client_addr),
+            application_name: m(&self.application_name),
+            target: m(&self.target),
+            database: m(&self.database),
+            cache: WhoCache::default(),
+        }
     }
 
     /// The daemon itself (start, stop, reloads, audit reads).
@@ -171,6 +199,8 @@ pub mod kind {
     pub const CLIENT_FRAMES: &str = "client_frames";
     pub const SERVER_FRAMES: &str = "server_frames";
     pub const APPROVAL: &str = "approval";
+    /// A column found at run time to hold card numbers, refused to computation from then on.
+    pub const COLUMN_PROMOTED: &str = "column_promoted";
 }
 
 /// Something to record, as the data path hands it over (masked already).
@@ -201,9 +231,14 @@ impl Event {
 
     /// The canonical encoding of the body this event becomes at a chain position, without
     /// building the body: byte for byte what `into_body(…).encode()` gives (tested).
+    ///
+    /// **The one masking point toward the disk:** every string of the record the data path
+    /// gave (who, tables, every string, key and number of the detail) passes the masker here,
+    /// whatever the call site did.
     pub fn encode(&self, chain: &str, seq: u64, prev: &str, ts: &str) -> String {
         use erased::Json;
-        let detail = self.detail.json();
+        let detail = masked_detail(&self.detail).json();
+        let tables = masked_tables(&self.tables);
         let mut out = String::with_capacity(256 + detail.len());
         out.push_str("{\"v\":");
         out.push_str(&record::VERSION.to_string());
@@ -222,7 +257,7 @@ impl Event {
         out.push(',');
         out.push_str(self.who.encoded());
         out.push_str(",\"tables\":");
-        out.push_str(&self.tables.json());
+        out.push_str(&tables.json());
         out.push_str(",\"detail\":");
         out.push_str(&detail);
         out.push('}');
@@ -231,7 +266,7 @@ impl Event {
 
     /// The record body this event becomes at a chain position.
     pub fn into_body(self, chain: &str, seq: u64, prev: &str, ts: String) -> record::Body {
-        let w = &*self.who;
+        let w = &self.who.masked();
         record::Body {
             v: record::VERSION,
             chain: chain.to_owned(),
@@ -250,10 +285,30 @@ impl Event {
             application_name: w.application_name.clone(),
             target: w.target.clone(),
             database: w.database.clone(),
-            tables: self.tables,
-            detail: self.detail,
+            tables: masked_tables(&self.tables).into_owned(),
+            detail: masked_detail(&self.detail).into_owned(),
         }
     }
+}
+
+fn masked_detail(detail: &serde_json::Value) -> std::borrow::Cow<'_, serde_json::Value> {
+    let masker = crate::mask::sink_masker();
+    if !masker.json_holds_pan(detail) {
+        return std::borrow::Cow::Borrowed(detail);
+    }
+    let mut owned = detail.clone();
+    masker.mask_json(&mut owned);
+    std::borrow::Cow::Owned(owned)
+}
+
+fn masked_tables(tables: &[String]) -> std::borrow::Cow<'_, [String]> {
+    if tables
+        .iter()
+        .all(|t| !crate::mask::pan::may_hold(t.as_bytes()))
+    {
+        return std::borrow::Cow::Borrowed(tables);
+    }
+    std::borrow::Cow::Owned(tables.iter().map(|t| crate::mask::for_log(t)).collect())
 }
 
 /// Now, as a record timestamp: UTC, RFC 3339, microseconds.
@@ -333,5 +388,38 @@ mod tests {
             daemon.encode("x", 1, "p", "t"),
             daemon.clone().into_body("x", 1, "p", "t".into()).encode()
         );
+    }
+}
+
+#[cfg(test)]
+mod masking_tests {
+    use super::*;
+
+    /// Issue #17: the record encoder masks every field, whatever the call site did.
+    #[test]
+    fn every_string_of_a_record_is_masked_where_it_is_encoded() {
+        let who = Arc::new(Who {
+            subject: Some("agent 4111 1111 1111 1111".into()),
+            database: Some("db_4111111111111111".into()),
+            groups: vec!["5555555555554444".into()],
+            ..Who::default()
+        });
+        let mut e = Event::new(
+            kind::STATEMENT,
+            Outcome::Refused,
+            who,
+            serde_json::json!({"tables": ["４１１１１１１１１１１１１１１１"], "4111.1111.1111.1111": 4111111111111111u64, "n": 7}),
+        );
+        e.tables = vec!["public.\"4111111111111111\"".into()];
+        let encoded = e.encode("c", 1, record::GENESIS, "t");
+        for pan in ["4111111111111111", "5555555555554444"] {
+            assert!(
+                !crate::mask::pan::folded_digits(encoded.as_bytes()).contains(pan),
+                "{encoded}"
+            );
+        }
+        assert!(encoded.contains("\"n\":7"), "{encoded}");
+        let body = e.into_body("c", 1, record::GENESIS, "t".into()).encode();
+        assert_eq!(encoded, body);
     }
 }

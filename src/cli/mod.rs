@@ -4,6 +4,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod dev;
+pub mod discover;
 pub mod policy;
 pub mod sessions;
 

@@ -14,12 +14,14 @@
 //! - [`statement`]: a statement's lifecycle after the inspect stage ruled on it: settle (count,
 //!   record, refuse if unrecordable), approval fingerprints, what an approval's outcome does.
 //! - [`policy_files`]: the policy files loaded, watched and reloaded (reloads recorded).
+//! - [`promotion`]: columns found at run time to hold card numbers, refused to computation.
 //!
 //! Nothing here reads or writes wire bytes; nothing here imports a wire module.
 
 pub mod admission;
 pub mod lifecycle;
 pub mod policy_files;
+pub mod promotion;
 pub mod session;
 pub mod statement;
 
@@ -71,6 +73,8 @@ pub struct TargetRuntime {
     /// A wire's verifier of the client password (PostgreSQL: the SCRAM verifier), with a
     /// digest of the password it was derived from, so a rotated secret file yields a new one.
     client_verifier: Mutex<Option<CachedVerifier>>,
+    /// Columns of this target found at run time to hold card numbers.
+    pub promoted: Arc<promotion::Promoted>,
 }
 
 impl TargetRuntime {
@@ -83,6 +87,7 @@ impl TargetRuntime {
             port,
             tls: crate::tls::upstream(&config.tls, host)?,
             client_verifier: Mutex::new(None),
+            promoted: Arc::default(),
         })
     }
 

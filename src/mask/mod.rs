@@ -1,6 +1,7 @@
 //! PAN masking: no clear card number reaches the agent (or, through the audit stage, the disk).
 //!
-//! - [`pan`]: the detector (brand tables, Luhn, separators).
+//! - [`pan`]: the detector (brand tables, Luhn, groups and separators, numbers' renderings);
+//!   [`fold`]: digits of every script and escape, separators and ignored characters.
 //! - [`Masker`]: rewrites the PANs found in a value in the configured format.
 //! - [`number`]: numbers masked as numbers of the same type (both wires' binary values).
 //! - [`columns`]: the column rules (columns masked whatever their content).
@@ -9,8 +10,11 @@
 //! was, without a copy.
 
 pub mod columns;
+pub mod fold;
 pub mod number;
 pub mod pan;
+mod shapes;
+mod unicode;
 
 use std::borrow::Cow;
 
@@ -59,25 +63,22 @@ impl Masker {
         self.format
     }
 
-    /// `text` with every PAN masked; borrowed, untouched, when there is none.
+    /// `text` with every PAN masked, in its own spelling (only the digits that must not show
+    /// change; each keeps its byte length); borrowed, untouched, when there is none.
     pub fn mask<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
-        // Fast path: fewer than 12 digits cannot hold a PAN.
-        if text
-            .iter()
-            .filter(|b| b.is_ascii_digit())
-            .take(pan::MIN_DIGITS)
-            .count()
-            < pan::MIN_DIGITS
-        {
+        if !pan::may_hold(text) {
             return Cow::Borrowed(text);
         }
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
-        pan::scan(text, |range| {
+        pan::scan(text, |found| {
+            if found.range.start < copied {
+                return;
+            }
             let buf = out.get_or_insert_with(|| Vec::with_capacity(text.len() + 16));
-            buf.extend_from_slice(&text[copied..range.start]);
-            self.write_masked(&text[range.clone()], buf);
-            copied = range.end;
+            buf.extend_from_slice(&text[copied..found.range.start]);
+            self.write_masked(&text[found.range.clone()], found.pan_len, buf);
+            copied = found.range.end;
         });
         match out {
             None => Cow::Borrowed(text),
@@ -88,11 +89,11 @@ impl Masker {
         }
     }
 
-    /// A value from a column that holds card numbers: all its digits are taken as one PAN,
-    /// whether or not the detector would find one (a column rule fails closed). Fewer than 13
-    /// digits keep only the last 4.
+    /// A value from a column that holds card numbers: all its digits (in any spelling) are
+    /// taken as one PAN, whether or not the detector would find one (a column rule fails
+    /// closed). Fewer than 13 digits keep only the last 4.
     pub fn mask_column(&self, value: &[u8]) -> Vec<u8> {
-        let digits = value.iter().filter(|b| b.is_ascii_digit()).count();
+        let digits = pan::folded_digits(value).len();
         if digits == 0 {
             return value.to_vec();
         }
@@ -104,22 +105,28 @@ impl Masker {
             self
         };
         let mut out = Vec::with_capacity(value.len());
-        masker.write_masked(value, &mut out);
+        masker.write_masked(value, digits, &mut out);
         out
     }
 
-    fn write_masked(&self, found: &[u8], out: &mut Vec<u8>) {
-        let digits = found.iter().filter(|b| b.is_ascii_digit()).count();
-        let keep = |i: usize| match self.format {
-            Format::BinLast4 => i < 6 || i >= digits.saturating_sub(4),
-            Format::Last4 => i >= digits.saturating_sub(4),
-            Format::Redact | Format::Hmac => false,
+    /// Writes `found` masked: of its first `pan_len` digits those the format keeps stay as
+    /// they were spelt, every other digit (the rest of the PAN and what was appended to it)
+    /// becomes `*` of the same byte length (`＊` for a three-byte digit).
+    fn write_masked(&self, found: &[u8], pan_len: usize, out: &mut Vec<u8>) {
+        let keep = |i: usize| {
+            i < pan_len
+                && match self.format {
+                    Format::BinLast4 => i < 6 || i >= pan_len.saturating_sub(4),
+                    Format::Last4 => i >= pan_len.saturating_sub(4),
+                    Format::Redact | Format::Hmac => false,
+                }
         };
         if self.format == Format::Hmac
             && let Some(key) = &self.key
         {
-            let clean: Vec<u8> = found.iter().copied().filter(u8::is_ascii_digit).collect();
-            let tag = hmac::sign(key, &clean);
+            let clean = pan::folded_digits(found);
+            let clean = &clean.as_bytes()[..pan_len.min(clean.len())];
+            let tag = hmac::sign(key, clean);
             out.extend_from_slice(b"pan_");
             // 80 bits as 16 letters from a 32-letter alphabet: no digits at all, so a token
             // can never read as a PAN (hex could: `4406818334133ace`).
@@ -133,15 +140,85 @@ impl Masker {
             return;
         }
         let mut i = 0;
-        for &b in found {
-            if b.is_ascii_digit() {
-                out.push(if keep(i) { b } else { b'*' });
-                i += 1;
-            } else {
-                out.push(b);
+        let mut at = 0;
+        while at < found.len() {
+            let (unit, len) = pan::unit_at(found, at);
+            let bytes = &found[at..at + len];
+            match unit {
+                pan::Unit::Digit(_) if !keep(i) => {
+                    if len == 3 && bytes[0] >= 0x80 {
+                        out.extend_from_slice("＊".as_bytes());
+                    } else {
+                        out.extend(std::iter::repeat_n(b'*', len));
+                    }
+                    i += 1;
+                }
+                pan::Unit::Digit(_) => {
+                    out.extend_from_slice(bytes);
+                    i += 1;
+                }
+                _ => out.extend_from_slice(bytes),
             }
+            at += len;
         }
     }
+}
+
+impl Masker {
+    /// Whether any string, key or number of a JSON value holds a PAN.
+    pub fn json_holds_pan(&self, v: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => matches!(self.mask(s.as_bytes()), Cow::Owned(_)),
+            Value::Number(n) => matches!(self.mask(n.to_string().as_bytes()), Cow::Owned(_)),
+            Value::Array(a) => a.iter().any(|v| self.json_holds_pan(v)),
+            Value::Object(o) => o.iter().any(|(k, v)| {
+                matches!(self.mask(k.as_bytes()), Cow::Owned(_)) || self.json_holds_pan(v)
+            }),
+            Value::Null | Value::Bool(_) => false,
+        }
+    }
+
+    /// Every string and key of a JSON value masked; a number holding a PAN becomes its masked
+    /// text.
+    pub fn mask_json(&self, v: &mut serde_json::Value) {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => {
+                if let Cow::Owned(m) = self.mask(s.as_bytes()) {
+                    *s = String::from_utf8_lossy(&m).into_owned();
+                }
+            }
+            Value::Number(n) => {
+                if let Cow::Owned(m) = self.mask(n.to_string().as_bytes()) {
+                    *v = Value::String(String::from_utf8_lossy(&m).into_owned());
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|v| self.mask_json(v)),
+            Value::Object(o) => {
+                if o.keys()
+                    .any(|k| matches!(self.mask(k.as_bytes()), Cow::Owned(_)))
+                {
+                    let entries = std::mem::take(o);
+                    for (k, v) in entries {
+                        o.insert(
+                            String::from_utf8_lossy(&self.mask(k.as_bytes())).into_owned(),
+                            v,
+                        );
+                    }
+                }
+                o.values_mut().for_each(|v| self.mask_json(v));
+            }
+            Value::Null | Value::Bool(_) => {}
+        }
+    }
+}
+
+/// The masker of the sinks (the audit record encoder, the log layer): the default format.
+/// Idempotent over what the data path masked already, in whatever format.
+pub fn sink_masker() -> &'static Masker {
+    static MASKER: std::sync::OnceLock<Masker> = std::sync::OnceLock::new();
+    MASKER.get_or_init(|| Masker::new(Format::BinLast4, None))
 }
 
 /// SQL text with the literal after every `PASSWORD` keyword replaced by `'***'`
@@ -232,9 +309,7 @@ pub fn redact_secrets(sql: &str) -> String {
 /// Text that carries client- or server-provided values (a database name, an upstream error,
 /// a token's issuer) masked before it is logged: logs are storage too (PCI DSS 3.5.1).
 pub fn for_log(text: &str) -> String {
-    static MASKER: std::sync::OnceLock<Masker> = std::sync::OnceLock::new();
-    let masker = MASKER.get_or_init(|| Masker::new(Format::BinLast4, None));
-    String::from_utf8_lossy(&masker.mask(text.as_bytes())).into_owned()
+    String::from_utf8_lossy(&sink_masker().mask(text.as_bytes())).into_owned()
 }
 
 #[cfg(test)]

@@ -291,8 +291,10 @@ pub mod types {
     pub const TIMESTAMP2: u8 = 0x11;
     pub const DATETIME2: u8 = 0x12;
     pub const TIME2: u8 = 0x13;
+    pub const BIT: u8 = 0x10;
     pub const JSON: u8 = 0xF5;
     pub const NEWDECIMAL: u8 = 0xF6;
+    pub const GEOMETRY: u8 = 0xFF;
 }
 
 pub const UNSIGNED_FLAG: u16 = 0x20;
@@ -413,7 +415,15 @@ impl ColumnMask {
 }
 
 /// A value in text form, masked: numbers keep their shape (masked digits become zeros).
+/// `BIT` and geometry values are bytes in both protocols: decoded (issue #17).
 fn mask_text_value<'a>(v: &'a [u8], col: &ColumnMask, masker: &Masker) -> Cow<'a, [u8]> {
+    match col.ty {
+        types::BIT => return mask_bit(v, col, masker).map_or(Cow::Borrowed(v), Cow::Owned),
+        types::GEOMETRY => {
+            return mask_geometry(v, col, masker).map_or(Cow::Borrowed(v), Cow::Owned);
+        }
+        _ => {}
+    }
     if matches!(col.ty, types::FLOAT | types::DOUBLE)
         && let Some(f) = std::str::from_utf8(v)
             .ok()
@@ -423,7 +433,7 @@ fn mask_text_value<'a>(v: &'a [u8], col: &ColumnMask, masker: &Masker) -> Cow<'a
         return Cow::Owned(format!("{m:.0}").into_bytes());
     }
     if col.numeric {
-        return match mask_number_text(v, masker, col.forced) {
+        return match crate::mask::number::mask_number_text(v, masker, col.forced) {
             Some(m) => Cow::Owned(m),
             None => Cow::Borrowed(v),
         };
@@ -439,45 +449,109 @@ fn mask_text_value<'a>(v: &'a [u8], col: &ColumnMask, masker: &Masker) -> Cow<'a
     masker.mask(v)
 }
 
-/// A number as text (`-4111111111111111.00`): its integer digits masked (as one card number
-/// when `forced`), then the whole value scanned (a fraction can hold one too); masked digits
-/// become zeros so that it still reads as a number. `None` when nothing changes.
-fn mask_number_text(v: &[u8], masker: &Masker, forced: bool) -> Option<Vec<u8>> {
-    let sign = usize::from(v.first() == Some(&b'-') || v.first() == Some(&b'+'));
-    let end = v[sign..]
-        .iter()
-        .position(|b| !b.is_ascii_digit())
-        .map_or(v.len(), |p| p + sign);
+/// A `BIT(n)` value: up to 8 bytes, a big-endian unsigned number; masked as a number of the
+/// same width (zeros when the masked number no longer fits, or the value is malformed).
+fn mask_bit(v: &[u8], col: &ColumnMask, masker: &Masker) -> Option<Vec<u8>> {
+    if v.len() > 8 {
+        return Some(vec![0; v.len()]);
+    }
+    let n = v.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    if n < 100_000_000_000 && !col.forced {
+        return None;
+    }
+    let masked: u64 = crate::mask::number::masked_digits(&n.to_string(), masker, col.forced)?
+        .parse()
+        .ok()?;
+    let bytes = masked.to_be_bytes();
+    let width = v.len();
+    Some(if bytes[..8 - width].iter().all(|&b| b == 0) {
+        bytes[8 - width..].to_vec()
+    } else {
+        vec![0; width]
+    })
+}
+
+/// A geometry value (4-byte SRID, then WKB): every coordinate a double, masked like one; a
+/// value that does not parse as WKB is zeroed (fail closed).
+fn mask_geometry(v: &[u8], col: &ColumnMask, masker: &Masker) -> Option<Vec<u8>> {
+    let mut doubles = Vec::new();
+    let mut at = 4;
+    if v.len() < 4 || wkb(v, &mut at, &mut doubles, 0).is_none() || at != v.len() {
+        return (!v.iter().all(|&b| b == 0)).then(|| vec![0; v.len()]);
+    }
     let mut out: Option<Vec<u8>> = None;
-    if let Ok(digits) = std::str::from_utf8(&v[sign..end])
-        && !digits.is_empty()
-        && (forced || digits.len() >= crate::mask::pan::MIN_DIGITS)
-        && let Some(masked) = crate::mask::number::masked_digits(digits, masker, forced)
-    {
-        let mut o = Vec::with_capacity(v.len());
-        o.extend_from_slice(&v[..sign]);
-        o.extend_from_slice(masked.as_bytes());
-        o.extend_from_slice(&v[end..]);
-        out = Some(o);
-    }
-    // Whatever the integer part was, no run of digits anywhere may read as a card number.
-    let numbers = Masker::new(
-        if masker.format() == crate::mask::Format::Hmac {
-            crate::mask::Format::Redact
+    for (p, little) in doubles {
+        let b: [u8; 8] = v[p..p + 8].try_into().ok()?;
+        let f = if little {
+            f64::from_le_bytes(b)
         } else {
-            masker.format()
-        },
-        None,
-    );
-    let current = out.as_deref().unwrap_or(v);
-    if let Cow::Owned(m) = numbers.mask(current) {
-        out = Some(
-            m.into_iter()
-                .map(|b| if b == b'*' { b'0' } else { b })
-                .collect(),
-        );
+            f64::from_be_bytes(b)
+        };
+        if let Some(m) = crate::mask::number::mask_float(f, masker, col.forced) {
+            let o = out.get_or_insert_with(|| v.to_vec());
+            let bytes = if little {
+                m.to_le_bytes()
+            } else {
+                m.to_be_bytes()
+            };
+            o[p..p + 8].copy_from_slice(&bytes);
+        }
     }
-    out.filter(|o| o != v)
+    out
+}
+
+/// Walks one WKB geometry from `at`, noting where each coordinate is and its byte order.
+fn wkb(v: &[u8], at: &mut usize, doubles: &mut Vec<(usize, bool)>, depth: u8) -> Option<()> {
+    if depth > 8 {
+        return None;
+    }
+    let little = *v.get(*at)? == 1;
+    let u32_at = |p: usize| -> Option<u32> {
+        let b: [u8; 4] = v.get(p..p + 4)?.try_into().ok()?;
+        Some(if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
+    };
+    let ty = u32_at(*at + 1)?;
+    *at += 5;
+    let points = |at: &mut usize, n: u32, doubles: &mut Vec<(usize, bool)>| -> Option<()> {
+        for _ in 0..n {
+            v.get(*at..*at + 16)?;
+            doubles.push((*at, little));
+            doubles.push((*at + 8, little));
+            *at += 16;
+        }
+        Some(())
+    };
+    match ty {
+        1 => points(at, 1, doubles),
+        2 => {
+            let n = u32_at(*at)?;
+            *at += 4;
+            points(at, n, doubles)
+        }
+        3 => {
+            let rings = u32_at(*at)?;
+            *at += 4;
+            for _ in 0..rings {
+                let n = u32_at(*at)?;
+                *at += 4;
+                points(at, n, doubles)?;
+            }
+            Some(())
+        }
+        4..=7 => {
+            let n = u32_at(*at)?;
+            *at += 4;
+            for _ in 0..n {
+                wkb(v, at, doubles, depth + 1)?;
+            }
+            Some(())
+        }
+        _ => None,
+    }
 }
 
 /// A text-protocol row with its values masked; `None` when nothing changed. A row that does

@@ -105,6 +105,26 @@ impl<'a> ConnCatalog<'a> {
         }
     }
 
+    /// The `schema.table.column` a result column comes from (its table OID and attribute
+    /// number), from the cache or the catalog.
+    pub async fn source_name(&mut self, table: u32, attnum: i16) -> Option<String> {
+        if table == 0 {
+            return None;
+        }
+        let target: Arc<str> = self.target.config.name.as_str().into();
+        let key = (target, self.database.clone(), table, attnum);
+        let src = match self.ctx.catalog.get(&key) {
+            Some(found) => found,
+            None => {
+                let found = self.lookup(&[(table, attnum)]).await.ok()?;
+                let src = found.get(&(table, attnum)).cloned();
+                self.ctx.catalog.put([(key, src.clone())]);
+                src
+            }
+        }?;
+        Some(format!("{}.{}.{}", src.schema, src.table, src.column))
+    }
+
     /// Sets `masked` on the columns the rules name. `columns` are the decoded `body`'s.
     pub async fn mark(&mut self, body: &[u8], columns: &mut [Column]) {
         let rules = &self.ctx.column_rules;

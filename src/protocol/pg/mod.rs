@@ -14,8 +14,10 @@
 //! [`PgContext`] is the daemon's [`Context`] plus what only this wire keeps; it is the
 //! [`Listener`] the accept loop serves PostgreSQL clients with.
 
+pub mod binary;
 pub mod cancel;
 pub mod catalog;
+pub mod discover;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;

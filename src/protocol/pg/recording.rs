@@ -208,8 +208,21 @@ impl ServerBatch {
                 }
                 self.push(Value::Object(f));
             }
-            b'A' => self.push(json!({"t": "A", "payload": value(Some(body.get(4..).unwrap_or_default()), masker)})),
-            b'Z' => self.push(json!({"t": "Z", "status": body.first().map(|b| (*b as char).to_string())})),
+            b'A' => {
+                // NotificationResponse: process id, channel, payload (masked like any text).
+                let mut parts = body.get(4..).unwrap_or_default().splitn(3, |&b| b == 0);
+                let mut part = || {
+                    text(
+                        &String::from_utf8_lossy(parts.next().unwrap_or_default()),
+                        masker,
+                    )
+                };
+                let channel = part();
+                let payload = part();
+                self.push(json!({"t": "A", "channel": channel, "payload": payload}));
+            }
+            b'Z' => self
+                .push(json!({"t": "Z", "status": body.first().map(|b| (*b as char).to_string())})),
             b'G' | b'H' | b'W' => self.push(json!({"t": (tag as char).to_string()})),
             b'V' => self.push(json!({"t": "V", "result": value(body.get(4..), masker)})),
             b'I' => self.push(json!({"t": "I"})),
@@ -284,6 +297,7 @@ mod tests {
             type_oid: 20,
             format: 1,
             masked: false,
+            source: (0, 0),
         }];
         let mut batch = ServerBatch::new(true);
         batch.frame(b'D', &body, Some(&cols), &masker, false);

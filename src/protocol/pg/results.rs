@@ -8,8 +8,12 @@
 //! column types from the RowDescriptions that answer Describe. After an error in an extended
 //! batch the server skips to Sync, and so do the expectations.
 //!
-//! If tracking is ever lost, values are still scanned as bytes (text and text-like types);
-//! only the decoding of binary numbers depends on this.
+//! tollgate does not trust the client's sequence for binary results: after every Bind that
+//! asks for a binary result column it sends the server its own Describe of that portal
+//! ([`Expect::OwnDescribe`]) and takes the answer for itself, so the rows of a binary portal
+//! always arrive with the server's own word on their types. Caches by name are dropped when
+//! the server confirms a Parse, Bind or Close of that name ([`Expect::Forget`]). Should the
+//! columns of a binary result still be unknown, its values are withheld (fail closed).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -21,6 +25,8 @@ pub struct Column {
     pub format: i16,
     /// A column rule names it: its values are masked whatever they hold.
     pub masked: bool,
+    /// The table OID and attribute number it comes from (zeros: computed, or not known).
+    pub source: (u32, i16),
 }
 
 /// What the server will answer, in order.
@@ -30,6 +36,13 @@ pub enum Expect {
     Query,
     DescribeStatement(Arc<str>),
     DescribePortal(Arc<str>),
+    /// tollgate's own Describe of a portal just bound: its answer is not the client's.
+    OwnDescribe(Arc<str>),
+    /// A Parse, Bind or Close: at its completion, what was known by that name is stale.
+    Forget {
+        statement: Option<Arc<str>>,
+        portal: Option<Arc<str>>,
+    },
     Execute {
         portal: Arc<str>,
         statement: Option<Arc<str>>,
@@ -117,6 +130,9 @@ pub struct ClientSide {
 
 const MAX_NAMES: usize = 10_000;
 
+/// The most columns a PostgreSQL result can have.
+const MAX_COLUMNS: usize = 1664;
+
 impl ClientSide {
     pub fn bind(
         &mut self,
@@ -181,10 +197,13 @@ pub fn decode_row_description(body: &[u8]) -> Option<Vec<Column>> {
         let fixed = rest.get(name_end + 1..name_end + 1 + 18)?;
         let type_oid = u32::from_be_bytes(fixed[6..10].try_into().ok()?);
         let format = i16::from_be_bytes(fixed[16..18].try_into().ok()?);
+        let table = u32::from_be_bytes(fixed[0..4].try_into().ok()?);
+        let attnum = i16::from_be_bytes(fixed[4..6].try_into().ok()?);
         out.push(Column {
             type_oid,
             format,
             masked: false,
+            source: (table, attnum),
         });
         rest = &rest[name_end + 1 + 18..];
     }
@@ -193,9 +212,25 @@ pub fn decode_row_description(body: &[u8]) -> Option<Vec<Column>> {
 
 impl ServerSide {
     /// A RowDescription arrived (`columns`: its decoded columns, marked by the column rules).
-    pub fn row_description(&mut self, tracker: &Tracker, columns: Option<Vec<Column>>) {
+    /// Returns true when it answers tollgate's own Describe (not to be forwarded).
+    pub fn row_description(&mut self, tracker: &Tracker, columns: Option<Vec<Column>>) -> bool {
         let columns: Option<Arc<[Column]>> = columns.map(Arc::from);
         match tracker.front() {
+            Some(Expect::OwnDescribe(name)) => {
+                match columns {
+                    Some(c) => {
+                        if self.portal_columns.len() >= MAX_NAMES {
+                            self.portal_columns.clear();
+                        }
+                        self.portal_columns.insert(name, c);
+                    }
+                    None => {
+                        self.portal_columns.remove(&name);
+                    }
+                }
+                tracker.pop();
+                return true;
+            }
             Some(Expect::DescribeStatement(name)) => {
                 if let Some(c) = &columns {
                     if self.statement_types.len() >= MAX_NAMES {
@@ -217,14 +252,35 @@ impl ServerSide {
             }
             _ => self.current = columns,
         }
+        false
     }
 
-    /// NoData arrived (a Describe of something that returns no rows).
-    pub fn no_data(&mut self, tracker: &Tracker) {
-        if matches!(
-            tracker.front(),
-            Some(Expect::DescribeStatement(_) | Expect::DescribePortal(_))
-        ) {
+    /// NoData arrived (a Describe of something that returns no rows). Returns true when it
+    /// answers tollgate's own Describe.
+    pub fn no_data(&mut self, tracker: &Tracker) -> bool {
+        match tracker.front() {
+            Some(Expect::OwnDescribe(name)) => {
+                self.portal_columns.remove(&name);
+                tracker.pop();
+                true
+            }
+            Some(Expect::DescribeStatement(_) | Expect::DescribePortal(_)) => {
+                tracker.pop();
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// ParseComplete, BindComplete or CloseComplete: what was known by that name is stale.
+    pub fn completed(&mut self, tracker: &Tracker) {
+        if let Some(Expect::Forget { statement, portal }) = tracker.front() {
+            if let Some(s) = statement {
+                self.statement_types.remove(&s);
+            }
+            if let Some(p) = portal {
+                self.portal_columns.remove(&p);
+            }
             tracker.pop();
         }
     }
@@ -247,7 +303,29 @@ impl ServerSide {
                 if let Some(c) = self.portal_columns.get(&portal) {
                     return Some(Arc::clone(c));
                 }
-                let types = self.statement_types.get(statement.as_ref()?)?;
+                let Some(types) = statement.as_ref().and_then(|s| self.statement_types.get(s))
+                else {
+                    // Types unknown: binary columns are withheld (type 0 is no type).
+                    return formats.contains(&1).then(|| {
+                        let n = if formats.len() == 1 {
+                            MAX_COLUMNS
+                        } else {
+                            formats.len()
+                        };
+                        (0..n)
+                            .map(|i| Column {
+                                type_oid: 0,
+                                format: if formats.len() == 1 {
+                                    formats[0]
+                                } else {
+                                    formats[i]
+                                },
+                                masked: false,
+                                source: (0, 0),
+                            })
+                            .collect()
+                    });
+                };
                 let format = |i: usize| match formats.len() {
                     0 => 0,
                     1 => formats[0],
@@ -258,6 +336,7 @@ impl ServerSide {
                         .iter()
                         .enumerate()
                         .map(|(i, &(type_oid, masked))| Column {
+                            source: (0, 0),
                             type_oid,
                             format: format(i),
                             masked,
@@ -333,11 +412,13 @@ mod tests {
                     type_oid: 20,
                     format: 1,
                     masked: false,
+                    source: (0, 0),
                 },
                 Column {
                     type_oid: 25,
                     format: 1,
                     masked: false,
+                    source: (0, 0),
                 }
             ]
         );

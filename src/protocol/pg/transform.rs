@@ -8,35 +8,44 @@
 
 use std::borrow::Cow;
 
+use super::binary;
 use super::frame::put_message;
 use super::results::Column;
-use crate::mask::number::{mask_float, masked_digits};
+use crate::mask::number::{mask_float, mask_number_text};
 use crate::mask::{Format, Masker, pan};
 
-/// Whether a body can hold a PAN at all (at least 12 digits somewhere).
+/// Whether a body can hold a PAN at all (12 ASCII digits, or other scripts' digits).
 fn may_hold_pan(body: &[u8]) -> bool {
-    body.iter()
-        .filter(|b| b.is_ascii_digit())
-        .take(pan::MIN_DIGITS)
-        .count()
-        >= pan::MIN_DIGITS
+    pan::may_hold(body)
 }
 
-/// A DataRow (`D`): every non-NULL value masked, whatever its column's type or format. With the
-/// columns known, binary `bigint` and `numeric` values are decoded and a PAN stored as a number
-/// is masked in place (masked digits become zeros); other binary values are masked without
-/// changing their length, so nested lengths (arrays, records) stay right. A malformed row is
-/// returned empty rather than forwarded (fail closed).
+/// A DataRow (`D`): every non-NULL value masked, whatever its column's type or format.
+///
+/// - Binary values are decoded by their type ([`binary::value`]): numbers masked as numbers
+///   of their type, arrays, ranges, multiranges and records element by element; a value
+///   whose type tollgate does not know for certain, or whose column's type and format are
+///   unknown, is withheld (NULL): fail closed.
+/// - Text values of number columns keep parsing as numbers (masked digits become zeros);
+///   other text values are masked in their own spelling.
+///
+/// A malformed row is returned empty rather than forwarded (fail closed).
 pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Option<Vec<u8>> {
-    let binary_numbers = columns.is_some_and(|c| {
-        c.iter().any(|c| {
-            c.masked
-                || (c.format == 1
-                    && matches!(c.type_oid, INT8 | NUMERIC | INT8_ARRAY | NUMERIC_ARRAY))
-                || c.type_oid == FLOAT8
-        })
+    data_row_noting(body, masker, columns, &mut Vec::new())
+}
+
+/// [`data_row`], noting in `found` the columns (not under a column rule) in which the masker
+/// found a card number: candidates for promotion (`conn::promotion`).
+pub fn data_row_noting(
+    body: &[u8],
+    masker: &Masker,
+    columns: Option<&[Column]>,
+    found: &mut Vec<usize>,
+) -> Option<Vec<u8>> {
+    let decode = columns.is_some_and(|c| {
+        c.iter()
+            .any(|c| c.masked || (c.format == 1 && !binary::needs_no_decoding(c.type_oid)))
     });
-    if !binary_numbers && !may_hold_pan(body) {
+    if !decode && !may_hold_pan(body) {
         return None;
     }
     let Some(values) = split_row(body) else {
@@ -45,64 +54,42 @@ pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Opt
         put_message(&mut out, b'D', &0i16.to_be_bytes());
         return Some(out);
     };
-    let same_length = Masker::new(
-        if masker.format() == Format::Hmac {
-            Format::Redact
-        } else {
-            masker.format()
-        },
-        None,
-    );
-    // A value in a column a rule masks is masked whatever it holds; one the masker cannot
-    // decode there (an unknown binary type) becomes NULL: fail closed.
     let mut nulled = false;
     let masked: Vec<Option<Cow<'_, [u8]>>> = values
         .iter()
         .enumerate()
         .map(|(i, v)| {
             let v = (*v)?;
-            Some(match columns.and_then(|c| c.get(i)) {
-                Some(c) if c.masked && c.format == 1 => match c.type_oid {
-                    INT8 => mask_int8(v, masker, true),
-                    NUMERIC => mask_numeric(v, masker, true),
-                    INT8_ARRAY | NUMERIC_ARRAY => match mask_number_array(v, masker, true) {
-                        Some(m) => m,
-                        None => {
-                            nulled = true;
-                            return None;
-                        }
-                    },
-                    TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN => Cow::Owned(masker.mask_column(v)),
-                    _ => {
-                        nulled = true;
-                        return None;
-                    }
-                },
-                Some(c) if c.masked => Cow::Owned(masker.mask_column(v)),
-                Some(c) if c.format == 1 => match c.type_oid {
-                    INT8 => mask_int8(v, masker, false),
-                    NUMERIC => mask_numeric(v, masker, false),
-                    // An array that does not parse cannot be checked: nothing readable.
-                    INT8_ARRAY | NUMERIC_ARRAY => mask_number_array(v, masker, false)
-                        .unwrap_or_else(|| Cow::Owned(vec![0; v.len()])),
-                    TEXT | VARCHAR | BPCHAR | NAME | JSON | XML | UNKNOWN => masker.mask(v),
-                    FLOAT8 => <[u8; 8]>::try_from(v)
+            let column = columns.and_then(|c| c.get(i));
+            let out = match column {
+                Some(c) if c.format == 1 => binary::value(c.type_oid, v, masker, c.masked),
+                // A double prints 16 digits as `4.111111111111111e+15`: shown as the whole
+                // number it is, masked.
+                Some(c) if matches!(c.type_oid, binary::FLOAT8 | binary::FLOAT4) => Some(
+                    std::str::from_utf8(v)
                         .ok()
-                        .and_then(|b| mask_float(f64::from_be_bytes(b), masker, false))
-                        .map_or(Cow::Borrowed(v), |m| Cow::Owned(m.to_be_bytes().to_vec())),
-                    _ => same_length.mask(v),
-                },
-                // A float8 holds 16 digits exactly, and prints them as 4.111111111111111e+15.
-                Some(c) if c.type_oid == FLOAT8 => std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|t| t.parse::<f64>().ok())
-                    .and_then(|f| mask_float(f, masker, false))
-                    .map_or_else(
-                        || masker.mask(v),
-                        |m| Cow::Owned(format!("{m:.0}").into_bytes()),
-                    ),
-                _ => masker.mask(v),
-            })
+                        .and_then(|t| t.parse::<f64>().ok())
+                        .and_then(|f| mask_float(f, masker, c.masked))
+                        .map_or_else(
+                            || masker.mask(v),
+                            |m| Cow::Owned(format!("{m:.0}").into_bytes()),
+                        ),
+                ),
+                Some(c) if is_number(c.type_oid) => {
+                    Some(mask_number_text(v, masker, c.masked).map_or(Cow::Borrowed(v), Cow::Owned))
+                }
+                Some(c) if c.masked => Some(Cow::Owned(masker.mask_column(v))),
+                // Text, or no column description at all: the values are text (a binary
+                // result always has its columns known, from tollgate's own Describe).
+                _ => Some(masker.mask(v)),
+            };
+            if out.is_none() {
+                nulled = true;
+            }
+            if matches!(out, Some(Cow::Owned(_))) && column.is_some_and(|c| !c.masked) {
+                found.push(i);
+            }
+            out
         })
         .collect();
     if !nulled
@@ -128,151 +115,47 @@ pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Opt
     Some(out)
 }
 
-const INT8: u32 = 20;
-const NAME: u32 = 19;
-const TEXT: u32 = 25;
-const JSON: u32 = 114;
-const XML: u32 = 142;
-const UNKNOWN: u32 = 705;
-const BPCHAR: u32 = 1042;
-const VARCHAR: u32 = 1043;
-const NUMERIC: u32 = 1700;
-const INT8_ARRAY: u32 = 1016;
-const NUMERIC_ARRAY: u32 = 1231;
-const FLOAT8: u32 = 701;
+/// Number types whose text form must still parse once masked (issue #17: psycopg2 reads an
+/// int8 column with `int()`).
+fn is_number(oid: u32) -> bool {
+    matches!(
+        oid,
+        binary::INT8
+            | binary::INT4
+            | binary::INT2
+            | binary::NUMERIC
+            | binary::FLOAT4
+            | binary::FLOAT8
+            | binary::OID
+    )
+}
 
-/// A binary array of `bigint` or `numeric` (any dimensions): each element masked like a
-/// single value, the array re-encoded when an element changed length. `None` if it does not
-/// parse.
-fn mask_number_array<'a>(v: &'a [u8], masker: &Masker, forced: bool) -> Option<Cow<'a, [u8]>> {
-    let int = |at: usize| {
-        v.get(at..at + 4)
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let ndim = usize::try_from(int(0)?).ok()?;
-    let elem = int(8)? as u32;
-    if ndim > 6 || !matches!(elem, INT8 | NUMERIC) {
+/// RowDescription (`T`): column names masked (`SELECT 1 AS "4111111111111111"`), the rest of
+/// each field kept.
+pub fn row_description(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
+    if !may_hold_pan(body) {
         return None;
     }
-    let header = 12 + 8 * ndim;
-    let mut count = 1usize;
-    for d in 0..ndim {
-        count = count.checked_mul(usize::try_from(int(12 + 8 * d)?).ok()?)?;
-    }
-    if ndim == 0 {
-        count = 0;
-    }
-    let mut out: Option<Vec<u8>> = None;
-    let mut at = header;
+    let count = usize::try_from(i16::from_be_bytes(body.get(..2)?.try_into().ok()?)).ok()?;
+    let mut new_body = body[..2].to_vec();
+    let mut rest = &body[2..];
+    let mut changed = false;
     for _ in 0..count {
-        let len = int(at)?;
-        let start = at + 4;
-        if len < 0 {
-            if let Some(o) = &mut out {
-                o.extend_from_slice(&(-1i32).to_be_bytes());
-            }
-            at = start;
-            continue;
-        }
-        let end = start.checked_add(usize::try_from(len).ok()?)?;
-        let e = v.get(start..end)?;
-        let masked = if elem == INT8 {
-            mask_int8(e, masker, forced)
-        } else {
-            mask_numeric(e, masker, forced)
-        };
-        match (&masked, &mut out) {
-            (Cow::Borrowed(_), None) => {}
-            (_, None) => {
-                let mut o = Vec::with_capacity(v.len() + 16);
-                o.extend_from_slice(&v[..at]);
-                o.extend_from_slice(&(masked.len() as i32).to_be_bytes());
-                o.extend_from_slice(&masked);
-                out = Some(o);
-            }
-            (_, Some(o)) => {
-                o.extend_from_slice(&(masked.len() as i32).to_be_bytes());
-                o.extend_from_slice(&masked);
-            }
-        }
-        at = end;
+        let end = rest.iter().position(|&b| b == 0)?;
+        let fixed = rest.get(end + 1..end + 1 + 18)?;
+        let name = masker.mask(&rest[..end]);
+        changed |= matches!(name, Cow::Owned(_));
+        new_body.extend_from_slice(&name);
+        new_body.push(0);
+        new_body.extend_from_slice(fixed);
+        rest = &rest[end + 1 + 18..];
     }
-    if at != v.len() {
+    if !changed || !rest.is_empty() {
         return None;
     }
-    Some(out.map_or(Cow::Borrowed(v), Cow::Owned))
-}
-
-/// A binary `bigint`.
-fn mask_int8<'a>(v: &'a [u8], masker: &Masker, forced: bool) -> Cow<'a, [u8]> {
-    let Ok(bytes) = <[u8; 8]>::try_from(v) else {
-        // Not a bigint after all: fail closed, nothing readable.
-        return Cow::Owned(vec![0; v.len()]);
-    };
-    let n = i64::from_be_bytes(bytes);
-    // Fewer than 12 digits cannot be a PAN: most numbers end here without any formatting.
-    if n.unsigned_abs() < 100_000_000_000 && !forced {
-        return Cow::Borrowed(v);
-    }
-    let digits = n.unsigned_abs().to_string();
-    match masked_digits(&digits, masker, forced).and_then(|m| m.parse::<i64>().ok()) {
-        Some(m) => Cow::Owned((if n < 0 { -m } else { m }).to_be_bytes().to_vec()),
-        None => Cow::Borrowed(v),
-    }
-}
-
-/// A binary `numeric`: base-10000 digit groups with a weight; the integer part is checked.
-fn mask_numeric<'a>(v: &'a [u8], masker: &Masker, forced: bool) -> Cow<'a, [u8]> {
-    let header = |i: usize| v.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    let (Some(ndigits), Some(weight), Some(sign), Some(dscale)) =
-        (header(0), header(2), header(4), header(6))
-    else {
-        return Cow::Owned(Vec::new());
-    };
-    let (ndigits, weight) = (usize::from(ndigits), weight as i16);
-    if v.len() != 8 + 2 * ndigits {
-        return Cow::Owned(vec![0; v.len()]);
-    }
-    if weight < 0 || sign >= 0xC000 {
-        return Cow::Borrowed(v);
-    }
-    let groups: Vec<u16> = (0..ndigits).filter_map(|i| header(8 + 2 * i)).collect();
-    let int_groups = weight as usize + 1;
-    let mut digits = String::new();
-    for i in 0..int_groups {
-        let g = groups.get(i).copied().unwrap_or(0);
-        if i == 0 {
-            digits.push_str(&g.to_string());
-        } else {
-            digits.push_str(&format!("{g:04}"));
-        }
-    }
-    let Some(masked) = masked_digits(&digits, masker, forced) else {
-        return Cow::Borrowed(v);
-    };
-    // Back to groups of four from the right, then the original fraction groups.
-    let padded = format!("{}{masked}", "0".repeat((4 - masked.len() % 4) % 4));
-    let mut new_groups: Vec<u16> = padded
-        .as_bytes()
-        .chunks(4)
-        .map(|c| {
-            std::str::from_utf8(c)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
-        })
-        .collect();
-    new_groups.extend(groups.iter().skip(int_groups));
-    let new_weight = (padded.len() / 4) as i16 - 1;
-    let mut out = Vec::with_capacity(8 + 2 * new_groups.len());
-    out.extend_from_slice(&(new_groups.len() as u16).to_be_bytes());
-    out.extend_from_slice(&new_weight.to_be_bytes());
-    out.extend_from_slice(&sign.to_be_bytes());
-    out.extend_from_slice(&dscale.to_be_bytes());
-    for g in new_groups {
-        out.extend_from_slice(&g.to_be_bytes());
-    }
-    Cow::Owned(out)
+    let mut out = Vec::with_capacity(new_body.len() + 5);
+    put_message(&mut out, b'T', &new_body);
+    Some(out)
 }
 
 /// A DataRow's values, or `None` if it does not parse exactly.
@@ -345,6 +228,90 @@ pub fn copy_data(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
     }
 }
 
+/// The signature that opens binary COPY data.
+const BINARY_COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// CopyData (`d`) of a binary COPY toward the client. Its column types are not announced, so
+/// each field is read every way that could show a card number: its bytes as text (masked in
+/// place), and, when its length fits, as a `bigint`, a `double precision` or a `numeric`
+/// (masked as that type when its digits hold a PAN). A field is thus masked whenever any
+/// reading shows a card number (fail closed; a field that only looks like one loses digits).
+/// A message that does not parse as whole tuples is emptied.
+pub fn binary_copy_data(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
+    let same_length = Masker::new(
+        if masker.format() == Format::Hmac {
+            Format::Redact
+        } else {
+            masker.format()
+        },
+        None,
+    );
+    let mut out = Vec::with_capacity(body.len());
+    let mut at = 0;
+    if body.starts_with(BINARY_COPY_SIGNATURE) {
+        let ext = body
+            .get(15..19)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        match ext
+            .and_then(|e| 19usize.checked_add(e))
+            .filter(|&h| h <= body.len())
+        {
+            Some(h) => {
+                out.extend_from_slice(&body[..h]);
+                at = h;
+            }
+            None => at = body.len() + 1,
+        }
+    }
+    'tuples: while at < body.len() {
+        let Some(count) = body
+            .get(at..at + 2)
+            .map(|b| i16::from_be_bytes([b[0], b[1]]))
+        else {
+            at = body.len() + 1;
+            break;
+        };
+        out.extend_from_slice(&count.to_be_bytes());
+        at += 2;
+        for _ in 0..count.max(0) {
+            let Some(len) = body
+                .get(at..at + 4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            else {
+                at = body.len() + 1;
+                break 'tuples;
+            };
+            at += 4;
+            let Ok(n) = usize::try_from(len) else {
+                out.extend_from_slice(&len.to_be_bytes());
+                continue;
+            };
+            let Some(v) = body.get(at..at + n) else {
+                at = body.len() + 1;
+                break 'tuples;
+            };
+            at += n;
+            let mut field: Cow<'_, [u8]> = same_length.mask(v);
+            for oid in [binary::INT8, binary::FLOAT8, binary::NUMERIC] {
+                if let Some(Cow::Owned(m)) = binary::value(oid, &field, masker, false) {
+                    field = Cow::Owned(m);
+                }
+            }
+            out.extend_from_slice(&(field.len() as i32).to_be_bytes());
+            out.extend_from_slice(&field);
+        }
+    }
+    if at != body.len() {
+        out.clear();
+    }
+    if out == body {
+        return None;
+    }
+    let mut frame = Vec::with_capacity(out.len() + 5);
+    put_message(&mut frame, b'd', &out);
+    Some(frame)
+}
+
 /// ErrorResponse (`E`) or NoticeResponse (`N`): every field masked (a unique violation's DETAIL
 /// echoes the key; a RAISE NOTICE echoes whatever it was given).
 pub fn fields(tag: u8, body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
@@ -397,6 +364,7 @@ pub fn notification(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::pg::binary::{INT8, NUMERIC};
     use crate::protocol::pg::frame::Message;
 
     fn masker() -> Masker {
@@ -449,16 +417,19 @@ mod tests {
                 type_oid: INT8,
                 format: 1,
                 masked: false,
+                source: (0, 0),
             },
             Column {
                 type_oid: NUMERIC,
                 format: 1,
                 masked: false,
+                source: (0, 0),
             },
             Column {
                 type_oid: INT8,
                 format: 1,
                 masked: false,
+                source: (0, 0),
             },
         ];
         // 4111111111111111 as numeric: weight 3, groups 4111 1111 1111 1111.
@@ -550,7 +521,7 @@ mod tests {
             a.extend_from_slice(&(e.len() as i32).to_be_bytes());
             a.extend_from_slice(&e);
         }
-        let out = mask_number_array(&a, &masker(), false).unwrap();
+        let out = binary::value(binary::NUMERIC_ARRAY, &a, &masker(), false).unwrap();
         let masked = numeric(&[5555, 5500, 0, 4444], 3);
         assert!(
             out.windows(masked.len()).any(|w| w == masked.as_slice()),
@@ -558,6 +529,8 @@ mod tests {
         );
         assert!(out.ends_with(&numeric(&[7], 0)));
         // Truncated: refused rather than passed on.
-        assert!(mask_number_array(&a[..a.len() - 1], &masker(), false).is_none());
+        assert!(
+            binary::value(binary::NUMERIC_ARRAY, &a[..a.len() - 1], &masker(), false).is_none()
+        );
     }
 }

@@ -137,7 +137,14 @@ pub async fn run(
     let full = ctx.record_results(&info.target) == crate::config::RecordResults::Full;
     let mut relay = Relay {
         ctx,
-        inspect: ctx.stages.inspect.connect(&info),
+        inspect: match ctx.mysql_targets.get(&info.target) {
+            Some(t) => crate::conn::promotion::guard(
+                ctx.stages.inspect.connect(&info),
+                std::sync::Arc::clone(&t.promoted),
+                crate::policy::classify::SqlDialect::MySql,
+            ),
+            None => ctx.stages.inspect.connect(&info),
+        },
         info,
         client: est.client,
         server: est.server,

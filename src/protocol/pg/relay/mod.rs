@@ -24,8 +24,8 @@ mod hold;
 mod to_client;
 mod to_server;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -146,7 +146,11 @@ pub async fn run(
         rd: client_rd,
         wr: server_wr,
         control: control_tx,
-        inspect: ctx.stages.inspect.connect(&info),
+        inspect: crate::conn::promotion::guard(
+            ctx.stages.inspect.connect(&info),
+            Arc::clone(&target.promoted),
+            crate::policy::classify::SqlDialect::Postgres,
+        ),
         early: Vec::new(),
         units: 0,
         refusals: 0,
@@ -156,8 +160,15 @@ pub async fn run(
         room: Room::default(),
     }
     .run(client.buf);
-    let catalog = (!ctx.column_rules.is_empty())
-        .then(|| ConnCatalog::new(ctx, target, &info.identity, &info.database));
+    // Column rules need it for every result; promotions (a card number found in a column)
+    // only when that happens. Its side connection opens at the first lookup.
+    let promoted = Arc::clone(&target.promoted);
+    let catalog = Some(ConnCatalog::new(
+        ctx,
+        target,
+        &info.identity,
+        &info.database,
+    ));
     let to_client = ToClient {
         ctx,
         info: &info,
@@ -174,6 +185,10 @@ pub async fn run(
         rows: results::ServerSide::default(),
         room: Room::default(),
         copy_in: false,
+        promoted,
+        promoted_here: Default::default(),
+        found: Vec::new(),
+        binary_copy: false,
     }
     .run(server.buf);
     tokio::pin!(to_server, to_client);

@@ -51,6 +51,13 @@ pub(super) struct ToClient<'a> {
     pub room: Room,
     /// The server answered a COPY FROM STDIN and waits for the client's data.
     pub copy_in: bool,
+    /// The target's promoted columns, and the result columns this connection promoted.
+    pub promoted: std::sync::Arc<crate::conn::promotion::Promoted>,
+    pub promoted_here: std::collections::HashSet<(u32, i16)>,
+    /// Columns of the last DataRow in which the masker found a card number.
+    pub found: Vec<usize>,
+    /// A binary COPY TO STDOUT is under way (its fields are read every way they could be).
+    pub binary_copy: bool,
 }
 
 /// One batch: the messages framed from one read, and what the stages made of them.
@@ -120,8 +127,15 @@ impl ToClient<'_> {
     /// One message through the stages: observe, transform, record.
     async fn message(&mut self, buf: &BytesMut, step: &mut Step, n: usize) -> Result<(), Problem> {
         let m = Message::from_frame(&buf[step.pos..step.pos + n]);
-        self.observe(m).await?;
+        if self.observe(m).await? {
+            // The answer to tollgate's own Describe: not the client's to see.
+            step.batch.replace(buf, step.pos, step.pos + n, &[]);
+            return Ok(());
+        }
         let (changed, row_columns) = self.transform(m);
+        if !self.found.is_empty() {
+            self.promote(row_columns.as_deref()).await;
+        }
         if let Some(out) = &changed {
             step.batch.replace(buf, step.pos, step.pos + n, out);
             if m.tag != b'E' || self.shared.pending_count.load(Ordering::Relaxed) == 0 {
@@ -143,7 +157,8 @@ impl ToClient<'_> {
 
     /// What the server's answers say about the session and the results to come: pinned
     /// settings, ReadyForQuery (units done, refusals that can no longer come), result shapes.
-    async fn observe(&mut self, m: Message<'_>) -> Result<(), Problem> {
+    /// Returns true for the answer to tollgate's own Describe, which the client never sees.
+    async fn observe(&mut self, m: Message<'_>) -> Result<bool, Problem> {
         let shared = self.shared;
         // During COPY FROM STDIN the server waits for the client: its silence is no stall.
         match m.tag {
@@ -175,6 +190,7 @@ impl ToClient<'_> {
                     messages::decode_backend(m.tag, m.body).map_err(Problem::server)?
                 {
                     self.status = s;
+                    self.binary_copy = false;
                     self.rows.ready(&shared.tracker);
                     self.units_done += 1;
                     let _ =
@@ -193,17 +209,25 @@ impl ToClient<'_> {
             // Result shapes, so rows are decoded by their column types and formats.
             b'T' => {
                 let mut columns = results::decode_row_description(m.body);
-                if let (Some(catalog), Some(columns)) = (&mut self.catalog, &mut columns) {
+                if let (Some(catalog), Some(columns), false) = (
+                    &mut self.catalog,
+                    &mut columns,
+                    self.ctx.column_rules.is_empty(),
+                ) {
                     catalog.mark(m.body, columns).await;
                 }
-                self.rows.row_description(&shared.tracker, columns);
+                return Ok(self.rows.row_description(&shared.tracker, columns));
             }
-            b'n' => self.rows.no_data(&shared.tracker),
+            b'n' => return Ok(self.rows.no_data(&shared.tracker)),
+            // CopyOutResponse: its overall format. CopyDone, errors and ReadyForQuery end it.
+            b'H' => self.binary_copy = m.body.first() == Some(&1),
+            b'c' => self.binary_copy = false,
+            b'1' | b'2' | b'3' => self.rows.completed(&shared.tracker),
             b'C' | b's' | b'I' => self.rows.execute_done(&shared.tracker),
             b'E' => self.rows.error(&shared.tracker),
             _ => {}
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The transform stage: PANs masked in everything flowing back, refusals in place of the
@@ -218,11 +242,13 @@ impl ToClient<'_> {
             b'D' => {
                 let columns = self.rows.row_columns(&self.shared.tracker);
                 (
-                    transform::data_row(m.body, masker, columns.as_deref()),
+                    transform::data_row_noting(m.body, masker, columns.as_deref(), &mut self.found),
                     columns,
                 )
             }
+            b'd' if self.binary_copy => (transform::binary_copy_data(m.body, masker), None),
             b'd' => (transform::copy_data(m.body, masker), None),
+            b'T' => (transform::row_description(m.body, masker), None),
             b'N' => (transform::fields(m.tag, m.body, masker), None),
             b'V' => (transform::function_result(m.body, masker), None),
             b'A' => (transform::notification(m.body, masker), None),
@@ -231,6 +257,39 @@ impl ToClient<'_> {
                 None,
             ),
             _ => (None, None),
+        }
+    }
+
+    /// A card number was found in result columns no rule protects: the table columns they
+    /// come from are promoted for the target (`conn::promotion`), logged and recorded.
+    async fn promote(&mut self, columns: Option<&[results::Column]>) {
+        let found = std::mem::take(&mut self.found);
+        let (Some(columns), Some(catalog)) = (columns, &mut self.catalog) else {
+            return;
+        };
+        for i in found {
+            let Some((table, attnum)) = columns.get(i).map(|c| c.source) else {
+                continue;
+            };
+            if table == 0 || !self.promoted_here.insert((table, attnum)) {
+                continue;
+            }
+            let Some(name) = catalog.source_name(table, attnum).await else {
+                continue;
+            };
+            if !self.promoted.promote(&name) {
+                continue;
+            }
+            tracing::warn!(target = %self.info.target, column = %name, "a card number was found in a column no rule protects: computing over it is refused from now on");
+            if let Some(record) = self.record {
+                let event = Event::new(
+                    audit::kind::COLUMN_PROMOTED,
+                    Outcome::Info,
+                    self.info.who.clone(),
+                    serde_json::json!({"column": name, "target": self.info.target}),
+                );
+                let _ = record.recorder.record_wait(event).await;
+            }
         }
     }
 

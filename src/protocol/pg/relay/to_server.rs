@@ -8,6 +8,7 @@
 //!
 //! [`ToServer::run`] is the loop; [`ToServer::message`] runs one message through the stages.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
@@ -153,7 +154,20 @@ impl ToServer<'_> {
         if !step.terminate {
             self.check_expiry()?;
         }
-        self.track(&msg);
+        if self.track(&msg) {
+            // tollgate's own Describe of the portal just bound, right behind the Bind.
+            let mut with_describe = buf[step.pos..step.pos + n].to_vec();
+            let name = match &msg {
+                Frontend::Bind { portal, .. } => *portal,
+                _ => "",
+            };
+            let mut body = vec![b'P'];
+            body.extend_from_slice(name.as_bytes());
+            body.push(0);
+            put_message(&mut with_describe, b'D', &body);
+            step.batch
+                .replace(buf, step.pos, step.pos + n, &with_describe);
+        }
         if let Some(record) = self.record
             && let Some(frame) = recording::client_frame(&msg, self.masker, record.full)
         {
@@ -186,7 +200,10 @@ impl ToServer<'_> {
     /// server will answer (result shapes). The server ignores a Sync that arrives during COPY
     /// FROM STDIN (a client may send Execute, Sync, then the data), so once copy data shows
     /// up, the Syncs sent since the Execute are taken back.
-    fn track(&mut self, msg: &Frontend<'_>) {
+    ///
+    /// Returns true after a Bind that asks for a binary result column: tollgate then asks the
+    /// server itself for the portal's columns (its own Describe follows the Bind).
+    fn track(&mut self, msg: &Frontend<'_>) -> bool {
         let shared = self.shared;
         match msg {
             Frontend::Query { .. } | Frontend::FunctionCall { .. } => {
@@ -195,20 +212,46 @@ impl ToServer<'_> {
                 shared.in_flight.fetch_add(1, Ordering::AcqRel);
                 shared.tracker.push(Expect::Query);
             }
+            Frontend::Parse { statement, .. } => shared.tracker.push(Expect::Forget {
+                statement: Some((*statement).into()),
+                portal: None,
+            }),
             Frontend::Bind {
                 portal,
                 statement,
                 result_formats,
                 ..
-            } => self.portals.bind(portal, statement, result_formats.iter()),
+            } => {
+                self.portals.bind(portal, statement, result_formats.iter());
+                shared.tracker.push(Expect::Forget {
+                    statement: None,
+                    portal: Some((*portal).into()),
+                });
+                if result_formats.iter().any(|f| f != 0) {
+                    shared.tracker.push(Expect::OwnDescribe((*portal).into()));
+                    return true;
+                }
+            }
             Frontend::Describe { target, name } => shared.tracker.push(match target {
                 messages::Target::Statement => Expect::DescribeStatement((*name).into()),
                 messages::Target::Portal => Expect::DescribePortal((*name).into()),
             }),
-            Frontend::Close {
-                target: messages::Target::Portal,
-                name,
-            } => self.portals.close_portal(name),
+            Frontend::Close { target, name } => {
+                if *target == messages::Target::Portal {
+                    self.portals.close_portal(name);
+                }
+                let name: Arc<str> = (*name).into();
+                shared.tracker.push(match target {
+                    messages::Target::Statement => Expect::Forget {
+                        statement: Some(name),
+                        portal: None,
+                    },
+                    messages::Target::Portal => Expect::Forget {
+                        statement: None,
+                        portal: Some(name),
+                    },
+                });
+            }
             Frontend::Execute { portal, .. } => {
                 self.syncs_since_execute = 0;
                 shared.tracker.push(self.portals.execute(portal));
@@ -239,6 +282,7 @@ impl ToServer<'_> {
             }
             _ => {}
         }
+        false
     }
 
     /// The inspect stage's ruling, held for approval when the rules say so, then settled
