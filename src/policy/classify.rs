@@ -135,6 +135,8 @@ pub struct Classified {
     /// Names after a dot (`t.f`, `(x).f`): a column or composite field, or a function applied
     /// to what precedes it (PostgreSQL); judged against the target's functions.
     pub field_names: BTreeSet<String>,
+    /// Types named anywhere (casts, `'x'::t`, arrays): a cast to a user type may run user code.
+    pub types: BTreeSet<String>,
     /// Whether the classification read a literal's value (a `set_config` setting name): it is
     /// then never shared with texts that differ in literals.
     #[serde(skip)]

@@ -261,19 +261,26 @@ impl Policy {
         std::borrow::Cow::Owned(s)
     }
 
-    /// A classification with what the target's catalog adds to it: a call of a function, or a
-    /// name after a dot, that names one of the target's functions outside `pg_catalog` (which
-    /// can do anything, and may overload a built-in name) is a `call`.
+    /// A classification with what the target's catalog adds to it (`ConnInfo::user_functions`:
+    /// `f:` functions, `t:` types, `v:` views): a call of a function, or a name after a dot, that
+    /// names one of the target's functions outside `pg_catalog` (which can do anything, and may
+    /// overload a built-in name), a cast to a type whose cast or domain check runs one, and a
+    /// read of a view that runs one, are `call`s.
     pub fn with_user_functions<'a>(
         s: &'a Classified,
         user_functions: &std::collections::BTreeSet<String>,
     ) -> std::borrow::Cow<'a, Classified> {
         let bare = |f: &String| f.rsplit('.').next().unwrap_or(f).to_owned();
+        let has = |prefix: &str, name: &String| {
+            user_functions.contains(&format!("{prefix}{}", bare(name)))
+        };
         let calls = s
             .functions
             .iter()
             .chain(&s.field_names)
-            .any(|f| user_functions.contains(&bare(f)));
+            .any(|f| has("f:", f))
+            || s.types.iter().any(|t| has("t:", t))
+            || s.tables.iter().any(|t| has("v:", t));
         if !calls || s.kinds.contains(&classify::Kind::Call) {
             return std::borrow::Cow::Borrowed(s);
         }

@@ -339,6 +339,13 @@ impl Walk {
                     if map.contains_key("relname") && map.contains_key("inh") {
                         self.out.tables.insert(relation_name(v));
                     }
+                    // A TypeName (a cast's, unwrapped in the tree): the type it names.
+                    if map.contains_key("typemod")
+                        && map.contains_key("array_bounds")
+                        && let Some(name) = list(v, "names").iter().filter_map(string).next_back()
+                    {
+                        self.out.types.insert(name.to_lowercase());
+                    }
                     if let Some((name, body)) = node(v) {
                         self.visit(name, body, v)?;
                     }

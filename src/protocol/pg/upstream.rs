@@ -240,16 +240,33 @@ fn allowed(
     }
 }
 
-/// The functions outside `pg_catalog` and `information_schema` that the upstream session can
-/// see, by name: user-defined and extension functions, which can do anything (and may overload
-/// a built-in name). Read on the agent's own upstream session right after its login, so the
+/// What of the target's catalog can run user code, by name: the functions outside
+/// `pg_catalog` and `information_schema` the upstream session can see (user-defined and
+/// extension functions, which can do anything and may overload a built-in name, as `f:name`),
+/// the types a cast to which runs such a function or a domain check (`t:name`), and the views
+/// whose reading runs one (`v:name`). Read on the agent's own upstream session right after its login, so the
 /// names are those its role resolves. A failure fails the login (the policy could not judge
 /// calls without it).
 pub(crate) async fn user_functions(
     server: &mut Conn,
     max: usize,
 ) -> Result<std::collections::BTreeSet<String>, Error> {
-    const SQL: &str = "select distinct p.proname from pg_catalog.pg_proc p where p.pronamespace not in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)";
+    // `f:` functions outside pg_catalog; `t:` domains (their CHECK runs any function) and the
+    // targets of casts through such functions; `v:` views whose rules call such a function or
+    // a volatile one (reading them runs it).
+    const SQL: &str = "\
+        select 'f:' || p.proname from pg_catalog.pg_proc p \
+          where p.pronamespace not in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) \
+        union select 't:' || t.typname from pg_catalog.pg_type t \
+          where t.typtype = 'd' and t.typnamespace not in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) \
+        union select 't:' || t.typname from pg_catalog.pg_cast c \
+          join pg_catalog.pg_type t on t.oid = c.casttarget join pg_catalog.pg_proc p on p.oid = c.castfunc \
+          where p.pronamespace <> 'pg_catalog'::regnamespace \
+        union select 'v:' || c.relname from pg_catalog.pg_depend d \
+          join pg_catalog.pg_rewrite r on r.oid = d.objid join pg_catalog.pg_class c on c.oid = r.ev_class \
+          join pg_catalog.pg_proc p on p.oid = d.refobjid \
+          where d.classid = 'pg_catalog.pg_rewrite'::regclass and d.refclassid = 'pg_catalog.pg_proc'::regclass \
+            and (p.pronamespace not in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) or p.provolatile = 'v')";
     let mut out = Vec::new();
     let mut body = SQL.as_bytes().to_vec();
     body.push(0);
