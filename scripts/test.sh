@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-postgres.sh
 # The flood tests hold a few thousand sockets open at once (tests/floods.rs checks the limit).
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+ulimit -S -n "$(ulimit -H -n)" 2>/dev/null || true
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 status=0
