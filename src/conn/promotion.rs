@@ -72,6 +72,7 @@ pub fn guard(
         inner,
         promoted,
         dialect,
+        computed: Default::default(),
     })
 }
 
@@ -79,6 +80,35 @@ struct Guard {
     inner: Box<dyn ConnInspect>,
     promoted: Arc<Promoted>,
     dialect: SqlDialect,
+    /// Computed columns by statement fingerprint (they depend on no literal's value), so a
+    /// promoted target does not cost a parse per statement.
+    computed: std::collections::HashMap<String, Arc<Vec<String>>>,
+}
+
+/// Fingerprints whose computed columns one connection remembers, at most.
+const MAX_REMEMBERED: usize = 1_000;
+
+impl Guard {
+    /// The columns `sql` computes over; `None` when it cannot be classified.
+    fn computed(&mut self, sql: &str) -> Option<Arc<Vec<String>>> {
+        let key = crate::policy::classify::fingerprint(sql, self.dialect);
+        if let Some(hit) = key.as_ref().and_then(|k| self.computed.get(k)) {
+            return Some(Arc::clone(hit));
+        }
+        let list = classify(sql, self.dialect).ok()?;
+        let columns: Arc<Vec<String>> = Arc::new(
+            list.iter()
+                .flat_map(|c| c.computed_columns.iter().cloned())
+                .collect(),
+        );
+        if let Some(key) = key {
+            if self.computed.len() >= MAX_REMEMBERED {
+                self.computed.clear();
+            }
+            self.computed.insert(key, Arc::clone(&columns));
+        }
+        Some(columns)
+    }
 }
 
 impl ConnInspect for Guard {
@@ -92,14 +122,13 @@ impl ConnInspect for Guard {
         {
             return ruling;
         }
-        // Classified again only while some column is promoted (rare, and then a parse per
-        // statement); what cannot be classified was already the policy's to refuse.
-        let Ok(list) = classify(statement.sql, self.dialect) else {
+        // Classified again only while some column is promoted (remembered by fingerprint);
+        // what cannot be classified was already the policy's to refuse.
+        let Some(computed) = self.computed(statement.sql) else {
             return ruling;
         };
-        let hit = list
+        let hit = computed
             .iter()
-            .flat_map(|c| c.computed_columns.iter())
             .find_map(|c| self.promoted.matching(c).map(|p| (c.clone(), p)));
         if let Some((computed, promoted)) = hit {
             let message = format!(

@@ -178,14 +178,21 @@ impl ConnPolicy {
         };
         // Calls of the target's own functions (its catalog, read at login) are calls.
         let adjusted: Vec<Classified>;
-        let list: &[Classified] = if conn.user_functions.is_empty() {
-            list
-        } else {
+        let changes = !conn.user_functions.is_empty()
+            && list.iter().any(|c| {
+                matches!(
+                    Policy::with_user_functions(c, &conn.user_functions),
+                    std::borrow::Cow::Owned(_)
+                )
+            });
+        let list: &[Classified] = if changes {
             adjusted = list
                 .iter()
                 .map(|c| Policy::with_user_functions(c, &conn.user_functions).into_owned())
                 .collect();
             &adjusted
+        } else {
+            list
         };
         let decision = if list.iter().any(|c| c.executes.is_some()) {
             // SQL-level EXECUTE runs what was prepared: judge that instead.
