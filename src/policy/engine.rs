@@ -253,7 +253,14 @@ impl Policy {
     /// A classification with what this policy adds to it: a change to a setting the policy's
     /// allowlist does not name is a `setting` statement.
     pub fn effective<'a>(&self, s: &'a Classified) -> std::borrow::Cow<'a, Classified> {
-        if s.settings.iter().all(|x| self.rules.setting_allowed(x)) {
+        let allowed = |x: &String| {
+            if s.mysql {
+                self.rules.mysql_setting_allowed(x)
+            } else {
+                self.rules.setting_allowed(x)
+            }
+        };
+        if s.settings.iter().all(allowed) {
             return std::borrow::Cow::Borrowed(s);
         }
         let mut s = s.clone();

@@ -2,7 +2,8 @@
 //!
 //! - [`classify`]: SQL text -> what each statement does (kinds, tables, functions, conditions);
 //!   [`postgres`] reads PostgreSQL statements with the server's own grammar (`pg_query`),
-//!   [`functions`] says what a PostgreSQL function call does.
+//!   [`functions`] says what a PostgreSQL function call does; [`mysql`] reads MySQL and
+//!   MariaDB statements with MariaDB's lexical rules before sqlparser.
 //! - [`rules`]: the policy files (YAML model, validation with file:line:column, matching).
 //! - [`engine`]: decisions with least privilege, audit mode, the classification cache.
 //! - [`inspect`]: the engine as the pipeline's inspect stage (the policy in force is handed in).
@@ -13,6 +14,7 @@ pub mod classify;
 pub mod engine;
 pub mod functions;
 pub mod inspect;
+pub mod mysql;
 pub mod postgres;
 pub mod rules;
 

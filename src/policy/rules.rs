@@ -155,7 +155,48 @@ pub struct PolicyFile {
     /// file, [`DEFAULT_SETTINGS`].
     #[serde(default)]
     pub settings: Option<Vec<String>>,
+    /// What applies to MySQL and MariaDB targets only.
+    #[serde(default)]
+    pub mysql: Option<MysqlSection>,
 }
+
+/// The `mysql:` section of a policy file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSection {
+    /// The session variables statements may change on MySQL and MariaDB targets (`SET x`,
+    /// `SET SESSION x`, `SET @@x`), by name, case insensitive; a change to any other is a
+    /// `setting` statement. Without the field in any file, [`DEFAULT_MYSQL_SETTINGS`].
+    /// (`GLOBAL` and `PERSIST` changes are `admin` whatever this says.)
+    #[serde(default)]
+    pub settings: Option<Vec<String>>,
+}
+
+/// The MySQL session variables a policy allows when no file lists its own: what client
+/// libraries set (`autocommit`, `SET NAMES` of the character set tollgate pins, the isolation
+/// level, time zone, timeouts), and nothing that touches logging (`sql_log_off`,
+/// `general_log`), replication (`sql_log_bin`, `gtid_*`), checks (`foreign_key_checks`,
+/// `unique_checks`), the lexer (`sql_mode`, character sets), generated values (`insert_id`,
+/// `timestamp`) or privileges.
+pub const DEFAULT_MYSQL_SETTINGS: &[&str] = &[
+    "autocommit",
+    "names",
+    "time_zone",
+    "transaction_isolation",
+    "tx_isolation",
+    "wait_timeout",
+    "interactive_timeout",
+    "net_read_timeout",
+    "net_write_timeout",
+    "lock_wait_timeout",
+    "innodb_lock_wait_timeout",
+    "max_statement_time",
+    "max_execution_time",
+    "group_concat_max_len",
+    "div_precision_increment",
+    "lc_time_names",
+    "sql_select_limit",
+];
 
 /// The settings a policy allows when no file lists its own: what ordinary client libraries set
 /// and nothing the lexer, the policy, privileges or logging depend on.
@@ -199,14 +240,25 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
     /// Settings statements may change (lower case); `None`: [`DEFAULT_SETTINGS`].
     pub settings: Option<std::collections::BTreeSet<String>>,
+    /// MySQL session variables statements may change (lower case); `None`:
+    /// [`DEFAULT_MYSQL_SETTINGS`].
+    pub mysql_settings: Option<std::collections::BTreeSet<String>>,
 }
 
 impl RuleSet {
-    /// Whether a statement may change `setting` (a name as classified, lower case).
+    /// Whether a PostgreSQL statement may change `setting` (a name as classified, lower case).
     pub fn setting_allowed(&self, setting: &str) -> bool {
         match &self.settings {
             Some(list) => list.contains(setting),
             None => DEFAULT_SETTINGS.contains(&setting),
+        }
+    }
+
+    /// Whether a MySQL statement may change the session variable `setting` (lower case).
+    pub fn mysql_setting_allowed(&self, setting: &str) -> bool {
+        match &self.mysql_settings {
+            Some(list) => list.contains(setting),
+            None => DEFAULT_MYSQL_SETTINGS.contains(&setting),
         }
     }
 }
@@ -275,6 +327,11 @@ impl RuleSet {
             }
             if let Some(list) = &parsed.settings {
                 set.settings
+                    .get_or_insert_with(Default::default)
+                    .extend(list.iter().map(|s| s.to_lowercase()));
+            }
+            if let Some(list) = parsed.mysql.as_ref().and_then(|m| m.settings.as_ref()) {
+                set.mysql_settings
                     .get_or_insert_with(Default::default)
                     .extend(list.iter().map(|s| s.to_lowercase()));
             }

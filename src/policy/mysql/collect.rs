@@ -1,0 +1,523 @@
+//! The walk of a MySQL statement's sqlparser tree: kinds, tables, functions (special forms
+//! included, under their MariaDB names and synonyms), columns computed over, settings.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    ContextModifier, CopySource, CopyTarget, Expr, LimitClause, ObjectName, ObjectNamePart,
+    ObjectType, Query, Select, Set, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
+};
+
+use crate::policy::classify::{Classified, Error, Kind};
+
+/// Classifies one parsed MySQL statement.
+pub(super) fn classify_one(statement: &Statement) -> Result<Classified, Error> {
+    let mut c = Collector {
+        out: Classified::default(),
+        limits: Vec::new(),
+        unsupported: None,
+        depth: 0,
+        bare: std::collections::HashSet::new(),
+        top_query: matches!(statement, Statement::Query(_)),
+    };
+    let _ = statement.visit(&mut c);
+    if let Some(what) = c.unsupported {
+        return Err(Error::Unsupported(what));
+    }
+    // The top-level LIMIT of a read.
+    if let Statement::Query(q) = statement {
+        c.out.limit = literal_limit(q);
+    }
+    Ok(c.out)
+}
+
+struct Collector {
+    out: Classified,
+    /// For each enclosing query: whether it has a LIMIT.
+    limits: Vec<bool>,
+    unsupported: Option<String>,
+    depth: usize,
+    /// Addresses of the expressions that are bare column references in a select list.
+    bare: std::collections::HashSet<usize>,
+    /// Whether the statement is a query: only then does its outermost select list return
+    /// columns as they are (`SET @x = (SELECT pan …)`, `INSERT … SELECT pan` compute over them).
+    top_query: bool,
+}
+
+/// A column reference's name, normalised like other identifiers.
+fn column_name(expr: &Expr) -> Option<String> {
+    let ident = |id: &sqlparser::ast::Ident| {
+        if id.quote_style.is_some() {
+            id.value.clone()
+        } else {
+            id.value.to_lowercase()
+        }
+    };
+    match expr {
+        Expr::Identifier(id) => Some(ident(id)),
+        Expr::CompoundIdentifier(ids) => Some(ids.iter().map(ident).collect::<Vec<_>>().join(".")),
+        _ => None,
+    }
+}
+
+/// The MariaDB functions a parser special form stands for (`SUBSTRING(x FROM 1)` and
+/// `SUBSTR(x, 1)` parse into one node): the name and its synonyms, so a rule naming any of
+/// them matches every spelling.
+fn special_form(expr: &Expr) -> &'static [&'static str] {
+    match expr {
+        Expr::Substring { .. } => &["substring", "substr", "mid"],
+        Expr::Trim { .. } => &["trim"],
+        Expr::Position { .. } => &["position", "locate", "instr"],
+        Expr::Extract { .. } => &["extract"],
+        Expr::Ceil { .. } => &["ceil", "ceiling"],
+        Expr::Floor { .. } => &["floor"],
+        Expr::Overlay { .. } => &["overlay"],
+        Expr::Cast { .. } => &["cast", "convert"],
+        Expr::Convert { .. } => &["convert", "cast"],
+        Expr::MatchAgainst { .. } => &["match"],
+        _ => &[],
+    }
+}
+
+/// An identifier as MariaDB compares it here: unquoted names fold to lower case.
+pub fn normalize(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(id) if id.quote_style.is_some() => id.value.clone(),
+            ObjectNamePart::Identifier(id) => id.value.to_lowercase(),
+            ObjectNamePart::Function(f) => f.name.value.to_lowercase(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn literal_limit(q: &Query) -> Option<u64> {
+    let limit = match &q.limit_clause {
+        Some(LimitClause::LimitOffset { limit: Some(l), .. }) => l,
+        Some(LimitClause::OffsetCommaLimit { limit, .. }) => limit,
+        _ => return None,
+    };
+    match limit {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn has_limit(q: &Query) -> bool {
+    matches!(
+        &q.limit_clause,
+        Some(LimitClause::LimitOffset { limit: Some(_), .. })
+            | Some(LimitClause::OffsetCommaLimit { .. })
+    ) || q.fetch.is_some()
+}
+
+fn variant_name(statement: &Statement) -> String {
+    let debug = format!("{statement:?}");
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+impl Collector {
+    fn kind(&mut self, kind: Kind) {
+        self.out.kinds.insert(kind);
+    }
+
+    /// `SET`: user variables (`@x`) are the session's own; system variables are settings,
+    /// judged against the policy's MySQL settings allowlist by the engine; a global one
+    /// (`GLOBAL`, `@@global.`) changes the server for everyone and is admin. (`PERSIST` and
+    /// scopes sqlparser drops, as in `SET GLOBAL TRANSACTION`, are found by
+    /// [`super::server_wide`] on the tokens.)
+    fn set(&mut self, set: &Set) {
+        match set {
+            Set::SetRole { .. } | Set::SetSessionAuthorization(_) => self.kind(Kind::Dcl),
+            Set::SingleAssignment {
+                scope, variable, ..
+            } => self.assign(scope.as_ref(), variable),
+            Set::MultipleAssignments { assignments } => {
+                for a in assignments {
+                    self.assign(a.scope.as_ref(), &a.name);
+                }
+            }
+            Set::SetNames { charset_name, .. } => {
+                self.kind(Kind::Session);
+                // The charset tollgate pins, or another one (refused by the relay too).
+                let pinned = matches!(
+                    charset_name.value.to_ascii_lowercase().as_str(),
+                    "utf8mb4" | "utf8" | "utf8mb3"
+                );
+                self.out.settings.insert(
+                    if pinned {
+                        "names"
+                    } else {
+                        "character_set_client"
+                    }
+                    .to_owned(),
+                );
+            }
+            Set::SetNamesDefault {} => {
+                self.kind(Kind::Session);
+                self.out.settings.insert("character_set_client".to_owned());
+            }
+            Set::SetTimeZone { .. } => {
+                self.kind(Kind::Session);
+                self.out.settings.insert("time_zone".to_owned());
+            }
+            Set::SetTransaction { modes, .. } => {
+                self.kind(Kind::Session);
+                for mode in modes {
+                    self.out.settings.insert(
+                        match mode {
+                            sqlparser::ast::TransactionMode::IsolationLevel(_) => {
+                                "transaction_isolation"
+                            }
+                            sqlparser::ast::TransactionMode::AccessMode(_) => {
+                                "transaction_read_only"
+                            }
+                        }
+                        .to_owned(),
+                    );
+                }
+            }
+            _ => {
+                self.kind(Kind::Session);
+                self.out.settings.insert("?".to_owned());
+            }
+        }
+    }
+
+    fn assign(&mut self, scope: Option<&ContextModifier>, variable: &ObjectName) {
+        let parts: Vec<String> = variable
+            .0
+            .iter()
+            .map(|p| match p {
+                ObjectNamePart::Identifier(id) => id.value.to_lowercase(),
+                ObjectNamePart::Function(f) => f.name.value.to_lowercase(),
+            })
+            .collect();
+        let first = parts.first().map(String::as_str).unwrap_or("");
+        if first.starts_with('@') && !first.starts_with("@@") {
+            // A user variable.
+            self.kind(Kind::Session);
+            return;
+        }
+        let global = matches!(scope, Some(ContextModifier::Global)) || first == "@@global";
+        let name = match (first, parts.as_slice()) {
+            ("@@global" | "@@session" | "@@local", [_, name]) => name.clone(),
+            (_, [one]) => one.trim_start_matches("@@").to_owned(),
+            // `@@x.y`, `a.b`: a structured or unknown variable.
+            _ => "?".to_owned(),
+        };
+        if global {
+            self.kind(Kind::Admin);
+        } else if matches!(name.as_str(), "role" | "password" | "session_authorization") {
+            self.kind(Kind::Dcl);
+        } else {
+            self.kind(Kind::Session);
+        }
+        self.out.settings.insert(name);
+    }
+
+    fn table(&mut self, name: &ObjectName) {
+        self.out.tables.insert(normalize(name));
+    }
+
+    fn statement(&mut self, statement: &Statement) {
+        use Statement as S;
+        match statement {
+            S::Query(_) => self.kind(Kind::Read),
+            S::Insert(_) => self.kind(Kind::Write),
+            S::Update(u) => {
+                self.kind(Kind::Write);
+                if u.selection.is_none() {
+                    self.out.unbounded_write = true;
+                }
+            }
+            S::Delete(d) => {
+                self.kind(Kind::Write);
+                if d.selection.is_none() {
+                    self.out.unbounded_write = true;
+                }
+            }
+            S::Merge(_) => self.kind(Kind::Write),
+            S::Truncate(t) => {
+                self.kind(Kind::Write);
+                self.out.unbounded_write = true;
+                for target in &t.table_names {
+                    self.table(&target.name);
+                }
+            }
+            S::Copy {
+                source, to, target, ..
+            } => {
+                self.kind(if *to { Kind::CopyOut } else { Kind::CopyIn });
+                if let CopySource::Table { table_name, .. } = source {
+                    self.table(table_name);
+                }
+                match target {
+                    CopyTarget::Program { .. } => {
+                        self.out.copy_program = true;
+                        self.kind(Kind::Admin);
+                    }
+                    CopyTarget::File { .. } => {
+                        self.out.copy_file = true;
+                        self.kind(Kind::Admin);
+                    }
+                    CopyTarget::Stdin | CopyTarget::Stdout => {}
+                }
+            }
+            S::Set(set) => self.set(set),
+            S::ShowFunctions { .. }
+            | S::ShowVariable { .. }
+            | S::ShowStatus { .. }
+            | S::ShowVariables { .. }
+            | S::ShowCreate { .. }
+            | S::ShowColumns { .. }
+            | S::ShowCatalogs { .. }
+            | S::ShowDatabases { .. }
+            | S::ShowSchemas { .. }
+            | S::ShowTables { .. }
+            | S::ShowViews { .. }
+            | S::ShowCollation { .. }
+            | S::ShowCharset(_)
+            | S::ShowObjects(_)
+            | S::Reset(_)
+            | S::Discard { .. }
+            | S::LISTEN { .. }
+            | S::UNLISTEN { .. }
+            | S::NOTIFY { .. }
+            | S::Use(_) => self.kind(Kind::Session),
+            S::Prepare { name, .. } => {
+                self.kind(Kind::Session);
+                self.out.prepares = Some(name.value.to_lowercase());
+            }
+            S::Execute { name, .. } => {
+                self.kind(Kind::Session);
+                self.out.executes = name.as_ref().map(normalize);
+            }
+            S::Deallocate { name, .. } => {
+                self.kind(Kind::Session);
+                if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {
+                    self.out.deallocates_all = true;
+                } else {
+                    self.out.deallocates = Some(name.value.to_lowercase());
+                }
+            }
+            S::StartTransaction { .. }
+            | S::Commit { .. }
+            | S::Rollback { .. }
+            | S::Savepoint { .. }
+            | S::ReleaseSavepoint { .. } => self.kind(Kind::Transaction),
+            S::Grant(_)
+            | S::Revoke(_)
+            | S::GrantRole(_)
+            | S::RevokeRole(_)
+            | S::CreateRole(_)
+            | S::AlterRole { .. }
+            | S::CreateUser(_)
+            | S::AlterUser(_)
+            | S::AlterDefaultPrivileges(_)
+            | S::CreateUserMapping(_)
+            | S::CreatePolicy(_)
+            | S::AlterPolicy(_)
+            | S::DropPolicy(_) => self.kind(Kind::Dcl),
+            S::CreateFunction(_)
+            | S::CreateProcedure { .. }
+            | S::Call(_)
+            | S::CreateTrigger(_)
+            | S::CreateAggregate(_)
+            | S::CreateMacro { .. } => self.kind(Kind::Procedural),
+            S::Drop {
+                object_type, names, ..
+            } => {
+                if matches!(object_type, ObjectType::Role | ObjectType::User) {
+                    self.kind(Kind::Dcl);
+                } else {
+                    self.kind(Kind::Ddl);
+                    for n in names {
+                        self.table(n);
+                    }
+                }
+            }
+            S::CreateTable(_)
+            | S::CreateView(_)
+            | S::CreateVirtualTable { .. }
+            | S::CreateIndex(_)
+            | S::CreateSchema { .. }
+            | S::CreateDatabase { .. }
+            | S::CreateSequence { .. }
+            | S::CreateType { .. }
+            | S::CreateDomain(_)
+            | S::CreateExtension(_)
+            | S::DropExtension(_)
+            | S::CreateCollation(_)
+            | S::CreateServer(_)
+            | S::CreateForeignTable(_)
+            | S::CreateForeignDataWrapper(_)
+            | S::CreateRule(_)
+            | S::CreateOperator(_)
+            | S::CreateOperatorFamily(_)
+            | S::CreateOperatorClass(_)
+            | S::CreateTextSearch(_)
+            | S::AlterTable(_)
+            | S::AlterSchema(_)
+            | S::AlterIndex { .. }
+            | S::AlterView(_)
+            | S::AlterFunction(_)
+            | S::AlterType(_)
+            | S::AlterCollation(_)
+            | S::AlterOperator(_)
+            | S::AlterOperatorFamily(_)
+            | S::AlterOperatorClass(_)
+            | S::AlterTextSearch(_)
+            | S::AlterTrigger(_)
+            | S::DropFunction(_)
+            | S::DropDomain(_)
+            | S::DropProcedure { .. }
+            | S::DropRule(_)
+            | S::DropTrigger(_)
+            | S::DropOperator(_)
+            | S::DropOperatorFamily(_)
+            | S::DropOperatorClass(_)
+            | S::Comment { .. }
+            | S::RenameTable(_)
+            | S::RefreshMaterializedView(_) => self.kind(Kind::Ddl),
+            S::Lock(_) | S::LockTables { .. } | S::UnlockTables => self.kind(Kind::Lock),
+            S::Vacuum(_) | S::Analyze(_) | S::Kill { .. } | S::LoadData { .. } | S::Load { .. } => {
+                self.kind(Kind::Admin)
+            }
+            // Reads through a cursor; the query itself is visited.
+            S::Declare { .. } | S::Fetch { .. } | S::Close { .. } => self.kind(Kind::Read),
+            // The inner statement is visited and classified; EXPLAIN ANALYZE runs it.
+            S::Explain { .. } | S::ExplainTable { .. } => self.kind(Kind::Read),
+            other => {
+                if self.unsupported.is_none() {
+                    self.unsupported = Some(variant_name(other));
+                }
+            }
+        }
+    }
+}
+
+impl Visitor for Collector {
+    type Break = ();
+
+    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
+        self.depth += 1;
+        self.statement(statement);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_statement(&mut self, _statement: &Statement) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        self.limits.push(has_limit(query));
+        if !query.locks.is_empty() {
+            self.kind(Kind::Lock);
+        }
+        // Data-modifying statements inside a query (writing CTEs) are visited as statements.
+        if let SetExpr::Select(_) | SetExpr::Query(_) | SetExpr::SetOperation { .. } =
+            query.body.as_ref()
+        {
+            self.kind(Kind::Read);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.limits.pop();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
+        // Only the outermost query's select list reads columns bare: a column in a subquery,
+        // a derived table or a CTE can be computed over outside it (`(select pan …) || 'x'`,
+        // or an alias that hides its name), so it counts as computed.
+        // `SELECT pan INTO @p`: the value goes to a variable, where it can be computed over.
+        let into_variables = select.into.as_ref().is_some_and(|into| {
+            into.targets
+                .iter()
+                .all(|t| matches!(t, Expr::Identifier(id) if id.value.starts_with('@') && !id.value.starts_with("@@")))
+        });
+        let outermost =
+            self.limits.len() == 1 && self.depth == 1 && self.top_query && !into_variables;
+        for item in select.projection.iter().filter(|_| outermost) {
+            let expr = match item {
+                sqlparser::ast::SelectItem::UnnamedExpr(e) => e,
+                sqlparser::ast::SelectItem::ExprWithAlias { expr, .. } => expr,
+                _ => continue,
+            };
+            if column_name(expr).is_some() {
+                self.bare.insert(expr as *const Expr as usize);
+            }
+        }
+        // MySQL's SELECT … INTO names variables (computing over what is selected, above);
+        // into anything else it is an export.
+        if select.into.is_some() && !into_variables {
+            self.out.select_into = true;
+        }
+        let limited = self.limits.last().copied().unwrap_or(false);
+        if select.selection.is_none() && !limited {
+            for from in &select.from {
+                for factor in
+                    std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
+                {
+                    if let TableFactor::Table {
+                        name, args: None, ..
+                    } = factor
+                    {
+                        self.out.unfiltered_reads.insert(normalize(name));
+                    }
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        self.table(relation);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        match factor {
+            // `SELECT * FROM pg_ls_dir('/')`: a function in FROM.
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } => {
+                self.out.functions.insert(normalize(name));
+            }
+            TableFactor::Function { name, .. } => {
+                self.out.functions.insert(normalize(name));
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            self.out.functions.insert(normalize(&f.name));
+        }
+        for name in special_form(expr) {
+            self.out.functions.insert((*name).to_owned());
+        }
+        if let Some(name) = column_name(expr)
+            && !self.bare.contains(&(expr as *const Expr as usize))
+        {
+            self.out.computed_columns.insert(name);
+        }
+        ControlFlow::Continue(())
+    }
+}
