@@ -153,6 +153,11 @@ pub trait Inspect: Send + Sync {
 /// The inspect stage of one connection: sees its statements in order.
 pub trait ConnInspect: Send {
     fn inspect(&mut self, conn: &ConnInfo, statement: &Statement<'_>) -> Ruling;
+
+    /// The server's answer to the last statement forwarded (`true`: no error): what it
+    /// defined or dropped (a MySQL `PREPARE`, `DEALLOCATE PREPARE`) counts only on success.
+    /// Called by relays that can tell; the default ignores it.
+    fn answered(&mut self, _ok: bool) {}
 }
 
 /// Lets every statement through: the inspect stage when no policy is configured.

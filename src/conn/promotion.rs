@@ -112,6 +112,10 @@ impl Guard {
 }
 
 impl ConnInspect for Guard {
+    fn answered(&mut self, ok: bool) {
+        self.inner.answered(ok);
+    }
+
     fn inspect(&mut self, conn: &ConnInfo, statement: &Statement<'_>) -> Ruling {
         let mut ruling = self.inner.inspect(conn, statement);
         // Without a policy tollgate forwards everything, computing over `pan` included (and

@@ -49,6 +49,7 @@ impl Inspect for PolicyStage {
         Box::new(ConnPolicy {
             inspector: Arc::clone(&self.0),
             prepared: HashMap::new(),
+            pending: None,
         })
     }
 }
@@ -57,10 +58,31 @@ impl Inspect for PolicyStage {
 pub struct ConnPolicy {
     inspector: Arc<dyn PolicySource>,
     prepared: HashMap<String, Arc<Vec<Classified>>>,
+    /// MySQL: what the last forwarded statement defines (`Some(list)`) or drops (`None`)
+    /// under a name, applied when the server answers it.
+    pending: Option<(String, Option<Arc<Vec<Classified>>>)>,
 }
 
 impl ConnInspect for ConnPolicy {
+    fn answered(&mut self, ok: bool) {
+        match self.pending.take() {
+            // MariaDB drops a name's old statement before preparing the new one: after a
+            // failed PREPARE the name stands for nothing (and EXECUTE of it is refused here).
+            Some((name, Some(list))) if ok => {
+                self.prepared.insert(name, list);
+            }
+            Some((name, Some(_))) => {
+                self.prepared.remove(&name);
+            }
+            Some((name, None)) if ok => {
+                self.prepared.remove(&name);
+            }
+            _ => {}
+        }
+    }
+
     fn inspect(&mut self, conn: &ConnInfo, statement: &Statement<'_>) -> Ruling {
+        self.pending = None;
         let policy = self.inspector.policy();
         let (decision, kinds, tables) = match statement.origin {
             // A protocol-level call by OID has no SQL to analyse: fail closed.
@@ -225,9 +247,12 @@ impl ConnPolicy {
         // A held statement may run once approved: what it prepares is remembered too, so a
         // later EXECUTE is judged by what really runs. (A refused one never runs; EXECUTE of
         // its name then fails on the server.) Too many names: refused rather than forgotten.
-        if matches!(decision.action, Action::Allow | Action::RequireApproval)
-            && let Err(reason) = self.remember(statement, list)
-        {
+        let runs = matches!(decision.action, Action::Allow | Action::RequireApproval);
+        if dialect == SqlDialect::MySql {
+            if let Err(reason) = self.follow(list, runs) {
+                return (refused(reason), kinds(list), tables(list));
+            }
+        } else if runs && let Err(reason) = self.remember(statement, list) {
             return (refused(reason), kinds(list), tables(list));
         }
         (decision, kinds(list), tables(list))
@@ -266,6 +291,37 @@ impl ConnPolicy {
             if let Some(name) = &c.prepares {
                 self.add(name.clone(), std::slice::from_ref(c))?;
             }
+        }
+        Ok(())
+    }
+
+    /// MySQL: a `PREPARE` or `DEALLOCATE PREPARE` is applied when the server answers it
+    /// ([`ConnInspect::answered`]), so tollgate's names are the server's. It must be a
+    /// message of its own, so that the answer is its own.
+    fn follow(&mut self, list: &[Classified], runs: bool) -> Result<(), String> {
+        let Some(c) = list
+            .iter()
+            .find(|c| c.prepares.is_some() || c.deallocates.is_some())
+        else {
+            return Ok(());
+        };
+        if list.len() > 1 {
+            return Err(
+                "PREPARE and DEALLOCATE PREPARE are sent as statements of their own, so that tollgate follows the server's answer".into(),
+            );
+        }
+        if !runs {
+            return Ok(());
+        }
+        if let Some(name) = &c.prepares {
+            if self.prepared.len() >= MAX_PREPARED && !self.prepared.contains_key(name) {
+                return Err(format!(
+                    "more than {MAX_PREPARED} prepared statement names on one connection; deallocate some or reconnect"
+                ));
+            }
+            self.pending = Some((name.clone(), Some(Arc::new(vec![c.clone()]))));
+        } else if let Some(name) = &c.deallocates {
+            self.pending = Some((name.clone(), None));
         }
         Ok(())
     }

@@ -54,6 +54,17 @@ pub async fn setup(name: &str) -> Setup {
 
 /// `extra_targets`: YAML list items appended to the targets (`{dir}` is the test's folder).
 pub async fn setup_with(name: &str, extra_targets: &str) -> Setup {
+    setup_policy(name, extra_targets, None, true).await
+}
+
+/// As [`setup_with`], under the policy file `policy_file` instead of the test policy, and
+/// without approvals when `approvals` is false (held statements are then refused).
+pub async fn setup_policy(
+    name: &str,
+    extra_targets: &str,
+    policy_file: Option<&std::path::Path>,
+    approvals: bool,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let extra_targets = extra_targets.replace("{dir}", &dir.path().display().to_string());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -91,7 +102,7 @@ rules:
     action: deny
     reason: schema changes go through migrations
   - id: operators
-    match: {{ groups: [operators], kinds: [admin, read, write] }}
+    match: {{ groups: [operators], kinds: [admin, read, write, call] }}
     action: allow
   - id: loaders
     match: {{ groups: [loaders], unparsed: true, kinds: [admin] }}
@@ -157,6 +168,7 @@ targets:
         signer,
     )
     .unwrap();
+    let approvals_on = approvals;
     let approvals = Approvals::new(
         tollgate::approval::Settings {
             page_url: Some(format!("{admin}/approvals/ui")),
@@ -166,11 +178,12 @@ targets:
         },
         Some(recorder.clone()),
     );
+    let policy = policy_file.map_or(policy, std::path::Path::to_path_buf);
     let inspector = Arc::new(PolicyInspector::load(vec![policy], SqlDialect::Postgres).unwrap());
     let stages = Stages {
         inspect: Arc::new(PolicyStage(inspector)),
         record: Some(recorder.clone()),
-        approvals: Some(Arc::clone(&approvals)),
+        approvals: approvals_on.then(|| Arc::clone(&approvals)),
     };
     let validator = Arc::new(Validator::new(config.identity.as_ref().unwrap()).unwrap());
     let state = Arc::new(AdminState {

@@ -79,6 +79,35 @@ fn special_form(expr: &Expr) -> &'static [&'static str] {
     }
 }
 
+/// MariaDB functions that are one function under several names: a rule naming one matches
+/// every spelling.
+const SYNONYMS: &[&[&str]] = &[
+    &["substring", "substr", "mid"],
+    &["lower", "lcase"],
+    &["upper", "ucase"],
+    &["ceil", "ceiling"],
+    &["char_length", "character_length"],
+    &["length", "octet_length"],
+    &["position", "locate", "instr"],
+    &["now", "current_timestamp", "localtime", "localtimestamp"],
+    &["curdate", "current_date"],
+    &["curtime", "current_time"],
+    &["database", "schema"],
+    &["user", "session_user", "system_user"],
+    &["sha", "sha1"],
+    &["pow", "power"],
+    &["ifnull", "nvl"],
+    &["std", "stddev", "stddev_pop"],
+    &["variance", "var_pop"],
+    &["date_add", "adddate"],
+    &["date_sub", "subdate"],
+];
+
+fn synonyms(name: &str) -> Option<&'static [&'static str]> {
+    let lower = name.to_ascii_lowercase();
+    SYNONYMS.iter().copied().find(|g| g.contains(&lower.as_str()))
+}
+
 /// An identifier as MariaDB compares it here: unquoted names fold to lower case.
 pub fn normalize(name: &ObjectName) -> String {
     name.0
@@ -508,7 +537,13 @@ impl Visitor for Collector {
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         if let Expr::Function(f) = expr {
-            self.out.functions.insert(normalize(&f.name));
+            let name = normalize(&f.name);
+            if let Some(group) = synonyms(&name) {
+                self.out
+                    .functions
+                    .extend(group.iter().map(|s| (*s).to_owned()));
+            }
+            self.out.functions.insert(name);
         }
         for name in special_form(expr) {
             self.out.functions.insert((*name).to_owned());

@@ -293,12 +293,21 @@ fn one_carried(sql: &str, depth: usize, form: &str) -> Result<Classified, Error>
 /// share a key), whitespace dropped, string and number literals replaced by their kind except
 /// the numbers of LIMIT and OFFSET (`rows_over` reads them). `None` when the text does not
 /// pass the lexical gate or tokenize (then it is classified, and refused, on its own).
-/// Classifications that read a literal (SQL carried in a string) are never shared.
+/// Texts that carry SQL in a string (`PREPARE … FROM`, `EXECUTE IMMEDIATE`) have none.
 pub fn fingerprint(sql: &str) -> Option<String> {
     let statements = lexer::lex(sql).ok()?;
     let mut out = String::with_capacity(sql.len());
     for s in &statements {
         let toks = tokens(&s.text).ok()?;
+        // SQL carried in a string is the statement: never shared with other strings (an
+        // error included).
+        let first = word(toks.first());
+        if first.as_deref() == Some("prepare")
+            || (first.as_deref() == Some("execute")
+                && word(toks.get(1)).as_deref() == Some("immediate"))
+        {
+            return None;
+        }
         // Inside `LIMIT 10, 20`, `OFFSET 5`, `FETCH FIRST 3`: numbers are kept.
         let mut in_limit = false;
         for token in &toks {

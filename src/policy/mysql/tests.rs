@@ -161,4 +161,6 @@ fn fingerprints_keep_limits() {
         fingerprint("select * from t limit 0, 100000")
     );
     assert_ne!(fingerprint("select 'a'"), fingerprint("select `a`"));
+    assert_eq!(fingerprint("EXECUTE IMMEDIATE 'SELECT 1'"), None);
+    assert_eq!(fingerprint("prepare s from 'SELECT 1'"), None);
 }

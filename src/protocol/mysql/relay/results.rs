@@ -52,12 +52,13 @@ impl Relay<'_> {
     }
 
     /// The answer to COM_QUERY or COM_STMT_EXECUTE: OK, ERR, or result sets, as many as the
-    /// server says follow.
+    /// server says follow. Returns `false` when the answer ended with an ERR packet (the
+    /// statement, or one of several, failed).
     pub(super) async fn results(
         &mut self,
         binary: bool,
         statement: Option<u32>,
-    ) -> Result<(), End> {
+    ) -> Result<bool, End> {
         loop {
             let p = self.next_server().await?;
             let payload = &p.payload[..];
@@ -66,7 +67,8 @@ impl Relay<'_> {
                     let err = payload[0] == 0xFF;
                     self.server_packet(payload, false).await?;
                     if err || self.status & wire::SERVER_MORE_RESULTS_EXISTS == 0 {
-                        return self.finish().await;
+                        self.finish().await?;
+                        return Ok(!err);
                     }
                 }
                 Some(0xFB) if !binary => {
@@ -99,11 +101,12 @@ impl Relay<'_> {
                     }
                     if cursor {
                         // Rows come later, through COM_STMT_FETCH.
-                        return self.finish().await;
+                        self.finish().await?;
+                        return Ok(true);
                     }
                     let more = self.rows(&columns, binary).await?;
                     if !more {
-                        return Ok(());
+                        return Ok(true);
                     }
                 }
             }

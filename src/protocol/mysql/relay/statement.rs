@@ -246,7 +246,10 @@ impl Relay<'_> {
         p.push(0x03);
         p.extend_from_slice(text.as_bytes());
         self.send_server(&p).await?;
-        self.results(false, None).await
+        let ok = self.results(false, None).await?;
+        // What a PREPARE or DEALLOCATE PREPARE defined counts once the server said so.
+        self.inspect.answered(ok);
+        Ok(())
     }
 }
 
