@@ -52,7 +52,10 @@ async fn refused(c: &mut Conn, sql: &str) -> String {
 }
 
 fn tollgate_refused(m: &str, sql: &str) {
-    assert!(m.starts_with("tollgate"), "{sql:?}: refused by the server, not tollgate: {m}");
+    assert!(
+        m.starts_with("tollgate"),
+        "{sql:?}: refused by the server, not tollgate: {m}"
+    );
 }
 
 #[tokio::test]
@@ -111,7 +114,9 @@ async fn prepared_names_follow_the_servers_answers() {
     assert!(m.contains("did not see prepared"), "{m}");
     // A failed DEALLOCATE forgets nothing.
     c.query_drop("PREPARE u FROM 'SELECT 9'").await.unwrap();
-    c.query_drop("DEALLOCATE PREPARE nothing_here").await.unwrap_err();
+    c.query_drop("DEALLOCATE PREPARE nothing_here")
+        .await
+        .unwrap_err();
     let nine: u32 = c.query_first("EXECUTE u").await.unwrap().unwrap();
     assert_eq!(nine, 9);
     // A refused re-PREPARE never reaches the server: the old meaning stays, on both sides.
@@ -140,9 +145,7 @@ async fn text_the_lexers_could_read_differently_is_refused() {
         '\u{200b}', '\u{85}', '\u{1680}', '\u{180e}',
     ] {
         for sql in [
-            format!(
-                "SELECT 1 --{space} FROM (SELECT 1 AS `x`) t; DROP TABLE {victim_table}; # "
-            ),
+            format!("SELECT 1 --{space} FROM (SELECT 1 AS `x`) t; DROP TABLE {victim_table}; # "),
             format!("SELECT 1;{space}DROP TABLE {victim_table}"),
             format!("SELECT note{space}FROM {victim_table}"),
         ] {
@@ -187,7 +190,9 @@ async fn card_columns_cannot_hide_behind_the_lexer() {
     let mut c = s.agent("agent-halves", &["ai-agents"]).await;
     let t = &s.table;
     for sql in [
-        format!("SELECT 1 --\u{a0} FROM (SELECT 1 AS `x`) q;\nSELECT SUBSTR(pan, 1, 8), SUBSTR(pan, 9, 8) FROM {t} WHERE id = 1; # "),
+        format!(
+            "SELECT 1 --\u{a0} FROM (SELECT 1 AS `x`) q;\nSELECT SUBSTR(pan, 1, 8), SUBSTR(pan, 9, 8) FROM {t} WHERE id = 1; # "
+        ),
         format!("SELECT SUBSTR(pan\u{a0}, 1, 8) FROM {t} WHERE id = 1"),
     ] {
         let m = refused(&mut c, &sql).await;
@@ -201,7 +206,11 @@ async fn server_wide_and_logging_settings_are_not_session_statements() {
     let mut c = s.agent("agent-settings", &["ai-agents"]).await;
     let mut d = direct().await;
     let global = |name: &'static str| format!("select @@global.{name}");
-    let before_wait: u64 = d.query_first(global("wait_timeout")).await.unwrap().unwrap();
+    let before_wait: u64 = d
+        .query_first(global("wait_timeout"))
+        .await
+        .unwrap()
+        .unwrap();
     let before_iso: String = d
         .query_first(global("tx_isolation"))
         .await
@@ -221,7 +230,11 @@ async fn server_wide_and_logging_settings_are_not_session_statements() {
         let m = refused(&mut c, sql).await;
         tollgate_refused(&m, sql);
     }
-    let after_wait: u64 = d.query_first(global("wait_timeout")).await.unwrap().unwrap();
+    let after_wait: u64 = d
+        .query_first(global("wait_timeout"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(after_wait, before_wait, "the global wait_timeout changed");
     let after_iso: String = d
         .query_first(global("tx_isolation"))
@@ -247,9 +260,17 @@ async fn server_wide_and_logging_settings_are_not_session_statements() {
         let m = refused(&mut c, sql).await;
         tollgate_refused(&m, sql);
     }
-    let off: u64 = c.query_first("SELECT @@session.sql_log_off").await.unwrap().unwrap();
+    let off: u64 = c
+        .query_first("SELECT @@session.sql_log_off")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(off, 0, "sql_log_off changed");
-    let fk: u64 = c.query_first("SELECT @@foreign_key_checks").await.unwrap().unwrap();
+    let fk: u64 = c
+        .query_first("SELECT @@foreign_key_checks")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(fk, 1);
     // What client libraries set still works.
     for sql in [
@@ -260,7 +281,9 @@ async fn server_wide_and_logging_settings_are_not_session_statements() {
         "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
         "SET @x = 1, @y = 'two'",
     ] {
-        c.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        c.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
 
@@ -283,7 +306,10 @@ async fn functions_are_classified_by_what_they_do() {
         "SELECT 1 FROM dual WHERE LOAD_FILE('/etc/passwd') IS NOT NULL",
     ] {
         let m = refused(&mut c, sql).await;
-        assert!(m.contains("no-dangerous-functions") || m.contains("could not be analysed"), "{sql}: {m}");
+        assert!(
+            m.contains("no-dangerous-functions") || m.contains("could not be analysed"),
+            "{sql}: {m}"
+        );
     }
     // Waits, load, locks, user-defined functions: not plain reads (held for a DBA).
     for sql in [
@@ -295,11 +321,16 @@ async fn functions_are_classified_by_what_they_do() {
         "SELECT NEXTVAL(s)".to_string(),
     ] {
         let m = refused(&mut c, &sql).await;
-        assert!(m.contains("agents-calls-and-locks-need-approval"), "{sql}: {m}");
+        assert!(
+            m.contains("agents-calls-and-locks-need-approval"),
+            "{sql}: {m}"
+        );
     }
     // Built-ins that only read still run.
     let v: String = c
-        .query_first("SELECT CONCAT(UPPER('a'), SUBSTR('xyz', 2), DATE_FORMAT(NOW(), '%Y') > '2000')")
+        .query_first(
+            "SELECT CONCAT(UPPER('a'), SUBSTR('xyz', 2), DATE_FORMAT(NOW(), '%Y') > '2000')",
+        )
         .await
         .unwrap()
         .unwrap();
@@ -367,7 +398,10 @@ async fn function_rules_match_every_spelling() {
         let d = policy.decide(&who, "test", sql, MySql).decision;
         assert_eq!(d.rule.as_deref(), Some("no-substr"), "{sql}");
     }
-    for sql in ["SELECT TRIM(note) FROM t", "SELECT trim(LEADING 'x' FROM note) FROM t"] {
+    for sql in [
+        "SELECT TRIM(note) FROM t",
+        "SELECT trim(LEADING 'x' FROM note) FROM t",
+    ] {
         let d = policy.decide(&who, "test", sql, MySql).decision;
         assert_eq!(d.rule.as_deref(), Some("no-trim"), "{sql}");
     }

@@ -105,7 +105,10 @@ const SYNONYMS: &[&[&str]] = &[
 
 fn synonyms(name: &str) -> Option<&'static [&'static str]> {
     let lower = name.to_ascii_lowercase();
-    SYNONYMS.iter().copied().find(|g| g.contains(&lower.as_str()))
+    SYNONYMS
+        .iter()
+        .copied()
+        .find(|g| g.contains(&lower.as_str()))
 }
 
 /// An identifier as MariaDB compares it here: unquoted names fold to lower case.

@@ -296,6 +296,11 @@ const READS: &[&str] = &[
 /// User-level lock functions.
 const LOCKS: &[&str] = &["get_lock", "release_all_locks", "release_lock"];
 
+/// The built-in functions reviewed as reads (for tests and documentation).
+pub fn reads() -> &'static [&'static str] {
+    READS
+}
+
 /// What calling `name` (as written, any case, possibly qualified) does on MariaDB.
 pub fn effect(name: &str) -> Effect {
     let name = name.to_ascii_lowercase();

@@ -154,8 +154,15 @@ fn classify_statement(lexed: &lexer::Lexed, depth: usize) -> Result<Classified, 
                 )));
             };
             let mut c = collect::classify_one(statement)?;
-            if first.as_deref() == Some("set") && server_wide(&toks) {
-                c.kinds.insert(Kind::Admin);
+            if first.as_deref() == Some("set") {
+                if server_wide(&toks) {
+                    c.kinds.insert(Kind::Admin);
+                }
+                // MariaDB reads the tables of `SET @v = (SELECT … FROM t)` with shared row
+                // locks, as it does for INSERT … SELECT (found by the differential test).
+                if !c.tables.is_empty() {
+                    c.kinds.insert(Kind::Lock);
+                }
             }
             c
         }

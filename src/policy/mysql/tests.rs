@@ -87,6 +87,8 @@ fn server_wide_and_session_settings() {
             .contains("character_set_client")
     );
     assert!(kinds("SET PASSWORD = 'x'").contains(&Kind::Dcl));
+    // MariaDB locks the rows a SET's subquery reads.
+    assert!(kinds("SET @v = (SELECT MAX(a) FROM t)").contains(&Kind::Lock));
 }
 
 #[test]
