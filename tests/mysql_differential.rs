@@ -133,6 +133,9 @@ fn corpus() -> Vec<String> {
         "SELECT GROUP_CONCAT(note) FROM t",
         "SELECT * FROM t WHERE id IN (SELECT id FROM u)",
         "SELECT CAST(a AS CHAR), CONVERT(a, CHAR), CONVERT(note USING utf8mb4) FROM t",
+        "WITH x(p, q, r) AS (SELECT * FROM t) SELECT q FROM x",
+        "SELECT * FROM t WHERE EXISTS (SELECT * FROM u WHERE u.id = t.id)",
+        "SELECT LAST_INSERT_ID()",
     ];
     let sessions = [
         "SET @v = 1",
@@ -208,6 +211,12 @@ fn corpus() -> Vec<String> {
         "SELECT 1 /*M! , 2 */",
         "SELECT\u{2003}1",
         "SELECT \\N",
+        // Found by the adversarial review.
+        "SELECT @@`version` `#`, GET_LOCK('l', 0)\n",
+        "SET @x = (SELECT @@`version` `#`), @@global.wait_timeout = 3, @y = (SELECT 1\n)",
+        "SELECT LAST_INSERT_ID(5)",
+        "SELECT UUID_SHORT()",
+        "SELECT a FROM t WHERE MATCH (note) AGAINST ('x')",
     ] {
         out.push(s.to_owned());
     }

@@ -406,3 +406,96 @@ async fn function_rules_match_every_spelling() {
         assert_eq!(d.rule.as_deref(), Some("no-trim"), "{sql}");
     }
 }
+
+/// Found by the adversarial review of this fix (a fresh session attacking the running
+/// daemon): a quote the parser glued into a variable name (`@@` then a backtick) hid the rest of
+/// the line behind a `#` only the parser read as a comment; `*` handed card columns on under
+/// other names (a CTE's column list, a UNION branch, a row comparison); the `*` target reached
+/// the server's own schemas by USE.
+#[tokio::test]
+async fn adversarial_review_findings() {
+    let s = setup_policy(
+        "review",
+        "  - name: '*'\n    protocol: mysql\n    address: 127.0.0.1:3306\n    user: root\n",
+        Some(std::path::Path::new(EXAMPLE)),
+        false,
+    )
+    .await;
+    let victim_table = format!("v_review_{}", std::process::id());
+    victim(&victim_table).await;
+    let t = &s.table;
+    let mut c = s.agent("agent-review", &["ai-agents"]).await;
+    let mut d = direct().await;
+    let before: u64 = d
+        .query_first("select @@global.max_connections")
+        .await
+        .unwrap()
+        .unwrap();
+    for sql in [
+        format!("select @@`version` `#`, hex(pan) from {t}\n"),
+        format!("select @@`time_zone` `#`, get_lock('tg_review', 0), sleep(0)\n"),
+        "set @x = (select @@`version` `#`), @@global.max_connections = 152, @y = (select 1\n)"
+            .to_string(),
+        format!("select @@`version` `#`, pan from {t} into outfile '/tmp/tg_review_out'\n"),
+        format!(
+            "set @x = (select @@`version` `#`), session_track_system_variables = '', sql_mode = 'NO_BACKSLASH_ESCAPES', @y = (select 1\n); select 'a\\'; drop table {victim_table}; -- '"
+        ),
+        format!("execute immediate 'select @@`version` `#`, hex(pan) from {t}\n'"),
+        format!("with q(a,b,c,d,e,f) as (select * from {t}) select hex(b), reverse(b) from q"),
+        format!("set @x = (with q(a,b,c,d,e,f) as (select * from {t}) select b from q limit 1)"),
+        format!(
+            "select hex(b) from (select 0 a,'' b,'' c,0 d,'' e,'' f union all select * from {t}) q where a>0"
+        ),
+        format!(
+            "select count(*) from dual where (select * from {t} where id=1) >= (1,'4','',0,'','')"
+        ),
+        format!("select id from {t} where match (pan) against ('4111')"),
+        "select last_insert_id(5)".to_string(),
+        "select uuid_short()".to_string(),
+    ] {
+        let m = refused(&mut c, &sql).await;
+        tollgate_refused(&m, &sql);
+    }
+    assert!(exists(&victim_table).await);
+    let after: u64 = d
+        .query_first("select @@global.max_connections")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(before, after, "max_connections changed");
+    let used: Option<u64> = d
+        .query_first("select is_used_lock('tg_review')")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(used, None, "the lock was taken");
+    assert!(!std::path::Path::new("/tmp/tg_review_out").exists());
+    // EXISTS over `*` stays a plain read.
+    let n: u64 = c
+        .query_first(format!(
+            "select count(*) from {t} where exists (select * from {t} where id = 1)"
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 2);
+    // The server's own schemas are not reached through the `*` target: not at login, not by
+    // USE (COM_INIT_DB asks the same question: `conn::Context::mysql_target`).
+    for db in [
+        "mysql",
+        "performance_schema",
+        "sys",
+        "information_schema",
+        "MySQL",
+    ] {
+        let opts = s
+            .opts("agent-review", &["ai-agents"], true)
+            .db_name(Some(db));
+        assert!(Conn::new(opts).await.is_err(), "login to {db}");
+        let mut c = s.agent("agent-review", &["ai-agents"]).await;
+        let e = c.query_drop(format!("use {db}")).await.unwrap_err();
+        assert_eq!(code(&e), 1044, "USE {db}: {e}");
+        let here: String = c.query_first("select database()").await.unwrap().unwrap();
+        assert_eq!(here, "test");
+    }
+}

@@ -208,9 +208,19 @@ impl Context {
 
     /// The MySQL target a client's database name chooses: its own, else the `*` target.
     pub fn mysql_target(&self, database: &str) -> Option<Arc<TargetRuntime>> {
+        // The server's own schemas (accounts and password hashes, other sessions' statements)
+        // are reached only through a target that names them, never through `*`.
+        let system = matches!(
+            database.to_ascii_lowercase().as_str(),
+            "mysql" | "performance_schema" | "sys" | "information_schema"
+        );
         self.mysql_targets
             .get(database)
-            .or_else(|| self.mysql_targets.get(ANY_DATABASE))
+            .or_else(|| {
+                (!system)
+                    .then(|| self.mysql_targets.get(ANY_DATABASE))
+                    .flatten()
+            })
             .cloned()
     }
 }

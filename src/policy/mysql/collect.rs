@@ -19,6 +19,8 @@ pub(super) fn classify_one(statement: &Statement) -> Result<Classified, Error> {
         depth: 0,
         bare: std::collections::HashSet::new(),
         top_query: matches!(statement, Statement::Query(_)),
+        exists: std::collections::HashSet::new(),
+        in_exists: Vec::new(),
     };
     let _ = statement.visit(&mut c);
     if let Some(what) = c.unsupported {
@@ -42,6 +44,9 @@ struct Collector {
     /// Whether the statement is a query: only then does its outermost select list return
     /// columns as they are (`SET @x = (SELECT pan …)`, `INSERT … SELECT pan` compute over them).
     top_query: bool,
+    /// Addresses of the subqueries of EXISTS, and for each enclosing query whether it is one.
+    exists: std::collections::HashSet<usize>,
+    in_exists: Vec<bool>,
 }
 
 /// A column reference's name, normalised like other identifiers.
@@ -453,6 +458,8 @@ impl Visitor for Collector {
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
         self.limits.push(has_limit(query));
+        self.in_exists
+            .push(self.exists.contains(&(query as *const Query as usize)));
         if !query.locks.is_empty() {
             self.kind(Kind::Lock);
         }
@@ -467,6 +474,7 @@ impl Visitor for Collector {
 
     fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
         self.limits.pop();
+        self.in_exists.pop();
         ControlFlow::Continue(())
     }
 
@@ -482,6 +490,19 @@ impl Visitor for Collector {
         });
         let outermost =
             self.limits.len() == 1 && self.depth == 1 && self.top_query && !into_variables;
+        // `*` anywhere else hands every column on under names the rules cannot see
+        // (`WITH t(a, b) AS (SELECT * FROM cards)`, a UNION branch, a row comparison): every
+        // column counts as computed. An EXISTS subquery's select list returns nothing.
+        let wildcard = select.projection.iter().any(|item| {
+            matches!(
+                item,
+                sqlparser::ast::SelectItem::Wildcard(_)
+                    | sqlparser::ast::SelectItem::QualifiedWildcard(..)
+            )
+        });
+        if wildcard && !outermost && !self.in_exists.last().copied().unwrap_or(false) {
+            self.out.computed_columns.insert("*".to_owned());
+        }
         for item in select.projection.iter().filter(|_| outermost) {
             let expr = match item {
                 sqlparser::ast::SelectItem::UnnamedExpr(e) => e,
@@ -539,6 +560,26 @@ impl Visitor for Collector {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::Exists { subquery, .. } => {
+                self.exists
+                    .insert(subquery.as_ref() as *const Query as usize);
+            }
+            // `MATCH (pan) AGAINST (…)` tests the column's contents.
+            Expr::MatchAgainst { columns, .. } => {
+                for c in columns {
+                    self.out.computed_columns.insert(normalize(c));
+                }
+            }
+            // `LAST_INSERT_ID(expr)` sets the session's value: not a plain read.
+            Expr::Function(f)
+                if normalize(&f.name) == "last_insert_id"
+                    && matches!(&f.args, sqlparser::ast::FunctionArguments::List(l) if !l.args.is_empty()) =>
+            {
+                self.out.functions.insert("last_insert_id(expr)".to_owned());
+            }
+            _ => {}
+        }
         if let Expr::Function(f) = expr {
             let name = normalize(&f.name);
             if let Some(group) = synonyms(&name) {

@@ -6,7 +6,8 @@
 //! (MariaDB Knowledge Base, "Built-in Functions"), reviewed one by one. Not reads: files
 //! (`LOAD_FILE`), waits and load (`SLEEP`, `BENCHMARK`, `MASTER_POS_WAIT`,
 //! `MASTER_GTID_WAIT`), sequences (`NEXTVAL`, `SETVAL`), keys read from server files
-//! (`DES_ENCRYPT`, `DES_DECRYPT`), and every function not listed: stored functions
+//! (`DES_ENCRYPT`, `DES_DECRYPT`), server-wide counters (`UUID_SHORT`), `LAST_INSERT_ID(expr)`
+//! (it sets the session's value; without an argument it reads it), and every function not listed: stored functions
 //! (`db.f()`), loadable UDFs (`sys_exec`) and anything newer than this list. User-level locks
 //! (`GET_LOCK`, `RELEASE_LOCK`, `RELEASE_ALL_LOCKS`) are locks.
 
@@ -279,7 +280,6 @@ const READS: &[&str] = &[
     "utc_time",
     "utc_timestamp",
     "uuid",
-    "uuid_short",
     "values",
     "var_pop",
     "var_samp",

@@ -39,6 +39,10 @@ pub struct Lexed {
     /// The values of the statement's string literals, in order (decoded as MariaDB decodes
     /// them), for the forms that carry SQL in a string (`PREPARE … FROM '…'`).
     pub strings: Vec<String>,
+    /// Where each string literal, quoted identifier and hex or bit literal starts in `text`,
+    /// in characters: the parser's tokens must start at exactly these places
+    /// (`policy::mysql::tokens` checks), or the two read the text differently.
+    pub quoted: Vec<usize>,
 }
 
 fn refuse(why: &str) -> Error {
@@ -60,11 +64,18 @@ pub fn lex(sql: &str) -> Result<Vec<Lexed>, Error> {
     let mut out: Vec<Lexed> = Vec::new();
     let mut text: Vec<u8> = Vec::with_capacity(n);
     let mut strings: Vec<String> = Vec::new();
+    // Byte offsets in `text` of quoted tokens (converted to characters in `finish`).
+    let mut quoted: Vec<usize> = Vec::new();
     let mut i = 0;
     while i < n {
         let c = b[i];
         match c {
             0 => return Err(refuse("a NUL byte in the statement")),
+            b'\'' | b'"' | b'`' if i > 0 && b[i - 1] == b'@' => {
+                return Err(refuse(
+                    "a quoted variable name (@`x`, @'x', @@`x`); write the name unquoted",
+                ));
+            }
             b'\'' | b'"' => {
                 // A hex or bit literal (`X'…'`, `B'…'`) holds no escapes.
                 let prefix = text.last().copied();
@@ -88,17 +99,25 @@ pub fn lex(sql: &str) -> Result<Vec<Lexed>, Error> {
                     }) {
                         return Err(refuse("a hex or bit literal with other characters"));
                     }
+                    quoted.push(text.len() - 1);
                     text.extend_from_slice(&b[i..i + end + 2]);
                     i += end + 2;
                     continue;
                 }
                 let (value, next) = string(b, i)?;
+                // A national string (`N'…'`) is one token from its prefix.
+                let national = matches!(prefix, Some(b'n' | b'N'))
+                    && !before.is_some_and(|p| is_ident_byte(p) || p == b'@' || p == b'.');
+                quoted.push(if national { text.len() - 1 } else { text.len() });
                 text.push(b'\'');
                 for &x in &value {
                     match x {
                         b'\'' => text.extend_from_slice(b"''"),
                         b'\\' => text.extend_from_slice(b"\\\\"),
                         0 => text.extend_from_slice(b"\\0"),
+                        b'\n' => text.extend_from_slice(b"\\n"),
+                        b'\r' => text.extend_from_slice(b"\\r"),
+                        b'\t' => text.extend_from_slice(b"\\t"),
                         other => text.push(other),
                     }
                 }
@@ -111,12 +130,17 @@ pub fn lex(sql: &str) -> Result<Vec<Lexed>, Error> {
                 loop {
                     match b.get(j) {
                         None => return Err(refuse("an unterminated quoted identifier")),
-                        Some(0) => return Err(refuse("a NUL byte in the statement")),
+                        Some(0 | b'\n' | b'\r') => {
+                            return Err(refuse(
+                                "a NUL byte or a line break in a quoted identifier",
+                            ));
+                        }
                         Some(b'`') if b.get(j + 1) == Some(&b'`') => j += 2,
                         Some(b'`') => break,
                         Some(_) => j += 1,
                     }
                 }
+                quoted.push(text.len());
                 text.extend_from_slice(&b[i..=j]);
                 i = j + 1;
             }
@@ -163,7 +187,7 @@ pub fn lex(sql: &str) -> Result<Vec<Lexed>, Error> {
                 i += 2 + end + 2;
             }
             b';' => {
-                finish(&mut out, &mut text, &mut strings);
+                finish(&mut out, &mut text, &mut strings, &mut quoted);
                 i += 1;
             }
             b'\\' => {
@@ -171,8 +195,9 @@ pub fn lex(sql: &str) -> Result<Vec<Lexed>, Error> {
                     "a backslash outside a quoted string (MariaDB reads \\N as NULL)",
                 ));
             }
+            // The canonical text is one line: the parser's token positions are columns.
             b'\t' | b'\n' | b'\r' => {
-                text.push(c);
+                text.push(b' ');
                 i += 1;
             }
             x if x < b' ' || x == 0x7f => {
@@ -191,7 +216,7 @@ pub fn lex(sql: &str) -> Result<Vec<Lexed>, Error> {
             }
         }
     }
-    finish(&mut out, &mut text, &mut strings);
+    finish(&mut out, &mut text, &mut strings, &mut quoted);
     Ok(out)
 }
 
@@ -200,16 +225,32 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Ends a statement: kept when it holds more than whitespace.
-fn finish(out: &mut Vec<Lexed>, text: &mut Vec<u8>, strings: &mut Vec<String>) {
-    let s = String::from_utf8_lossy(text).trim().to_owned();
+fn finish(
+    out: &mut Vec<Lexed>,
+    text: &mut Vec<u8>,
+    strings: &mut Vec<String>,
+    quoted: &mut Vec<usize>,
+) {
+    // Leading blanks are dropped: positions shift by their number.
+    let lead = text.iter().take_while(|&&x| x == b' ').count();
+    let chars_before = |at: usize| {
+        text[lead..at]
+            .iter()
+            .filter(|&&x| (x & 0xC0) != 0x80)
+            .count()
+    };
+    let starts: Vec<usize> = quoted.iter().map(|&at| chars_before(at)).collect();
+    let s = String::from_utf8_lossy(&text[lead..]).trim_end().to_owned();
     if !s.is_empty() {
         out.push(Lexed {
             text: s,
             strings: std::mem::take(strings),
+            quoted: starts,
         });
     }
     text.clear();
     strings.clear();
+    quoted.clear();
 }
 
 /// Where a `#` or `-- ` comment starting at `i` ends: at the line feed (which is kept) or at
@@ -283,7 +324,7 @@ mod tests {
     #[test]
     fn splits_and_canonicalises() {
         assert_eq!(texts("select 1; select 2;"), ["select 1", "select 2"]);
-        assert_eq!(texts("select ';' -- x; y\n, 2"), ["select ';'  \n, 2"]);
+        assert_eq!(texts("select ';' -- x; y\n, 2"), ["select ';'   , 2"]);
         assert_eq!(
             texts("select \"a\"\"b\", 'c\\'d'"),
             ["select 'a\"b', 'c''d'"]
@@ -293,6 +334,9 @@ mod tests {
             ["select 'a\\\\'", "drop table t"]
         );
         assert_eq!(texts("select `a;``b` # c; d\n"), ["select `a;``b`"]);
+        assert_eq!(texts("select 'a\nb'"), ["select 'a\\nb'"]);
+        let l = lex(" select 'x', `y`, N'z', x'41', 'é', `é`").unwrap();
+        assert_eq!(l[0].quoted, [7, 12, 17, 23, 30, 35]);
         assert_eq!(
             texts("select X'4142', b'01', _utf8mb4'x'"),
             ["select X'4142', b'01', _utf8mb4'x'"]
@@ -323,6 +367,9 @@ mod tests {
             "select 1 /* open",
             "select x'4g'",
             "select x'41\\'",
+            "select @@`version` `#`, pan from t",
+            "select @`x`",
+            "select @'x'",
         ] {
             assert!(lex(sql).is_err(), "{sql:?} should be refused");
         }

@@ -53,15 +53,46 @@ fn classify_at(sql: &str, depth: usize) -> Result<Vec<Classified>, Error> {
         .collect()
 }
 
-/// The tokens of a canonical statement, without whitespace.
-fn tokens(text: &str) -> Result<Vec<Token>, Error> {
-    let tokens = Tokenizer::new(&MySqlDialect {}, text)
-        .tokenize()
+/// The parser's tokens of a canonical statement, without whitespace, once they are known to
+/// agree with MariaDB's lexer: no comment (the canonical text has none), and every string,
+/// quoted identifier and hex literal starting exactly where the lexer found one. Any other
+/// reading (a quote glued into a word, a `#` read as a comment) is refused.
+fn tokens(lexed: &lexer::Lexed) -> Result<Vec<Token>, Error> {
+    let spans = Tokenizer::new(&MySqlDialect {}, &lexed.text)
+        .tokenize_with_location()
         .map_err(|e| Error::Parse(e.to_string()))?;
-    Ok(tokens
-        .into_iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect())
+    let disagree = || {
+        Error::Parse(
+            "MariaDB's lexer and the parser read this text differently; tollgate refuses it".into(),
+        )
+    };
+    let chars: Vec<char> = lexed.text.chars().collect();
+    let mut quoted = Vec::with_capacity(lexed.quoted.len());
+    let mut out = Vec::with_capacity(spans.len());
+    for t in spans {
+        if let Token::Whitespace(w) = &t.token {
+            if !matches!(w, sqlparser::tokenizer::Whitespace::Space) {
+                return Err(disagree());
+            }
+            continue;
+        }
+        if t.span.start.line != 1 {
+            return Err(disagree());
+        }
+        // A token that starts with a quote, or with a one-letter prefix and a quote.
+        let at = t.span.start.column as usize - 1;
+        let quote = |c: Option<&char>| matches!(c, Some('\'' | '"' | '`'));
+        if quote(chars.get(at))
+            || (chars.get(at).is_some_and(char::is_ascii_alphabetic) && quote(chars.get(at + 1)))
+        {
+            quoted.push(at);
+        }
+        out.push(t.token);
+    }
+    if quoted != lexed.quoted {
+        return Err(disagree());
+    }
+    Ok(out)
 }
 
 fn word(t: Option<&Token>) -> Option<String> {
@@ -82,7 +113,7 @@ fn statement_name(t: Option<&Token>) -> Option<String> {
 }
 
 fn classify_statement(lexed: &lexer::Lexed, depth: usize) -> Result<Classified, Error> {
-    let toks = tokens(&lexed.text)?;
+    let toks = tokens(lexed)?;
     let operators = toks
         .iter()
         .filter(|t| {
@@ -305,7 +336,7 @@ pub fn fingerprint(sql: &str) -> Option<String> {
     let statements = lexer::lex(sql).ok()?;
     let mut out = String::with_capacity(sql.len());
     for s in &statements {
-        let toks = tokens(&s.text).ok()?;
+        let toks = tokens(s).ok()?;
         // SQL carried in a string is the statement: never shared with other strings (an
         // error included).
         let first = word(toks.first());

@@ -166,3 +166,49 @@ fn fingerprints_keep_limits() {
     assert_eq!(fingerprint("EXECUTE IMMEDIATE 'SELECT 1'"), None);
     assert_eq!(fingerprint("prepare s from 'SELECT 1'"), None);
 }
+
+/// Found by the adversarial review: texts the parser would read differently from MariaDB, and
+/// columns handed on under other names by `*`.
+#[test]
+fn adversarial_review_findings() {
+    for sql in [
+        "select @@`version` `#`, hex(pan) from cards\n",
+        "select @@`version` `#`, get_lock('l', 0), sleep(3)\n",
+        "set @x = (select @@`version` `#`), @@global.max_connections = 152, @y = (select 1\n)",
+        "execute immediate 'select @@`version` `#`, hex(pan) from cards\n'",
+    ] {
+        assert!(classify(sql).is_err(), "{sql}");
+    }
+    for sql in [
+        "with t(a,b,c) as (select * from cards) select hex(b) from t",
+        "set @x = (with t(a,b,c) as (select * from cards) select b from t limit 1)",
+        "select hex(b) from (select 0 a,'' b,'' c union all select * from cards) t where a>0",
+        "select hex(`2`) from (values (1,2,3) union select * from cards) t",
+        "select count(*) from dual where (select * from cards where id=2) >= (2,'4','')",
+        "select 1 from (select cards.* from cards) q where 1",
+    ] {
+        let list = classify(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(list[0].computed_columns.contains("*"), "{sql}");
+    }
+    assert!(!one("select * from cards").computed_columns.contains("*"));
+    assert!(
+        !one("select id from t where exists (select * from u where u.id = t.id)")
+            .computed_columns
+            .contains("*")
+    );
+    assert!(
+        one("select id from t where match (pan) against ('x')")
+            .computed_columns
+            .contains("pan")
+    );
+    assert!(kinds("select last_insert_id(5)").contains(&Kind::Call));
+    assert!(!kinds("select last_insert_id()").contains(&Kind::Call));
+    assert!(kinds("select uuid_short()").contains(&Kind::Call));
+    // Literal forms still read as MariaDB reads them.
+    for sql in [
+        "select _utf8mb4'x', X'41', b'01', N'n', n'm', 0x41",
+        "select `é`, 'é\n'",
+    ] {
+        assert!(classify(sql).is_ok(), "{sql}");
+    }
+}
