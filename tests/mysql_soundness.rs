@@ -433,7 +433,7 @@ async fn adversarial_review_findings() {
         .unwrap();
     for sql in [
         format!("select @@`version` `#`, hex(pan) from {t}\n"),
-        format!("select @@`time_zone` `#`, get_lock('tg_review', 0), sleep(0)\n"),
+        "select @@`time_zone` `#`, get_lock('tg_review', 0), sleep(0)\n".to_string(),
         "set @x = (select @@`version` `#`), @@global.max_connections = 152, @y = (select 1\n)"
             .to_string(),
         format!("select @@`version` `#`, pan from {t} into outfile '/tmp/tg_review_out'\n"),
