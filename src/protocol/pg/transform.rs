@@ -30,15 +30,23 @@ fn may_hold_pan(body: &[u8]) -> bool {
 ///
 /// A malformed row is returned empty rather than forwarded (fail closed).
 pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Option<Vec<u8>> {
-    data_row_noting(body, masker, columns, &mut Vec::new())
+    data_row_noting(
+        body,
+        masker,
+        columns,
+        &binary::Types::new(),
+        &mut Vec::new(),
+    )
 }
 
 /// [`data_row`], noting in `found` the columns (not under a column rule) in which the masker
-/// found a card number: candidates for promotion (`conn::promotion`).
+/// found a card number: candidates for promotion (`conn::promotion`). `types`: the
+/// user-defined types the connection has read from the target's catalog.
 pub fn data_row_noting(
     body: &[u8],
     masker: &Masker,
     columns: Option<&[Column]>,
+    types: &binary::Types,
     found: &mut Vec<usize>,
 ) -> Option<Vec<u8>> {
     let decode = columns.is_some_and(|c| {
@@ -62,7 +70,9 @@ pub fn data_row_noting(
             let v = (*v)?;
             let column = columns.and_then(|c| c.get(i));
             let out = match column {
-                Some(c) if c.format == 1 => binary::value(c.type_oid, v, masker, c.masked),
+                Some(c) if c.format == 1 => {
+                    binary::value_with(c.type_oid, v, masker, c.masked, types)
+                }
                 // A double prints 16 digits as `4.111111111111111e+15`: shown as the whole
                 // number it is, masked.
                 Some(c) if matches!(c.type_oid, binary::FLOAT8 | binary::FLOAT4) => Some(

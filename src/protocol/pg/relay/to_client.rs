@@ -31,6 +31,9 @@ use crate::protocol::pg::startup::PINNED_PARAMETERS;
 use crate::protocol::pg::transform;
 use tracing::warn;
 
+static NO_TYPES: std::sync::LazyLock<crate::protocol::pg::binary::Types> =
+    std::sync::LazyLock::new(Default::default);
+
 /// The server-to-client loop of one connection and the state it keeps between messages.
 pub(super) struct ToClient<'a> {
     pub ctx: &'a PgContext,
@@ -209,6 +212,16 @@ impl ToClient<'_> {
             // Result shapes, so rows are decoded by their column types and formats.
             b'T' => {
                 let mut columns = results::decode_row_description(m.body);
+                // Binary values of user-defined types are decoded through their catalog
+                // entries (read here, before the rows), or withheld.
+                if let (Some(catalog), Some(columns)) = (&mut self.catalog, &columns) {
+                    let binary = columns.iter().filter(|c| c.format == 1).map(|c| c.type_oid);
+                    if !crate::protocol::pg::binary::unresolved(binary.clone(), &catalog.types)
+                        .is_empty()
+                    {
+                        catalog.resolve_types(binary.collect::<Vec<_>>()).await;
+                    }
+                }
                 if let (Some(catalog), Some(columns), false) = (
                     &mut self.catalog,
                     &mut columns,
@@ -241,8 +254,15 @@ impl ToClient<'_> {
         match m.tag {
             b'D' => {
                 let columns = self.rows.row_columns(&self.shared.tracker);
+                let types = self.catalog.as_ref().map(|c| &c.types);
                 (
-                    transform::data_row_noting(m.body, masker, columns.as_deref(), &mut self.found),
+                    transform::data_row_noting(
+                        m.body,
+                        masker,
+                        columns.as_deref(),
+                        types.unwrap_or(&NO_TYPES),
+                        &mut self.found,
+                    ),
                     columns,
                 )
             }
