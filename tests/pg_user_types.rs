@@ -103,3 +103,89 @@ async fn a_type_the_catalog_cannot_describe_is_withheld() {
     assert_eq!(out.trim(), "None (411111******1111)");
     assert!(pan::find_all(out.as_bytes()).is_empty(), "clear PAN: {out}");
 }
+
+/// A FunctionCall body: the function, no argument, the result format.
+fn call(function: u32, binary: bool) -> Vec<u8> {
+    let mut body = function.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0, 0, 0, 0]);
+    body.extend_from_slice(&i16::from(binary).to_be_bytes());
+    common::frame(b'F', &body)
+}
+
+/// A FunctionCall asking for a binary result is answered by the function's declared return
+/// type (read from pg_proc): a bigint card number masked as a bigint, a composite's fields
+/// masked, text masked; a type tollgate cannot decode for certain (an extension's base type)
+/// withheld. Before, the binary bytes were scanned as if they were text.
+#[tokio::test]
+async fn binary_function_call_results_are_decoded_by_the_return_type() {
+    let db = direct().await;
+    db.batch_execute(
+        "create extension if not exists citext;
+         drop type if exists ut_fpair cascade;
+         create type ut_fpair as (pan text, n int8);
+         create or replace function ut_card_int() returns int8 language sql as 'select 4111111111111111::int8';
+         create or replace function ut_card_text() returns text language sql as 'select ''card 4111111111111111''';
+         create or replace function ut_card_pair() returns ut_fpair language sql as 'select row(''4111111111111111'', 4111111111111111)::ut_fpair';
+         create or replace function ut_card_citext() returns citext language sql as 'select ''4111111111111111''::citext';",
+    )
+    .await
+    .unwrap();
+    let mut oids = Vec::new();
+    for f in [
+        "ut_card_int",
+        "ut_card_text",
+        "ut_card_pair",
+        "ut_card_citext",
+    ] {
+        let row = db
+            .query_one(&format!("select '{f}'::regproc::oid"), &[])
+            .await
+            .unwrap();
+        oids.push(row.get::<_, u32>(0));
+    }
+    let proxy = Proxy::start("").await;
+    let mut raw = common::Raw::login(proxy.addr).await;
+    let answer = |seen: Vec<(u8, Vec<u8>)>| {
+        assert_eq!(seen[0].0, b'V', "{seen:?}");
+        let v = seen[0].1.clone();
+        assert!(pan::find_all(&v).is_empty(), "clear PAN: {v:?}");
+        v
+    };
+    raw.send(&call(oids[0], true)).await;
+    let v = answer(raw.until_ready().await);
+    assert_eq!(&v[..4], &8i32.to_be_bytes());
+    assert_eq!(
+        i64::from_be_bytes(v[4..].try_into().unwrap()),
+        4111110000001111
+    );
+    raw.send(&call(oids[1], true)).await;
+    assert_eq!(
+        &answer(raw.until_ready().await)[4..],
+        b"card 411111******1111"
+    );
+    raw.send(&call(oids[2], true)).await;
+    let v = answer(raw.until_ready().await);
+    let record = &v[4..];
+    assert_eq!(&record[..4], &2i32.to_be_bytes(), "two fields");
+    assert!(
+        record.windows(16).any(|w| w == b"411111******1111"),
+        "{record:?}"
+    );
+    assert!(
+        record
+            .windows(8)
+            .any(|w| w == 4111110000001111i64.to_be_bytes()),
+        "{record:?}"
+    );
+    raw.send(&call(oids[3], true)).await;
+    assert_eq!(
+        answer(raw.until_ready().await),
+        (-1i32).to_be_bytes(),
+        "withheld"
+    );
+    // The same calls in text format: masked as text.
+    raw.send(&call(oids[0], false)).await;
+    assert_eq!(&answer(raw.until_ready().await)[4..], b"411111******1111");
+    raw.send(&call(oids[3], false)).await;
+    assert_eq!(&answer(raw.until_ready().await)[4..], b"411111******1111");
+}

@@ -94,6 +94,8 @@ pub struct ConnCatalog<'a> {
     /// The user-defined types this connection has met, by OID (binary values are decoded
     /// through them).
     pub types: binary::Types,
+    /// Functions' declared return types, by function OID.
+    returns: HashMap<u32, u32>,
 }
 
 impl<'a> ConnCatalog<'a> {
@@ -112,6 +114,7 @@ impl<'a> ConnCatalog<'a> {
             database,
             conn: None,
             types: binary::Types::new(),
+            returns: HashMap::new(),
         }
     }
 
@@ -254,6 +257,29 @@ impl<'a> ConnCatalog<'a> {
                 &self.types,
             );
             wanted.retain(|o| !ask.contains(o));
+        }
+    }
+
+    /// A function's declared return type, from `pg_proc` (`None`: not readable).
+    pub async fn return_type(&mut self, function: u32) -> Option<u32> {
+        if let Some(&t) = self.returns.get(&function) {
+            return Some(t);
+        }
+        let sql =
+            format!("SELECT prorettype::int8 FROM pg_catalog.pg_proc WHERE oid = {function}::oid");
+        match self.query(sql).await {
+            Ok(rows) => {
+                let t = rows.first()?.first()?.as_deref()?.parse().ok()?;
+                if self.returns.len() >= 10_000 {
+                    self.returns.clear();
+                }
+                self.returns.insert(function, t);
+                Some(t)
+            }
+            Err(e) => {
+                warn!(error = %crate::mask::for_log(&e), "function lookup failed; its binary result is withheld");
+                None
+            }
         }
     }
 

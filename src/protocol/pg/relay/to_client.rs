@@ -61,6 +61,9 @@ pub(super) struct ToClient<'a> {
     pub found: Vec<usize>,
     /// A binary COPY TO STDOUT is under way (its fields are read every way they could be).
     pub binary_copy: bool,
+    /// The FunctionCall answered next asked for a binary result: its function's declared
+    /// return type (0: not known, so withheld).
+    pub call_result: Option<u32>,
 }
 
 /// One batch: the messages framed from one read, and what the stages made of them.
@@ -232,6 +235,20 @@ impl ToClient<'_> {
                 return Ok(self.rows.row_description(&shared.tracker, columns));
             }
             b'n' => return Ok(self.rows.no_data(&shared.tracker)),
+            // A binary FunctionCall result is decoded by the function's declared return type.
+            b'V' => {
+                self.call_result = None;
+                if let Some((function, true)) = shared.tracker.call() {
+                    let mut ret = 0;
+                    if let Some(catalog) = &mut self.catalog
+                        && let Some(t) = catalog.return_type(function).await
+                    {
+                        catalog.resolve_types([t]).await;
+                        ret = t;
+                    }
+                    self.call_result = Some(ret);
+                }
+            }
             // CopyOutResponse: its overall format. CopyDone, errors and ReadyForQuery end it.
             b'H' => self.binary_copy = m.body.first() == Some(&1),
             b'c' => self.binary_copy = false,
@@ -270,7 +287,11 @@ impl ToClient<'_> {
             b'd' => (transform::copy_data(m.body, masker), None),
             b'T' => (transform::row_description(m.body, masker), None),
             b'N' => (transform::fields(m.tag, m.body, masker), None),
-            b'V' => (transform::function_result(m.body, masker), None),
+            b'V' => {
+                let types = self.catalog.as_ref().map_or(&*NO_TYPES, |c| &c.types);
+                let binary = self.call_result.take().map(|oid| (oid, types));
+                (transform::function_result(m.body, masker, binary), None)
+            }
             b'A' => (transform::notification(m.body, masker), None),
             b'E' => (
                 take_refusal(self.shared, m).or_else(|| transform::fields(m.tag, m.body, masker)),
