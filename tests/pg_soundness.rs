@@ -523,8 +523,8 @@ async def main():
     c = await asyncpg.connect(host='127.0.0.1', port=int(os.environ['PORT']), user='agent',
                               password=os.environ['PW'], database='test', ssl=False)
     row = await c.fetchrow('select id, mood, pair from asyncpg_t where id = $1', 1)
-    # Enum and composite values in binary format are withheld (NULL) by the masker, which
-    # decodes only types it knows for certain (issue #17); their text forms read through.
+    # Enum and composite values in binary format are decoded through the target's catalog
+    # (issue #17: pg_type read on tollgate's side connection); their text forms read through.
     text = await c.fetchrow('select mood::text, pair::text from asyncpg_t where id = $1', 1)
     print(row['id'], row['mood'], row['pair'], text[0], text[1])
     await c.close()
@@ -544,7 +544,7 @@ asyncio.run(main())
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "1 None None ok (2,x)"
+        "1 ok <Record a=2 b='x'> ok (2,x)"
     );
 }
 

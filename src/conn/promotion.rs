@@ -2,7 +2,9 @@
 //! not name can still hold card numbers in free text (`note`); reading it whole is masked, but
 //! `substr(note, 11, 8)` or `translate(note, '0123456789', 'abcdefghij')` would hand the digits
 //! over in pieces or letters. So once the masker finds a card number in a result column that
-//! comes from a table column, that column is **promoted**: for its target, from then on (every
+//! comes from a table column (a PostgreSQL RowDescription's table OID and attribute number,
+//! named through the catalog; a MySQL column definition's schema, table and column), that
+//! column is **promoted**: for its target, from then on (every
 //! connection; the promotion is recorded), a statement that computes over a column of that name
 //! is refused like computing over `pan`. Without a policy (tollgate then forwards everything,
 //! and says so) promotions are recorded but not enforced.

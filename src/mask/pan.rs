@@ -305,7 +305,13 @@ fn suffix_ok(s: &[u8]) -> bool {
 }
 
 /// Calls `found` for every PAN in `text`, in order, non-overlapping.
-pub fn scan(text: &[u8], mut found: impl FnMut(Found)) {
+pub fn scan(text: &[u8], found: impl FnMut(Found)) {
+    scan_with(text, skip::plain(text), found)
+}
+
+/// [`scan`]; `fast`: `text` is plain ASCII, and the regions that cannot hold a candidate are
+/// skipped 64 bytes at a time ([`skip`]).
+fn scan_with(text: &[u8], fast: bool, mut found: impl FnMut(Found)) {
     let mut seq = Sequence {
         digits: [Digit::default(); MAX_SEQUENCE],
         len: 0,
@@ -314,6 +320,9 @@ pub fn scan(text: &[u8], mut found: impl FnMut(Found)) {
     };
     let mut i = 0;
     while i < text.len() {
+        if fast {
+            i = skip::skip(text, i);
+        }
         let Some(j) = next_digit_like(text, i) else {
             return;
         };
@@ -653,6 +662,8 @@ pub fn find_all(text: &[u8]) -> Vec<Found> {
     scan(text, |f| out.push(f));
     out
 }
+
+mod skip;
 
 #[cfg(test)]
 mod tests;

@@ -202,3 +202,94 @@ fn near_misses_stay_untouched() {
 fn folded_digits_read_every_spelling() {
     assert_eq!(folded_digits("４-٤ %34 \\u0034 x𝟒".as_bytes()), "44444");
 }
+
+/// The fast skip over plain ASCII changes nothing the detector finds: the same PANs with and
+/// without it, on text dense in digits, separators, `e`, uppercase letters and card numbers.
+#[test]
+fn the_plain_ascii_skip_finds_what_the_full_scan_finds() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let pieces = prop::sample::select(vec![
+        "4111111111111111",
+        "4111 1111 1111 1111",
+        "5555-5555-5555-4444",
+        "378282246310005",
+        "41111111111111111225",
+        "4.111111111111111e+15",
+        "1700000000000",
+        "2026-11-26 05:03:06",
+        "DE89370400440532013000",
+        "GB82WEST12345698765432",
+        "0",
+        "12",
+        "123",
+        "9999",
+        " ",
+        "  ",
+        "    ",
+        ".",
+        "-",
+        "/",
+        ":",
+        ",",
+        "_",
+        "\t",
+        "\n",
+        "e",
+        "E",
+        "x",
+        "AB",
+        "Z",
+        "\"",
+        "{",
+        "}",
+        "+",
+        "|",
+        "550e8400-e29b-41d4-a716-446655440000",
+        "192.168.1.10",
+        "0004111111111111111",
+    ]);
+    let mut runner = TestRunner::new(Config {
+        cases: 3000,
+        ..Config::default()
+    });
+    runner
+        .run(&prop::collection::vec(pieces, 0..60), |parts| {
+            let text = parts.concat();
+            let t = text.as_bytes();
+            assert!(skip::plain(t));
+            let (mut fast, mut full) = (Vec::new(), Vec::new());
+            scan_with(t, true, |f| fast.push(f));
+            scan_with(t, false, |f| full.push(f));
+            prop_assert_eq!(fast, full, "{:?}", text);
+            Ok(())
+        })
+        .unwrap();
+    // Regions across 64-byte blocks, at every offset.
+    for pad in 0..130 {
+        let text = format!(
+            "{}4111 1111 1111 1111{}",
+            "x".repeat(pad),
+            " 1".repeat(pad % 7)
+        );
+        assert_eq!(find_all(text.as_bytes()).len(), 1, "{text}");
+        for tail in [
+            "4.111111111111111e+15",
+            "GB82WEST12345698765432",
+            "1 2 3 4 5 6 7 8 9 0 1 2",
+            "2026-11-26 05:03:06",
+            "4111111111111111",
+        ] {
+            for filler in ["x", " ", "1"] {
+                let text = format!("{}{tail}{}", filler.repeat(pad), filler.repeat(pad % 5));
+                let (mut fast, mut full) = (Vec::new(), Vec::new());
+                scan_with(text.as_bytes(), true, |f| fast.push(f));
+                scan_with(text.as_bytes(), false, |f| full.push(f));
+                assert_eq!(fast, full, "{text}");
+            }
+        }
+    }
+    assert!(!skip::plain("4111%201111".as_bytes()));
+    assert!(!skip::plain("caf\u{e9} 4111".as_bytes()));
+    assert!(!skip::plain(b"\\u0034111"));
+}

@@ -8,6 +8,7 @@
 //! has more digits than any PAN-bearing run is not expanded (issue #17: `1e131071::numeric`).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use crate::mask::Masker;
 use crate::mask::number::{mask_float, masked_digits};
@@ -41,6 +42,63 @@ pub const UUID: u32 = 2950;
 pub const JSONB: u32 = 3802;
 pub const INT8_ARRAY: u32 = 1016;
 pub const NUMERIC_ARRAY: u32 = 1231;
+pub const VOID: u32 = 2278;
+
+/// The binary shape of a type defined in the target's database (read from its catalog by
+/// `catalog::ConnCatalog::resolve_types`): decoded through the types it is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// An enum: its binary form is its label's text.
+    Enum,
+    /// A composite: a record of fields of these types (read from the catalog so that they
+    /// are resolved too; each value's fields name their own types on the wire).
+    Composite(Vec<u32>),
+    /// A domain: its base type's form.
+    Domain(u32),
+    /// An array of this element type.
+    Array(u32),
+    /// A range of this subtype.
+    Range(u32),
+    /// A multirange of this range type.
+    Multirange(u32),
+}
+
+/// User-defined types known on a connection, by OID.
+pub type Types = HashMap<u32, Shape>;
+
+impl Shape {
+    /// The types a value of this shape is made of.
+    pub fn parts(&self) -> &[u32] {
+        match self {
+            Shape::Enum => &[],
+            Shape::Composite(fields) => fields,
+            Shape::Domain(t) | Shape::Array(t) | Shape::Range(t) | Shape::Multirange(t) => {
+                std::slice::from_ref(t)
+            }
+        }
+    }
+}
+
+/// The types reachable from `roots` that neither tollgate nor `types` knows: what the
+/// catalog must be asked about before their values can be decoded.
+pub fn unresolved(roots: impl IntoIterator<Item = u32>, types: &Types) -> Vec<u32> {
+    let mut stack: Vec<u32> = roots.into_iter().collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    while let Some(oid) = stack.pop() {
+        if !seen.insert(oid) || seen.len() > 10_000 {
+            continue;
+        }
+        if known(oid) {
+            continue;
+        }
+        match types.get(&oid) {
+            Some(shape) => stack.extend_from_slice(shape.parts()),
+            None => out.push(oid),
+        }
+    }
+    out
+}
 
 /// Types whose binary form cannot hold a readable card number: booleans, small integers
 /// (at most 10 digits), dates and times (a count of microseconds nobody reads as digits),
@@ -133,7 +191,7 @@ const MULTIRANGES: &[(u32, u32)] = &[
 /// Whether a binary value of this type is returned as it is when the masker finds nothing in
 /// its bytes (so a row of such values needs no decoding).
 pub fn needs_no_decoding(oid: u32) -> bool {
-    PLAIN.contains(&oid) || TEXTUAL.contains(&oid) || oid == BYTEA
+    PLAIN.contains(&oid) || TEXTUAL.contains(&oid) || oid == BYTEA || oid == VOID
 }
 
 /// Whether tollgate knows this type's binary form (so its values are not withheld).
@@ -146,61 +204,83 @@ pub fn known(oid: u32) -> bool {
 }
 
 /// Nesting deeper than this (records of arrays of records…) is withheld.
-const MAX_DEPTH: u8 = 8;
+pub const MAX_DEPTH: u8 = 8;
 
 /// A binary value of type `oid` masked (`forced`: a column rule names its column), or `None`:
 /// withhold it.
 pub fn value<'a>(oid: u32, v: &'a [u8], masker: &Masker, forced: bool) -> Option<Cow<'a, [u8]>> {
-    typed(oid, v, masker, forced, 0)
+    value_with(oid, v, masker, forced, &Types::new())
 }
 
-fn typed<'a>(
+/// [`value`], with the user-defined types the connection knows (enums, composites, domains,
+/// arrays, ranges of them); a type in neither is withheld.
+pub fn value_with<'a>(
     oid: u32,
     v: &'a [u8],
     masker: &Masker,
     forced: bool,
-    depth: u8,
+    types: &Types,
 ) -> Option<Cow<'a, [u8]>> {
-    if depth > MAX_DEPTH {
-        return None;
-    }
-    match oid {
-        INT8 | MONEY => mask_int8(v, masker, forced),
-        NUMERIC => mask_numeric(v, masker, forced),
-        FLOAT8 => {
-            let f = f64::from_be_bytes(v.try_into().ok()?);
-            Some(
-                mask_float(f, masker, forced)
-                    .map_or(Cow::Borrowed(v), |m| Cow::Owned(m.to_be_bytes().to_vec())),
-            )
+    Decoder { masker, types }.typed(oid, v, forced, 0)
+}
+
+/// What decoding a value needs besides the value.
+struct Decoder<'m> {
+    masker: &'m Masker,
+    types: &'m Types,
+}
+
+impl Decoder<'_> {
+    fn typed<'a>(&self, oid: u32, v: &'a [u8], forced: bool, depth: u8) -> Option<Cow<'a, [u8]>> {
+        let masker = self.masker;
+        if depth > MAX_DEPTH {
+            return None;
         }
-        FLOAT4 => {
-            let f = f32::from_be_bytes(v.try_into().ok()?);
-            Some(
-                mask_float(f64::from(f), masker, forced).map_or(Cow::Borrowed(v), |m| {
-                    Cow::Owned((m as f32).to_be_bytes().to_vec())
-                }),
-            )
-        }
-        _ if TEXTUAL.contains(&oid) => Some(if forced {
-            Cow::Owned(masker.mask_column(v))
-        } else {
-            masker.mask(v)
-        }),
-        // Bytes may spell digits in ASCII; under a column rule they cannot be shown masked.
-        BYTEA => (!forced).then(|| masker.mask(v)),
-        // A column rule on a type that cannot hold the digits: nothing to show.
-        _ if PLAIN.contains(&oid) => (!forced).then_some(Cow::Borrowed(v)),
-        RECORD => record(v, masker, forced, depth),
-        _ => {
-            if let Some(&(_, elem)) = ARRAYS.iter().find(|(a, _)| *a == oid) {
-                array(elem, v, masker, forced, depth)
-            } else if let Some(&(_, sub)) = RANGES.iter().find(|(r, _)| *r == oid) {
-                range(sub, v, masker, forced, depth)
-            } else if let Some(&(_, r)) = MULTIRANGES.iter().find(|(m, _)| *m == oid) {
-                multirange(r, v, masker, forced, depth)
+        match oid {
+            INT8 | MONEY => mask_int8(v, masker, forced),
+            NUMERIC => mask_numeric(v, masker, forced),
+            FLOAT8 => {
+                let f = f64::from_be_bytes(v.try_into().ok()?);
+                Some(
+                    mask_float(f, masker, forced)
+                        .map_or(Cow::Borrowed(v), |m| Cow::Owned(m.to_be_bytes().to_vec())),
+                )
+            }
+            FLOAT4 => {
+                let f = f32::from_be_bytes(v.try_into().ok()?);
+                Some(
+                    mask_float(f64::from(f), masker, forced).map_or(Cow::Borrowed(v), |m| {
+                        Cow::Owned((m as f32).to_be_bytes().to_vec())
+                    }),
+                )
+            }
+            _ if TEXTUAL.contains(&oid) => Some(if forced {
+                Cow::Owned(masker.mask_column(v))
             } else {
-                None
+                masker.mask(v)
+            }),
+            // Bytes may spell digits in ASCII; under a column rule they cannot be shown masked.
+            BYTEA => (!forced).then(|| masker.mask(v)),
+            // A column rule on a type that cannot hold the digits: nothing to show.
+            _ if PLAIN.contains(&oid) || oid == VOID => (!forced).then_some(Cow::Borrowed(v)),
+            RECORD => self.record(v, forced, depth),
+            _ => {
+                if let Some(&(_, elem)) = ARRAYS.iter().find(|(a, _)| *a == oid) {
+                    self.array(elem, v, forced, depth)
+                } else if let Some(&(_, sub)) = RANGES.iter().find(|(r, _)| *r == oid) {
+                    self.range(sub, v, forced, depth)
+                } else if let Some(&(_, r)) = MULTIRANGES.iter().find(|(m, _)| *m == oid) {
+                    self.multirange(r, v, forced, depth)
+                } else {
+                    match self.types.get(&oid)? {
+                        Shape::Enum => self.typed(TEXT, v, forced, depth + 1),
+                        Shape::Composite(_) => self.record(v, forced, depth),
+                        Shape::Domain(base) => self.typed(*base, v, forced, depth + 1),
+                        Shape::Array(elem) => self.array(*elem, v, forced, depth),
+                        Shape::Range(sub) => self.range(*sub, v, forced, depth),
+                        Shape::Multirange(r) => self.multirange(*r, v, forced, depth),
+                    }
+                }
             }
         }
     }
@@ -271,96 +351,87 @@ fn items<'a>(
     Some((out.map_or(Cow::Borrowed(v), Cow::Owned), nulled))
 }
 
-/// A binary array (any dimensions) of `elem`: each element masked; one withheld becomes NULL.
-fn array<'a>(
-    elem: u32,
-    v: &'a [u8],
-    masker: &Masker,
-    forced: bool,
-    depth: u8,
-) -> Option<Cow<'a, [u8]>> {
-    let ndim = usize::try_from(int(v, 0)?).ok()?;
-    let header_elem = int(v, 8)? as u32;
-    if ndim > 6 || header_elem != elem {
-        return None;
-    }
-    let mut count = usize::from(ndim > 0);
-    for d in 0..ndim {
-        count = count.checked_mul(usize::try_from(int(v, 12 + 8 * d)?).ok()?)?;
-    }
-    let (out, nulled) = items(
-        v,
-        12 + 8 * ndim,
-        count,
-        true,
-        |_| None,
-        |_, e| typed(elem, e, masker, forced, depth + 1),
-    )?;
-    Some(match (out, nulled) {
-        (Cow::Owned(mut o), true) => {
-            o[4..8].copy_from_slice(&1i32.to_be_bytes());
-            Cow::Owned(o)
+impl Decoder<'_> {
+    /// A binary array (any dimensions) of `elem`: each element masked; one withheld becomes NULL.
+    fn array<'a>(&self, elem: u32, v: &'a [u8], forced: bool, depth: u8) -> Option<Cow<'a, [u8]>> {
+        let ndim = usize::try_from(int(v, 0)?).ok()?;
+        let header_elem = int(v, 8)? as u32;
+        if ndim > 6 || header_elem != elem {
+            return None;
         }
-        (out, _) => out,
-    })
-}
+        let mut count = usize::from(ndim > 0);
+        for d in 0..ndim {
+            count = count.checked_mul(usize::try_from(int(v, 12 + 8 * d)?).ok()?)?;
+        }
+        let (out, nulled) = items(
+            v,
+            12 + 8 * ndim,
+            count,
+            true,
+            |_| None,
+            |_, e| self.typed(elem, e, forced, depth + 1),
+        )?;
+        Some(match (out, nulled) {
+            (Cow::Owned(mut o), true) => {
+                o[4..8].copy_from_slice(&1i32.to_be_bytes());
+                Cow::Owned(o)
+            }
+            (out, _) => out,
+        })
+    }
 
-/// A binary record: each field (with its own type) masked; one withheld becomes NULL.
-fn record<'a>(v: &'a [u8], masker: &Masker, forced: bool, depth: u8) -> Option<Cow<'a, [u8]>> {
-    let count = usize::try_from(int(v, 0)?).ok()?;
-    let oid_at = |at: usize| int(v, at).map(|o| o as u32);
-    items(v, 4, count, true, oid_at, |oid, f| {
-        typed(oid?, f, masker, forced, depth + 1)
-    })
-    .map(|(out, _)| out)
-}
+    /// A binary record (or composite): each field, with the type the server names for it,
+    /// masked; one withheld becomes NULL.
+    fn record<'a>(&self, v: &'a [u8], forced: bool, depth: u8) -> Option<Cow<'a, [u8]>> {
+        let count = usize::try_from(int(v, 0)?).ok()?;
+        let oid_at = |at: usize| int(v, at).map(|o| o as u32);
+        items(v, 4, count, true, oid_at, |oid, f| {
+            self.typed(oid?, f, forced, depth + 1)
+        })
+        .map(|(out, _)| out)
+    }
 
-/// A binary range of `sub`: flags, then the bounds present; a bound withheld withholds it.
-fn range<'a>(
-    sub: u32,
-    v: &'a [u8],
-    masker: &Masker,
-    forced: bool,
-    depth: u8,
-) -> Option<Cow<'a, [u8]>> {
-    const EMPTY: u8 = 0x01;
-    const LOWER_INFINITE: u8 = 0x08;
-    const UPPER_INFINITE: u8 = 0x10;
-    let flags = *v.first()?;
-    let bounds = if flags & EMPTY != 0 {
-        0
-    } else {
-        usize::from(flags & LOWER_INFINITE == 0) + usize::from(flags & UPPER_INFINITE == 0)
-    };
-    items(
-        v,
-        1,
-        bounds,
-        false,
-        |_| None,
-        |_, b| typed(sub, b, masker, forced, depth + 1),
-    )
-    .map(|(out, _)| out)
-}
+    /// A binary range of `sub`: flags, then the bounds present; a bound withheld withholds it.
+    fn range<'a>(&self, sub: u32, v: &'a [u8], forced: bool, depth: u8) -> Option<Cow<'a, [u8]>> {
+        const EMPTY: u8 = 0x01;
+        const LOWER_INFINITE: u8 = 0x08;
+        const UPPER_INFINITE: u8 = 0x10;
+        let flags = *v.first()?;
+        let bounds = if flags & EMPTY != 0 {
+            0
+        } else {
+            usize::from(flags & LOWER_INFINITE == 0) + usize::from(flags & UPPER_INFINITE == 0)
+        };
+        items(
+            v,
+            1,
+            bounds,
+            false,
+            |_| None,
+            |_, b| self.typed(sub, b, forced, depth + 1),
+        )
+        .map(|(out, _)| out)
+    }
 
-/// A binary multirange: a count, then ranges.
-fn multirange<'a>(
-    range_oid: u32,
-    v: &'a [u8],
-    masker: &Masker,
-    forced: bool,
-    depth: u8,
-) -> Option<Cow<'a, [u8]>> {
-    let count = usize::try_from(int(v, 0)?).ok()?;
-    items(
-        v,
-        4,
-        count,
-        false,
-        |_| None,
-        |_, r| typed(range_oid, r, masker, forced, depth + 1),
-    )
-    .map(|(out, _)| out)
+    /// A binary multirange: a count, then ranges.
+    fn multirange<'a>(
+        &self,
+        range_oid: u32,
+        v: &'a [u8],
+        forced: bool,
+        depth: u8,
+    ) -> Option<Cow<'a, [u8]>> {
+        let count = usize::try_from(int(v, 0)?).ok()?;
+        items(
+            v,
+            4,
+            count,
+            false,
+            |_| None,
+            |_, r| self.typed(range_oid, r, forced, depth + 1),
+        )
+        .map(|(out, _)| out)
+    }
 }
 
 /// A binary `bigint` (or `money`, a count of cents).

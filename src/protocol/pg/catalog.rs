@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use tracing::warn;
 
 use super::PgContext;
+use super::binary::{self, Shape};
 use super::frame::Message;
 use super::messages::{self, Backend};
 use super::results::Column;
@@ -24,13 +25,18 @@ use crate::mask::columns::SourceColumn;
 
 type Key = (Arc<str>, Arc<str>, u32, i16);
 
+/// A type in a target's database: (target, upstream database, type OID).
+type TypeKey = (Arc<str>, Arc<str>, u32);
+
 /// Entries kept at most; the cache is cleared when full.
 const MAX_ENTRIES: usize = 200_000;
 
-/// Source columns by (target, upstream database, table OID, attribute number).
+/// Source columns by (target, upstream database, table OID, attribute number), and the shapes
+/// of user-defined types by (target, upstream database, type OID).
 #[derive(Default)]
 pub struct Cache {
     map: Mutex<HashMap<Key, Option<Arc<SourceColumn>>>>,
+    types: Mutex<HashMap<TypeKey, Shape>>,
 }
 
 impl Cache {
@@ -85,6 +91,11 @@ pub struct ConnCatalog<'a> {
     requested: String,
     database: Arc<str>,
     conn: Option<Conn>,
+    /// The user-defined types this connection has met, by OID (binary values are decoded
+    /// through them).
+    pub types: binary::Types,
+    /// Functions' declared return types, by function OID.
+    returns: HashMap<u32, u32>,
 }
 
 impl<'a> ConnCatalog<'a> {
@@ -102,6 +113,8 @@ impl<'a> ConnCatalog<'a> {
             requested: requested.to_owned(),
             database,
             conn: None,
+            types: binary::Types::new(),
+            returns: HashMap::new(),
         }
     }
 
@@ -180,23 +193,170 @@ impl<'a> ConnCatalog<'a> {
         }
     }
 
+    /// Makes the user-defined types of these binary result columns (and the types they are
+    /// made of) known in [`Self::types`]: from the target's cache, else from `pg_type`. A type
+    /// the catalog does not describe (not visible, or a base type from an extension) stays
+    /// unknown, and its values are withheld.
+    pub async fn resolve_types(&mut self, roots: impl IntoIterator<Item = u32>) {
+        let mut wanted = binary::unresolved(roots, &self.types);
+        let target: Arc<str> = self.target.config.name.as_str().into();
+        for _ in 0..=binary::MAX_DEPTH {
+            if wanted.is_empty() {
+                return;
+            }
+            let mut ask = Vec::new();
+            {
+                let cache = self
+                    .ctx
+                    .catalog
+                    .types
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for oid in wanted.drain(..) {
+                    match cache.get(&(target.clone(), self.database.clone(), oid)) {
+                        Some(shape) => {
+                            self.types.insert(oid, shape.clone());
+                        }
+                        None => ask.push(oid),
+                    }
+                }
+            }
+            if !ask.is_empty() {
+                match self.shapes(&ask).await {
+                    Ok(found) => {
+                        let mut cache = self
+                            .ctx
+                            .catalog
+                            .types
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        if cache.len() >= MAX_ENTRIES {
+                            cache.clear();
+                        }
+                        for (oid, shape) in found {
+                            cache.insert(
+                                (target.clone(), self.database.clone(), oid),
+                                shape.clone(),
+                            );
+                            self.types.insert(oid, shape);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %crate::mask::for_log(&e), "type lookup failed; the values of those types are withheld");
+                        return;
+                    }
+                }
+            }
+            // What the new shapes are made of; a type asked about and not found is not asked
+            // again in this round.
+            wanted = binary::unresolved(
+                self.types
+                    .values()
+                    .flat_map(|s| s.parts().to_vec())
+                    .collect::<Vec<_>>(),
+                &self.types,
+            );
+            wanted.retain(|o| !ask.contains(o));
+        }
+    }
+
+    /// A function's declared return type, from `pg_proc` (`None`: not readable).
+    pub async fn return_type(&mut self, function: u32) -> Option<u32> {
+        if let Some(&t) = self.returns.get(&function) {
+            return Some(t);
+        }
+        let sql =
+            format!("SELECT prorettype::int8 FROM pg_catalog.pg_proc WHERE oid = {function}::oid");
+        match self.query(sql).await {
+            Ok(rows) => {
+                let t = rows.first()?.first()?.as_deref()?.parse().ok()?;
+                if self.returns.len() >= 10_000 {
+                    self.returns.clear();
+                }
+                self.returns.insert(function, t);
+                Some(t)
+            }
+            Err(e) => {
+                warn!(error = %crate::mask::for_log(&e), "function lookup failed; its binary result is withheld");
+                None
+            }
+        }
+    }
+
+    /// The shapes `pg_type` gives the types `oids`.
+    async fn shapes(&mut self, oids: &[u32]) -> Result<Vec<(u32, Shape)>, String> {
+        // Only numbers go into the text.
+        let mut sql = String::from(
+            "SELECT t.oid::int8, t.typtype, t.typbasetype::int8, t.typelem::int8, \
+             t.typcategory, t.typlen::int4, \
+             (SELECT pg_catalog.string_agg(a.atttypid::text, ',' ORDER BY a.attnum) \
+                FROM pg_catalog.pg_attribute a \
+                WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped), \
+             (SELECT r.rngsubtype::int8 FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid), \
+             (SELECT r.rngtypid::int8 FROM pg_catalog.pg_range r WHERE r.rngmultitypid = t.oid) \
+             FROM pg_catalog.pg_type t WHERE t.oid IN (",
+        );
+        for (i, oid) in oids.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let _ = write!(sql, "{oid}::oid");
+        }
+        sql.push(')');
+        let num = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<u32>().ok());
+        let mut out = Vec::new();
+        for row in self.query(sql).await? {
+            let (Some(oid), Some(kind)) = (num(&row[0]), row.get(1).cloned().flatten()) else {
+                continue;
+            };
+            let field = |i: usize| row.get(i).and_then(num);
+            let shape = match kind.as_str() {
+                "e" => Shape::Enum,
+                "d" => match field(2) {
+                    Some(base) if base != 0 => Shape::Domain(base),
+                    _ => continue,
+                },
+                "c" => {
+                    let attrs = row.get(6).cloned().flatten().unwrap_or_default();
+                    let parsed: Option<Vec<u32>> = attrs
+                        .split(',')
+                        .filter(|a| !a.is_empty())
+                        .map(|a| a.parse().ok())
+                        .collect();
+                    match parsed {
+                        Some(fields) => Shape::Composite(fields),
+                        None => continue,
+                    }
+                }
+                "r" => match field(7) {
+                    Some(sub) => Shape::Range(sub),
+                    None => continue,
+                },
+                "m" => match field(8) {
+                    Some(range) => Shape::Multirange(range),
+                    None => continue,
+                },
+                // An array: variable length, element type, category A.
+                "b" if row.get(4).cloned().flatten().as_deref() == Some("A")
+                    && row.get(5).cloned().flatten().as_deref() == Some("-1") =>
+                {
+                    match field(3) {
+                        Some(elem) if elem != 0 => Shape::Array(elem),
+                        _ => continue,
+                    }
+                }
+                // Base types from extensions, pseudo-types: not known for certain.
+                _ => continue,
+            };
+            out.push((oid, shape));
+        }
+        Ok(out)
+    }
+
     async fn lookup(
         &mut self,
         wanted: &[(u32, i16)],
     ) -> Result<HashMap<(u32, i16), Arc<SourceColumn>>, String> {
-        if self.conn.is_none() {
-            let (conn, _) = connect_upstream(
-                self.ctx,
-                &self.target,
-                self.identity,
-                &self.requested,
-                &[("application_name", "tollgate-catalog")],
-            )
-            .await
-            .map_err(|(e, _)| e.to_string())?;
-            self.conn = Some(conn);
-        }
-        let conn = self.conn.as_mut().expect("opened above");
         // Only numbers go into the text.
         let mut sql = String::from(
             "SELECT a.attrelid::int8, a.attnum::int4, n.nspname, c.relname, a.attname \
@@ -212,12 +372,56 @@ impl<'a> ConnCatalog<'a> {
             let _ = write!(sql, "({t}::oid,{a}::int2)");
         }
         sql.push(')');
+        let mut found = HashMap::new();
+        for values in self.query(sql).await? {
+            let [Some(t), Some(a), Some(s), Some(r), Some(c)] = &values[..] else {
+                continue;
+            };
+            let (Ok(t), Ok(a)) = (t.parse::<u32>(), a.parse::<i16>()) else {
+                continue;
+            };
+            found.insert(
+                (t, a),
+                Arc::new(SourceColumn {
+                    schema: s.clone(),
+                    table: r.clone(),
+                    column: c.clone(),
+                }),
+            );
+        }
+        Ok(found)
+    }
+
+    /// Runs one catalog query on the side connection (opened on first use) and returns its
+    /// rows' text values.
+    pub(super) async fn query(&mut self, sql: String) -> Result<Vec<Vec<Option<String>>>, String> {
+        if self.conn.is_none() {
+            let (conn, _) = connect_upstream(
+                self.ctx,
+                &self.target,
+                self.identity,
+                &self.requested,
+                &[("application_name", "tollgate-catalog")],
+            )
+            .await
+            .map_err(|(e, _)| e.to_string())?;
+            self.conn = Some(conn);
+        }
+        let result = self.query_open(sql).await;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn query_open(&mut self, sql: String) -> Result<Vec<Vec<Option<String>>>, String> {
+        let conn = self.conn.as_mut().ok_or("no catalog connection")?;
         let mut body = sql.into_bytes();
         body.push(0);
         let mut out = Vec::new();
         super::frame::put_message(&mut out, b'Q', &body);
         conn.send(&out).await.map_err(|e| e.to_string())?;
-        let mut found = HashMap::new();
+        let mut rows = Vec::new();
         let mut error = None;
         loop {
             let frame = conn
@@ -228,20 +432,7 @@ impl<'a> ConnCatalog<'a> {
             match m.tag {
                 b'D' => {
                     let values = row(m.body).ok_or("malformed catalog row")?;
-                    let [Some(t), Some(a), Some(s), Some(r), Some(c)] = values[..] else {
-                        continue;
-                    };
-                    let (Ok(t), Ok(a)) = (t.parse::<u32>(), a.parse::<i16>()) else {
-                        continue;
-                    };
-                    found.insert(
-                        (t, a),
-                        Arc::new(SourceColumn {
-                            schema: s.to_owned(),
-                            table: r.to_owned(),
-                            column: c.to_owned(),
-                        }),
-                    );
+                    rows.push(values.into_iter().map(|v| v.map(str::to_owned)).collect());
                 }
                 b'E' => {
                     if let Ok(Backend::ErrorResponse(f)) = messages::decode_backend(m.tag, m.body) {
@@ -254,7 +445,7 @@ impl<'a> ConnCatalog<'a> {
         }
         match error {
             Some(e) => Err(e),
-            None => Ok(found),
+            None => Ok(rows),
         }
     }
 }

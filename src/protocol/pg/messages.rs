@@ -220,6 +220,8 @@ pub enum Frontend<'a> {
     FunctionCall {
         function_oid: u32,
         args: Values<'a>,
+        /// The result's format: 0 text, 1 binary.
+        result_format: i16,
     },
     /// PasswordMessage, SASLInitialResponse or SASLResponse: which one depends on the
     /// authentication exchange in progress.
@@ -370,11 +372,15 @@ pub fn decode_frontend(tag: u8, body: &[u8]) -> Result<Frontend<'_>, MessageErro
             if arg_formats.len() > 1 && arg_formats.len() != args.len() {
                 return Err(r.err("format count does not match argument count"));
             }
-            let result = r.i16()?;
-            if result != 0 && result != 1 {
+            let result_format = r.i16()?;
+            if result_format != 0 && result_format != 1 {
                 return Err(r.err("unknown result format"));
             }
-            Frontend::FunctionCall { function_oid, args }
+            Frontend::FunctionCall {
+                function_oid,
+                args,
+                result_format,
+            }
         }
         b'p' => {
             r.buf = &[];

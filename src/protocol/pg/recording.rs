@@ -92,7 +92,9 @@ pub fn client_frame(msg: &Frontend<'_>, masker: &Masker, full: bool) -> Option<V
         Frontend::CopyData(data) => json!({"t": "d", "bytes": data.len()}),
         Frontend::CopyDone => json!({"t": "c"}),
         Frontend::CopyFail { message } => json!({"t": "f", "message": text(message, masker)}),
-        Frontend::FunctionCall { function_oid, args } => json!({
+        Frontend::FunctionCall {
+            function_oid, args, ..
+        } => json!({
             "t": "F",
             "oid": function_oid,
             "args": args.iter().map(|a| value(a, masker)).collect::<Vec<_>>(),

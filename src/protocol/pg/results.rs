@@ -32,8 +32,14 @@ pub struct Column {
 /// What the server will answer, in order.
 #[derive(Debug, Clone)]
 pub enum Expect {
-    /// A simple Query or FunctionCall: done at ReadyForQuery.
+    /// A simple Query: done at ReadyForQuery.
     Query,
+    /// A FunctionCall (its function and whether it asked for a binary result): done at
+    /// ReadyForQuery.
+    Call {
+        function: u32,
+        binary: bool,
+    },
     DescribeStatement(Arc<str>),
     DescribePortal(Arc<str>),
     /// tollgate's own Describe of a portal just bound: its answer is not the client's.
@@ -82,6 +88,15 @@ impl Tracker {
         }
     }
 
+    /// The FunctionCall whose answer comes next, if that is what comes next: its function and
+    /// whether it asked for a binary result.
+    pub fn call(&self) -> Option<(u32, bool)> {
+        match self.queue.lock().unwrap_or_else(|p| p.into_inner()).front() {
+            Some(Expect::Call { function, binary }) => Some((*function, *binary)),
+            _ => None,
+        }
+    }
+
     fn front(&self) -> Option<Expect> {
         self.queue
             .lock()
@@ -101,7 +116,7 @@ impl Tracker {
     fn skip_to_sync(&self) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(front) = q.front() {
-            if matches!(front, Expect::Sync | Expect::Query) {
+            if matches!(front, Expect::Sync | Expect::Query | Expect::Call { .. }) {
                 break;
             }
             q.pop_front();
@@ -112,7 +127,7 @@ impl Tracker {
     fn ready(&self) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(front) = q.pop_front() {
-            if matches!(front, Expect::Sync | Expect::Query) {
+            if matches!(front, Expect::Sync | Expect::Query | Expect::Call { .. }) {
                 break;
             }
         }
@@ -358,7 +373,7 @@ impl ServerSide {
     }
 
     pub fn error(&mut self, tracker: &Tracker) {
-        if !matches!(tracker.front(), Some(Expect::Query)) {
+        if !matches!(tracker.front(), Some(Expect::Query | Expect::Call { .. })) {
             tracker.skip_to_sync();
         }
         self.current = None;

@@ -30,15 +30,23 @@ fn may_hold_pan(body: &[u8]) -> bool {
 ///
 /// A malformed row is returned empty rather than forwarded (fail closed).
 pub fn data_row(body: &[u8], masker: &Masker, columns: Option<&[Column]>) -> Option<Vec<u8>> {
-    data_row_noting(body, masker, columns, &mut Vec::new())
+    data_row_noting(
+        body,
+        masker,
+        columns,
+        &binary::Types::new(),
+        &mut Vec::new(),
+    )
 }
 
 /// [`data_row`], noting in `found` the columns (not under a column rule) in which the masker
-/// found a card number: candidates for promotion (`conn::promotion`).
+/// found a card number: candidates for promotion (`conn::promotion`). `types`: the
+/// user-defined types the connection has read from the target's catalog.
 pub fn data_row_noting(
     body: &[u8],
     masker: &Masker,
     columns: Option<&[Column]>,
+    types: &binary::Types,
     found: &mut Vec<usize>,
 ) -> Option<Vec<u8>> {
     let decode = columns.is_some_and(|c| {
@@ -62,7 +70,9 @@ pub fn data_row_noting(
             let v = (*v)?;
             let column = columns.and_then(|c| c.get(i));
             let out = match column {
-                Some(c) if c.format == 1 => binary::value(c.type_oid, v, masker, c.masked),
+                Some(c) if c.format == 1 => {
+                    binary::value_with(c.type_oid, v, masker, c.masked, types)
+                }
                 // A double prints 16 digits as `4.111111111111111e+15`: shown as the whole
                 // number it is, masked.
                 Some(c) if matches!(c.type_oid, binary::FLOAT8 | binary::FLOAT4) => Some(
@@ -178,9 +188,15 @@ pub(crate) fn split_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
     rest.is_empty().then_some(values)
 }
 
-/// FunctionCallResponse (`V`): one value, masked like a DataRow's.
-pub fn function_result(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
-    if !may_hold_pan(body) {
+/// FunctionCallResponse (`V`): one value, masked like a DataRow's. `binary`: the call asked
+/// for a binary result, of this type (the function's declared return type; 0 when it could
+/// not be read) with these user-defined types: decoded by it, or withheld (NULL).
+pub fn function_result(
+    body: &[u8],
+    masker: &Masker,
+    binary: Option<(u32, &binary::Types)>,
+) -> Option<Vec<u8>> {
+    if binary.is_none() && !may_hold_pan(body) {
         return None;
     }
     let len = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
@@ -193,16 +209,22 @@ pub fn function_result(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
             return (len != -1).then_some(out);
         }
     };
-    match masker.mask(value) {
-        std::borrow::Cow::Borrowed(_) => None,
-        std::borrow::Cow::Owned(masked) => {
+    let masked = match binary {
+        Some((oid, types)) => binary::value_with(oid, value, masker, false, types),
+        None => Some(masker.mask(value)),
+    };
+    let new_body = match masked {
+        Some(Cow::Borrowed(_)) => return None,
+        Some(Cow::Owned(masked)) => {
             let mut new_body = (masked.len() as i32).to_be_bytes().to_vec();
             new_body.extend_from_slice(&masked);
-            let mut out = Vec::new();
-            put_message(&mut out, b'V', &new_body);
-            Some(out)
+            new_body
         }
-    }
+        None => (-1i32).to_be_bytes().to_vec(),
+    };
+    let mut out = Vec::new();
+    put_message(&mut out, b'V', &new_body);
+    Some(out)
 }
 
 /// CopyData (`d`) toward the client. Masked in place with a format that keeps the length, so
@@ -494,7 +516,7 @@ mod tests {
 
         let mut v = 16i32.to_be_bytes().to_vec();
         v.extend_from_slice(b"4111111111111111");
-        let out = function_result(&v, &masker()).unwrap();
+        let out = function_result(&v, &masker(), None).unwrap();
         assert_eq!(&out[9..], b"411111******1111");
     }
 

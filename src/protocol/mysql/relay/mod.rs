@@ -74,6 +74,8 @@ const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
 struct Prepared {
     /// The column masks of its last result set, for COM_STMT_FETCH.
     columns: Vec<ColumnMask>,
+    /// The table columns that result set's columns come from.
+    sources: Vec<Option<Arc<str>>>,
     params: u16,
     /// The parameter types last bound (COM_STMT_EXECUTE sends them only when they change).
     param_types: Vec<ColumnMask>,
@@ -112,6 +114,10 @@ struct Relay<'a> {
     local_infile: bool,
     /// A KILL of this connection from another one: cancels a held statement.
     interrupt: Arc<tokio::sync::Notify>,
+    /// The table columns (`schema.table.column`) the current result set's columns come from,
+    /// for promotions (`conn::promotion`), and the ones this connection promoted.
+    sources: Vec<Option<Arc<str>>>,
+    promoted_here: std::collections::HashSet<Arc<str>>,
 }
 
 /// Runs an established connection until either side ends it.
@@ -159,6 +165,8 @@ pub async fn run(
         cseq: 1,
         local_infile: false,
         interrupt,
+        sources: Vec::new(),
+        promoted_here: Default::default(),
     };
     let idle = ctx.config.limits.idle_timeout;
     let max = ctx.config.limits.max_client_frame;
@@ -585,11 +593,12 @@ impl Relay<'_> {
                 if cmd == 0x17 {
                     self.results(true, Some(id)).await?;
                 } else {
-                    let columns = self
+                    let (columns, sources) = self
                         .statements
                         .get(&id)
-                        .map(|s| s.columns.clone())
+                        .map(|s| (s.columns.clone(), s.sources.clone()))
                         .unwrap_or_default();
+                    self.sources = sources;
                     self.rows(&columns, true).await?;
                 }
             }

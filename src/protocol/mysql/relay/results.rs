@@ -98,6 +98,7 @@ impl Relay<'_> {
                         && let Some(st) = self.statements.get_mut(&id)
                     {
                         st.columns = columns.clone();
+                        st.sources = self.sources.clone();
                     }
                     if cursor {
                         // Rows come later, through COM_STMT_FETCH.
@@ -118,6 +119,7 @@ impl Relay<'_> {
         let rules = &self.ctx.column_rules;
         let mut masks = Vec::with_capacity(count);
         let mut names = Vec::with_capacity(count);
+        let mut sources = Vec::with_capacity(count);
         for _ in 0..count {
             let p = self.next_server().await?;
             let def = match wire::parse_column(&p.payload) {
@@ -143,6 +145,12 @@ impl Relay<'_> {
                         column: def.org_name.clone(),
                     }));
             masks.push(ColumnMask::of(&def, forced));
+            // A column of a table (not computed): its values can promote it.
+            sources.push(
+                (!forced && !def.org_table.is_empty() && !def.org_name.is_empty()).then(|| {
+                    Arc::from(format!("{}.{}.{}", def.schema, def.org_table, def.org_name))
+                }),
+            );
             let masked = match wire::mask_column_def(&p.payload, &self.masker) {
                 Ok(m) => m,
                 Err(e) => return Err(self.server_broke(e.to_string()).await),
@@ -154,6 +162,7 @@ impl Relay<'_> {
                 .await?;
         }
         self.frames.push(json!({"t": "columns", "names": names}));
+        self.sources = sources;
         Ok(masks)
     }
 
@@ -194,8 +203,10 @@ impl Relay<'_> {
                 // A row tollgate cannot decode cannot be masked: fail closed.
                 Err(e) => return Err(self.server_broke(e.to_string()).await),
             };
-            if masked.is_some() {
+            if let Some(m) = &masked {
                 metrics::counter!(crate::metrics::MASKED).increment(1);
+                let found = found_in(payload, m, columns, binary);
+                self.promote(found).await;
             }
             let out = masked.as_deref().unwrap_or(payload);
             count += 1;
@@ -204,6 +215,35 @@ impl Relay<'_> {
                 self.frames.push(json!({"t": "row", "v": values}));
             }
             self.send_client(out).await?;
+        }
+    }
+
+    /// A card number was found in these result columns: the table columns they come from are
+    /// promoted for the target (`conn::promotion`), logged and recorded.
+    async fn promote(&mut self, found: Vec<usize>) {
+        for i in found {
+            let Some(Some(name)) = self.sources.get(i).cloned() else {
+                continue;
+            };
+            if !self.promoted_here.insert(Arc::clone(&name)) {
+                continue;
+            }
+            let Some(target) = self.ctx.mysql_targets.get(&self.info.target) else {
+                continue;
+            };
+            if !target.promoted.promote(&name) {
+                continue;
+            }
+            warn!(target = %self.info.target, column = %name, "a card number was found in a column no rule protects: computing over it is refused from now on");
+            if let Some(recorder) = self.recorder {
+                let event = Event::new(
+                    audit::kind::COLUMN_PROMOTED,
+                    Outcome::Info,
+                    self.info.who.clone(),
+                    json!({"column": &*name, "target": self.info.target}),
+                );
+                let _ = recorder.record_wait(event).await;
+            }
         }
     }
 
@@ -245,6 +285,7 @@ impl Relay<'_> {
             id,
             Prepared {
                 columns: Vec::new(),
+                sources: Vec::new(),
                 params,
                 param_types: Vec::new(),
             },
@@ -363,6 +404,24 @@ pub(super) fn execute_params(
     row.extend_from_slice(r.rest());
     wire::binary_values(&row, types.iter().map(|c| c.ty)).ok()?;
     Some((types, row))
+}
+
+/// The columns whose values masking changed (`masked` is `original` masked).
+fn found_in(original: &[u8], masked: &[u8], columns: &[ColumnMask], binary: bool) -> Vec<usize> {
+    let values = |row| -> Vec<Option<&[u8]>> {
+        if binary {
+            return wire::binary_values(row, columns.iter().map(|c| c.ty)).unwrap_or_default();
+        }
+        let mut r = wire::Reader::new(row, "text row");
+        columns
+            .iter()
+            .map(|_| r.lenenc_bytes().ok().flatten())
+            .collect()
+    };
+    let (before, after) = (values(original), values(masked));
+    (0..columns.len())
+        .filter(|&i| !columns[i].forced && before.get(i) != after.get(i))
+        .collect()
 }
 
 /// A row's values as recorded: text as text, binary integers decoded, other binary values

@@ -125,8 +125,9 @@ fn frontend_messages_decode() {
 
 #[test]
 fn function_call_decodes() {
-    let Frontend::FunctionCall { function_oid, args } =
-        decode_frontend(b'F', b"\0\0\x04\x00\0\0\0\x01\0\0\0\x01x\0\0").unwrap()
+    let Frontend::FunctionCall {
+        function_oid, args, ..
+    } = decode_frontend(b'F', b"\0\0\x04\x00\0\0\0\x01\0\0\0\x01x\0\0").unwrap()
     else {
         panic!("not a FunctionCall")
     };

@@ -189,6 +189,7 @@ pub async fn run(
         promoted_here: Default::default(),
         found: Vec::new(),
         binary_copy: false,
+        call_result: None,
     }
     .run(server.buf);
     tokio::pin!(to_server, to_client);

@@ -31,6 +31,9 @@ use crate::protocol::pg::startup::PINNED_PARAMETERS;
 use crate::protocol::pg::transform;
 use tracing::warn;
 
+static NO_TYPES: std::sync::LazyLock<crate::protocol::pg::binary::Types> =
+    std::sync::LazyLock::new(Default::default);
+
 /// The server-to-client loop of one connection and the state it keeps between messages.
 pub(super) struct ToClient<'a> {
     pub ctx: &'a PgContext,
@@ -58,6 +61,9 @@ pub(super) struct ToClient<'a> {
     pub found: Vec<usize>,
     /// A binary COPY TO STDOUT is under way (its fields are read every way they could be).
     pub binary_copy: bool,
+    /// The FunctionCall answered next asked for a binary result: its function's declared
+    /// return type (0: not known, so withheld).
+    pub call_result: Option<u32>,
 }
 
 /// One batch: the messages framed from one read, and what the stages made of them.
@@ -209,6 +215,16 @@ impl ToClient<'_> {
             // Result shapes, so rows are decoded by their column types and formats.
             b'T' => {
                 let mut columns = results::decode_row_description(m.body);
+                // Binary values of user-defined types are decoded through their catalog
+                // entries (read here, before the rows), or withheld.
+                if let (Some(catalog), Some(columns)) = (&mut self.catalog, &columns) {
+                    let binary = columns.iter().filter(|c| c.format == 1).map(|c| c.type_oid);
+                    if !crate::protocol::pg::binary::unresolved(binary.clone(), &catalog.types)
+                        .is_empty()
+                    {
+                        catalog.resolve_types(binary.collect::<Vec<_>>()).await;
+                    }
+                }
                 if let (Some(catalog), Some(columns), false) = (
                     &mut self.catalog,
                     &mut columns,
@@ -219,6 +235,20 @@ impl ToClient<'_> {
                 return Ok(self.rows.row_description(&shared.tracker, columns));
             }
             b'n' => return Ok(self.rows.no_data(&shared.tracker)),
+            // A binary FunctionCall result is decoded by the function's declared return type.
+            b'V' => {
+                self.call_result = None;
+                if let Some((function, true)) = shared.tracker.call() {
+                    let mut ret = 0;
+                    if let Some(catalog) = &mut self.catalog
+                        && let Some(t) = catalog.return_type(function).await
+                    {
+                        catalog.resolve_types([t]).await;
+                        ret = t;
+                    }
+                    self.call_result = Some(ret);
+                }
+            }
             // CopyOutResponse: its overall format. CopyDone, errors and ReadyForQuery end it.
             b'H' => self.binary_copy = m.body.first() == Some(&1),
             b'c' => self.binary_copy = false,
@@ -241,8 +271,15 @@ impl ToClient<'_> {
         match m.tag {
             b'D' => {
                 let columns = self.rows.row_columns(&self.shared.tracker);
+                let types = self.catalog.as_ref().map(|c| &c.types);
                 (
-                    transform::data_row_noting(m.body, masker, columns.as_deref(), &mut self.found),
+                    transform::data_row_noting(
+                        m.body,
+                        masker,
+                        columns.as_deref(),
+                        types.unwrap_or(&NO_TYPES),
+                        &mut self.found,
+                    ),
                     columns,
                 )
             }
@@ -250,7 +287,11 @@ impl ToClient<'_> {
             b'd' => (transform::copy_data(m.body, masker), None),
             b'T' => (transform::row_description(m.body, masker), None),
             b'N' => (transform::fields(m.tag, m.body, masker), None),
-            b'V' => (transform::function_result(m.body, masker), None),
+            b'V' => {
+                let types = self.catalog.as_ref().map_or(&*NO_TYPES, |c| &c.types);
+                let binary = self.call_result.take().map(|oid| (oid, types));
+                (transform::function_result(m.body, masker, binary), None)
+            }
             b'A' => (transform::notification(m.body, masker), None),
             b'E' => (
                 take_refusal(self.shared, m).or_else(|| transform::fields(m.tag, m.body, masker)),

@@ -210,7 +210,17 @@ impl ToServer<'_> {
                 self.units += 1;
                 self.syncs_since_execute = 0;
                 shared.in_flight.fetch_add(1, Ordering::AcqRel);
-                shared.tracker.push(Expect::Query);
+                shared.tracker.push(match msg {
+                    Frontend::FunctionCall {
+                        function_oid,
+                        result_format,
+                        ..
+                    } => Expect::Call {
+                        function: *function_oid,
+                        binary: *result_format == 1,
+                    },
+                    _ => Expect::Query,
+                });
             }
             Frontend::Parse { statement, .. } => shared.tracker.push(Expect::Forget {
                 statement: Some((*statement).into()),
