@@ -229,6 +229,14 @@ impl Event {
         }
     }
 
+    /// About how many bytes this event holds from the moment it is queued until its record is
+    /// written (the event itself, then its encoded body): what the writer queue's byte bound
+    /// counts. Over-estimates rather than under.
+    pub fn weight(&self) -> usize {
+        256 + self.tables.iter().map(|t| 2 * t.len() + 32).sum::<usize>()
+            + json_weight(&self.detail)
+    }
+
     /// The canonical encoding of the body this event becomes at a chain position, without
     /// building the body: byte for byte what `into_body(…).encode()` gives (tested).
     ///
@@ -288,6 +296,21 @@ impl Event {
             tables: masked_tables(&self.tables).into_owned(),
             detail: masked_detail(&self.detail).into_owned(),
         }
+    }
+}
+
+/// A JSON value's heap (nodes, keys, strings) plus its encoding's length, about.
+fn json_weight(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    32 + match v {
+        Value::Null | Value::Bool(_) => 4,
+        Value::Number(_) => 20,
+        Value::String(s) => 2 * s.len() + 8,
+        Value::Array(a) => 32 * (a.capacity() - a.len()) + a.iter().map(json_weight).sum::<usize>(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| 2 * k.len() + 64 + json_weight(v))
+            .sum::<usize>(),
     }
 }
 
