@@ -83,7 +83,7 @@ fn default_audit_queue() -> usize {
 }
 
 fn default_audit_queue_bytes() -> usize {
-    4 * 1024 * 1024
+    2 * 1024 * 1024
 }
 
 fn default_queue_wait() -> Duration {
