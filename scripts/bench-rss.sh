@@ -7,6 +7,7 @@
 #
 # Usage: scripts/bench-rss.sh [rows]
 #        BENCH_AUDIT=0 scripts/bench-rss.sh ...   (no store: the relay alone)
+#        TOLLGATE_BIN=FILE scripts/bench-rss.sh   (another build, e.g. an earlier commit's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +22,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --quiet
-bin=${CARGO_TARGET_DIR:-target}/release/tollgate
+[ -n "${TOLLGATE_BIN:-}" ] || cargo build --release --quiet
+bin=${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-target}/release/tollgate}
 echo "agent-secret" >"$work/agent-pw"
 audit=
 if [ "${BENCH_AUDIT:-1}" = 1 ]; then
@@ -56,16 +57,21 @@ start() {
   exit 1
 }
 
+echo "recording: $([ -n "$audit" ] && echo "every frame to a SQLite store" || echo off)"
 start
 before=$(kib VmRSS)
 t0=$(date +%s.%N)
 bytes=$(PGPASSWORD=agent-secret psql "$url" -qAt -c "copy ($query) to stdout" | wc -c)
 t1=$(date +%s.%N)
+t2=$(date +%s.%N)
 PGPASSWORD=agent-secret psql "$url" -qAt -c "$query" >/dev/null
+t3=$(date +%s.%N)
 peak=$(kib VmHWM)
 after=$(kib VmRSS)
 echo "fast client: $ROWS rows ($((bytes / 1000000)) MB as COPY text in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s)"
 echo "  tollgate RSS before ${before} KiB, peak ${peak} KiB (+$((peak - before)) KiB), after ${after} KiB"
+echo "  SELECT in $(awk -v a="$t2" -v b="$t3" 'BEGIN{printf "%.1f", b-a}') s"
+if [ -n "$audit" ]; then echo "  store: $(du -cb "$work"/audit.db* | tail -n 1 | cut -f1) bytes"; fi
 kill "$pid"
 wait "$pid" 2>/dev/null || true
 
