@@ -77,6 +77,8 @@ fn recorder(location: Location) -> Recorder {
             checkpoint_interval: Duration::from_secs(10),
             batch_size: 512,
             queue_size: 65_536,
+            queue_bytes: 4 << 20,
+            queue_wait: Duration::from_secs(2),
             retention_days: 0,
             linger: Duration::from_millis(2),
         },

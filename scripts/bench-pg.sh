@@ -8,7 +8,8 @@
 # Usage: scripts/bench-pg.sh [seconds-per-run] [rounds]
 #        TOLLGATE_WORKERS=N scripts/bench-pg.sh ...   (tollgate's worker threads; default: CPUs)
 #        BENCH_AUDIT=1 scripts/bench-pg.sh ...        (adds tollgate recording every frame to a
-#                                                      SQLite store and to a PostgreSQL store)
+#                                                      SQLite store and to a PostgreSQL store, and
+#                                                      prints each store's bytes per transaction)
 #        TOLLGATE_BASELINE=BIN scripts/bench-pg.sh ... (adds a path "baseline": another tollgate
 #                                                      binary, e.g. a release build of an earlier
 #                                                      commit, configured the same way)
@@ -34,6 +35,7 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release --quiet
+tollgate=${CARGO_TARGET_DIR:-target}/release/tollgate
 psql -h 127.0.0.1 -U postgres -d postgres -qAt -c "select 1 from pg_database where datname = '$DB'" | grep -q 1 ||
   psql -h 127.0.0.1 -U postgres -d postgres -qc "create database $DB"
 if ! psql -h 127.0.0.1 -U postgres -d "$DB" -qAt -c "select count(*) from pgbench_branches" >/dev/null 2>&1; then
@@ -47,7 +49,7 @@ user_of[direct]=postgres
 
 # start_tollgate NAME PORT [AUDIT_YAML] [BINARY]: a tollgate in front of the bench database.
 start_tollgate() {
-  local name=$1 port=$2 audit=${3:-} bin=${4:-target/release/tollgate}
+  local name=$1 port=$2 audit=${3:-} bin=${4:-$tollgate}
   cat >"$work/$name.yaml" <<EOF
 listen: { postgres: 127.0.0.1:$port }
 ${TOLLGATE_WORKERS:+workers: $TOLLGATE_WORKERS}
@@ -79,7 +81,7 @@ if [ -n "${TOLLGATE_BASELINE:-}" ]; then
   paths+=(baseline)
 fi
 if [ "${BENCH_AUDIT:-}" = 1 ]; then
-  target/release/tollgate audit keygen --out "$work/signing.pem" >/dev/null
+  "$tollgate" audit keygen --out "$work/signing.pem" >/dev/null
   start_tollgate audit-sqlite 25433 "audit: { sqlite: $work/audit.db, signing_key: { file: $work/signing.pem } }"
   psql -h 127.0.0.1 -U postgres -d postgres -qc "drop database if exists tollgate_bench_audit" -c "create database tollgate_bench_audit"
   export TOLLGATE_BENCH_AUDIT_URL=postgres://postgres@127.0.0.1:5432/tollgate_bench_audit
@@ -163,3 +165,27 @@ for mode in simple prepared; do
     printf '%-10s %-12s %10.0f %8.2f %14s\n' "$mode" "$path" "$tps" "$(awk -v a="$tps" -v b="$direct" 'BEGIN{print a/b}')" "$cpu"
   done
 done
+
+# Every path's transactions, both modes, all rounds.
+txns_of() { awk '{t += $2} END{print t}' <<<"${results[$1.simple]}${results[$1.prepared]}"; }
+echo
+printf '%-12s %14s\n' path "peak RSS KiB"
+for path in "${paths[@]}"; do
+  pid=${pid_of[$path]:-}
+  [ -n "$pid" ] && [ -r "/proc/$pid/status" ] && printf '%-12s %14s\n' "$path" "$(awk '$1 == "VmHWM:" {print $2}' "/proc/$pid/status")"
+done
+if [ "${BENCH_AUDIT:-}" = 1 ]; then
+  # The stores' size (records, indexes; SQLite's WAL checkpointed into the file) per transaction.
+  # The writers stop first, so that everything queued is written.
+  kill "${pid_of[audit-sqlite]}" "${pid_of[audit-pg]}"
+  wait "${pid_of[audit-sqlite]}" "${pid_of[audit-pg]}" 2>/dev/null || true
+  sqlite3 "$work/audit.db" 'pragma wal_checkpoint(truncate)' >/dev/null
+  sqlite_bytes=$(stat -c %s "$work/audit.db")
+  pg_bytes=$(psql -h 127.0.0.1 -U postgres -d tollgate_bench_audit -qAtc "select pg_total_relation_size('audit_records') + pg_total_relation_size('audit_checkpoints')")
+  echo
+  printf '%-12s %14s %10s %12s\n' store bytes records "bytes/txn"
+  records=$(sqlite3 "$work/audit.db" 'select count(*) from audit_records')
+  printf '%-12s %14s %10s %12.0f\n' audit-sqlite "$sqlite_bytes" "$records" "$(awk -v b="$sqlite_bytes" -v t="$(txns_of audit-sqlite)" 'BEGIN{print b/t}')"
+  records=$(psql -h 127.0.0.1 -U postgres -d tollgate_bench_audit -qAtc 'select count(*) from audit_records')
+  printf '%-12s %14s %10s %12.0f\n' audit-pg "$pg_bytes" "$records" "$(awk -v b="$pg_bytes" -v t="$(txns_of audit-pg)" 'BEGIN{print b/t}')"
+fi

@@ -17,6 +17,7 @@ pub const AUDIT_QUEUE: &str = "tollgate_audit_queue_depth";
 pub const AUDIT_WRITE: &str = "tollgate_audit_write_seconds";
 pub const AUDIT_RECORDS: &str = "tollgate_audit_records_total";
 pub const AUDIT_REFUSED: &str = "tollgate_audit_refused_total";
+pub const AUDIT_BACKPRESSURE: &str = "tollgate_audit_backpressure_total";
 pub const AUDIT_FAILING: &str = "tollgate_audit_store_failing";
 pub const UPSTREAM_CONNECT: &str = "tollgate_upstream_connect_seconds";
 pub const POLICY_RELOADS: &str = "tollgate_policy_reloads_total";
@@ -65,6 +66,10 @@ fn describe() {
     describe_counter!(
         AUDIT_REFUSED,
         "Records the audit stage could not take (queue full or store failing)."
+    );
+    describe_counter!(
+        AUDIT_BACKPRESSURE,
+        "Times the relay waited for room in a full audit queue (the writer behind)."
     );
     describe_gauge!(AUDIT_FAILING, "1 while the audit store fails to write.");
     describe_histogram!(

@@ -70,6 +70,8 @@ fn settings(location: &Location, chain: &str) -> Settings {
         checkpoint_interval: Duration::from_millis(200),
         batch_size: 16,
         queue_size: 1024,
+        queue_bytes: 4 << 20,
+        queue_wait: Duration::from_secs(2),
         retention_days: 0,
         linger: Duration::from_millis(2),
     }

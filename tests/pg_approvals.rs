@@ -473,6 +473,8 @@ async fn webhook_notifications_are_retried_and_recorded() {
             checkpoint_interval: Duration::from_secs(1),
             batch_size: 64,
             queue_size: 1024,
+            queue_bytes: 4 << 20,
+            queue_wait: Duration::from_secs(2),
             retention_days: 0,
             linger: Duration::from_millis(1),
         },

@@ -48,6 +48,8 @@ async fn audited(policy: Option<&str>, results: &str) -> Audited {
             checkpoint_interval: Duration::from_millis(500),
             batch_size: 64,
             queue_size: 4096,
+            queue_bytes: 4 << 20,
+            queue_wait: Duration::from_secs(2),
             retention_days: 0,
             linger: Duration::from_millis(2),
         },

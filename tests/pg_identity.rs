@@ -472,6 +472,8 @@ async fn an_expiry_beyond_any_date_is_refused_and_recorded() {
             checkpoint_interval: Duration::from_secs(1),
             batch_size: 64,
             queue_size: 4096,
+            queue_bytes: 4 << 20,
+            queue_wait: Duration::from_secs(2),
             retention_days: 0,
             linger: Duration::from_millis(1),
         },

@@ -229,6 +229,14 @@ impl Event {
         }
     }
 
+    /// About how many bytes this event holds from the moment it is queued until its record is
+    /// written (the event itself, then its encoded body): what the writer queue's byte bound
+    /// counts. Over-estimates rather than under.
+    pub fn weight(&self) -> usize {
+        256 + self.tables.iter().map(|t| 2 * t.len() + 32).sum::<usize>()
+            + json_weight(&self.detail)
+    }
+
     /// The canonical encoding of the body this event becomes at a chain position, without
     /// building the body: byte for byte what `into_body(…).encode()` gives (tested).
     ///
@@ -287,6 +295,27 @@ impl Event {
             database: w.database.clone(),
             tables: masked_tables(&self.tables).into_owned(),
             detail: masked_detail(&self.detail).into_owned(),
+        }
+    }
+}
+
+/// A JSON value's heap (nodes, keys, strings) plus its encoding's length, about: a value is
+/// 32 bytes inline; an object is a B-tree whose nodes (about 640 bytes) hold up to 11 entries;
+/// a string's heap is rounded up by the allocator and written again, quoted, in the body.
+fn json_weight(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    32 + match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 20,
+        Value::String(s) => 2 * s.len() + 18,
+        Value::Array(a) => {
+            32 * (a.capacity() - a.len()) + 16 + a.iter().map(json_weight).sum::<usize>()
+        }
+        Value::Object(m) => {
+            640 * m.len().div_ceil(11).max(1)
+                + m.iter()
+                    .map(|(k, v)| 2 * k.len() + 20 + json_weight(v))
+                    .sum::<usize>()
         }
     }
 }
@@ -388,6 +417,33 @@ mod tests {
             daemon.encode("x", 1, "p", "t"),
             daemon.clone().into_body("x", 1, "p", "t".into()).encode()
         );
+    }
+}
+
+#[cfg(test)]
+mod weight_tests {
+    use super::*;
+
+    /// Issue #18: the queue's byte bound counts at least what a record becomes on its way to
+    /// the store (its encoded body), for small events and for large result batches.
+    #[test]
+    fn an_events_weight_covers_its_encoded_body() {
+        let row = |i: u32| serde_json::json!({"t": "D", "values": [i.to_string(), "x".repeat(90)]});
+        let events = [
+            serde_json::json!({}),
+            serde_json::json!({"sql": "select 1", "decision": {"action": "allow", "rule": null}}),
+            serde_json::json!({"frames": (0..600).map(row).collect::<Vec<_>>()}),
+        ];
+        for detail in events {
+            let e = Event::new(kind::SERVER_FRAMES, Outcome::Info, Who::daemon(), detail);
+            let encoded = e.encode("c", 1, record::GENESIS, "2026-11-30T10:00:00.000000Z");
+            assert!(
+                e.weight() >= encoded.len(),
+                "{} < {}",
+                e.weight(),
+                encoded.len()
+            );
+        }
     }
 }
 

@@ -4,18 +4,24 @@
 //! chain position, encodes and hashes it, and appends them in batches (one transaction each),
 //! then signs the chain head every `checkpoint_interval`. The data path never waits on disk.
 //!
-//! Fail closed (PCI DSS 10.7): while the store fails or the queue is full, [`Recorder::record`]
-//! refuses, and the proxy refuses the statement it wanted to record. The writer keeps the
-//! batch it could not write and retries it (reconnecting) until the store takes it, so nothing
-//! already accepted is lost or reordered; the outage itself becomes a `store_failure` record
-//! once the store is back. Results of statements already forwarded wait for room in the queue
-//! ([`Recorder::record_wait`]) rather than go unrecorded.
+//! The queue is bounded twice: in records (`queue_size`) and in bytes (`queue_bytes`, each
+//! event weighed by [`Event::weight`]; the room an event takes is given back once its record
+//! is written). A writer that falls behind therefore slows the relay down (backpressure)
+//! instead of making it buffer: a large result costs the same memory as a small one.
+//!
+//! Fail closed (PCI DSS 10.7): while the store fails [`Recorder::record`] refuses at once, and
+//! the proxy refuses the statement it wanted to record; while the queue is full the relay
+//! waits for room up to `queue_wait`, then refuses the same way (a statement with 58030, a
+//! result by ending its connection with 58030). The writer keeps the batch it could not
+//! write and retries it (reconnecting) until the store takes it, so nothing already accepted
+//! is lost or reordered; the outage itself becomes a `store_failure` record once the store is
+//! back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::record::{self, GENESIS, Signer};
@@ -34,13 +40,20 @@ pub enum Unavailable {
 }
 
 enum Msg {
-    Event(Box<Event>, String),
+    /// An event, its timestamp and the queue room (bytes) it holds until written.
+    Event(Box<Event>, String, u32),
     /// Answered once everything queued before it is written and checkpointed.
     Flush(oneshot::Sender<()>),
 }
 
 struct Inner {
     tx: mpsc::Sender<Msg>,
+    /// The queue's room in bytes: taken by an event as it is queued, given back once its
+    /// record is written.
+    room: Semaphore,
+    queue_bytes: usize,
+    /// How long the relay waits for room before refusing.
+    wait: Duration,
     failing: AtomicBool,
     /// Set while an alert for the current outage has been logged.
     alerted: AtomicBool,
@@ -66,6 +79,10 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     pub batch_size: usize,
     pub queue_size: usize,
+    /// Bytes of records waiting for the store, at most (see [`Event::weight`]).
+    pub queue_bytes: usize,
+    /// How long [`Recorder::record_within`] waits for room in a full queue.
+    pub queue_wait: Duration,
     pub retention_days: u32,
     /// How long a batch waits for more records before it is committed.
     pub linger: Duration,
@@ -81,6 +98,8 @@ impl Settings {
             checkpoint_interval: c.checkpoint_interval,
             batch_size: c.batch_size,
             queue_size: c.queue_size,
+            queue_bytes: c.queue_bytes,
+            queue_wait: c.queue_wait,
             retention_days: c.retention_days,
             linger: c.linger,
         })
@@ -110,8 +129,12 @@ impl Recorder {
     /// previous stop). Fails if the store cannot be opened.
     pub fn start(settings: Settings, signer: Signer) -> Result<Recorder, store::Error> {
         let (tx, rx) = mpsc::channel(settings.queue_size);
+        let queue_bytes = settings.queue_bytes.clamp(1, Semaphore::MAX_PERMITS);
         let inner = Arc::new(Inner {
             tx,
+            room: Semaphore::new(queue_bytes),
+            queue_bytes,
+            wait: settings.queue_wait,
             failing: AtomicBool::new(false),
             alerted: AtomicBool::new(false),
             refused: AtomicU64::new(0),
@@ -168,79 +191,139 @@ impl Recorder {
         &self.inner.chain
     }
 
-    /// Queues an event. Refuses when the store is failing or the queue is full: the caller
-    /// must then refuse whatever it wanted to record.
+    /// How long the relay waits for room in a full queue before it refuses.
+    pub fn queue_wait(&self) -> Duration {
+        self.inner.wait
+    }
+
+    /// Queues an event without waiting. Refuses when the store is failing or the queue is
+    /// full: the caller must then refuse whatever it wanted to record.
     pub fn record(&self, event: Event) -> Result<(), Unavailable> {
-        if self.inner.failing.load(Ordering::Acquire) {
-            self.inner.refused.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
-            return Err(Unavailable::Failing);
+        self.refuse_if_failing()?;
+        let weight = self.weigh(&event);
+        match self.inner.room.try_acquire_many(weight) {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => return Err(self.full()),
+            Err(TryAcquireError::Closed) => return Err(Unavailable::Stopped),
         }
         match self
             .inner
             .tx
-            .try_send(Msg::Event(Box::new(event), now_ts()))
+            .try_send(Msg::Event(Box::new(event), now_ts(), weight))
         {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.inner.refused.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
-                metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
-                if !self.inner.alerted.swap(true, Ordering::AcqRel) {
-                    error!(
-                        chain = self.inner.chain,
-                        queue = self.inner.queue_size,
-                        "ALERT audit queue full: statements are refused until the store catches up"
-                    );
-                }
-                Err(Unavailable::Full)
+                self.inner.room.add_permits(weight as usize);
+                Err(self.full())
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Unavailable::Stopped),
         }
     }
 
-    /// Queues an event, waiting up to `max_wait` for room in a full queue (a burst becomes
-    /// latency, not refusals); refuses at once while the store is failing.
-    pub async fn record_within(&self, event: Event, max_wait: Duration) -> Result<(), Unavailable> {
+    /// Queues an event, waiting up to `queue_wait` for room in a full queue (a burst, or a
+    /// writer behind, becomes latency: backpressure), then refusing; refuses at once while the
+    /// store is failing. For statements before they are forwarded.
+    pub async fn record_within(&self, event: Event) -> Result<(), Unavailable> {
+        self.refuse_if_failing()?;
+        self.enqueue(event, Some(self.inner.wait)).await
+    }
+
+    /// Queues what a statement already forwarded produced (its results), waiting up to
+    /// `queue_wait` for room, even while the store fails (a short outage only delays the
+    /// result), then refusing: the caller must then end the connection rather than show
+    /// what was not recorded.
+    pub async fn record_result(&self, event: Event) -> Result<(), Unavailable> {
+        self.enqueue(event, Some(self.inner.wait)).await
+    }
+
+    /// Queues an event, waiting for room as long as it takes: for the few small events that
+    /// must be recorded whatever the store's state (a session's end, approval decisions).
+    pub async fn record_wait(&self, event: Event) -> Result<(), Unavailable> {
+        self.enqueue(event, None).await
+    }
+
+    fn refuse_if_failing(&self) -> Result<(), Unavailable> {
         if self.inner.failing.load(Ordering::Acquire) {
             self.inner.refused.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
             return Err(Unavailable::Failing);
         }
-        let msg = Msg::Event(Box::new(event), now_ts());
-        let msg = match self.inner.tx.try_send(msg) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Unavailable::Stopped),
-            Err(mpsc::error::TrySendError::Full(msg)) => msg,
-        };
-        match self.inner.tx.send_timeout(msg, max_wait).await {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Unavailable::Stopped),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                self.inner.refused.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
-                metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
-                if !self.inner.alerted.swap(true, Ordering::AcqRel) {
-                    error!(
-                        chain = self.inner.chain,
-                        queue = self.inner.queue_size,
-                        "ALERT audit queue full: statements are refused until the store catches up"
-                    );
-                }
-                Err(Unavailable::Full)
-            }
-        }
+        Ok(())
     }
 
-    /// Queues an event, waiting for room: for what must be recorded whatever the store's
-    /// state (results of statements already forwarded).
-    pub async fn record_wait(&self, event: Event) -> Result<(), Unavailable> {
-        let ts = now_ts();
-        self.inner
-            .tx
-            .send(Msg::Event(Box::new(event), ts))
-            .await
-            .map_err(|_| Unavailable::Stopped)
+    /// The room an event takes: its weight, at most the whole queue (so that one event larger
+    /// than the queue waits for an empty queue rather than forever).
+    fn weigh(&self, event: &Event) -> u32 {
+        event
+            .weight()
+            .min(self.inner.queue_bytes)
+            .try_into()
+            .unwrap_or(u32::MAX)
+    }
+
+    /// Takes room for the event (waiting up to `wait`, or as long as it takes), then queues it.
+    async fn enqueue(&self, event: Event, wait: Option<Duration>) -> Result<(), Unavailable> {
+        let weight = self.weigh(&event);
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        match self.inner.room.try_acquire_many(weight) {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::Closed) => return Err(Unavailable::Stopped),
+            Err(TryAcquireError::NoPermits) => {
+                metrics::counter!(crate::metrics::AUDIT_BACKPRESSURE).increment(1);
+                let acquire = self.inner.room.acquire_many(weight);
+                let acquired = match deadline {
+                    Some(d) => match tokio::time::timeout_at(d, acquire).await {
+                        Ok(acquired) => acquired,
+                        Err(_) => return Err(self.full()),
+                    },
+                    None => acquire.await,
+                };
+                acquired.map_err(|_| Unavailable::Stopped)?.forget();
+            }
+        }
+        // The timestamp once the event has its room, so that time follows chain order.
+        let msg = Msg::Event(Box::new(event), now_ts(), weight);
+        let sent = match self.inner.tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Unavailable::Stopped),
+            Err(mpsc::error::TrySendError::Full(msg)) => match deadline {
+                Some(d) => match self
+                    .inner
+                    .tx
+                    .send_timeout(msg, d - tokio::time::Instant::now().min(d))
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Unavailable::Stopped),
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(self.full()),
+                },
+                None => self
+                    .inner
+                    .tx
+                    .send(msg)
+                    .await
+                    .map_err(|_| Unavailable::Stopped),
+            },
+        };
+        if sent.is_err() {
+            self.inner.room.add_permits(weight as usize);
+        }
+        sent
+    }
+
+    /// Counts and alerts a refusal for want of room.
+    fn full(&self) -> Unavailable {
+        self.inner.refused.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
+        if !self.inner.alerted.swap(true, Ordering::AcqRel) {
+            error!(
+                chain = self.inner.chain,
+                queue = self.inner.queue_size,
+                queue_bytes = self.inner.queue_bytes,
+                "ALERT audit queue full: statements are refused until the store catches up"
+            );
+        }
+        Unavailable::Full
     }
 
     /// Waits until everything queued so far is written and the head checkpointed.
@@ -258,12 +341,18 @@ impl Recorder {
     pub fn healthy(&self) -> bool {
         !self.inner.failing.load(Ordering::Acquire)
             && self.inner.tx.capacity() > 0
+            && self.inner.room.available_permits() > 0
             && !self.inner.tx.is_closed()
     }
 
     /// Records waiting for the store.
     pub fn queue_depth(&self) -> usize {
         self.inner.queue_size - self.inner.tx.capacity()
+    }
+
+    /// Bytes (about) of records waiting for the store.
+    pub fn queue_bytes(&self) -> usize {
+        self.inner.queue_bytes - self.inner.room.available_permits()
     }
 
     /// Records written since start.
@@ -287,6 +376,7 @@ impl Recorder {
                 detail,
             )),
             now_ts(),
+            0,
         ));
         let (tx, rx) = oneshot::channel();
         if self.inner.tx.blocking_send(Msg::Flush(tx)).is_ok() {
@@ -381,27 +471,40 @@ impl Writer {
                 Err(_) => None,
             };
             events.append(&mut self.own);
+            // The queue room the batch's events hold, given back once they are written.
+            let mut held = 0usize;
             let take = |m: Msg, events: &mut Vec<(Event, String)>, flushes: &mut Vec<_>| match m {
-                Msg::Event(e, ts) => events.push((*e, ts)),
-                Msg::Flush(tx) => flushes.push(tx),
+                Msg::Event(e, ts, weight) => {
+                    events.push((*e, ts));
+                    weight as usize
+                }
+                Msg::Flush(tx) => {
+                    flushes.push(tx);
+                    0
+                }
             };
             if let Some(m) = first {
-                take(m, &mut events, &mut flushes);
+                let flush = matches!(m, Msg::Flush(_));
+                held += take(m, &mut events, &mut flushes);
                 // Group commit: a moment for more records to arrive, so a busy proxy commits
                 // (and syncs) a few hundred times a second rather than once per statement.
-                if self.settings.linger > Duration::ZERO && flushes.is_empty() {
+                if self.settings.linger > Duration::ZERO && !flush {
                     tokio::time::sleep(self.settings.linger).await;
                 }
             }
-            while events.len() < self.settings.batch_size {
+            // Sized by bytes too: a batch holds at most a quarter of the queue's room, so the
+            // relay goes on queueing while it is written.
+            let batch_bytes = self.inner.queue_bytes / 4;
+            while events.len() < self.settings.batch_size && held < batch_bytes {
                 match rx.try_recv() {
-                    Ok(m) => take(m, &mut events, &mut flushes),
+                    Ok(m) => held += take(m, &mut events, &mut flushes),
                     Err(_) => break,
                 }
             }
             if !events.is_empty() {
                 self.write(&mut events).await;
             }
+            self.inner.room.add_permits(held);
             let due = self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval;
             if self.seq > self.checkpointed && (due || !flushes.is_empty()) {
                 self.checkpoint().await;
@@ -420,6 +523,7 @@ impl Writer {
 
     /// Writes a batch, retrying until the store takes it.
     async fn write(&mut self, events: &mut Vec<(Event, String)>) {
+        // (The queue room is given back by the caller, after this.)
         let mut records = Vec::with_capacity(events.len());
         let mut prev = self.head.clone();
         let mut seq = self.seq;

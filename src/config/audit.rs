@@ -40,6 +40,14 @@ pub struct AuditConfig {
     /// Records waiting for the store, at most; when full, new statements are refused.
     #[serde(default = "default_audit_queue")]
     pub queue_size: usize,
+    /// Bytes of records waiting for the store, at most (about: what they hold in memory).
+    /// When the writer falls behind, the relay waits for room rather than buffer more.
+    #[serde(default = "default_audit_queue_bytes")]
+    pub queue_bytes: usize,
+    /// How long the relay waits for room in a full queue before it refuses (58030) what it
+    /// wanted to record: a statement, or the rest of a result (the connection then ends).
+    #[serde(default = "default_queue_wait", with = "duration")]
+    pub queue_wait: Duration,
     /// Days a record is kept; older checkpointed segments are pruned. 0 keeps everything.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
@@ -74,6 +82,14 @@ fn default_audit_queue() -> usize {
     65_536
 }
 
+fn default_audit_queue_bytes() -> usize {
+    2 * 1024 * 1024
+}
+
+fn default_queue_wait() -> Duration {
+    Duration::from_secs(2)
+}
+
 fn default_retention_days() -> u32 {
     365
 }
@@ -87,6 +103,9 @@ impl AuditConfig {
             return Err(
                 "audit: batch_size must be at least 1 and queue_size at least batch_size".into(),
             );
+        }
+        if !(64 * 1024..=1 << 31).contains(&self.queue_bytes) {
+            return Err("audit.queue_bytes: from 65536 to 2147483648".into());
         }
         if self.checkpoint_interval.is_zero() {
             return Err("audit.checkpoint_interval: must be more than 0".into());

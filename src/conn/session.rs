@@ -83,9 +83,9 @@ pub fn connected(id: ConnId, peer: SocketAddr, s: &Login<'_>) -> ConnInfo {
     info
 }
 
-/// Records the login and the session's start; `Err` when the store cannot take them (the
-/// session must not start: PCI DSS 10.7).
-pub fn record_start(ctx: &Context, info: &ConnInfo, s: &Login<'_>) -> Result<(), String> {
+/// Records the login and the session's start, waiting up to the audit queue's wait for room;
+/// `Err` when the store cannot take them (the session must not start: PCI DSS 10.7).
+pub async fn record_start(ctx: &Context, info: &ConnInfo, s: &Login<'_>) -> Result<(), String> {
     let Some(recorder) = &ctx.stages.record else {
         return Ok(());
     };
@@ -112,13 +112,14 @@ pub fn record_start(ctx: &Context, info: &ConnInfo, s: &Login<'_>) -> Result<(),
             "expires_at": s.identity.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         }),
     );
-    recorder
-        .record(auth)
-        .and_then(|()| recorder.record(start))
-        .map_err(|e| {
-            warn!(error = %e, "session refused: the audit store cannot record it");
-            e.to_string()
-        })
+    let recorded = match recorder.record_within(auth).await {
+        Ok(()) => recorder.record_within(start).await,
+        Err(e) => Err(e),
+    };
+    recorded.map_err(|e| {
+        warn!(error = %e, "session refused: the audit store cannot record it");
+        e.to_string()
+    })
 }
 
 /// Records the session's end with the relay's reason.

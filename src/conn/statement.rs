@@ -3,14 +3,11 @@
 //! -> forward or refuse. The wires call these in that order; holding itself (waiting on the
 //! live connection) is the wire's, since it must keep reading the client.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::audit::{self, Event, Outcome};
 use crate::mask::Masker;
 use crate::pipeline::{ConnInfo, Origin, Ruling, Statement, Verdict};
-
-/// How long a statement waits for room in a full audit queue before it is refused.
-pub const RECORD_WAIT: Duration = Duration::from_secs(2);
 
 /// Counts a ruling and records the statement with it; what cannot be recorded is not run
 /// (PCI DSS 10.7): the verdict becomes a 58030 refusal. Shared by both protocols' relays.
@@ -31,10 +28,7 @@ pub async fn settle(
         return ruling.verdict;
     };
     match recorder
-        .record_within(
-            statement_event(info, statement, &ruling, masker),
-            RECORD_WAIT,
-        )
+        .record_within(statement_event(info, statement, &ruling, masker))
         .await
     {
         Ok(()) => ruling.verdict,

@@ -110,6 +110,8 @@ targets:
             checkpoint_interval: Duration::from_secs(1),
             batch_size: 64,
             queue_size: 4096,
+            queue_bytes: 4 << 20,
+            queue_wait: Duration::from_secs(2),
             retention_days: 0,
             linger: Duration::from_millis(1),
         },

@@ -131,7 +131,7 @@ async fn serve_mysql(
         protocol: Protocol::Mysql,
     };
     let info = session::connected(id, peer, &session);
-    let recorded = session::record_start(ctx, &info, &session);
+    let recorded = session::record_start(ctx, &info, &session).await;
     let mut est = est;
     // The login's OK goes out only once the session is recorded; if it cannot be, an ERR in
     // its place.

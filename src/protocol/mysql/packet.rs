@@ -236,9 +236,12 @@ impl PacketIo {
         self.out.len()
     }
 
-    /// Drops queued output that was never written (it could not be recorded).
-    pub fn discard(&mut self) {
+    /// Drops queued output that was never written (it could not be recorded); returns the
+    /// sequence id its first packet had, which the next packet takes instead.
+    pub fn discard(&mut self) -> Option<u8> {
+        let first = self.out.get(3).copied();
         self.out.clear();
+        first
     }
 
     /// Whether queued output is waiting.

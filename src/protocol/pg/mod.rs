@@ -143,7 +143,7 @@ async fn serve_conn(
     info.user_functions = std::sync::Arc::clone(&est.user_functions);
     // The greeting goes out only once the session is recorded; if it cannot be, FATAL 58030
     // in its place.
-    let out = if session::record_start(ctx, &info, &session).is_err() {
+    let out = if session::record_start(ctx, &info, &session).await.is_err() {
         let mut out = Vec::new();
         put_error(
             &mut out,

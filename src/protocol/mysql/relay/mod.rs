@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -61,8 +61,6 @@ pub enum End {
     Io(String),
 }
 
-/// How long a statement waits for room in a full audit queue before it is refused.
-const RECORD_WAIT: Duration = Duration::from_secs(2);
 /// Server frames kept for one audit record, at most.
 const FRAMES_PER_RECORD: usize = 256;
 /// Prepared statements tracked per connection, at most.
@@ -241,6 +239,20 @@ pub async fn run(
         match relay.command(p.payload).await {
             Ok(None) => {}
             Ok(Some(end)) => return end,
+            Err(End::Audit(why)) => {
+                // Fail closed: what could not be recorded is dropped, and the client is told
+                // (the store-failure errno, as for a refused statement) before the end.
+                relay.discard_unrecorded();
+                let (code, state) = errno("58030");
+                let message = format!(
+                    "tollgate: the audit trail cannot record the result ({why}); the connection is closed"
+                );
+                let _ = relay
+                    .client
+                    .send(relay.cseq, &wire::err(code, state, &message))
+                    .await;
+                return End::Audit(why);
+            }
             Err(end) => return end,
         }
     }
@@ -257,9 +269,17 @@ impl Relay<'_> {
     /// recorded first; otherwise it is dropped.
     pub(super) async fn last_err(&mut self, err: &[u8]) {
         if self.record_frames().await.is_err() {
-            self.client.discard();
+            self.discard_unrecorded();
         }
         let _ = self.client.send(self.cseq, err).await;
+    }
+
+    /// Drops what is queued for the client because it could not be recorded: the next packet
+    /// takes the first dropped one's sequence id.
+    pub(super) fn discard_unrecorded(&mut self) {
+        if let Some(seq) = self.client.discard() {
+            self.cseq = seq;
+        }
     }
 
     /// Whether a statement names a table in another database than the session's.
@@ -311,7 +331,7 @@ impl Relay<'_> {
         // tollgate's own refusal is sent even when it cannot be recorded (the refusal may be
         // because the store is failing); nothing from the server is queued with it.
         if self.record_frames().await.is_err() {
-            self.client.discard();
+            self.discard_unrecorded();
         }
         self.cseq = self
             .client
@@ -331,9 +351,31 @@ impl Relay<'_> {
             json!({ "frames": [frame] }),
         );
         recorder
-            .record_within(event, RECORD_WAIT)
+            .record_within(event)
             .await
             .map_err(|e| End::Audit(e.to_string()))
+    }
+
+    /// Records a command that expects an answer before it is forwarded; when the audit trail
+    /// cannot take it (within `queue_wait`), the command is refused (ERR 1105, as a statement
+    /// refused for the same reason) and the connection carries on: `Ok(false)`.
+    pub(super) async fn record_request(&mut self, frame: Value) -> Result<bool, End> {
+        match self.record_client(frame).await {
+            Ok(()) => Ok(true),
+            Err(End::Audit(why)) => {
+                let (code, state) = errno("58030");
+                self.reply_err(
+                    code,
+                    state,
+                    &format!(
+                        "tollgate: statement refused because the audit trail cannot record it ({why}); retry shortly"
+                    ),
+                )
+                .await?;
+                Ok(false)
+            }
+            Err(end) => Err(end),
+        }
     }
 
     /// Records the server frames gathered so far (before the bytes they describe are written).
@@ -352,7 +394,7 @@ impl Relay<'_> {
             json!({ "frames": frames }),
         );
         recorder
-            .record_within(event, RECORD_WAIT)
+            .record_result(event)
             .await
             .map_err(|e| End::Audit(e.to_string()))
     }
@@ -470,7 +512,9 @@ impl Relay<'_> {
                 self.init_db(&name).await?;
             }
             0x03 => {
-                self.record_client(json!({"t": "COM_QUERY"})).await?;
+                if !self.record_request(json!({"t": "COM_QUERY"})).await? {
+                    return Ok(None);
+                }
                 let Some(sql) = self.sql_text(body).await? else {
                     return Ok(None);
                 };
@@ -540,7 +584,12 @@ impl Relay<'_> {
                 }
             }
             0x16 => {
-                self.record_client(json!({"t": "COM_STMT_PREPARE"})).await?;
+                if !self
+                    .record_request(json!({"t": "COM_STMT_PREPARE"}))
+                    .await?
+                {
+                    return Ok(None);
+                }
                 let Some(sql) = self.sql_text(body).await? else {
                     return Ok(None);
                 };
@@ -588,7 +637,9 @@ impl Relay<'_> {
                         None => frame["values"] = json!({"unreadable": body.len()}),
                     }
                 }
-                self.record_client(frame).await?;
+                if !self.record_request(frame).await? {
+                    return Ok(None);
+                }
                 self.send_server(&payload).await?;
                 if cmd == 0x17 {
                     self.results(true, Some(id)).await?;

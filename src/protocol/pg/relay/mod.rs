@@ -63,6 +63,9 @@ pub enum End {
     ServerProtocol(String),
     /// The daemon is shutting down; the client was sent FATAL 57P01.
     Shutdown,
+    /// The audit trail could not record what was to be relayed; the client was sent FATAL
+    /// 58030.
+    Audit(String),
     Io(std::io::Error),
 }
 

@@ -335,7 +335,8 @@ impl ToClient<'_> {
     }
 
     /// The record stage: the batch before the client gets it, so a result is never seen
-    /// unrecorded.
+    /// unrecorded. A writer behind makes this wait (backpressure: the server is read no
+    /// further meanwhile), up to the audit queue's wait; then the connection ends with 58030.
     async fn record_batch(&mut self, recorded: Option<ServerBatch>) -> Result<(), End> {
         if let (Some(record), Some(detail)) = (self.record, recorded.and_then(ServerBatch::finish))
         {
@@ -345,8 +346,16 @@ impl ToClient<'_> {
                 self.info.who.clone(),
                 detail,
             );
-            if record.recorder.record_wait(event).await.is_err() {
-                return Err(End::ServerProtocol("the audit writer stopped".into()));
+            if let Err(e) = record.recorder.record_result(event).await {
+                // Fail closed: the batch is not shown; the client is told why, and the
+                // connection ends (its result cannot go on unrecorded).
+                let message = format!(
+                    "tollgate: the audit trail cannot record the result ({e}); the connection is closed"
+                );
+                let mut out = Vec::new();
+                put_error(&mut out, Severity::Fatal, "58030", &message);
+                let _ = write_all(&mut self.wr, &out).await;
+                return Err(End::Audit(message));
             }
         }
         Ok(())

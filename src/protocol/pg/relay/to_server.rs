@@ -416,8 +416,16 @@ impl ToServer<'_> {
                 self.info.who.clone(),
                 serde_json::json!({ "frames": std::mem::take(frames) }),
             );
-            if record.recorder.record_wait(event).await.is_err() {
-                return Err(End::ClientProtocol("the audit writer stopped".into()));
+            if let Err(e) = record.recorder.record_result(event).await {
+                // Fail closed: nothing of the batch is forwarded.
+                return Err(self
+                    .fatal(Problem {
+                        sqlstate: "58030",
+                        message: format!(
+                            "tollgate: the audit trail cannot record the request ({e}); the connection is closed"
+                        ),
+                    })
+                    .await);
             }
         }
         Ok(())
