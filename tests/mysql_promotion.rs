@@ -30,6 +30,8 @@ async fn proxy() -> (Proxy, Recorder, std::path::PathBuf) {
             checkpoint_interval: Duration::from_millis(500),
             batch_size: 64,
             queue_size: 1024,
+            queue_bytes: 4 << 20,
+            queue_wait: Duration::from_secs(2),
             retention_days: 0,
             linger: Duration::from_millis(2),
         },
