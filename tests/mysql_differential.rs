@@ -217,6 +217,13 @@ fn corpus() -> Vec<String> {
         "SELECT LAST_INSERT_ID(5)",
         "SELECT UUID_SHORT()",
         "SELECT a FROM t WHERE MATCH (note) AGAINST ('x')",
+        // Found by the second review.
+        "SELECT t.id FROM t NATURAL JOIN u",
+        "SELECT t.id FROM t JOIN u USING (id)",
+        "SELECT id, note FROM t ORDER BY 2",
+        "RESET MASTER",
+        "SHOW ENGINE INNODB STATUS",
+        "SHOW TABLES IN mysql",
     ] {
         out.push(s.to_owned());
     }

@@ -499,3 +499,59 @@ async fn adversarial_review_findings() {
         assert_eq!(here, "test");
     }
 }
+
+/// Found by the second adversarial review: card numbers matched by joins the statement does
+/// not spell out, ordered by position, RESET run as a setting, other sessions' statements in
+/// InnoDB's views, another database's structure by SHOW.
+#[tokio::test]
+async fn adversarial_review_round_two() {
+    let s = example("review2").await;
+    let t = &s.table;
+    let mut c = s.agent("agent-review2", &["ai-agents"]).await;
+    let mut d = direct().await;
+    let resets_before: u64 = d
+        .query_first("select variable_value from information_schema.global_status where variable_name = 'COM_RESET'")
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    for sql in [
+        format!("select {t}.id from {t} natural join (select '4111111111111111' as pan) q"),
+        format!("select c.id from {t} c join (select '4111111111111111' as pan) q using (pan)"),
+        format!("select id, pan from {t} union select 3, '4500' order by 2"),
+        format!("select id, pan from {t} group by 2"),
+        format!("select pan as x from {t} order by x"),
+        format!("select pan as x from {t} having x like '4%'"),
+        "reset master".to_string(),
+        "reset slave".to_string(),
+        "reset replica".to_string(),
+        "select trx_mysql_thread_id, trx_query from information_schema.innodb_trx".to_string(),
+        "select * from information_schema.INNODB_LOCK_WAITS".to_string(),
+        "show engine innodb status".to_string(),
+        "show tables in mysql".to_string(),
+        "show table status from mysql".to_string(),
+        "show create table mysql.db".to_string(),
+    ] {
+        let m = refused(&mut c, &sql).await;
+        tollgate_refused(&m, &sql);
+    }
+    let resets_after: u64 = d
+        .query_first("select variable_value from information_schema.global_status where variable_name = 'COM_RESET'")
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(resets_before, resets_after, "a RESET reached the server");
+    // What agents do every day still runs.
+    for sql in [
+        format!("select id, pan from {t} order by 1"),
+        format!("select c.id from {t} c join {t} e using (id)"),
+        format!("select note, count(*) from {t} group by 1"),
+        "select table_name from information_schema.tables where table_schema = database()"
+            .to_string(),
+        format!("show index from {t}"),
+        "show warnings".to_string(),
+    ] {
+        c.query_drop(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}

@@ -21,6 +21,7 @@ pub(super) fn classify_one(statement: &Statement) -> Result<Classified, Error> {
         top_query: matches!(statement, Statement::Query(_)),
         exists: std::collections::HashSet::new(),
         in_exists: Vec::new(),
+        aliases: Vec::new(),
     };
     let _ = statement.visit(&mut c);
     if let Some(what) = c.unsupported {
@@ -29,6 +30,11 @@ pub(super) fn classify_one(statement: &Statement) -> Result<Classified, Error> {
     // The top-level LIMIT of a read.
     if let Statement::Query(q) = statement {
         c.out.limit = literal_limit(q);
+    }
+    for (alias, column) in std::mem::take(&mut c.aliases) {
+        if c.out.computed_columns.contains(&alias) {
+            c.out.computed_columns.insert(column);
+        }
     }
     Ok(c.out)
 }
@@ -47,6 +53,8 @@ struct Collector {
     /// Addresses of the subqueries of EXISTS, and for each enclosing query whether it is one.
     exists: std::collections::HashSet<usize>,
     in_exists: Vec<bool>,
+    /// Select-list aliases of columns (`pan AS x`): computing over `x` computes over `pan`.
+    aliases: Vec<(String, String)>,
 }
 
 /// A column reference's name, normalised like other identifiers.
@@ -62,6 +70,31 @@ fn column_name(expr: &Expr) -> Option<String> {
         Expr::Identifier(id) => Some(ident(id)),
         Expr::CompoundIdentifier(ids) => Some(ids.iter().map(ident).collect::<Vec<_>>().join(".")),
         _ => None,
+    }
+}
+
+/// A literal column position (`ORDER BY 2`, `GROUP BY 1`).
+fn position(e: &Expr) -> Option<usize> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The selects of a query body: one, or every branch of a UNION, INTERSECT or EXCEPT.
+fn selects(body: &SetExpr) -> Vec<&Select> {
+    match body {
+        SetExpr::Select(s) => vec![s.as_ref()],
+        SetExpr::SetOperation { left, right, .. } => {
+            let mut v = selects(left);
+            v.extend(selects(right));
+            v
+        }
+        SetExpr::Query(q) => selects(&q.body),
+        _ => Vec::new(),
     }
 }
 
@@ -166,6 +199,35 @@ impl Collector {
         self.out.kinds.insert(kind);
     }
 
+    /// Sorting or grouping by the `n`th item of a select list computes over its column (all
+    /// of them for `*`).
+    fn by_position(&mut self, select: &Select, n: usize) {
+        match n.checked_sub(1).and_then(|i| select.projection.get(i)) {
+            Some(
+                sqlparser::ast::SelectItem::UnnamedExpr(e)
+                | sqlparser::ast::SelectItem::ExprWithAlias { expr: e, .. },
+            ) => {
+                if let Some(c) = column_name(e) {
+                    self.out.computed_columns.insert(c);
+                }
+            }
+            Some(_) => {
+                self.out.computed_columns.insert("*".to_owned());
+            }
+            None if select.projection.iter().any(|i| {
+                matches!(
+                    i,
+                    sqlparser::ast::SelectItem::Wildcard(_)
+                        | sqlparser::ast::SelectItem::QualifiedWildcard(..)
+                )
+            }) =>
+            {
+                self.out.computed_columns.insert("*".to_owned());
+            }
+            None => {}
+        }
+    }
+
     /// `SET`: user variables (`@x`) are the session's own; system variables are settings,
     /// judged against the policy's MySQL settings allowlist by the engine; a global one
     /// (`GLOBAL`, `@@global.`) changes the server for everyone and is admin. (`PERSIST` and
@@ -225,6 +287,66 @@ impl Collector {
             _ => {
                 self.kind(Kind::Session);
                 self.out.settings.insert("?".to_owned());
+            }
+        }
+    }
+
+    /// `SHOW …` forms sqlparser reads only as words (`SHOW INDEX FROM t`, `SHOW ENGINE …`):
+    /// an allowlist of what describes the session's own database; anything else (engine status
+    /// with other sessions' statements, replication, open tables) is admin. A name after FROM
+    /// or IN is recorded as a table, so another database's is refused like a qualified name.
+    fn show_words(&mut self, words: &[sqlparser::ast::Ident]) {
+        let lower: Vec<String> = words.iter().map(|w| w.value.to_lowercase()).collect();
+        let known = matches!(
+            lower.first().map(String::as_str),
+            Some(
+                "warnings"
+                    | "errors"
+                    | "count"
+                    | "index"
+                    | "indexes"
+                    | "keys"
+                    | "table"
+                    | "grants"
+                    | "privileges"
+                    | "character"
+                    | "charset"
+                    | "collation"
+                    | "triggers"
+                    | "events"
+                    | "engines"
+                    | "plugins"
+            )
+        );
+        self.kind(if known { Kind::Session } else { Kind::Admin });
+        // `SHOW INDEX FROM t`: a table of the session's database. (sqlparser drops the dot of
+        // `FROM db.t`, so any longer form counts its names as databases.)
+        if let [first, from, _] = lower.as_slice()
+            && matches!(first.as_str(), "index" | "indexes" | "keys")
+            && matches!(from.as_str(), "from" | "in")
+        {
+            let name = &words[2];
+            self.out.tables.insert(if name.quote_style.is_some() {
+                name.value.clone()
+            } else {
+                name.value.to_lowercase()
+            });
+            return;
+        }
+        let mut names = lower
+            .iter()
+            .zip(words)
+            .skip_while(|(w, _)| !matches!(w.as_str(), "from" | "in"));
+        while let Some((w, _)) = names.next() {
+            if matches!(w.as_str(), "from" | "in") {
+                if let Some((_, name)) = names.next() {
+                    let n = if name.quote_style.is_some() {
+                        name.value.clone()
+                    } else {
+                        name.value.to_lowercase()
+                    };
+                    self.out.tables.insert(format!("{n}.*"));
+                }
             }
         }
     }
@@ -310,21 +432,35 @@ impl Collector {
                 }
             }
             S::Set(set) => self.set(set),
+            // MySQL's RESET is replication and cache administration (RESET MASTER deletes the
+            // binary logs), never a session setting.
+            S::Reset(_) => self.kind(Kind::Admin),
+            S::ShowVariable { variable } => self.show_words(variable),
+            S::ShowCreate { obj_name, .. } => {
+                self.kind(Kind::Session);
+                self.table(obj_name);
+            }
+            S::ShowTables { show_options, .. } | S::ShowViews { show_options, .. } => {
+                self.kind(Kind::Session);
+                // `SHOW TABLES IN db`: the database is what is read.
+                if let Some(db) = show_options
+                    .show_in
+                    .as_ref()
+                    .and_then(|i| i.parent_name.as_ref())
+                {
+                    self.out.tables.insert(format!("{}.*", normalize(db)));
+                }
+            }
             S::ShowFunctions { .. }
-            | S::ShowVariable { .. }
             | S::ShowStatus { .. }
             | S::ShowVariables { .. }
-            | S::ShowCreate { .. }
             | S::ShowColumns { .. }
             | S::ShowCatalogs { .. }
             | S::ShowDatabases { .. }
             | S::ShowSchemas { .. }
-            | S::ShowTables { .. }
-            | S::ShowViews { .. }
             | S::ShowCollation { .. }
             | S::ShowCharset(_)
             | S::ShowObjects(_)
-            | S::Reset(_)
             | S::Discard { .. }
             | S::LISTEN { .. }
             | S::UNLISTEN { .. }
@@ -457,6 +593,20 @@ impl Visitor for Collector {
     }
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        // `ORDER BY 2` sorts by the second column of every branch's select list.
+        if let Some(sqlparser::ast::OrderBy {
+            kind: sqlparser::ast::OrderByKind::Expressions(exprs),
+            ..
+        }) = &query.order_by
+        {
+            for e in exprs {
+                if let Some(n) = position(&e.expr) {
+                    for select in selects(&query.body) {
+                        self.by_position(select, n);
+                    }
+                }
+            }
+        }
         self.limits.push(has_limit(query));
         self.in_exists
             .push(self.exists.contains(&(query as *const Query as usize)));
@@ -511,6 +661,56 @@ impl Visitor for Collector {
             };
             if column_name(expr).is_some() {
                 self.bare.insert(expr as *const Expr as usize);
+            }
+        }
+        // A select-list alias names its column in ORDER BY, GROUP BY and HAVING.
+        for item in &select.projection {
+            if let sqlparser::ast::SelectItem::ExprWithAlias { expr, alias } = item
+                && let Some(column) = column_name(expr)
+            {
+                self.aliases.push((alias.value.to_lowercase(), column));
+            }
+        }
+        // `GROUP BY 2` sorts and groups by the second column of the select list.
+        if let sqlparser::ast::GroupByExpr::Expressions(exprs, _) = &select.group_by {
+            for e in exprs {
+                if let Some(n) = position(e) {
+                    self.by_position(select, n);
+                }
+            }
+        }
+        // Joins compare columns the statement does not name: `NATURAL JOIN` every column two
+        // tables share, `USING (pan)` the columns listed.
+        for join in select.from.iter().flat_map(|f| &f.joins) {
+            use sqlparser::ast::{JoinConstraint as C, JoinOperator as J};
+            let constraint = match &join.join_operator {
+                J::Join(c)
+                | J::Inner(c)
+                | J::Left(c)
+                | J::LeftOuter(c)
+                | J::Right(c)
+                | J::RightOuter(c)
+                | J::FullOuter(c)
+                | J::CrossJoin(c)
+                | J::Semi(c)
+                | J::LeftSemi(c)
+                | J::RightSemi(c)
+                | J::Anti(c)
+                | J::LeftAnti(c)
+                | J::RightAnti(c)
+                | J::StraightJoin(c) => Some(c),
+                _ => None,
+            };
+            match constraint {
+                Some(C::Natural) => {
+                    self.out.computed_columns.insert("*".to_owned());
+                }
+                Some(C::Using(names) | C::UsingAlias(names, _)) => {
+                    for n in names {
+                        self.out.computed_columns.insert(normalize(n));
+                    }
+                }
+                _ => {}
             }
         }
         // MySQL's SELECT … INTO names variables (computing over what is selected, above);

@@ -212,3 +212,75 @@ fn adversarial_review_findings() {
         assert!(classify(sql).is_ok(), "{sql}");
     }
 }
+
+/// Found by the second adversarial review: comparisons the statement does not spell out
+/// (joins), sorting by position or alias, RESET, and SHOW forms reaching other databases or
+/// other sessions.
+#[test]
+fn adversarial_review_round_two() {
+    for (sql, column) in [
+        (
+            "select cards.id from cards natural join (select '4111' as pan) t",
+            "*",
+        ),
+        (
+            "select c.id from cards c join (select '4111' as pan) t using (pan)",
+            "pan",
+        ),
+        (
+            "select id, pan from cards union select 3, '4500' order by 2",
+            "pan",
+        ),
+        ("select id, pan from cards group by 2", "pan"),
+        ("select pan as x from cards order by x", "pan"),
+        ("select pan as x from cards having x like '4%'", "pan"),
+        ("select * from cards order by 2", "*"),
+    ] {
+        let c = one(sql);
+        assert!(
+            c.computed_columns.contains(column),
+            "{sql}: {:?}",
+            c.computed_columns
+        );
+    }
+    assert!(
+        !one("select id, pan from cards order by 1")
+            .computed_columns
+            .contains("pan")
+    );
+    assert!(
+        !one("select name, count(*) from t group by 1")
+            .computed_columns
+            .contains("count")
+    );
+    for sql in [
+        "reset master",
+        "reset slave",
+        "reset replica",
+        "show engine innodb status",
+        "show open tables",
+        "show master status",
+    ] {
+        assert!(kinds(sql).contains(&Kind::Admin), "{sql}");
+    }
+    for (sql, table) in [
+        ("show tables in mysql", "mysql.*"),
+        ("show table status from mysql", "mysql.*"),
+        ("show index from db from mysql", "mysql.*"),
+        ("show create table mysql.db", "mysql.db"),
+    ] {
+        assert!(
+            one(sql).tables.contains(table),
+            "{sql}: {:?}",
+            one(sql).tables
+        );
+    }
+    assert_eq!(kinds("show warnings"), [Kind::Session]);
+    assert_eq!(kinds("show index from cards"), [Kind::Session]);
+}
+
+#[test]
+fn show_index_of_another_database_is_another_database() {
+    assert!(one("show index from mysql.db").tables.contains("mysql.*"));
+    assert!(one("show index from cards").tables.contains("cards"));
+}

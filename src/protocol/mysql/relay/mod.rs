@@ -68,6 +68,28 @@ const MAX_STATEMENTS: usize = 10_000;
 
 const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
 
+/// The information_schema tables agents may read: the catalog of schemas, tables, columns,
+/// keys, constraints and routines (MariaDB Knowledge Base, "Information Schema Tables").
+const INFORMATION_SCHEMA_CATALOG: &[&str] = &[
+    "character_sets",
+    "check_constraints",
+    "collation_character_set_applicability",
+    "collations",
+    "columns",
+    "engines",
+    "key_column_usage",
+    "parameters",
+    "partitions",
+    "referential_constraints",
+    "routines",
+    "schemata",
+    "statistics",
+    "table_constraints",
+    "tables",
+    "triggers",
+    "views",
+];
+
 /// A prepared statement as tollgate tracks it.
 struct Prepared {
     /// The column masks of its last result set, for COM_STMT_FETCH.
@@ -290,9 +312,17 @@ impl Relay<'_> {
             .upstream_database(&self.info.database)
             .to_ascii_lowercase();
         ruling.tables.iter().find_map(|t| {
-            let (schema, _) = t.rsplit_once('.')?;
+            let (schema, table) = t.rsplit_once('.')?;
             let schema = schema.trim_matches('`').to_ascii_lowercase();
-            (schema != current && schema != "information_schema").then(|| schema.clone())
+            // information_schema: only its catalog of the database's own structure, not the
+            // views of other sessions (PROCESSLIST, INNODB_TRX with their statements) or of
+            // the server's internals.
+            if schema == "information_schema" {
+                return (!INFORMATION_SCHEMA_CATALOG
+                    .contains(&table.to_ascii_lowercase().as_str()))
+                .then(|| format!("information_schema.{table}"));
+            }
+            (schema != current).then(|| schema.clone())
         })
     }
 

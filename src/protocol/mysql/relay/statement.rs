@@ -28,7 +28,7 @@ impl Relay<'_> {
             ruling.verdict = Verdict::Refuse {
                 sqlstate: "42501".into(),
                 message: format!(
-                    "tollgate: this connection stays in its target's database; {} is another one",
+                    "tollgate: this connection stays in its target's database; {} is outside it",
                     crate::mask::for_log(&schema)
                 ),
             };
