@@ -70,6 +70,10 @@ const MAX_GROUPS: usize = 48;
 
 /// The brand whose prefix and length fit these ASCII digits, if any.
 pub fn brand(digits: &[u8]) -> Option<&'static str> {
+    // Every brand's numbers start with 2 to 6 (ids and millisecond timestamps mostly do not).
+    if !matches!(digits.first(), Some(b'2'..=b'6')) {
+        return None;
+    }
     BRANDS.iter().find_map(|(name, lo, hi, n, lengths)| {
         if !lengths.contains(&digits.len()) || digits.len() < *n {
             return None;
@@ -305,13 +309,7 @@ fn suffix_ok(s: &[u8]) -> bool {
 }
 
 /// Calls `found` for every PAN in `text`, in order, non-overlapping.
-pub fn scan(text: &[u8], found: impl FnMut(Found)) {
-    scan_with(text, skip::plain(text), found)
-}
-
-/// [`scan`]; `fast`: `text` is plain ASCII, and the regions that cannot hold a candidate are
-/// skipped 64 bytes at a time ([`skip`]).
-fn scan_with(text: &[u8], fast: bool, mut found: impl FnMut(Found)) {
+pub fn scan(text: &[u8], mut found: impl FnMut(Found)) {
     let mut seq = Sequence {
         digits: [Digit::default(); MAX_SEQUENCE],
         len: 0,
@@ -320,9 +318,6 @@ fn scan_with(text: &[u8], fast: bool, mut found: impl FnMut(Found)) {
     };
     let mut i = 0;
     while i < text.len() {
-        if fast {
-            i = skip::skip(text, i);
-        }
         let Some(j) = next_digit_like(text, i) else {
             return;
         };
@@ -662,8 +657,6 @@ pub fn find_all(text: &[u8]) -> Vec<Found> {
     scan(text, |f| out.push(f));
     out
 }
-
-mod skip;
 
 #[cfg(test)]
 mod tests;
