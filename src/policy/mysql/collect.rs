@@ -338,15 +338,15 @@ impl Collector {
             .zip(words)
             .skip_while(|(w, _)| !matches!(w.as_str(), "from" | "in"));
         while let Some((w, _)) = names.next() {
-            if matches!(w.as_str(), "from" | "in") {
-                if let Some((_, name)) = names.next() {
-                    let n = if name.quote_style.is_some() {
-                        name.value.clone()
-                    } else {
-                        name.value.to_lowercase()
-                    };
-                    self.out.tables.insert(format!("{n}.*"));
-                }
+            if matches!(w.as_str(), "from" | "in")
+                && let Some((_, name)) = names.next()
+            {
+                let n = if name.quote_style.is_some() {
+                    name.value.clone()
+                } else {
+                    name.value.to_lowercase()
+                };
+                self.out.tables.insert(format!("{n}.*"));
             }
         }
     }
