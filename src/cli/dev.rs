@@ -285,9 +285,9 @@ fn mysql_client_command(listen: SocketAddr, agent: &str, token: &str) -> String 
         runs("mariadb").is_none() && runs("mysql").is_some_and(|v| !v.contains("MariaDB"));
     if oracle_mysql {
         format!(
-            "mysql -h {host} -P {port} -u {agent} --password='{token}' --enable-cleartext-plugin mysql"
+            "mysql -h {host} -P {port} -u {agent} --password='{token}' --enable-cleartext-plugin"
         )
     } else {
-        format!("mariadb -h {host} -P {port} -u {agent} --password='{token}' mysql")
+        format!("mariadb -h {host} -P {port} -u {agent} --password='{token}'")
     }
 }

@@ -98,57 +98,6 @@ fn selects(body: &SetExpr) -> Vec<&Select> {
     }
 }
 
-/// The MariaDB functions a parser special form stands for (`SUBSTRING(x FROM 1)` and
-/// `SUBSTR(x, 1)` parse into one node): the name and its synonyms, so a rule naming any of
-/// them matches every spelling.
-fn special_form(expr: &Expr) -> &'static [&'static str] {
-    match expr {
-        Expr::Substring { .. } => &["substring", "substr", "mid"],
-        Expr::Trim { .. } => &["trim"],
-        Expr::Position { .. } => &["position", "locate", "instr"],
-        Expr::Extract { .. } => &["extract"],
-        Expr::Ceil { .. } => &["ceil", "ceiling"],
-        Expr::Floor { .. } => &["floor"],
-        Expr::Overlay { .. } => &["overlay"],
-        Expr::Cast { .. } => &["cast", "convert"],
-        Expr::Convert { .. } => &["convert", "cast"],
-        Expr::MatchAgainst { .. } => &["match"],
-        _ => &[],
-    }
-}
-
-/// MariaDB functions that are one function under several names: a rule naming one matches
-/// every spelling.
-const SYNONYMS: &[&[&str]] = &[
-    &["substring", "substr", "mid"],
-    &["lower", "lcase"],
-    &["upper", "ucase"],
-    &["ceil", "ceiling"],
-    &["char_length", "character_length"],
-    &["length", "octet_length"],
-    &["position", "locate", "instr"],
-    &["now", "current_timestamp", "localtime", "localtimestamp"],
-    &["curdate", "current_date"],
-    &["curtime", "current_time"],
-    &["database", "schema"],
-    &["user", "session_user", "system_user"],
-    &["sha", "sha1"],
-    &["pow", "power"],
-    &["ifnull", "nvl"],
-    &["std", "stddev", "stddev_pop"],
-    &["variance", "var_pop"],
-    &["date_add", "adddate"],
-    &["date_sub", "subdate"],
-];
-
-fn synonyms(name: &str) -> Option<&'static [&'static str]> {
-    let lower = name.to_ascii_lowercase();
-    SYNONYMS
-        .iter()
-        .copied()
-        .find(|g| g.contains(&lower.as_str()))
-}
-
 /// An identifier as MariaDB compares it here: unquoted names fold to lower case.
 pub fn normalize(name: &ObjectName) -> String {
     name.0
@@ -782,14 +731,14 @@ impl Visitor for Collector {
         }
         if let Expr::Function(f) = expr {
             let name = normalize(&f.name);
-            if let Some(group) = synonyms(&name) {
+            if let Some(group) = super::functions::synonyms(&name) {
                 self.out
                     .functions
                     .extend(group.iter().map(|s| (*s).to_owned()));
             }
             self.out.functions.insert(name);
         }
-        for name in special_form(expr) {
+        for name in super::functions::special_form(expr) {
             self.out.functions.insert((*name).to_owned());
         }
         if let Some(name) = column_name(expr)

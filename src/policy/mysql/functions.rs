@@ -317,6 +317,57 @@ pub fn effect(name: &str) -> Effect {
     Effect::Call
 }
 
+/// MariaDB functions that are one function under several names: a rule naming one matches
+/// every spelling.
+const SYNONYMS: &[&[&str]] = &[
+    &["substring", "substr", "mid"],
+    &["lower", "lcase"],
+    &["upper", "ucase"],
+    &["ceil", "ceiling"],
+    &["char_length", "character_length"],
+    &["length", "octet_length"],
+    &["position", "locate", "instr"],
+    &["now", "current_timestamp", "localtime", "localtimestamp"],
+    &["curdate", "current_date"],
+    &["curtime", "current_time"],
+    &["database", "schema"],
+    &["user", "session_user", "system_user"],
+    &["sha", "sha1"],
+    &["pow", "power"],
+    &["ifnull", "nvl"],
+    &["std", "stddev", "stddev_pop"],
+    &["variance", "var_pop"],
+    &["date_add", "adddate"],
+    &["date_sub", "subdate"],
+];
+
+pub(super) fn synonyms(name: &str) -> Option<&'static [&'static str]> {
+    let lower = name.to_ascii_lowercase();
+    SYNONYMS
+        .iter()
+        .copied()
+        .find(|g| g.contains(&lower.as_str()))
+}
+
+/// The MariaDB functions a parser special form stands for (`SUBSTRING(x FROM 1)` and
+/// `SUBSTR(x, 1)` parse into one node): the name and its synonyms, so a rule naming any of
+/// them matches every spelling.
+pub(super) fn special_form(expr: &sqlparser::ast::Expr) -> &'static [&'static str] {
+    match expr {
+        sqlparser::ast::Expr::Substring { .. } => &["substring", "substr", "mid"],
+        sqlparser::ast::Expr::Trim { .. } => &["trim"],
+        sqlparser::ast::Expr::Position { .. } => &["position", "locate", "instr"],
+        sqlparser::ast::Expr::Extract { .. } => &["extract"],
+        sqlparser::ast::Expr::Ceil { .. } => &["ceil", "ceiling"],
+        sqlparser::ast::Expr::Floor { .. } => &["floor"],
+        sqlparser::ast::Expr::Overlay { .. } => &["overlay"],
+        sqlparser::ast::Expr::Cast { .. } => &["cast", "convert"],
+        sqlparser::ast::Expr::Convert { .. } => &["convert", "cast"],
+        sqlparser::ast::Expr::MatchAgainst { .. } => &["match"],
+        _ => &[],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
