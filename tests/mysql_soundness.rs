@@ -555,3 +555,26 @@ async fn adversarial_review_round_two() {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
+
+/// The classification cache is per dialect: a text PostgreSQL reads as one harmless statement
+/// (`/*! … */` is a comment there) is not handed to a MySQL connection, where MariaDB runs
+/// the comment's text.
+#[test]
+fn classifications_are_never_shared_across_dialects() {
+    use tollgate::policy::classify::SqlDialect::{MySql, Postgres};
+    let rules = tollgate::policy::RuleSet::parse(&[(
+        "p.yaml".into(),
+        "rules:\n  - id: reads\n    match: { kinds: [read] }\n    action: allow\n".into(),
+    )])
+    .unwrap();
+    let policy = tollgate::policy::Policy::new(rules);
+    let sql = "SELECT 1 /*! ; DROP TABLE victim */";
+    assert!(policy.classify(sql, Postgres).is_ok());
+    assert!(
+        policy.classify(sql, MySql).is_err(),
+        "the PostgreSQL reading was reused"
+    );
+    let sql = "SELECT 2 /*!50000 , SLEEP(9) */ -- x";
+    assert!(policy.classify(sql, Postgres).is_ok());
+    assert!(policy.classify(sql, MySql).is_err());
+}

@@ -93,18 +93,36 @@ struct Caches {
     fingerprints: Cache,
 }
 
+/// One set of caches per dialect: the same text reads differently on PostgreSQL and on
+/// MariaDB (`/*! … */` is a comment to one and SQL to the other), so a classification is
+/// never shared across dialects.
+#[derive(Debug, Default)]
+struct DialectCaches {
+    postgres: Caches,
+    mysql: Caches,
+}
+
+impl DialectCaches {
+    fn of(&mut self, dialect: SqlDialect) -> &mut Caches {
+        match dialect {
+            SqlDialect::Postgres => &mut self.postgres,
+            SqlDialect::MySql => &mut self.mysql,
+        }
+    }
+}
+
 /// A compiled policy.
 #[derive(Debug, Default)]
 pub struct Policy {
     rules: RuleSet,
-    dialect_cache: Mutex<Caches>,
+    dialect_cache: Mutex<DialectCaches>,
 }
 
 impl Policy {
     pub fn new(rules: RuleSet) -> Policy {
         Policy {
             rules,
-            dialect_cache: Mutex::new(Caches::default()),
+            dialect_cache: Mutex::new(DialectCaches::default()),
         }
     }
 
@@ -118,7 +136,7 @@ impl Policy {
         if sql.len() > CACHE_MAX_SQL {
             return Arc::new(classify::classify(sql, dialect));
         }
-        let exact = self.cache().exact.get(sql).cloned();
+        let exact = self.cache().of(dialect).exact.get(sql).cloned();
         if let Some(hit) = exact {
             return hit;
         }
@@ -126,39 +144,40 @@ impl Policy {
         // (The lookup's lock is released before `remember` takes it again.)
         let shared = fingerprint
             .as_deref()
-            .and_then(|fp| self.cache().fingerprints.get(fp).cloned());
+            .and_then(|fp| self.cache().of(dialect).fingerprints.get(fp).cloned());
         if let Some(hit) = shared {
-            self.remember(|c| &mut c.exact, sql, &hit);
+            self.remember(dialect, |c| &mut c.exact, sql, &hit);
             return hit;
         }
         let result = Arc::new(classify::classify(sql, dialect));
-        self.remember(|c| &mut c.exact, sql, &result);
+        self.remember(dialect, |c| &mut c.exact, sql, &result);
         // A classification that read a literal's value is this text's alone.
         let shareable = match result.as_ref() {
             Ok(list) => !list.iter().any(|c| c.reads_literals),
             Err(_) => true,
         };
         if let Some(fp) = fingerprint.filter(|_| shareable) {
-            self.remember(|c| &mut c.fingerprints, &fp, &result);
+            self.remember(dialect, |c| &mut c.fingerprints, &fp, &result);
         }
         result
     }
 
     fn remember(
         &self,
+        dialect: SqlDialect,
         which: impl Fn(&mut Caches) -> &mut Cache,
         key: &str,
         value: &Classification,
     ) {
         let mut caches = self.cache();
-        let cache = which(&mut caches);
+        let cache = which(caches.of(dialect));
         if cache.len() >= CACHE_ENTRIES {
             cache.clear();
         }
         cache.insert(key.into(), Arc::clone(value));
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, Caches> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, DialectCaches> {
         self.dialect_cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
