@@ -134,14 +134,23 @@ async fn audit_commands_over_a_recorded_session() {
         String::from_utf8_lossy(&report.stderr)
     );
     for req in [
-        "3.4.1", "7.2", "8.2.1", "10.2.1.3", "10.3", "10.7", "PASSED",
+        "3.4.1", "7.2", "8.2.1", "10.2.1.3", "10.2.2", "10.3.3", "10.4.1", "10.5.1", "10.6.1",
+        "10.7", "PASSED",
     ] {
         assert!(text.contains(req), "{req} missing from the report");
     }
-    // Every read above was itself recorded (PCI DSS 10.2.1.3), by who ran it.
+    // Every read above was itself recorded (PCI DSS 10.2.1.3), by the operating-system
+    // account that ran it (not by `$USER`, which the caller sets).
     let md = tollgate_cmd(&["audit", "report", "--config"], &config);
     let text = String::from_utf8_lossy(&md.stdout);
-    assert!(text.contains("cli:auditor-alice"), "{text}");
+    let account = format!(
+        "os:{}",
+        String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+    );
+    assert!(text.contains(&format!("| {account} | os_user |")), "{text}");
+    assert!(!text.contains("auditor-alice"), "{text}");
 
     // One changed byte in the store: verify fails and names the record.
     let changed = Command::new("python3")

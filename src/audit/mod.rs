@@ -191,6 +191,8 @@ pub mod kind {
     pub const AUDIT_READ: &str = "audit_read";
     pub const AUDIT_EXPORT: &str = "audit_export";
     pub const AUDIT_PRUNED: &str = "audit_pruned";
+    /// A reviewer's record that a day's security events were read (PCI DSS 10.4.1).
+    pub const AUDIT_REVIEW: &str = "audit_review";
     pub const STORE_FAILURE: &str = "store_failure";
     pub const AUTH: &str = "authentication";
     pub const SESSION_START: &str = "session_start";

@@ -428,6 +428,14 @@ impl Store {
         })
     }
 
+    /// The time of the oldest record of any chain.
+    pub async fn oldest_ts(&mut self) -> Result<Option<String>, Error> {
+        let row = sqlx::query("SELECT MIN(ts) AS ts FROM audit_records")
+            .fetch_one(&mut self.conn)
+            .await?;
+        Ok(row.try_get("ts")?)
+    }
+
     /// Records of the given types with `since <= ts < until`, in time order.
     pub async fn of_types(
         &mut self,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{PeriodArgs, StoreArgs, audit_setup, open_store, record_read};
+use super::{PeriodArgs, ReaderArgs, StoreArgs, audit_setup, open_store, open_trail, record_read};
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 use tollgate::audit;
@@ -12,6 +12,7 @@ use tollgate::config::Config;
 pub enum ReportFormat {
     Markdown,
     Html,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -21,8 +22,8 @@ pub enum AuditCommand {
     Verify {
         #[arg(long, env = "TOLLGATE_CONFIG", conflicts_with = "bundle")]
         config: Option<PathBuf>,
-        #[arg(long = "as", env = "USER", default_value = "unknown")]
-        operator: String,
+        #[command(flatten)]
+        reader: ReaderArgs,
         /// An export bundle (`audit export --format bundle`).
         #[arg(long)]
         bundle: Option<PathBuf>,
@@ -43,7 +44,20 @@ pub enum AuditCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// A PCI DSS evidence summary of a period.
+    /// Record that you reviewed a day's security events (PCI DSS 10.4.1): prints the day's
+    /// refusals, failed logins, approvals and outages, then records the review under your
+    /// name (a validated TOLLGATE_TOKEN's subject, else your operating-system account).
+    Review {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The day reviewed, `YYYY-MM-DD` (UTC).
+        #[arg(long, value_parser = review_date)]
+        date: String,
+        /// What the review found or did (recorded, masked).
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// The PCI DSS evidence report of a period: per requirement, the evidence and a verdict.
     Report {
         #[command(flatten)]
         store: StoreArgs,
@@ -93,6 +107,19 @@ pub fn print_reports(reports: &[audit::verify::ChainReport]) -> bool {
     ok
 }
 
+/// A `YYYY-MM-DD` day, not in the future.
+fn review_date(text: &str) -> Result<String, String> {
+    let ok =
+        text.len() == 10 && humantime::parse_rfc3339_weak(&format!("{text}T00:00:00Z")).is_ok();
+    if !ok {
+        return Err(format!("{text:?} is not a date (YYYY-MM-DD)"));
+    }
+    if text > &audit::now_ts()[..10] {
+        return Err(format!("{text} is in the future"));
+    }
+    Ok(text.to_owned())
+}
+
 pub fn public_key_arg(text: &str) -> anyhow::Result<audit::record::PublicKey> {
     let text = match std::fs::read_to_string(text) {
         Ok(file) => file,
@@ -131,7 +158,7 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::Verify {
             config,
-            operator,
+            reader,
             bundle,
             public_key,
         } => {
@@ -152,7 +179,9 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.display()))?
                 }
                 (None, Some(config)) => {
-                    let setup = audit_setup(&Config::load(&config)?)?;
+                    let config = Config::load(&config)?;
+                    let setup = audit_setup(&config)?;
+                    let reader = super::reader(&config, &reader).await?;
                     let key = match public_key {
                         Some(k) => public_key_arg(&k)?,
                         None => audit::record::PublicKey::from_bytes(setup.signer.public_key()),
@@ -162,7 +191,7 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
                     st.close().await;
                     record_read(
                         &setup,
-                        &operator,
+                        &reader,
                         audit::kind::AUDIT_READ,
                         serde_json::json!({
                             "command": "audit verify",
@@ -186,14 +215,15 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             period,
             out,
         } => {
-            let setup = audit_setup(&super::load_config(store.config.as_deref())?)?;
+            let t = open_trail(&store).await?;
+            let setup = &t.setup;
             let period = audit::export::Period {
                 since: period.since,
                 until: period.until,
             };
             record_read(
-                &setup,
-                &store.operator,
+                setup,
+                &t.reader,
                 audit::kind::AUDIT_EXPORT,
                 serde_json::json!({
                     "format": format!("{format:?}").to_lowercase(),
@@ -203,7 +233,7 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
                 }),
             )
             .await?;
-            let mut st = open_store(&setup).await?;
+            let mut st = open_store(setup).await?;
             let (since, until) = period.bounds();
             let total = st.count(since, until).await?;
             let bar = indicatif::ProgressBar::new(total);
@@ -231,31 +261,83 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             eprintln!("{n} record(s) exported");
             Ok(())
         }
+        AuditCommand::Review { store, date, note } => {
+            let t = open_trail(&store).await?;
+            let next = audit::parse_time(&date)
+                .ok()
+                .and_then(|d| humantime::parse_rfc3339_weak(&d).ok())
+                .map(|d| d + std::time::Duration::from_secs(86_400))
+                .map(|d| humantime::format_rfc3339_micros(d).to_string())
+                .context("the day after")?;
+            let period = audit::export::Period {
+                since: Some(audit::parse_time(&date).map_err(anyhow::Error::msg)?),
+                until: Some(next),
+            };
+            let mut st = open_store(&t.setup).await?;
+            let e = audit::report::gather(&mut st, &period).await?;
+            st.close().await;
+            let events = audit::report::gather::day_events(&e);
+            println!("Security events of {date} (UTC):");
+            for line in audit::report::gather::day_lines(&e) {
+                println!("  {line}");
+            }
+            record_read(
+                &t.setup,
+                &t.reader,
+                audit::kind::AUDIT_REVIEW,
+                serde_json::json!({
+                    "date": date,
+                    "events": events,
+                    "note": note.as_deref().map(tollgate::mask::for_log),
+                }),
+            )
+            .await?;
+            println!("Review of {date} recorded, by {}.", t.reader.subject);
+            Ok(())
+        }
         AuditCommand::Report {
             store,
             period,
             format,
             out,
         } => {
-            let setup = audit_setup(&super::load_config(store.config.as_deref())?)?;
+            let t = open_trail(&store).await?;
+            let setup = &t.setup;
             let period = audit::export::Period {
                 since: period.since,
                 until: period.until,
             };
             record_read(
-                &setup,
-                &store.operator,
+                setup,
+                &t.reader,
                 audit::kind::AUDIT_READ,
                 serde_json::json!({"command": "audit report", "since": period.since, "until": period.until}),
             )
             .await?;
-            let mut st = open_store(&setup).await?;
+            let mut st = open_store(setup).await?;
             let key = audit::record::PublicKey::from_bytes(setup.signer.public_key());
             let chains = audit::verify::store(&mut st, &key).await?;
             let evidence = audit::report::gather(&mut st, &period).await?;
+            let facts = audit::report::store_facts(&mut st).await?;
+            st.close().await;
+            let inputs = audit::report::Inputs {
+                now: audit::now_ts(),
+                retention_days: setup.settings.retention_days,
+                static_targets: t
+                    .config
+                    .targets
+                    .iter()
+                    .filter(|t| {
+                        t.value.client_auth.method != tollgate::config::ClientAuthMethod::Oidc
+                    })
+                    .map(|t| t.value.name.clone())
+                    .collect(),
+            };
+            let report = audit::report::build(&evidence, &facts, &chains, &period, &inputs);
             let text = match format {
-                ReportFormat::Markdown => audit::report::markdown(&evidence, &chains, &period),
-                ReportFormat::Html => audit::report::html(&evidence, &chains, &period),
+                ReportFormat::Markdown => audit::report::markdown(&report),
+                ReportFormat::Html => audit::report::html(&report),
+                ReportFormat::Json => audit::report::json(&report),
             };
             match out {
                 Some(path) => std::fs::write(&path, text)

@@ -21,9 +21,82 @@ pub struct StoreArgs {
     /// the dev configuration in the current folder, `.tollgate-dev/tollgate.yaml`).
     #[arg(long, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Who is reading (recorded in the trail); defaults to the login name.
-    #[arg(long = "as", env = "USER", default_value = "unknown")]
-    pub operator: String,
+    #[command(flatten)]
+    pub reader: ReaderArgs,
+}
+
+/// Who reads the trail (PCI DSS 10.2.1.3): a validated token's subject, else the
+/// operating-system account running the command.
+#[derive(clap::Args, Clone, Default)]
+pub struct ReaderArgs {
+    /// An OIDC token of the reader, validated against the config's `identity` issuers; its
+    /// subject is recorded as the reader. Without it, the operating-system account is.
+    #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A note recorded beside the verified reader (a name, a ticket); not itself verified.
+    #[arg(long = "as")]
+    pub claimed: Option<String>,
+}
+
+/// A reader of the trail as recorded.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    pub subject: String,
+    /// `token` or `os_user`.
+    pub source: &'static str,
+    pub claimed: Option<String>,
+}
+
+/// Names the reader: the token's subject when a token is given (a token that does not
+/// validate refuses the read), else `os:<account>`.
+pub async fn reader(config: &Config, args: &ReaderArgs) -> anyhow::Result<Reader> {
+    let claimed = args.claimed.as_deref().map(tollgate::mask::for_log);
+    if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
+        let identity = config
+            .identity
+            .as_ref()
+            .context("a reader's token needs the config's identity section to validate it")?;
+        let validator = tollgate::auth::oidc::Validator::new(identity)?;
+        let id = validator.validate(token).await.map_err(|r| {
+            anyhow::anyhow!("the reader's token (TOLLGATE_TOKEN) is not valid: {r}")
+        })?;
+        return Ok(Reader {
+            subject: tollgate::mask::for_log(&id.subject),
+            source: "token",
+            claimed,
+        });
+    }
+    Ok(Reader {
+        subject: format!("os:{}", os_user()),
+        source: "os_user",
+        claimed,
+    })
+}
+
+/// The operating-system account running this process: the owner of `/proc/self`, named by
+/// `/etc/passwd` (`uid<N>` when it has no entry). Not `$USER`, which the caller sets.
+pub fn os_user() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".into();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id: u32 = f.nth(1)?.parse().ok()?;
+            (id == uid).then(|| name.to_owned())
+        })
+        .next()
+        .unwrap_or_else(|| format!("uid{uid}"))
+}
+
+/// Where the CLI runs, as the origin of what it records: `cli@<host name>`.
+fn cli_origin() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("cli@{}", host.trim())
 }
 
 /// A period: RFC 3339 times, dates, or durations back from now (`24h`, `30d`).
@@ -58,20 +131,49 @@ pub fn audit_setup(config: &Config) -> anyhow::Result<AuditSetup> {
     Ok(AuditSetup { settings, signer })
 }
 
-/// Records that an operator read or exported the trail (PCI DSS 10.2.1.3), on the CLI's own
-/// chain beside the daemon's. Refuses the read if it cannot be recorded.
+/// The config, audit setup and reader of a command over the trail.
+pub struct Trail {
+    pub config: Config,
+    pub setup: AuditSetup,
+    pub reader: Reader,
+}
+
+/// Loads the config named by `args` and names the reader.
+pub async fn open_trail(args: &StoreArgs) -> anyhow::Result<Trail> {
+    let config = load_config(args.config.as_deref())?;
+    let setup = audit_setup(&config)?;
+    let reader = reader(&config, &args.reader).await?;
+    Ok(Trail {
+        config,
+        setup,
+        reader,
+    })
+}
+
+/// Records that a reader read, exported or reviewed the trail (PCI DSS 10.2.1.3), on the
+/// CLI's own chain beside the daemon's, with how the reader was named. Refuses the read if
+/// it cannot be recorded.
 pub async fn record_read(
     setup: &AuditSetup,
-    operator: &str,
+    reader: &Reader,
     kind: &'static str,
-    detail: serde_json::Value,
+    mut detail: serde_json::Value,
 ) -> anyhow::Result<()> {
     let chain = format!("{}-cli", setup.settings.chain);
     let chain: String = chain.chars().take(64).collect();
+    detail["reader_source"] = reader.source.into();
+    if let Some(c) = &reader.claimed {
+        detail["claimed_as"] = c.as_str().into();
+    }
+    let who = trail::Who {
+        subject: Some(reader.subject.clone()),
+        client_addr: Some(cli_origin()),
+        ..trail::Who::default()
+    };
     let event = trail::Event::new(
         kind,
         trail::Outcome::Success,
-        trail::Who::operator(&format!("cli:{}", tollgate::mask::for_log(operator))),
+        std::sync::Arc::new(who),
         detail,
     );
     trail::writer::append_once(&setup.settings.location, &chain, &setup.signer, event)

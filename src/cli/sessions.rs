@@ -1,6 +1,6 @@
 //! `tollgate sessions`: recorded sessions listed, shown and replayed (each read recorded).
 
-use super::{PeriodArgs, StoreArgs, audit_setup, open_store, record_read};
+use super::{PeriodArgs, StoreArgs, open_store, open_trail, record_read};
 use clap::Subcommand;
 use tollgate::audit;
 
@@ -41,19 +41,20 @@ pub async fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             period,
             json,
         } => {
-            let setup = audit_setup(&super::load_config(store.config.as_deref())?)?;
+            let t = open_trail(&store).await?;
+            let setup = &t.setup;
             let period = audit::export::Period {
                 since: period.since,
                 until: period.until,
             };
             record_read(
-                &setup,
-                &store.operator,
+                setup,
+                &t.reader,
                 audit::kind::AUDIT_READ,
                 serde_json::json!({"command": "sessions list", "since": period.since, "until": period.until}),
             )
             .await?;
-            let mut st = open_store(&setup).await?;
+            let mut st = open_store(setup).await?;
             let list = audit::sessions::list(&mut st, &period).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -63,15 +64,16 @@ pub async fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SessionsCommand::Show { id, store, json } => {
-            let setup = audit_setup(&super::load_config(store.config.as_deref())?)?;
+            let t = open_trail(&store).await?;
+            let setup = &t.setup;
             record_read(
-                &setup,
-                &store.operator,
+                setup,
+                &t.reader,
                 audit::kind::AUDIT_READ,
                 serde_json::json!({"command": "sessions show", "session": id}),
             )
             .await?;
-            let mut st = open_store(&setup).await?;
+            let mut st = open_store(setup).await?;
             let steps = audit::sessions::timeline(&mut st, &id).await?;
             anyhow::ensure!(!steps.is_empty(), "no session {id:?} in the store");
             if json {
@@ -87,15 +89,16 @@ pub async fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SessionsCommand::Replay { id, store, speed } => {
-            let setup = audit_setup(&super::load_config(store.config.as_deref())?)?;
+            let t = open_trail(&store).await?;
+            let setup = &t.setup;
             record_read(
-                &setup,
-                &store.operator,
+                setup,
+                &t.reader,
                 audit::kind::AUDIT_READ,
                 serde_json::json!({"command": "sessions replay", "session": id}),
             )
             .await?;
-            let mut st = open_store(&setup).await?;
+            let mut st = open_store(setup).await?;
             let steps = audit::sessions::timeline(&mut st, &id).await?;
             anyhow::ensure!(!steps.is_empty(), "no session {id:?} in the store");
             audit::sessions::replay(&steps, speed, &mut std::io::stdout()).await?;
