@@ -1,10 +1,11 @@
 //! A logged-in connection's identity and the session records both wires write: the login and
 //! the session's start (which must be recorded before the session starts, PCI DSS 10.7), its
-//! end, and failed logins.
+//! end, and failed logins; the upstream server's clock against tollgate's ([`ClockSample`]),
+//! recorded with the session's start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
@@ -27,6 +28,78 @@ pub struct Login<'a> {
     pub application_name: Option<&'a str>,
     pub tls: bool,
     pub protocol: Protocol,
+    /// The upstream server's clock, sampled on this session's upstream connection.
+    pub clock: &'a ClockSample,
+}
+
+/// The upstream server's clock against tollgate's, sampled once on each session's upstream
+/// connection right after its login, and recorded as `clock` in `session_start`'s detail
+/// (PCI DSS 10.6: evidence that the clocks behind the records agree). Each wire asks its server
+/// for the time as seconds since the Unix epoch (PostgreSQL
+/// `extract(epoch FROM clock_timestamp())`, MySQL `UNIX_TIMESTAMP(NOW(6))`) and times the
+/// round trip with tollgate's wall clock ([`SystemTime`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClockSample {
+    /// Both in milliseconds, rounded to the microsecond. `skew_ms` is the server's time minus
+    /// tollgate's at the midpoint of the round trip (positive: the server is ahead); `rtt_ms`
+    /// is the round trip, which bounds the sample's error to ±`rtt_ms`/2.
+    Measured { skew_ms: f64, rtt_ms: f64 },
+    /// No sample: why, short and masked. The session goes on (the sample is evidence, not a
+    /// control).
+    Failed(String),
+}
+
+/// Past this skew (either way) the session's connection logs a warning: one of the two clocks
+/// is off.
+pub const CLOCK_SKEW_WARN_MS: f64 = 1000.0;
+
+impl ClockSample {
+    /// The sample from tollgate's wall clock just before the query went out (`sent`) and just
+    /// after its answer came (`answered`), and the server's answer: seconds since the Unix
+    /// epoch as text, with or without a fraction (`1765170000.123456`).
+    pub fn from_exchange(sent: SystemTime, answered: SystemTime, server: &str) -> ClockSample {
+        let Ok(rtt) = answered.duration_since(sent) else {
+            return ClockSample::failed("tollgate's clock went back during the sample");
+        };
+        let server_s = match server.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() => s,
+            _ => return ClockSample::failed("the server's time is not a number of seconds"),
+        };
+        let midpoint = sent + rtt / 2;
+        // Signed milliseconds since the epoch; f64 keeps them to a fraction of a microsecond.
+        let midpoint_ms = match midpoint.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => d.as_secs_f64() * 1000.0,
+            Err(e) => -(e.duration().as_secs_f64() * 1000.0),
+        };
+        ClockSample::Measured {
+            skew_ms: round_to_microsecond(server_s * 1000.0 - midpoint_ms),
+            rtt_ms: round_to_microsecond(rtt.as_secs_f64() * 1000.0),
+        }
+    }
+
+    /// A failed sample; `reason` is masked (it may quote the server) and cut short.
+    pub fn failed(reason: &str) -> ClockSample {
+        const MAX_CHARS: usize = 120;
+        let masked = crate::mask::for_log(reason);
+        ClockSample::Failed(masked.chars().take(MAX_CHARS).collect())
+    }
+
+    /// The `clock` value of `session_start`'s detail: `{"skew_ms": …, "rtt_ms": …}` or
+    /// `{"error": "…"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            ClockSample::Measured { skew_ms, rtt_ms } => {
+                serde_json::json!({ "skew_ms": skew_ms, "rtt_ms": rtt_ms })
+            }
+            ClockSample::Failed(error) => serde_json::json!({ "error": error }),
+        }
+    }
+}
+
+/// Milliseconds to three decimals; never `-0.0`.
+fn round_to_microsecond(ms: f64) -> f64 {
+    let rounded = (ms * 1000.0).round() / 1000.0;
+    if rounded == 0.0 { 0.0 } else { rounded }
 }
 
 /// The connection's identity for the stages, its audit `Who` (client-chosen names masked like
@@ -80,6 +153,19 @@ pub fn connected(id: ConnId, peer: SocketAddr, s: &Login<'_>) -> ConnInfo {
         protocol = s.protocol.name(),
         "connected"
     );
+    match s.clock {
+        ClockSample::Measured { skew_ms, rtt_ms } if skew_ms.abs() > CLOCK_SKEW_WARN_MS => warn!(
+            target = info.target,
+            skew_ms,
+            rtt_ms,
+            "the upstream server's clock and tollgate's differ by more than a second; check their time synchronisation"
+        ),
+        ClockSample::Measured { .. } => {}
+        ClockSample::Failed(error) => warn!(
+            target = info.target,
+            error, "the upstream server's clock could not be sampled"
+        ),
+    }
     info
 }
 
@@ -110,6 +196,7 @@ pub async fn record_start(ctx: &Context, info: &ConnInfo, s: &Login<'_>) -> Resu
             "protocol": s.protocol.name(),
             "tls": s.tls,
             "expires_at": s.identity.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            "clock": s.clock.to_json(),
         }),
     );
     let recorded = match recorder.record_within(auth).await {
@@ -187,5 +274,92 @@ fn auth_method_name(m: ClientAuthMethod) -> &'static str {
         ClientAuthMethod::Oidc => "oidc",
         ClientAuthMethod::Password => "password",
         ClientAuthMethod::ScramSha256 => "scram-sha-256",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn clock_samples() {
+        let sent = 1_765_170_000_000;
+        // (server's answer, round trip in ms, expected sample)
+        let cases: &[(&str, u64, ClockSample)] = &[
+            (
+                "1765170000.004",
+                8,
+                ClockSample::Measured {
+                    skew_ms: 0.0,
+                    rtt_ms: 8.0,
+                },
+            ),
+            (
+                "1765170001.5",
+                2,
+                ClockSample::Measured {
+                    skew_ms: 1499.0,
+                    rtt_ms: 2.0,
+                },
+            ),
+            (
+                "1765169999.123456",
+                0,
+                ClockSample::Measured {
+                    skew_ms: -876.544,
+                    rtt_ms: 0.0,
+                },
+            ),
+            (
+                " 1765170000 ",
+                4,
+                ClockSample::Measured {
+                    skew_ms: -2.0,
+                    rtt_ms: 4.0,
+                },
+            ),
+            (
+                "yesterday",
+                4,
+                ClockSample::Failed("the server's time is not a number of seconds".into()),
+            ),
+            (
+                "NaN",
+                4,
+                ClockSample::Failed("the server's time is not a number of seconds".into()),
+            ),
+        ];
+        for (server, rtt, expected) in cases {
+            let got = ClockSample::from_exchange(at(sent), at(sent + rtt), server);
+            assert_eq!(&got, expected, "{server} after {rtt} ms");
+        }
+        assert_eq!(
+            ClockSample::from_exchange(at(sent), at(sent - 1), "1765170000"),
+            ClockSample::Failed("tollgate's clock went back during the sample".into())
+        );
+    }
+
+    #[test]
+    fn a_clock_sample_records_as_session_start_reads_it() {
+        let measured = ClockSample::Measured {
+            skew_ms: -1.25,
+            rtt_ms: 0.375,
+        };
+        assert_eq!(
+            measured.to_json(),
+            serde_json::json!({ "skew_ms": -1.25, "rtt_ms": 0.375 })
+        );
+        let failed =
+            ClockSample::failed(&format!("server said 4111111111111111 {}", "x".repeat(300)));
+        let ClockSample::Failed(text) = &failed else {
+            panic!("{failed:?}")
+        };
+        assert!(!text.contains("4111111111111111"), "{text}");
+        assert_eq!(text.chars().count(), 120);
+        assert_eq!(failed.to_json()["error"], serde_json::json!(text));
     }
 }

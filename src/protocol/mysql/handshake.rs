@@ -21,6 +21,7 @@ use super::upstream::parse_server_hello;
 use super::wire::{self, Reader};
 use crate::auth::{Identity, Reason};
 use crate::config::ClientAuthMethod;
+use crate::conn::session::ClockSample;
 use crate::conn::{Context, Refused, TargetRuntime, Ticket};
 use crate::net::Stream;
 
@@ -109,6 +110,8 @@ pub struct Established {
     pub status: u16,
     /// The sequence id of the login's final OK (or ERR), which the caller sends.
     pub ok_seq: u8,
+    /// The server's clock against tollgate's, for `session_start`.
+    pub clock: ClockSample,
 }
 
 /// The client's handshake response.
@@ -499,6 +502,7 @@ async fn login(
         caps: upstream.caps,
         upstream_thread: upstream.thread,
         status: upstream.status,
+        clock: upstream.clock,
     }))
 }
 

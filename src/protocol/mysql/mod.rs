@@ -129,6 +129,7 @@ async fn serve_mysql(
         application_name: est.application_name.as_deref(),
         tls: est.client_tls,
         protocol: Protocol::Mysql,
+        clock: &est.clock,
     };
     let info = session::connected(id, peer, &session);
     let recorded = session::record_start(ctx, &info, &session).await;

@@ -1,7 +1,8 @@
 //! The upstream MySQL login: tollgate as the client of the target's server. It reads the
 //! server's handshake, upgrades to TLS per the target's mode, answers whatever password exchange
 //! the server asks for among those `upstream_auth` allows (mysql_common's plugins compute the
-//! responses), and pins the session (utf8mb4, no SQL modes that change how SQL text reads).
+//! responses), samples the server's clock for the session's records, and pins the session
+//! (utf8mb4, no SQL modes that change how SQL text reads).
 
 use mysql_common::auth::plugins::{AuthProc, ChallengeResponsePlugin, Response};
 use mysql_common::packets::AuthPlugin;
@@ -12,6 +13,7 @@ use super::packet::{self, PacketIo};
 use super::wire::{self, Reader};
 use crate::auth::Identity;
 use crate::config::UpstreamAuth;
+use crate::conn::session::ClockSample;
 use crate::conn::{Context, TargetRuntime};
 use crate::net::Stream;
 
@@ -20,6 +22,8 @@ pub struct Upstream {
     pub thread: u32,
     pub caps: u32,
     pub status: u16,
+    /// The server's clock against tollgate's, sampled right after the login.
+    pub clock: ClockSample,
 }
 
 /// The server's initial handshake, as far as tollgate needs it.
@@ -258,11 +262,7 @@ pub async fn connect_upstream(
             match body.first() {
                 Some(0x00) => {
                     let st = wire::status(body)?;
-                    return Ok(Upstream {
-                        thread: hello.thread,
-                        caps,
-                        status: st.status,
-                    });
+                    return Ok((hello.thread, caps, st.status));
                 }
                 Some(0xFF) => {
                     let e = wire::parse_err(body)?;
@@ -324,12 +324,44 @@ pub async fn connect_upstream(
     let remaining = timeout
         .saturating_sub(started.elapsed())
         .max(std::time::Duration::from_secs(1));
-    let up = tokio::time::timeout(remaining, login)
+    let (thread, caps, status) = tokio::time::timeout(remaining, login)
         .await
         .map_err(|_| Error::Upstream(format!("login to {} timed out", cfg.address)))??;
-    pin_session(&mut server, up.caps, max).await?;
+    // Before the pinning, so that the session's last statements stay the pinning's (what
+    // ROW_COUNT() and FOUND_ROWS() report is as it was without the sample).
+    let clock = sample_clock(&mut server, caps, max).await?;
+    pin_session(&mut server, caps, max).await?;
     metrics::histogram!(crate::metrics::UPSTREAM_CONNECT).record(started.elapsed().as_secs_f64());
-    Ok((server, up))
+    Ok((
+        server,
+        Upstream {
+            thread,
+            caps,
+            status,
+            clock,
+        },
+    ))
+}
+
+/// Samples the server's clock on a session that just logged in, timing the round trip with
+/// tollgate's wall clock. A SELECT of no table in autocommit opens no transaction and prepares
+/// nothing. A server's refusal makes a failed sample (the session goes on); only a broken or
+/// garbled connection is an error.
+async fn sample_clock(server: &mut PacketIo, caps: u32, max: usize) -> Result<ClockSample, Error> {
+    let sent = std::time::SystemTime::now();
+    match simple_query(server, caps, max, "SELECT UNIX_TIMESTAMP(NOW(6))").await {
+        Ok(value) => {
+            let answered = std::time::SystemTime::now();
+            Ok(ClockSample::from_exchange(
+                sent,
+                answered,
+                &String::from_utf8_lossy(&value),
+            ))
+        }
+        // simple_query has read the whole answer when the server refused or sent no row.
+        Err(Error::Upstream(why)) => Ok(ClockSample::failed(&why)),
+        Err(e) => Err(e),
+    }
 }
 
 /// sql_mode flags that change how the server reads SQL text from how the classifier reads it
@@ -374,7 +406,15 @@ async fn simple_query(
     p.extend_from_slice(sql.as_bytes());
     server.send(0, &p).await?;
     let first = server.read(max).await?;
-    if first.payload.first() == Some(&0xFF) || first.payload.first() == Some(&0x00) {
+    if first.payload.first() == Some(&0xFF) {
+        let e = wire::parse_err(&first.payload)?;
+        return Err(Error::Upstream(format!(
+            "{sql}: refused: {} {}",
+            e.code,
+            crate::mask::for_log(&String::from_utf8_lossy(e.message))
+        )));
+    }
+    if first.payload.first() == Some(&0x00) {
         return Err(Error::Upstream(format!("{sql}: no result")));
     }
     let columns = Reader::new(&first.payload, "column count")
@@ -406,4 +446,62 @@ async fn simple_query(
         }
     }
     value.ok_or_else(|| Error::Upstream(format!("{sql}: no row")))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// Runs the sample against a server whose whole answer is `payloads` (caps without
+    /// CLIENT_DEPRECATE_EOF); returns the sample and the bytes left unread.
+    async fn sample_against(payloads: &[Vec<u8>]) -> (ClockSample, usize) {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let mut answer = Vec::new();
+        for (seq, p) in payloads.iter().enumerate() {
+            packet::put(&mut answer, seq as u8 + 1, p);
+        }
+        theirs.write_all(&answer).await.unwrap();
+        let mut server = PacketIo::new(Stream::wrap(ours));
+        let sample = sample_clock(&mut server, 0, 1 << 20).await.unwrap();
+        (sample, server.buffered())
+    }
+
+    const EOF: [u8; 5] = [0xFE, 0, 0, 0x02, 0];
+
+    #[tokio::test]
+    async fn the_servers_time_makes_a_sample() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let time = format!("{}.{:06}", now.as_secs(), now.subsec_micros());
+        let mut row = vec![time.len() as u8];
+        row.extend_from_slice(time.as_bytes());
+        let (sample, left) = sample_against(&[
+            vec![1],
+            b"a column".to_vec(),
+            EOF.to_vec(),
+            row,
+            EOF.to_vec(),
+        ])
+        .await;
+        let ClockSample::Measured { skew_ms, rtt_ms } = sample else {
+            panic!("{sample:?}")
+        };
+        assert!(skew_ms.abs() < 1000.0 && rtt_ms >= 0.0, "{sample:?}");
+        assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_a_failed_sample_and_the_session_goes_on() {
+        let (sample, left) =
+            sample_against(&[wire::err(1142, "42000", "SELECT denied 4111111111111111")]).await;
+        let ClockSample::Failed(why) = &sample else {
+            panic!("{sample:?}")
+        };
+        assert!(why.contains("1142"), "{why}");
+        assert!(!why.contains("4111111111111111"), "{why}");
+        assert_eq!(left, 0);
+    }
 }

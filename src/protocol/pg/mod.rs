@@ -138,6 +138,7 @@ async fn serve_conn(
         application_name: est.application_name.as_deref(),
         tls: est.client_tls,
         protocol: Protocol::Postgres,
+        clock: &est.clock,
     };
     let mut info = session::connected(id, peer, &session);
     info.user_functions = std::sync::Arc::clone(&est.user_functions);

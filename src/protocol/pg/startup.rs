@@ -22,6 +22,7 @@ use super::scram;
 use super::upstream::{connect_upstream, open_upstream};
 use crate::auth::{Identity, Reason};
 use crate::config::ClientAuthMethod;
+use crate::conn::session::ClockSample;
 use crate::conn::{Refused, TargetRuntime, Ticket};
 use crate::net::Stream;
 
@@ -125,6 +126,8 @@ pub struct Established {
     pub client_tls: bool,
     /// The target's functions outside pg_catalog (`ConnInfo::user_functions`).
     pub user_functions: Arc<std::collections::BTreeSet<String>>,
+    /// The server's clock against tollgate's, for `session_start`.
+    pub clock: ClockSample,
 }
 
 /// The startup phase, within `startup_timeout`. `Ok(None)` when the connection was a
@@ -165,6 +168,7 @@ pub async fn run(
             cancel: l.cancel,
             client_tls: l.tls,
             user_functions: l.user_functions,
+            clock: l.clock,
         })),
         Ok(None) => Ok(None),
         Err(e @ (Error::Frame(_) | Error::Message(_))) => {
@@ -189,6 +193,7 @@ struct LoggedIn {
     cancel: Registration,
     tls: bool,
     user_functions: Arc<std::collections::BTreeSet<String>>,
+    clock: ClockSample,
 }
 
 async fn login(
@@ -463,6 +468,7 @@ async fn login(
         cancel,
         tls,
         user_functions,
+        clock: key.clock,
     }))
 }
 

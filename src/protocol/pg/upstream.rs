@@ -2,7 +2,7 @@
 //! per the target's mode), the StartupMessage with the role the identity's groups choose and
 //! the allowlisted client parameters, then whatever password exchange the server asks for
 //! among those `upstream_auth` allows (SCRAM-SHA-256 with the server's signature checked, MD5,
-//! cleartext).
+//! cleartext). Once logged in, it samples the server's clock for the session's records.
 
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::AsyncReadExt;
@@ -16,6 +16,7 @@ use super::startup::{Conn, Error};
 use crate::auth::Identity;
 use crate::config::UpstreamAuth;
 use crate::conn::TargetRuntime;
+use crate::conn::session::ClockSample;
 use crate::net::Stream;
 
 /// What the upstream told us once logged in.
@@ -25,6 +26,8 @@ pub(crate) struct UpstreamSession {
     pub(super) status: TxStatus,
     /// ParameterStatus and NoticeResponse frames, passed on to the client as they were.
     pub(super) greeting: Vec<u8>,
+    /// The server's clock against tollgate's, sampled right after the login.
+    pub(super) clock: ClockSample,
 }
 
 /// Opens the TCP (and TLS) connection to a target's server.
@@ -197,8 +200,11 @@ pub(crate) async fn connect_upstream(
                 greeting.extend_from_slice(&frame);
             }
             Backend::NegotiateProtocolVersion { .. } => {}
-            Backend::ReadyForQuery(status) => {
+            Backend::ReadyForQuery(_) => {
                 let (process_id, secret_key) = key.unwrap_or((0, 0));
+                let (clock, status) = sample_clock(&mut server, max, &mut greeting)
+                    .await
+                    .map_err(io)?;
                 return Ok((
                     server,
                     UpstreamSession {
@@ -206,6 +212,7 @@ pub(crate) async fn connect_upstream(
                         secret_key,
                         status,
                         greeting,
+                        clock,
                     },
                 ));
             }
@@ -218,6 +225,58 @@ pub(crate) async fn connect_upstream(
         }
         if !out.is_empty() {
             server.send(&out).await.map_err(io)?;
+        }
+    }
+}
+
+/// Samples the server's clock on a session that just logged in (at ReadyForQuery), timing the
+/// round trip with tollgate's wall clock; also returns the transaction status of the
+/// query's ReadyForQuery. A simple Query outside a transaction runs in one of its own that ends
+/// with it, and prepares nothing: the session is left as the login left it. An ErrorResponse
+/// makes a failed sample; only a broken connection is an error. ParameterStatus frames join
+/// the client's greeting; notices about this query are dropped.
+async fn sample_clock(
+    server: &mut Conn,
+    max: usize,
+    greeting: &mut Vec<u8>,
+) -> Result<(ClockSample, TxStatus), Error> {
+    const SQL: &[u8] = b"SELECT extract(epoch FROM clock_timestamp())\0";
+    let mut out = Vec::new();
+    super::frame::put_message(&mut out, b'Q', SQL);
+    let sent = std::time::SystemTime::now();
+    server.send(&out).await?;
+    let mut sample = None;
+    loop {
+        let frame = server.read_message(max).await?;
+        let m = Message::from_frame(&frame);
+        match m.tag {
+            b'D' if sample.is_none() => {
+                let answered = std::time::SystemTime::now();
+                let value = super::transform::split_row(m.body)
+                    .and_then(|fields| fields.first().copied().flatten())
+                    .map(String::from_utf8_lossy);
+                sample = Some(match value {
+                    Some(text) => ClockSample::from_exchange(sent, answered, &text),
+                    None => ClockSample::failed("the server's time came as no value"),
+                });
+            }
+            b'E' | b'S' | b'Z' => match messages::decode_backend(m.tag, m.body)? {
+                Backend::ErrorResponse(fields) => {
+                    sample = Some(ClockSample::failed(&format!(
+                        "the server refused the time query: {} {}",
+                        fields.get(b'C').unwrap_or_default(),
+                        fields.get(b'M').unwrap_or_default()
+                    )));
+                }
+                Backend::ParameterStatus { .. } => greeting.extend_from_slice(&frame),
+                Backend::ReadyForQuery(status) => {
+                    let sample =
+                        sample.unwrap_or_else(|| ClockSample::failed("the server sent no time"));
+                    return Ok((sample, status));
+                }
+                _ => {}
+            },
+            _ => {}
         }
     }
 }
@@ -298,5 +357,119 @@ pub(crate) async fn user_functions(
     match failed {
         Some(e) => Err(e),
         None => Ok(names),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::super::frame::put_message;
+    use super::*;
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_message(&mut out, tag, body);
+        out
+    }
+
+    fn data_row(value: &str) -> Vec<u8> {
+        let mut body = 1i16.to_be_bytes().to_vec();
+        body.extend_from_slice(&(value.len() as i32).to_be_bytes());
+        body.extend_from_slice(value.as_bytes());
+        message(b'D', &body)
+    }
+
+    fn now_as_epoch_text() -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        format!("{}.{:06}", now.as_secs(), now.subsec_micros())
+    }
+
+    /// Runs the sample against a server whose whole answer is `answer`; returns the sample,
+    /// the status, the greeting's additions, and the bytes left for the relay.
+    async fn sample_against(answer: &[u8]) -> (ClockSample, TxStatus, Vec<u8>, Vec<u8>) {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        theirs.write_all(answer).await.unwrap();
+        let mut server = Conn::new(Stream::wrap(ours));
+        let mut greeting = Vec::new();
+        let (sample, status) = sample_clock(&mut server, 1 << 20, &mut greeting)
+            .await
+            .unwrap();
+        let mut sent = vec![0u8; 256];
+        let n = tokio::io::AsyncReadExt::read(&mut theirs, &mut sent)
+            .await
+            .unwrap();
+        let query = &sent[..n];
+        assert_eq!(query[0], b'Q', "a simple Query: {query:?}");
+        assert!(
+            String::from_utf8_lossy(query).contains("clock_timestamp()"),
+            "{query:?}"
+        );
+        (sample, status, greeting, server.buf.to_vec())
+    }
+
+    #[tokio::test]
+    async fn the_servers_time_makes_a_sample() {
+        let mut answer = message(b'T', b"whatever the columns");
+        answer.extend(data_row(&now_as_epoch_text()));
+        answer.extend(message(b'C', b"SELECT 1\0"));
+        answer.extend(message(b'Z', b"I"));
+        let after = message(b'A', b"a notification for the relay");
+        answer.extend_from_slice(&after);
+        let (sample, status, greeting, left) = sample_against(&answer).await;
+        let ClockSample::Measured { skew_ms, rtt_ms } = sample else {
+            panic!("{sample:?}")
+        };
+        assert!(skew_ms.abs() < 1000.0 && rtt_ms >= 0.0, "{sample:?}");
+        assert_eq!(status, TxStatus::Idle);
+        assert!(greeting.is_empty());
+        assert_eq!(
+            left, after,
+            "what follows ReadyForQuery stays for the relay"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_response_is_a_failed_sample_and_the_session_goes_on() {
+        let mut answer = message(
+            b'E',
+            b"SERROR\0C42883\0Mfunction clock_timestamp() does not exist 4111111111111111\0\0",
+        );
+        answer.extend(message(b'Z', b"I"));
+        let (sample, status, _, left) = sample_against(&answer).await;
+        let ClockSample::Failed(why) = &sample else {
+            panic!("{sample:?}")
+        };
+        assert!(why.contains("42883"), "{why}");
+        assert!(!why.contains("4111111111111111"), "{why}");
+        assert_eq!(status, TxStatus::Idle);
+        assert!(left.is_empty());
+    }
+
+    #[tokio::test]
+    async fn parameter_changes_join_the_greeting_and_notices_are_dropped() {
+        let status_change = message(b'S', b"TimeZone\0UTC\0");
+        let mut answer = status_change.clone();
+        answer.extend(message(b'N', b"SNOTICE\0C01000\0Mabout the sample\0\0"));
+        answer.extend(message(b'T', b""));
+        answer.extend(data_row("not a time"));
+        answer.extend(message(b'C', b"SELECT 1\0"));
+        answer.extend(message(b'Z', b"I"));
+        let (sample, _, greeting, _) = sample_against(&answer).await;
+        assert_eq!(greeting, status_change);
+        assert_eq!(
+            sample,
+            ClockSample::Failed("the server's time is not a number of seconds".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn no_row_is_a_failed_sample() {
+        let mut answer = message(b'I', b"");
+        answer.extend(message(b'Z', b"I"));
+        let (sample, ..) = sample_against(&answer).await;
+        assert_eq!(sample, ClockSample::failed("the server sent no time"));
     }
 }
