@@ -245,7 +245,9 @@ pub(super) fn reviews(e: &Evidence, f: &StoreFacts, period: &Period, inputs: &In
     let accepted = |r: &Review| {
         r.source != "unverified"
             && !generic_subject(&r.reviewer)
-            && e.identities.get(&r.reviewer).is_none_or(|i| i.sessions == 0)
+            && e.identities
+                .get(&r.reviewer)
+                .is_none_or(|i| i.sessions == 0)
             && next_day(&r.day).is_some_and(|end| r.ts >= end)
     };
     let reviewed = |d: &String| f.reviews.get(d).is_some_and(|rs| rs.iter().any(accepted));
