@@ -116,8 +116,6 @@ fn tighten(slot: &mut Option<CapLimit>, max: Option<u64>, rule: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     fn errors(yaml: &str) -> Vec<String> {
         match crate::policy::RuleSet::parse(&[("p.yaml".into(), yaml.into())]) {
             Ok(_) => vec![],

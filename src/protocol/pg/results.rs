@@ -63,6 +63,9 @@ pub enum Expect {
     Sync,
 }
 
+/// A result cap and the portal whose rows count against it (`None`: a simple Query's rows).
+pub type CapOf = (Arc<ResultCap>, Option<Arc<str>>);
+
 /// Per-connection bookkeeping shared by the two loops.
 #[derive(Default)]
 pub struct Tracker {
@@ -105,7 +108,7 @@ impl Tracker {
 
     /// What the rows arriving now count against: the result cap of the Query or Execute
     /// answered now, and the portal (`None` for a simple Query).
-    pub fn current_cap(&self) -> Option<(Arc<ResultCap>, Option<Arc<str>>)> {
+    pub fn current_cap(&self) -> Option<CapOf> {
         match self.queue.lock().unwrap_or_else(|p| p.into_inner()).front() {
             Some(Expect::Query { cap: Some(cap) }) => Some((Arc::clone(cap), None)),
             Some(Expect::Execute {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::pipeline::{CapLimit, ResultCap};
 use crate::protocol::pg::messages::{Severity, put_error};
-use crate::protocol::pg::results::Tracker;
+use crate::protocol::pg::results::{CapOf, Tracker};
 
 /// Portals counted at once, at most; past it the counts start over (named portals live until
 /// their transaction ends, so a client cannot hold many).
@@ -47,7 +47,7 @@ pub(super) struct Reached {
 #[derive(Default)]
 pub(super) struct Capping {
     /// The cap of the rows arriving now: `None` until looked up after a statement ends.
-    current: Option<Option<(Arc<ResultCap>, Option<Arc<str>>)>>,
+    current: Option<Option<CapOf>>,
     /// A simple Query's rows and bytes (until ReadyForQuery).
     query: (u64, u64),
     /// Each capped portal's rows and bytes (until it is bound again).
