@@ -79,4 +79,8 @@ fn describe() {
         "Time to open and log in an upstream connection, by target."
     );
     describe_counter!(POLICY_RELOADS, "Policy reloads by outcome.");
+    describe_counter!(
+        RESULT_CAPPED,
+        "Statements whose result reached a rule's result_cap, by protocol, limit and rule."
+    );
 }
