@@ -278,3 +278,59 @@ async fn copy_to_stdout_stops_at_the_cap_and_the_connection_goes_on() {
     let n: i32 = client.query_one("select 3", &[]).await.unwrap().get(0);
     assert_eq!(n, 3);
 }
+
+#[tokio::test]
+async fn a_bytes_cap_and_a_cancel_inside_a_transaction_block() {
+    rows_table().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n  - id: small-reads\n    match: { kinds: [read, session, transaction] }\n    action: allow\n    result_cap: { bytes: 100KB }\n",
+    )
+    .unwrap();
+    let a = audited(&policy).await;
+    let client = a.proxy.connect().await;
+
+    // 1,006-byte DataRows (a column count, a length, 1,000 bytes): the 100th passes 100 kB.
+    let stream = client
+        .simple_query_raw("select repeat('x', 1000) from generate_series(1, 1000)")
+        .await
+        .unwrap();
+    pin_mut!(stream);
+    let mut rows = 0;
+    let mut error = None;
+    while let Some(m) = stream.next().await {
+        match m {
+            Ok(tokio_postgres::SimpleQueryMessage::Row(_)) => rows += 1,
+            Ok(_) => {}
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(rows, 99);
+    let error = error.unwrap();
+    assert_eq!(sqlstate(&error), "57014");
+    assert!(
+        message(&error).contains("result cap of 100000 bytes reached (rule small-reads)"),
+        "{}",
+        message(&error)
+    );
+
+    // Inside a transaction block the server's cancel aborts it, as PostgreSQL does: the
+    // client is told so by the server's own status, and ROLLBACK makes the session whole.
+    client.batch_execute("begin").await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), client.simple_query(SLOW_TAIL))
+        .await
+        .expect("cancelled upstream")
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "57014");
+    assert_eq!(
+        sqlstate(&client.simple_query("select 1").await.unwrap_err()),
+        "25P02"
+    );
+    client.batch_execute("rollback").await.unwrap();
+    assert_eq!(client.simple_query("select 1").await.unwrap().len(), 3);
+}
