@@ -148,6 +148,11 @@ impl Tracker {
             .cloned()
     }
 
+    #[cfg(test)]
+    pub fn pop_for_tests(&self) {
+        self.pop();
+    }
+
     fn pop(&self) {
         self.queue
             .lock()

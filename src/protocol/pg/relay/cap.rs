@@ -153,3 +153,102 @@ impl Capping {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::pg::results::{ClientSide, Expect};
+
+    fn cap(rows: u64) -> ResultCap {
+        ResultCap {
+            rows: Some(CapLimit {
+                max: rows,
+                rule: "r".into(),
+            }),
+            bytes: None,
+        }
+    }
+
+    fn name(step: &Step) -> &'static str {
+        match step {
+            Step::Pass => "pass",
+            Step::Withhold => "withhold",
+            Step::Replace(_) => "replace",
+            Step::Reached(_) => "reached",
+        }
+    }
+
+    #[test]
+    fn a_query_stops_at_its_cap_and_its_end_becomes_the_error() {
+        let tracker = Tracker::default();
+        tracker.push(Expect::Query { cap: None });
+        tracker.cap_last_query(Arc::new(cap(2)));
+        let mut c = Capping::default();
+        let steps: Vec<&str> = [
+            (b'T', &b""[..]),
+            (b'D', b"row"),
+            (b'D', b"row"),
+            (b'D', b"row"),
+            (b'D', b"row"),
+            (b'C', b"SELECT 4\0"),
+            (b'N', b"notice"),
+            (b'Z', b"I"),
+        ]
+        .iter()
+        .map(|(tag, body)| name(&c.step(*tag, body, &tracker)))
+        .collect();
+        assert_eq!(
+            steps,
+            [
+                "pass", "pass", "pass", "reached", "withhold", "replace", "pass", "pass"
+            ]
+        );
+        // The next Query starts from nothing.
+        tracker.pop_for_tests();
+        tracker.push(Expect::Query { cap: None });
+        tracker.cap_last_query(Arc::new(cap(2)));
+        assert_eq!(name(&c.step(b'D', b"row", &tracker)), "pass");
+    }
+
+    #[test]
+    fn a_portal_counts_across_its_executes_until_it_is_bound_again() {
+        let tracker = Tracker::default();
+        let mut client = ClientSide::default();
+        client.parsed("s", Some(cap(3)));
+        client.bind("p", "s", std::iter::empty());
+        let mut c = Capping::default();
+        // Execute(p, 2) twice, each ending in PortalSuspended.
+        for (i, expected) in [["pass", "pass", "pass"], ["pass", "reached", "replace"]]
+            .iter()
+            .enumerate()
+        {
+            tracker.push(client.execute("p"));
+            let got = [
+                name(&c.step(b'D', b"r", &tracker)),
+                name(&c.step(b'D', b"r", &tracker)),
+                name(&c.step(b's', b"", &tracker)),
+            ];
+            assert_eq!(&got, expected, "execute {i}");
+            tracker.pop_for_tests();
+        }
+        assert_eq!(name(&c.step(b'Z', b"T", &tracker)), "pass");
+        // Bound again (BindComplete): the count starts over.
+        tracker.push(Expect::Forget {
+            statement: None,
+            portal: Some("p".into()),
+        });
+        assert_eq!(name(&c.step(b'2', b"", &tracker)), "pass");
+        tracker.pop_for_tests();
+        tracker.push(client.execute("p"));
+        assert_eq!(name(&c.step(b'D', b"r", &tracker)), "pass");
+        // A statement parsed without a cap: its portals are not counted.
+        client.parsed("s", None);
+        client.bind("q", "s", std::iter::empty());
+        tracker.pop_for_tests();
+        tracker.push(client.execute("q"));
+        c.step(b'C', b"", &tracker);
+        for _ in 0..10 {
+            assert_eq!(name(&c.step(b'D', b"r", &tracker)), "pass");
+        }
+    }
+}
