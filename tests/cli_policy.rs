@@ -100,6 +100,13 @@ async fn backtest_reports_the_rule_changes_of_a_recorded_session() {
         .simple_query("select relname from pg_class limit 2")
         .await
         .unwrap();
+    // Allowed when it ran; recorded masked (`card411111******1111`), which no longer parses.
+    client
+        .simple_query("select 1 as card4111111111111111")
+        .await
+        .unwrap();
+    // Unreadable when it ran, and still: no change.
+    client.simple_query("selec 1").await.unwrap_err();
     let refused = client
         .simple_query("drop table nothing_here")
         .await
@@ -128,8 +135,15 @@ async fn backtest_reports_the_rule_changes_of_a_recorded_session() {
         config.to_str().unwrap(),
     ]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("4 statement(s) recorded"), "{out}");
-    assert!(out.contains("2 unchanged, 2 changed"), "{out}");
+    assert!(out.contains("6 statement(s) recorded"), "{out}");
+    assert!(
+        out.contains("3 unchanged, 3 changed, 1 no longer parse"),
+        "{out}"
+    );
+    assert!(
+        out.contains("allow by agents-read -> deny by default (no longer parses): 1"),
+        "{out}"
+    );
     assert!(
         out.contains("allow by agents-read -> deny by no-catalog-reads: 2"),
         "{out}"

@@ -6,7 +6,8 @@
 //! the decision then (`detail.decision.action` and `.rule`) and who sent it where (subject,
 //! groups, client id, issuer, target, database). The records are streamed a page at a time per
 //! chain (`Store::page`), so memory stays bounded whatever the period. A text that no longer
-//! parses is counted under its new decision with `(unparsed)`, never dropped. Limits: an
+//! parses (a statement that parsed when it ran, recorded with a card number masked inside a
+//! literal, say) is counted under its new decision with `(no longer parses)`, never dropped. Limits: an
 //! `EXECUTE` of a prepared name is judged without the session's prepared statements (the live
 //! inspect stage remembers them), the target's own functions are not known (the live stage
 //! reads them at login), and the relay's own refusals (MySQL pinned settings, other databases)
@@ -101,9 +102,14 @@ pub async fn run(
                 let report = policy.decide(&identity, database, sql, dialect);
                 let d = &report.decision;
                 let mut new = describe(d.action.name(), d.rule.as_deref());
-                if report.statements.iter().any(|s| s.unparsed.is_some()) {
+                // Refused as unreadable then (its reason says so) and now is no change; read
+                // then and unreadable now (a masked literal, a parser change) is one.
+                let was_unparsed = body["detail"]["decision"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("could not be analysed"));
+                if report.statements.iter().any(|s| s.unparsed.is_some()) && !was_unparsed {
                     unparsed += 1;
-                    new.push_str(" (unparsed)");
+                    new.push_str(" (no longer parses)");
                 }
                 if new == old {
                     continue;
