@@ -63,6 +63,8 @@ async fn authorised_read<'s>(
         issuer: Some(identity.issuer.clone()),
         ..Who::default()
     });
+    let mut detail = detail;
+    detail["reader_source"] = "token".into();
     access
         .recorder
         .record(Event::new(kind, Outcome::Success, who, detail))

@@ -74,6 +74,9 @@ struct Step {
     recorded: Option<ServerBatch>,
     masked: u64,
     pos: usize,
+    /// Every message so far is tollgate's own refusal (in place of its marker's error) or
+    /// ReadyForQuery: nothing of the server's data.
+    own_only: bool,
 }
 
 impl ToClient<'_> {
@@ -86,12 +89,13 @@ impl ToClient<'_> {
                 recorded: self.record.map(|r| ServerBatch::new(r.full)),
                 masked: 0,
                 pos: 0,
+                own_only: true,
             };
             let problem = self.frame_all(&buf, &mut step).await.err();
             if step.masked > 0 {
                 metrics::counter!(crate::metrics::MASKED).increment(step.masked);
             }
-            if let Err(end) = self.record_batch(step.recorded.take()).await {
+            if let Err(end) = self.record_batch(step.recorded.take(), step.own_only).await {
                 return end;
             }
             if let Err(end) = self.write(&mut buf, &mut step).await {
@@ -148,11 +152,14 @@ impl ToClient<'_> {
                 return Ok(());
             }
             super::cap::Step::Reached(reached) => {
+                step.own_only = false;
                 step.batch.replace(buf, step.pos, step.pos + n, &[]);
                 self.cap_reached(reached).await;
                 return Ok(());
             }
             super::cap::Step::Replace(out) => {
+                // The end of a result the server sent: recorded like the server's data.
+                step.own_only = false;
                 step.batch.replace(buf, step.pos, step.pos + n, &out);
                 if let Some(recorded) = &mut step.recorded {
                     // The error (first message of the replacement).
@@ -162,7 +169,12 @@ impl ToClient<'_> {
                 return Ok(());
             }
         }
+        let refusals_before = self.shared.pending_count.load(Ordering::Acquire);
         let (changed, row_columns) = self.transform(m);
+        let refusal = m.tag == b'E'
+            && changed.is_some()
+            && self.shared.pending_count.load(Ordering::Acquire) < refusals_before;
+        step.own_only &= refusal || m.tag == b'Z';
         if !self.found.is_empty() {
             self.promote(row_columns.as_deref()).await;
         }
@@ -386,7 +398,14 @@ impl ToClient<'_> {
     /// The record stage: the batch before the client gets it, so a result is never seen
     /// unrecorded. A writer behind makes this wait (backpressure: the server is read no
     /// further meanwhile), up to the audit queue's wait; then the connection ends with 58030.
-    async fn record_batch(&mut self, recorded: Option<ServerBatch>) -> Result<(), End> {
+    /// A batch of tollgate's own refusals alone (no server data: the 58030 of a statement the
+    /// failing store could not record, say) still reaches the client: the statement record or
+    /// the outage's `store_failure` record accounts for it.
+    async fn record_batch(
+        &mut self,
+        recorded: Option<ServerBatch>,
+        own_only: bool,
+    ) -> Result<(), End> {
         if let (Some(record), Some(detail)) = (self.record, recorded.and_then(ServerBatch::finish))
         {
             let event = Event::new(
@@ -396,6 +415,10 @@ impl ToClient<'_> {
                 detail,
             );
             if let Err(e) = record.recorder.record_result(event).await {
+                if own_only {
+                    warn!(error = %e, "a refusal was sent unrecorded: the audit store cannot take it");
+                    return Ok(());
+                }
                 // Fail closed: the batch is not shown; the client is told why, and the
                 // connection ends (its result cannot go on unrecorded).
                 let message = format!(
