@@ -119,3 +119,32 @@ async fn a_select_stops_at_the_cap_in_both_protocols_and_the_query_is_killed() {
         assert!(r.body.contains("\"max\":10000"), "{}", r.body);
     }
 }
+
+#[tokio::test]
+async fn a_bytes_cap_counts_row_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n  - id: small-reads\n    match: { groups: [ai-agents], kinds: [read, session, transaction] }\n    action: allow\n    result_cap: { bytes: 100KB }\n",
+    )
+    .unwrap();
+    let s = setup_policy("capbytes", "", Some(&policy), false).await;
+    let mut conn = s.agent("agent-8", &["ai-agents"]).await;
+    // Text rows of 1,003 bytes (a 3-byte length and 1,000 bytes): the 100th passes 100 kB.
+    let (rows, error) = stream(
+        conn.query_iter("SELECT REPEAT('x', 1000) FROM seq_1_to_1000")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(rows, 99);
+    let (code, _, message) = server_error(error);
+    assert_eq!(code, 1317);
+    assert!(
+        message.contains("result cap of 100000 bytes reached (rule small-reads)"),
+        "{message}"
+    );
+    let one: Option<u64> = conn.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+}
