@@ -121,7 +121,10 @@ pub struct ResultCap {
 /// One limit of a [`ResultCap`] and the rule that set it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CapLimit {
+    /// Rows (for `ResultCap::rows`) or bytes (for `ResultCap::bytes`) allowed; one more ends
+    /// the result.
     pub max: u64,
+    /// The id of the policy rule whose `result_cap` set it.
     pub rule: String,
 }
 
