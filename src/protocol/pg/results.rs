@@ -198,6 +198,10 @@ pub struct ClientSide {
     portals: HashMap<Arc<str>, Portal>,
     statement_caps: HashMap<Arc<str>, Arc<ResultCap>>,
     portal_caps: HashMap<Arc<str>, Arc<ResultCap>>,
+    /// Set once caps were dropped to bound memory (more than `MAX_NAMES` names): a statement
+    /// or portal whose cap is not known then gets this one (fail closed: a capped name must not
+    /// lose its cap because the client made many).
+    dropped: Option<Arc<ResultCap>>,
 }
 
 const MAX_NAMES: usize = 10_000;
@@ -211,6 +215,7 @@ impl ClientSide {
         match cap {
             Some(cap) => {
                 if self.statement_caps.len() >= MAX_NAMES {
+                    self.dropped = self.statement_caps.values().next().cloned();
                     self.statement_caps.clear();
                 }
                 self.statement_caps.insert(statement.into(), Arc::new(cap));
@@ -228,12 +233,18 @@ impl ClientSide {
         formats: impl Iterator<Item = i16> + Clone,
     ) {
         // The portal runs the statement as parsed now, whatever a later Parse of the name.
-        match self.statement_caps.get(statement) {
+        let cap = self
+            .statement_caps
+            .get(statement)
+            .or(self.dropped.as_ref())
+            .cloned();
+        match cap {
             Some(cap) => {
                 if self.portal_caps.len() >= MAX_NAMES {
+                    self.dropped = self.portal_caps.values().next().cloned();
                     self.portal_caps.clear();
                 }
-                self.portal_caps.insert(portal.into(), Arc::clone(cap));
+                self.portal_caps.insert(portal.into(), cap);
             }
             None => {
                 self.portal_caps.remove(portal);
@@ -260,7 +271,11 @@ impl ClientSide {
     }
 
     pub fn execute(&self, portal: &str) -> Expect {
-        let cap = self.portal_caps.get(portal).cloned();
+        let cap = self
+            .portal_caps
+            .get(portal)
+            .or(self.dropped.as_ref())
+            .cloned();
         match self.portals.get_key_value(portal) {
             Some((name, (statement, formats))) => Expect::Execute {
                 portal: Arc::clone(name),
@@ -532,6 +547,33 @@ mod tests {
         server.execute_done(&tracker);
         server.ready(&tracker);
         assert!(server.row_columns(&tracker).is_none());
+    }
+
+    #[test]
+    fn caps_dropped_to_bound_memory_fall_back_to_a_cap_never_to_none() {
+        let cap = ResultCap {
+            rows: Some(crate::pipeline::CapLimit {
+                max: 5,
+                rule: "r".into(),
+            }),
+            bytes: None,
+        };
+        let mut client = ClientSide::default();
+        client.parsed("plain", None);
+        client.bind("p0", "plain", std::iter::empty());
+        assert!(matches!(
+            client.execute("p0"),
+            Expect::Execute { cap: None, .. }
+        ));
+        for i in 0..=MAX_NAMES {
+            client.parsed(&format!("s{i}"), Some(cap.clone()));
+        }
+        // "s0" was dropped with the others: its portal is capped all the same.
+        client.bind("p1", "s0", std::iter::empty());
+        assert!(matches!(
+            client.execute("p1"),
+            Expect::Execute { cap: Some(_), .. }
+        ));
     }
 
     #[test]
