@@ -3,9 +3,11 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod backtest;
 pub mod dev;
 pub mod discover;
 pub mod policy;
+pub mod policy_test;
 pub mod sessions;
 
 use std::path::{Path, PathBuf};

@@ -419,6 +419,7 @@ fn in_session(kind: &str) -> bool {
             | kind::SERVER_FRAMES
             | kind::APPROVAL
             | kind::COLUMN_PROMOTED
+            | kind::RESULT_CAPPED
     )
 }
 
