@@ -216,8 +216,11 @@ impl Sequence {
         if b == a && a > 0 && g[a].after_dot && (a < 2 || !g[a - 1].after_dot) {
             return true;
         }
+        // An address sits at an end of the candidate: digits joined to it on both sides
+        // (`400/000.000.000.000 2`) are one number spelled with mixed separators.
         let dotted_quad = (a.saturating_sub(3)..=b).any(|q| {
-            q + 3 < self.ngroups
+            (q <= a || q + 3 >= b)
+                && q + 3 < self.ngroups
                 && (q..q + 4).all(|i| len(i) <= 3)
                 && (q + 1..q + 4).all(|i| g[i].after_dot)
                 && !(q + 4 < self.ngroups && g[q + 4].after_dot)

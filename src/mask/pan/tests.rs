@@ -72,6 +72,8 @@ fn separators_edges_and_neighbours() {
 fn spellings_a_person_can_read() {
     let cases: &[(&str, &str)] = &[
         ("4111.1111.1111.1111", "4111.1111.1111.1111"),
+        // Dotted groups inside, digits joined on both sides: one number, not an address.
+        (" 400/000.000.000.000 2 ", "400/000.000.000.000 2"),
         ("4111/1111/1111/1111", "4111/1111/1111/1111"),
         ("4111 1111-1111 1111", "4111 1111-1111 1111"),
         ("4111  1111  1111  1111", "4111  1111  1111  1111"),
