@@ -417,10 +417,10 @@ fn add(e: &mut Evidence, b: &Body) {
         }
         kind::AUDIT_READ | kind::AUDIT_EXPORT | kind::AUDIT_REVIEW => {
             e.audit_reads += 1;
-            let source = match d["reader_source"].as_str() {
-                Some(s @ ("token" | "os_user")) => s,
-                _ => "unverified",
-            };
+            let source = d["reader_source"]
+                .as_str()
+                .filter(|s| matches!(*s, "token" | "os_user"))
+                .unwrap_or("unverified");
             let r = e.readers.entry(subject.clone()).or_insert_with(|| Reader {
                 subject,
                 source: source.to_owned(),
