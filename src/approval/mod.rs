@@ -7,6 +7,7 @@
 //! fingerprint on the same target within N minutes goes through without asking again.
 //! Every step (held, notified, approved, denied, timed out, cancelled) is recorded.
 
+pub mod preview;
 pub mod shared;
 pub mod webhook;
 
@@ -73,6 +74,40 @@ pub struct Request {
     pub created_at: SystemTime,
     #[serde(skip)]
     pub who: Arc<Who>,
+    /// What the requester adds: its stated reason, the person it acts for, the preview.
+    #[serde(flatten)]
+    pub details: Details,
+}
+
+/// What an approver sees besides the statement and the rule, each masked, each optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Details {
+    /// The reason the agent stated (`/* reason: … */` or its session's `tollgate.reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_reason: Option<String>,
+    /// The person the agent acts for (the token's actor claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The server's estimate of what the statement would touch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<preview::Preview>,
+}
+
+impl Details {
+    /// The details as one line for people (the webhook's text, the CLI).
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(actor) = &self.actor {
+            parts.push(format!("acting for {actor}"));
+        }
+        if let Some(reason) = &self.agent_reason {
+            parts.push(format!("stated reason: {reason}"));
+        }
+        if let Some(p) = &self.preview {
+            parts.push(format!("impact: {}", p.summary()));
+        }
+        parts.join("; ")
+    }
 }
 
 /// How a held statement ends.
@@ -306,6 +341,7 @@ impl Approvals {
         reason: String,
         approver_group: String,
         timeout: Duration,
+        details: Details,
     ) -> Result<Ticket, SubmitError> {
         let now = SystemTime::now();
         let request = Arc::new(Request {
@@ -327,6 +363,7 @@ impl Approvals {
             expires_at: now + timeout,
             created_at: now,
             who,
+            details,
         });
         let (tx, rx) = oneshot::channel();
         {
@@ -598,6 +635,16 @@ impl Approvals {
             "created": r.created,
             "expires": r.expires,
         });
+        let mut fields = fields;
+        if let Some(reason) = &r.details.agent_reason {
+            fields["agent_reason"] = crate::mask::for_log(reason).into();
+        }
+        if let Some(actor) = &r.details.actor {
+            fields["actor"] = crate::mask::for_log(actor).into();
+        }
+        if let Some(p) = &r.details.preview {
+            fields["preview"] = serde_json::to_value(p).unwrap_or_default();
+        }
         if let (Some(d), serde_json::Value::Object(f)) = (detail.as_object_mut(), fields) {
             for (k, v) in f {
                 d.entry(k).or_insert(v);

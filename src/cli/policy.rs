@@ -97,6 +97,7 @@ pub fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
                 client_id,
                 issuer,
                 expires_at: None,
+                actor: None,
             };
             let policy = Policy::new(rules);
             let dialect = match dialect {

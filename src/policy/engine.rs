@@ -241,6 +241,34 @@ impl Policy {
         }))
     }
 
+    /// The first enforced rule with `require_reason: true` that matches one of `statements`
+    /// for `identity`: such a statement is refused unless it states a reason.
+    pub fn reason_required_by(
+        &self,
+        identity: &Identity,
+        database: &str,
+        statements: &[Classified],
+    ) -> Option<&str> {
+        if self.rules.mode == Mode::Audit {
+            return None;
+        }
+        let mut requiring = self
+            .rules
+            .rules
+            .iter()
+            .filter(|r| r.require_reason && r.mode != Some(Mode::Audit))
+            .peekable();
+        requiring.peek()?;
+        requiring
+            .find(|r| {
+                r.matches_who(identity, database)
+                    && statements
+                        .iter()
+                        .any(|s| r.matches_statement(&self.effective(s)))
+            })
+            .map(|r| r.id.as_str())
+    }
+
     fn matching(&self, identity: &Identity, database: &str, s: &Classified) -> Vec<&Rule> {
         let s = self.effective(s);
         self.rules

@@ -216,6 +216,7 @@ impl ConnPolicy {
         } else {
             list
         };
+        let mut judged: Option<Vec<Classified>> = None;
         let decision = if list.iter().any(|c| c.executes.is_some()) {
             // SQL-level EXECUTE runs what was prepared: judge that instead.
             let mut effective: Vec<Classified> = Vec::with_capacity(list.len());
@@ -240,9 +241,36 @@ impl ConnPolicy {
                     None => effective.push(c.clone()),
                 }
             }
-            policy.decision(&conn.identity, &conn.database, &effective)
+            let decision = policy.decision(&conn.identity, &conn.database, &effective);
+            judged = Some(effective);
+            decision
         } else {
             policy.decision(&conn.identity, &conn.database, list)
+        };
+        // A rule may ask for a reason: without one, refused whatever it would have done.
+        let decision = match policy.reason_required_by(
+            &conn.identity,
+            &conn.database,
+            judged.as_deref().unwrap_or(list),
+        ) {
+            Some(rule)
+                if decision.action != Action::Deny
+                    && super::reason::stated(
+                        conn.session_reason.as_deref(),
+                        statement.sql,
+                        dialect,
+                    )
+                    .is_none() =>
+            {
+                Decision {
+                    rule: Some(rule.to_owned()),
+                    ..refused(format!(
+                        "a reason is required: start the statement with /* reason: … */ or set {} for the session (docs/policy.md, \"Reasons and actors\")",
+                        super::reason::SESSION_SETTING
+                    ))
+                }
+            }
+            _ => decision,
         };
         // A held statement may run once approved: what it prepares is remembered too, so a
         // later EXECUTE is judged by what really runs. (A refused one never runs; EXECUTE of

@@ -91,6 +91,7 @@ impl Relay<'_> {
             hold,
             &self.masker,
             fingerprint,
+            None,
         )
         .await
         {
