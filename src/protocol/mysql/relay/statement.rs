@@ -91,7 +91,17 @@ impl Relay<'_> {
             hold,
             &self.masker,
             fingerprint,
-            None,
+            // Why there is no plan to show (MySQL targets are not planned yet).
+            Some(crate::approval::preview::Preview::unavailable(
+                match crate::policy::preview::check(
+                    statement.sql,
+                    crate::policy::classify::SqlDialect::MySql,
+                    &ruling.kinds,
+                ) {
+                    Err(why) => why,
+                    Ok(()) => "no preview",
+                },
+            )),
         )
         .await
         {
