@@ -16,12 +16,35 @@ pub fn check(sql: &str, dialect: SqlDialect, kinds: &[&str]) -> Result<(), &'sta
     }
     match dialect {
         SqlDialect::Postgres => pg_statement(sql),
-        SqlDialect::MySql => Err("no preview: not available on MySQL targets yet"),
+        SqlDialect::MySql => mysql_statement(sql),
+    }
+}
+
+const ONLY: &str = "no preview: only UPDATE, DELETE, INSERT … SELECT and MERGE are previewed";
+
+/// MySQL: the text as MariaDB's lexer reads it (`policy::mysql::lexer`), one statement, parsed
+/// by sqlparser.
+fn mysql_statement(sql: &str) -> Result<(), &'static str> {
+    use sqlparser::ast::{SetExpr, Statement};
+    let lexed =
+        super::mysql::lexer::lex(sql).map_err(|_| "no preview: the statement does not parse")?;
+    let [one] = lexed.as_slice() else {
+        return Err("no preview: only a statement on its own is previewed");
+    };
+    let parsed =
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, &one.text)
+            .map_err(|_| "no preview: the statement does not parse")?;
+    match parsed.as_slice() {
+        [Statement::Update { .. } | Statement::Delete(_)] => Ok(()),
+        [Statement::Insert(insert)] => match insert.source.as_deref().map(|q| q.body.as_ref()) {
+            Some(SetExpr::Values(_)) | None => Err(ONLY),
+            Some(_) => Ok(()),
+        },
+        _ => Err(ONLY),
     }
 }
 
 fn pg_statement(sql: &str) -> Result<(), &'static str> {
-    const ONLY: &str = "no preview: only UPDATE, DELETE, INSERT … SELECT and MERGE are previewed";
     let parsed = pg_query::parse(sql, 0).map_err(|_| "no preview: the statement does not parse")?;
     let [raw] = parsed.protobuf.stmts.as_slice() else {
         return Err("no preview: only a statement on its own is previewed");
