@@ -695,3 +695,49 @@ impl Approvals {
         text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared store keeps a request as its JSON: the requester's details survive the trip,
+    /// and a request stored before they existed still reads.
+    #[test]
+    fn a_request_and_its_details_round_trip_through_json() {
+        let now = SystemTime::now();
+        let request = Request {
+            id: ApprovalId("ap_abcdefghijkl".into()),
+            subject: "agent-1".into(),
+            issuer: "https://idp.example".into(),
+            groups: vec!["ai-agents".into()],
+            session: None,
+            client_addr: None,
+            target: "t".into(),
+            database: "d".into(),
+            sql: "delete from t".into(),
+            fingerprint: String::new(),
+            rule: Some("writes".into()),
+            reason: "approved by a DBA".into(),
+            approver_group: "dba".into(),
+            created: ts(now),
+            expires: ts(now),
+            expires_at: now,
+            created_at: now,
+            who: Arc::default(),
+            details: Details {
+                agent_reason: Some("INC-1".into()),
+                actor: Some("alice".into()),
+                preview: Some(preview::Preview::unavailable("preview timed out")),
+            },
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        let back: Request = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.details, request.details);
+        let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for k in ["agent_reason", "actor", "preview"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let back: Request = serde_json::from_value(old).unwrap();
+        assert_eq!(back.details, Details::default());
+    }
+}
