@@ -21,6 +21,8 @@ pub const AUDIT_BACKPRESSURE: &str = "tollgate_audit_backpressure_total";
 pub const AUDIT_FAILING: &str = "tollgate_audit_store_failing";
 pub const UPSTREAM_CONNECT: &str = "tollgate_upstream_connect_seconds";
 pub const POLICY_RELOADS: &str = "tollgate_policy_reloads_total";
+/// Statements whose result reached a rule's `result_cap` (labels: protocol, limit, rule).
+pub const RESULT_CAPPED: &str = "tollgate_result_capped_total";
 
 /// Installs the process-wide recorder; the handle renders the text format.
 pub fn install() -> Result<PrometheusHandle, String> {
@@ -77,4 +79,8 @@ fn describe() {
         "Time to open and log in an upstream connection, by target."
     );
     describe_counter!(POLICY_RELOADS, "Policy reloads by outcome.");
+    describe_counter!(
+        RESULT_CAPPED,
+        "Statements whose result reached a rule's result_cap, by protocol, limit and rule."
+    );
 }

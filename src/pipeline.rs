@@ -104,6 +104,57 @@ pub struct Ruling {
     /// Set when the rules hold the statement for approval: who decides and how long it may
     /// wait. The verdict is then the refusal used where approvals are not enabled.
     pub hold: Option<Hold>,
+    /// The most the statement's result may hold, when a rule caps it.
+    pub result_cap: Option<ResultCap>,
+}
+
+/// The most one statement's result may hold (a policy rule's `result_cap`, docs/policy.md).
+/// Rows: PostgreSQL DataRow and CopyData messages, MySQL row packets. Bytes: those rows'
+/// payloads as the server sent them. At a limit the wire stops forwarding rows, cancels the
+/// statement on the server, drains what it still sends and ends the result with an error
+/// naming the rule (PostgreSQL SQLSTATE 57014, MySQL errno 1317).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ResultCap {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<CapLimit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<CapLimit>,
+}
+
+/// One limit of a [`ResultCap`] and the rule that set it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CapLimit {
+    /// Rows (for `ResultCap::rows`) or bytes (for `ResultCap::bytes`) allowed; one more ends
+    /// the result.
+    pub max: u64,
+    /// The id of the policy rule whose `result_cap` set it.
+    pub rule: String,
+}
+
+impl ResultCap {
+    /// The limit `rows` rows or `bytes` bytes has passed, if any: `("rows" | "bytes", limit)`.
+    /// A counter compare per row.
+    pub fn exceeded(&self, rows: u64, bytes: u64) -> Option<(&'static str, &CapLimit)> {
+        if let Some(l) = &self.rows
+            && rows > l.max
+        {
+            return Some(("rows", l));
+        }
+        if let Some(l) = &self.bytes
+            && bytes > l.max
+        {
+            return Some(("bytes", l));
+        }
+        None
+    }
+
+    /// The client-facing message at a cap: which limit, its size and rule.
+    pub fn message(what: &str, limit: &CapLimit) -> String {
+        format!(
+            "tollgate: result cap of {} {what} reached (rule {}); the statement was cancelled and the rest of its result withheld",
+            limit.max, limit.rule
+        )
+    }
 }
 
 /// A statement held for approval.
@@ -125,6 +176,7 @@ impl Ruling {
             kinds: Vec::new(),
             tables: Vec::new(),
             hold: None,
+            result_cap: None,
         }
     }
 }

@@ -12,6 +12,8 @@ use tollgate::audit::store::Location;
 use tollgate::audit::writer::{Recorder, Settings};
 use tollgate::audit::{Event, Outcome, SessionId, Store, Who, kind, verify};
 use tollgate::auth::dev::{self, DevIssuer};
+
+mod common;
 use tollgate::auth::oidc::Validator;
 use tollgate::config::Config;
 
@@ -49,15 +51,9 @@ targets:
     let key_id = signer.key_id().to_owned();
     let recorder = Recorder::start(
         Settings {
-            location: Location::Sqlite(db.clone()),
-            chain: "api".into(),
             checkpoint_interval: Duration::from_millis(200),
-            batch_size: 64,
             queue_size: 1024,
-            queue_bytes: 4 << 20,
-            queue_wait: Duration::from_secs(2),
-            retention_days: 0,
-            linger: Duration::from_millis(2),
+            ..common::recorder_settings(Location::Sqlite(db.clone()), "api")
         },
         signer,
     )

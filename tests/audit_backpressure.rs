@@ -16,7 +16,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Proxy;
-use tollgate::audit::record::{PublicKey, Signer};
+use tollgate::audit::record::PublicKey;
 use tollgate::audit::store::Location;
 use tollgate::audit::writer::{Recorder, Settings};
 use tollgate::audit::{Store, verify};
@@ -99,21 +99,14 @@ impl Slow {
         let location =
             Location::Postgres(format!("postgres://postgres@127.0.0.1:5432/{}", db.name));
         let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("signing.pem");
-        std::fs::write(&key_file, Signer::generate_pem()).unwrap();
-        let signer = Signer::from_pkcs8(&std::fs::read(&key_file).unwrap()).unwrap();
+        let (signer, key_file) = common::signing_key(dir.path());
         let key = PublicKey::from_bytes(signer.public_key());
         let recorder = Recorder::start(
             Settings {
-                location: location.clone(),
-                chain: "slow".into(),
-                checkpoint_interval: Duration::from_millis(500),
-                batch_size: 64,
-                queue_size: 4096,
                 queue_bytes: QUEUE_BYTES,
                 queue_wait: QUEUE_WAIT,
-                retention_days: 0,
                 linger: Duration::from_millis(1),
+                ..common::recorder_settings(location.clone(), "slow")
             },
             signer,
         )

@@ -330,24 +330,41 @@ async fn build_store(dir: &Path) {
     );
     let alice_reader = reader("alice@example.com");
     let src = "token";
-    cli.push(
-        &at(2, "14:00", 0),
-        ev(
-            kind::AUDIT_EXPORT,
-            Outcome::Success,
-            &alice_reader,
+    // A bundle export that failed (no completion record), then one written to its end.
+    for (t, detail) in [
+        (
+            at(2, "13:30", 0),
             json!({"format": "bundle", "reader_source": src}),
         ),
-        None,
-    );
+        (
+            at(2, "14:00", 0),
+            json!({"format": "bundle", "reader_source": src}),
+        ),
+        (
+            at(2, "14:00", 5),
+            json!({"format": "bundle", "reader_source": src, "completed": true, "records": 20}),
+        ),
+    ] {
+        cli.push(
+            &t,
+            ev(kind::AUDIT_EXPORT, Outcome::Success, &alice_reader, detail),
+            None,
+        );
+    }
+    // The day before yesterday reviewed by a named reviewer once it had ended; yesterday
+    // "reviewed" by root before it had: not accepted.
+    let dana = reader("dana@example.com");
+    let review = json!({"date": day(2), "reader_source": src, "note": "nothing unusual"});
     cli.push(
         &at(1, "08:00", 0),
-        ev(
-            kind::AUDIT_REVIEW,
-            Outcome::Success,
-            &alice_reader,
-            json!({"date": day(2), "reader_source": src}),
-        ),
+        ev(kind::AUDIT_REVIEW, Outcome::Success, &dana, review),
+        None,
+    );
+    let root = reader("os:root");
+    let review = json!({"date": day(1), "reader_source": "os_user"});
+    cli.push(
+        &at(1, "09:00", 0),
+        ev(kind::AUDIT_REVIEW, Outcome::Success, &root, review),
         None,
     );
     cli.write(&mut store, &signer).await;
@@ -482,18 +499,24 @@ async fn the_report_answers_every_section_over_known_activity() {
     // 7.2: the access review table.
     let s = section(&r, "7.2");
     assert_eq!(s["verdict"], "met", "{s}");
-    assert_eq!(s["figures"]["refused"], 1);
     assert_eq!(s["figures"]["statements"], 6);
+    assert_eq!(
+        s["figures"]["decisions"],
+        json!({"allowed": 4, "refused": 1, "refused_unrecorded": 0, "held_ran": 1, "held_refused": 0})
+    );
     let ids = rows(s, 0);
     let alice = ids.iter().find(|r| r[0] == "alice@example.com").unwrap();
     assert_eq!(alice[1], "ai-agents");
     assert_eq!(alice[2], "https://idp.example");
     assert_eq!(alice[3], "ci-agent-client");
-    assert_eq!(alice[4], "not recorded");
-    assert_eq!((alice[7].as_str(), alice[8].as_str()), ("1", "3"));
-    assert_eq!(alice[9], "no-ddl: 1");
-    assert_eq!(alice[10], "deletes-need-approval: 1");
-    assert_eq!(alice[11], "app_ro");
+    assert_eq!(alice[4], "oidc");
+    assert_eq!(alice[5], "not recorded");
+    assert_eq!((alice[8].as_str(), alice[9].as_str()), ("1", "3"));
+    assert_eq!(alice[10], "no-ddl: 1");
+    assert_eq!(alice[11], "deletes-need-approval: 1");
+    assert_eq!(alice[12], "app_ro");
+    assert_eq!(alice[13], "pay");
+    assert!(alice[14].starts_with("public.orders"), "{}", alice[14]);
     assert!(ids.iter().any(|r| r[0] == "agent"));
 
     // 8.2: the generic subject and the static-password target and logins.
@@ -503,8 +526,20 @@ async fn the_report_answers_every_section_over_known_activity() {
     assert_eq!(s["figures"]["static_targets"], json!(["legacy"]));
     assert_eq!(
         s["figures"]["logins_by_method"],
-        json!({"oidc": 2, "static": 1})
+        json!({"oidc": 1, "static": 1})
     );
+    assert_eq!(s["figures"]["logins_failed"], 1);
+    assert_eq!(s["figures"]["superuser_roles"], json!(["postgres"]));
+    let targets = rows(s, 0);
+    let legacy: Vec<String> = [
+        "legacy",
+        "scram-sha-256",
+        "postgres",
+        "none (trust or a client certificate upstream)",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    assert!(targets.contains(&legacy), "{targets:?}");
 
     // 10.2.1.x.
     let s = section(&r, "10.2.1.1");
@@ -519,6 +554,8 @@ async fn the_report_answers_every_section_over_known_activity() {
     let unnamed: Vec<String> = serde_json::from_value(s["figures"]["unnamed"].clone()).unwrap();
     assert!(unnamed.contains(&"cli:unknown".to_owned()), "{unnamed:?}");
     assert!(!unnamed.contains(&"alice@example.com".to_owned()));
+    // alice also ran statements as a database client: reading her own trail is flagged.
+    assert_eq!(s["figures"]["also_clients"], json!(["alice@example.com"]));
 
     // 10.2.2: the one record without its origin.
     let s = section(&r, "10.2.2");
@@ -532,10 +569,15 @@ async fn the_report_answers_every_section_over_known_activity() {
     );
     assert_eq!(s["figures"]["share"]["user"], 100.0);
 
-    // 10.3: intact, but the last bundle is two days old.
+    // 10.3.1: the store made by tollgate is its owner's alone.
+    assert_eq!(verdict(&r, "10.3.1"), "met");
+    // 10.3.3: intact, but the last complete bundle is two days old (the failed one does not
+    // count).
     let s = section(&r, "10.3.3");
     assert_eq!(s["verdict"], "attention", "{s}");
     assert_eq!(s["figures"]["intact"], true);
+    assert_eq!(s["figures"]["last_bundle"]["records"], 20);
+    assert_eq!(s["figures"]["covered_until"], json!(at(2, "14:00", 5)));
     assert!(s["figures"]["bundle_age_s"].as_u64().unwrap() > 86_400);
 
     // 10.4.1: yesterday, with an outage, was not reviewed.
@@ -543,12 +585,14 @@ async fn the_report_answers_every_section_over_known_activity() {
     assert_eq!(s["verdict"], "attention");
     assert_eq!(s["figures"]["unreviewed"], json!([day(1)]));
     assert_eq!(s["figures"]["unreviewed_with_events"], json!([day(1)]));
+    assert_eq!(s["figures"]["rejected_reviews"], 1);
 
     // 10.5.1: 30 days of retention is under a year.
     let s = section(&r, "10.5.1");
     assert_eq!(s["verdict"], "attention");
     assert_eq!(s["figures"]["prunings"], 1);
     assert_eq!(s["figures"]["retention_days"], 30);
+    assert_eq!(s["figures"]["recent"].as_array().unwrap().len(), 3);
 
     // 10.6: two samples, the largest -7.25 ms.
     let s = section(&r, "10.6");
@@ -582,8 +626,48 @@ async fn the_report_answers_every_section_over_known_activity() {
         "{text}"
     );
     assert!(text.contains("by carol@example.com"), "{text}");
+    // Today cannot be reviewed yet.
+    let today = Command::new(BIN)
+        .args(["audit", "review", "--date", &day(0), "--config"])
+        .arg(&config)
+        .env("TOLLGATE_LEGACY_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert!(!today.status.success());
+    assert!(String::from_utf8_lossy(&today.stderr).contains("has not ended"));
+    // An export that fails is no backup; one written to its end is.
+    let failed = Command::new(BIN)
+        .args([
+            "audit",
+            "export",
+            "--format",
+            "bundle",
+            "--out",
+            "/nonexistent/dir/b.jsonl",
+            "--config",
+        ])
+        .arg(&config)
+        .env("TOLLGATE_LEGACY_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    assert_eq!(verdict(&report(&config), "10.3.3"), "attention");
+    let bundle = dir.path().join("bundle.jsonl");
+    run(
+        &[
+            "audit",
+            "export",
+            "--format",
+            "bundle",
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+        &config,
+        Some(&token),
+    );
     let r = report(&config);
-    assert_eq!(verdict(&r, "10.4.1"), "met");
+    assert_eq!(verdict(&r, "10.3.3"), "met", "{}", section(&r, "10.3.3"));
+    assert_eq!(verdict(&r, "10.4.1"), "met", "{}", section(&r, "10.4.1"));
     let readers = rows(section(&r, "10.2.1.3"), 0);
     assert!(
         readers
@@ -678,7 +762,8 @@ fn chromium_pages(html: &Path, dir: &Path) {
     let dom = chromium(&["--dump-dom"]);
     let dom = String::from_utf8_lossy(&dom.stdout);
     for req in [
-        "3.4.1", "6.5.1", "7.2.1", "8.2.1", "10.2.2", "10.4.1", "10.5.1", "10.6.1", "10.7.1",
+        "3.4.1", "6.5.1", "7.2.1", "8.2.1", "10.2.2", "10.3.1", "10.4.1", "10.5.1", "10.6.1",
+        "10.7.1",
     ] {
         assert!(
             dom.contains(&format!("data-requirements=\"{req}")),

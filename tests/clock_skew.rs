@@ -5,14 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::Proxy;
 use mysql_async::prelude::*;
 use tokio_postgres::SimpleQueryMessage;
-use tollgate::audit::record::Signer;
 use tollgate::audit::store::Location;
-use tollgate::audit::writer::{Recorder, Settings};
+use tollgate::audit::writer::Recorder;
 use tollgate::audit::{Store, kind};
 use tollgate::pipeline::Stages;
 
@@ -56,21 +54,9 @@ fn assert_plausible(clock: &serde_json::Value) {
 async fn a_postgres_session_start_records_the_servers_clock() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
-    let key_file = dir.path().join("signing.pem");
-    std::fs::write(&key_file, Signer::generate_pem()).unwrap();
-    let signer = Signer::from_pkcs8(&std::fs::read(&key_file).unwrap()).unwrap();
+    let (signer, key_file) = common::signing_key(dir.path());
     let recorder = Recorder::start(
-        Settings {
-            location: Location::Sqlite(db.clone()),
-            chain: "clock".into(),
-            checkpoint_interval: Duration::from_millis(500),
-            batch_size: 64,
-            queue_size: 1024,
-            queue_bytes: 1 << 20,
-            queue_wait: Duration::from_secs(2),
-            retention_days: 0,
-            linger: Duration::from_millis(2),
-        },
+        common::recorder_settings(Location::Sqlite(db.clone()), "clock"),
         signer,
     )
     .unwrap();

@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 use common::{Proxy, Raw, error_field, frame, startup_packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tollgate::audit::record::Signer;
 use tollgate::audit::store::Location;
-use tollgate::audit::writer::{Recorder, Settings};
+use tollgate::audit::writer::Recorder;
 use tollgate::audit::{Store, kind};
 use tollgate::pipeline::Stages;
 use tollgate::protocol::mysql::handshake::caps;
@@ -180,21 +179,9 @@ fn audit_store(
     dir: &std::path::Path,
     db: &std::path::Path,
 ) -> (Recorder, std::path::PathBuf, String) {
-    let key_file = dir.join("signing.pem");
-    std::fs::write(&key_file, Signer::generate_pem()).unwrap();
-    let signer = Signer::from_pkcs8(&std::fs::read(&key_file).unwrap()).unwrap();
+    let (signer, key_file) = common::signing_key(dir);
     let recorder = Recorder::start(
-        Settings {
-            location: Location::Sqlite(db.to_owned()),
-            chain: "test".into(),
-            checkpoint_interval: Duration::from_millis(500),
-            batch_size: 64,
-            queue_size: 4096,
-            queue_bytes: 4 << 20,
-            queue_wait: Duration::from_secs(2),
-            retention_days: 0,
-            linger: Duration::from_millis(2),
-        },
+        common::recorder_settings(Location::Sqlite(db.to_owned()), "test"),
         signer,
     )
     .unwrap();

@@ -52,8 +52,23 @@ async fn fake_postgres() -> (SocketAddr, Arc<AtomicUsize>) {
                     return;
                 }
                 count.fetch_add(1, Ordering::Relaxed);
-                let mut sink = [0u8; 64];
-                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                // Every query (tollgate's clock sample after the login) gets an error and
+                // ReadyForQuery, as a server without the function would answer.
+                let mut head = [0u8; 5];
+                while s.read_exact(&mut head).await.is_ok() {
+                    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                    let mut body = vec![0u8; len.saturating_sub(4)];
+                    if s.read_exact(&mut body).await.is_err() {
+                        break;
+                    }
+                    if head[0] == b'Q' {
+                        let mut answer = frame(b'E', b"SERROR\0C42883\0Mno such function\0\0");
+                        answer.extend(frame(b'Z', b"I"));
+                        if s.write_all(&answer).await.is_err() {
+                            break;
+                        }
+                    }
+                }
                 count.fetch_sub(1, Ordering::Relaxed);
             });
         }

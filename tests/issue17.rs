@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::{Proxy, Raw, frame};
 use mysql_async::prelude::*;
-use tollgate::audit::record::Signer;
 use tollgate::audit::store::Location;
 use tollgate::audit::writer::{Recorder, Settings};
 use tollgate::mask::pan;
@@ -97,20 +96,11 @@ async fn setup_with_policy(policy: bool) -> Setup {
     log();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
-    let key_file = dir.path().join("signing.pem");
-    std::fs::write(&key_file, Signer::generate_pem()).unwrap();
-    let signer = Signer::from_pkcs8(&std::fs::read(&key_file).unwrap()).unwrap();
+    let (signer, key_file) = common::signing_key(dir.path());
     let recorder = Recorder::start(
         Settings {
-            location: Location::Sqlite(db.clone()),
-            chain: "i17".into(),
-            checkpoint_interval: Duration::from_millis(500),
-            batch_size: 64,
             queue_size: 8192,
-            queue_bytes: 4 << 20,
-            queue_wait: Duration::from_secs(2),
-            retention_days: 0,
-            linger: Duration::from_millis(2),
+            ..common::recorder_settings(Location::Sqlite(db.clone()), "i17")
         },
         signer,
     )

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use common::Proxy;
 use mysql_async::prelude::*;
-use tollgate::audit::record::Signer;
 use tollgate::audit::store::Location;
-use tollgate::audit::writer::{Recorder, Settings};
+use tollgate::audit::writer::Recorder;
 use tollgate::pipeline::Stages;
 
 /// tollgate with a policy that allows everything (promotions are enforced under a policy), an
@@ -20,21 +19,9 @@ use tollgate::pipeline::Stages;
 async fn proxy() -> (Proxy, Recorder, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
-    let key = dir.path().join("signing.pem");
-    std::fs::write(&key, Signer::generate_pem()).unwrap();
-    let signer = Signer::from_pkcs8(&std::fs::read(&key).unwrap()).unwrap();
+    let (signer, key) = common::signing_key(dir.path());
     let recorder = Recorder::start(
-        Settings {
-            location: Location::Sqlite(db.clone()),
-            chain: "promo".into(),
-            checkpoint_interval: Duration::from_millis(500),
-            batch_size: 64,
-            queue_size: 1024,
-            queue_bytes: 4 << 20,
-            queue_wait: Duration::from_secs(2),
-            retention_days: 0,
-            linger: Duration::from_millis(2),
-        },
+        common::recorder_settings(Location::Sqlite(db.clone()), "promo"),
         signer,
     )
     .unwrap();

@@ -467,15 +467,9 @@ async fn an_expiry_beyond_any_date_is_refused_and_recorded() {
     std::fs::write(&key_file, Signer::generate_pem()).unwrap();
     let recorder = Recorder::start(
         Settings {
-            location: Location::Sqlite(db.clone()),
-            chain: "t".into(),
             checkpoint_interval: Duration::from_secs(1),
-            batch_size: 64,
-            queue_size: 4096,
-            queue_bytes: 4 << 20,
-            queue_wait: Duration::from_secs(2),
-            retention_days: 0,
             linger: Duration::from_millis(1),
+            ..common::recorder_settings(Location::Sqlite(db.clone()), "t")
         },
         Signer::from_pkcs8(&std::fs::read(&key_file).unwrap()).unwrap(),
     )

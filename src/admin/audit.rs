@@ -46,9 +46,13 @@ async fn auditor(state: &AdminState, headers: &HeaderMap) -> Result<Identity, Re
 }
 
 /// Authorises the caller and records the read; the store's access on success.
+/// The caller's address, where the listener serves with connect info (`admin::serve`).
+type Peer = axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>;
+
 async fn authorised_read<'s>(
     state: &'s AdminState,
     headers: &HeaderMap,
+    peer: Option<Peer>,
     kind: &'static str,
     detail: serde_json::Value,
 ) -> Result<&'s AuditAccess, Response> {
@@ -61,8 +65,11 @@ async fn authorised_read<'s>(
         groups: identity.groups.clone(),
         client_id: identity.client_id.clone(),
         issuer: Some(identity.issuer.clone()),
+        client_addr: peer.map(|p| p.0.0.to_string()),
         ..Who::default()
     });
+    let mut detail = detail;
+    detail["reader_source"] = "token".into();
     access
         .recorder
         .record(Event::new(kind, Outcome::Success, who, detail))
@@ -118,6 +125,7 @@ fn store_error(e: impl std::fmt::Display) -> Response {
 pub async fn sessions(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
+    peer: Option<Peer>,
     Query(q): Query<PeriodQuery>,
 ) -> Response {
     let period = match q.period() {
@@ -126,7 +134,7 @@ pub async fn sessions(
     };
     let detail =
         serde_json::json!({"api": "sessions", "since": period.since, "until": period.until});
-    let access = match authorised_read(&state, &headers, kind::AUDIT_READ, detail).await {
+    let access = match authorised_read(&state, &headers, peer, kind::AUDIT_READ, detail).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -146,10 +154,11 @@ pub async fn sessions(
 pub async fn session(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
+    peer: Option<Peer>,
     Path(id): Path<String>,
 ) -> Response {
     let detail = serde_json::json!({"api": "session", "session": crate::mask::for_log(&id)});
-    let access = match authorised_read(&state, &headers, kind::AUDIT_READ, detail).await {
+    let access = match authorised_read(&state, &headers, peer, kind::AUDIT_READ, detail).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -177,6 +186,7 @@ pub struct ExportQuery {
 pub async fn export(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
+    peer: Option<Peer>,
     Query(q): Query<ExportQuery>,
 ) -> Response {
     let format = match q.format.as_str() {
@@ -201,7 +211,7 @@ pub async fn export(
         Err(r) => return r,
     };
     let detail = serde_json::json!({"api": "export", "format": q.format, "since": period.since, "until": period.until});
-    let access = match authorised_read(&state, &headers, kind::AUDIT_EXPORT, detail).await {
+    let access = match authorised_read(&state, &headers, peer, kind::AUDIT_EXPORT, detail).await {
         Ok(a) => a,
         Err(r) => return r,
     };

@@ -203,6 +203,9 @@ pub mod kind {
     pub const APPROVAL: &str = "approval";
     /// A column found at run time to hold card numbers, refused to computation from then on.
     pub const COLUMN_PROMOTED: &str = "column_promoted";
+    /// A statement's result reached its rule's `result_cap`: the rest was withheld and the
+    /// statement cancelled on the server.
+    pub const RESULT_CAPPED: &str = "result_capped";
 }
 
 /// Something to record, as the data path hands it over (masked already).

@@ -130,6 +130,16 @@ impl Store {
         sqlx::any::install_default_drivers();
         let (url, sqlite) = match location {
             Location::Sqlite(path) => {
+                if create {
+                    // The trail is readable by tollgate's account only (PCI DSS 10.3.1);
+                    // SQLite gives its -wal and -shm files the database file's mode.
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let _ = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(path);
+                }
                 let mode = if create { "rwc" } else { "rw" };
                 (format!("sqlite://{}?mode={mode}", path.display()), true)
             }

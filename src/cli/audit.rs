@@ -107,17 +107,40 @@ pub fn print_reports(reports: &[audit::verify::ChainReport]) -> bool {
     ok
 }
 
-/// A `YYYY-MM-DD` day, not in the future.
+/// A `YYYY-MM-DD` day that has ended (UTC): a day is reviewed once all of it is recorded.
 fn review_date(text: &str) -> Result<String, String> {
     let ok =
         text.len() == 10 && humantime::parse_rfc3339_weak(&format!("{text}T00:00:00Z")).is_ok();
     if !ok {
         return Err(format!("{text:?} is not a date (YYYY-MM-DD)"));
     }
-    if text > &audit::now_ts()[..10] {
-        return Err(format!("{text} is in the future"));
+    if text >= &audit::now_ts()[..10] {
+        return Err(format!(
+            "{text} has not ended yet (UTC): review it once it has"
+        ));
     }
     Ok(text.to_owned())
+}
+
+/// A configured target as the report shows it: client login, upstream role, where the
+/// upstream password is read (never the password).
+fn target_facts(t: &tollgate::config::Target) -> audit::report::TargetFacts {
+    use tollgate::config::{ClientAuthMethod, Secret};
+    audit::report::TargetFacts {
+        name: t.name.clone(),
+        client_login: match t.client_auth.method {
+            ClientAuthMethod::Oidc => "oidc",
+            ClientAuthMethod::ScramSha256 => "scram-sha-256",
+            ClientAuthMethod::Password => "password",
+        }
+        .into(),
+        upstream_role: t.user.clone(),
+        credential: match &t.password {
+            Some(Secret::Env(name)) => format!("env {name}"),
+            Some(Secret::File(path)) => format!("file {}", path.display()),
+            None => "none (trust or a client certificate upstream)".into(),
+        },
+    }
 }
 
 pub fn public_key_arg(text: &str) -> anyhow::Result<audit::record::PublicKey> {
@@ -258,6 +281,21 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
                 }
             };
             bar.finish_and_clear();
+            // Written to its end: what the report counts as a backup (10.3.3).
+            record_read(
+                setup,
+                &t.reader,
+                audit::kind::AUDIT_EXPORT,
+                serde_json::json!({
+                    "format": format!("{format:?}").to_lowercase(),
+                    "since": period.since,
+                    "until": period.until,
+                    "out": out.as_ref().map(|p| p.display().to_string()),
+                    "completed": true,
+                    "records": n,
+                }),
+            )
+            .await?;
             eprintln!("{n} record(s) exported");
             Ok(())
         }
@@ -318,20 +356,22 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             let key = audit::record::PublicKey::from_bytes(setup.signer.public_key());
             let chains = audit::verify::store(&mut st, &key).await?;
             let evidence = audit::report::gather(&mut st, &period).await?;
-            let facts = audit::report::store_facts(&mut st).await?;
+            let now = audit::now_ts();
+            let facts = audit::report::store_facts(&mut st, &now).await?;
             st.close().await;
             let inputs = audit::report::Inputs {
-                now: audit::now_ts(),
+                now,
                 retention_days: setup.settings.retention_days,
-                static_targets: t
+                targets: t
                     .config
                     .targets
                     .iter()
-                    .filter(|t| {
-                        t.value.client_auth.method != tollgate::config::ClientAuthMethod::Oidc
-                    })
-                    .map(|t| t.value.name.clone())
+                    .map(|t| target_facts(&t.value))
                     .collect(),
+                store_file: match &setup.settings.location {
+                    audit::store::Location::Sqlite(path) => Some(path.clone()),
+                    audit::store::Location::Postgres(_) => None,
+                },
             };
             let report = audit::report::build(&evidence, &facts, &chains, &period, &inputs);
             let text = match format {

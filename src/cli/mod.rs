@@ -3,9 +3,11 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod backtest;
 pub mod dev;
 pub mod discover;
 pub mod policy;
+pub mod policy_test;
 pub mod sessions;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +47,9 @@ pub struct Reader {
     /// `token` or `os_user`.
     pub source: &'static str,
     pub claimed: Option<String>,
+    /// A token reader's issuer and groups.
+    pub issuer: Option<String>,
+    pub groups: Vec<String>,
 }
 
 /// Names the reader: the token's subject when a token is given (a token that does not
@@ -64,12 +69,16 @@ pub async fn reader(config: &Config, args: &ReaderArgs) -> anyhow::Result<Reader
             subject: tollgate::mask::for_log(&id.subject),
             source: "token",
             claimed,
+            issuer: Some(id.issuer.clone()),
+            groups: id.groups.clone(),
         });
     }
     Ok(Reader {
         subject: format!("os:{}", os_user()),
         source: "os_user",
         claimed,
+        issuer: None,
+        groups: Vec::new(),
     })
 }
 
@@ -167,6 +176,8 @@ pub async fn record_read(
     }
     let who = trail::Who {
         subject: Some(reader.subject.clone()),
+        issuer: reader.issuer.clone(),
+        groups: reader.groups.clone(),
         client_addr: Some(cli_origin()),
         ..trail::Who::default()
     };

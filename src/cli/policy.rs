@@ -16,6 +16,31 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run fixture cases (identity, database, dialect, statement -> expected decision, rule
+    /// and result cap) through the policy engine, offline; prints each mismatch with its
+    /// file:line; exits 1 on any mismatch or unreadable file.
+    Test {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Policy files (default: each cases file's `policies:`).
+        #[arg(long = "policy")]
+        policies: Vec<PathBuf>,
+    },
+    /// Decide the statements recorded in the audit store again under other policy files,
+    /// offline: counts per old -> new decision and rule, with samples (masked). Recorded as a
+    /// read of the trail.
+    Backtest {
+        /// The policy files to decide with.
+        #[arg(long = "policy", required = true)]
+        policies: Vec<PathBuf>,
+        /// From when: an RFC 3339 time, a date, or a duration back from now.
+        #[arg(long, default_value = "7d", value_parser = tollgate::audit::parse_time)]
+        since: String,
+        #[arg(long, value_parser = tollgate::audit::parse_time)]
+        until: Option<String>,
+        #[command(flatten)]
+        store: super::StoreArgs,
+    },
     /// How a statement is classified, which rules match, and the decision.
     Explain {
         /// Policy files (default: those of --config / TOLLGATE_CONFIG).
@@ -64,6 +89,22 @@ pub fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        PolicyCommand::Test { files, policies } => {
+            if !super::policy_test::run(&files, &policies) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        PolicyCommand::Backtest {
+            policies,
+            since,
+            until,
+            store,
+        } => super::runtime()?.block_on(async {
+            let t = super::open_trail(&store).await?;
+            let (since, until) = super::backtest::bounds(Some(since), until);
+            super::backtest::run(&t, &policies, &since, &until).await
+        }),
         PolicyCommand::Explain {
             policies,
             config,

@@ -71,6 +71,9 @@ pub fn statement_event(
         },
         "kinds": ruling.kinds,
     });
+    if let Some(cap) = &ruling.result_cap {
+        detail["decision"]["result_cap"] = serde_json::to_value(cap).unwrap_or_default();
+    }
     if let Some(name) = name {
         detail["name"] = serde_json::Value::String(crate::mask::for_log(name));
     }

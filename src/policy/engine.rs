@@ -34,6 +34,9 @@ pub struct Decision {
     pub approval: Option<Approval>,
     /// True when the decision was only recorded (audit mode).
     pub dry_run: bool,
+    /// The most the statement's result may hold, from the rules' `result_cap`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result_cap: Option<crate::pipeline::ResultCap>,
 }
 
 impl Decision {
@@ -371,6 +374,7 @@ impl Policy {
                 ),
                 approval: None,
                 dry_run: false,
+                result_cap: None,
             };
         }
         if matched.is_empty() {
@@ -382,6 +386,7 @@ impl Policy {
                 reason: format!("the statement could not be analysed{what}: {error}"),
                 approval: None,
                 dry_run: false,
+                result_cap: None,
             };
         }
         StatementReport {
@@ -426,6 +431,12 @@ impl Policy {
             reason,
             approval,
             dry_run: global_audit && decided != Action::Allow,
+            // A policy in audit mode forwards everything, results whole.
+            result_cap: if global_audit || decided == Action::Deny {
+                None
+            } else {
+                super::cap::applied(matched)
+            },
         }
     }
 }
@@ -438,19 +449,27 @@ fn fallback_reason(s: &Classified) -> String {
 /// The strictest of some decisions (the first among equals); an empty message is allowed.
 fn strictest(decisions: impl Iterator<Item = Decision>) -> Decision {
     let mut best: Option<Decision> = None;
+    // The statements of one message share its result: every statement's cap counts.
+    let mut cap = None;
     for d in decisions {
+        cap = super::cap::tightest(cap, d.result_cap.as_ref());
         if best.as_ref().is_none_or(|b| d.action > b.action) {
             best = Some(d);
         }
     }
-    best.unwrap_or_else(|| Decision {
+    let mut best = best.unwrap_or_else(|| Decision {
         action: Action::Allow,
         decided: Action::Allow,
         rule: None,
         reason: "empty query".to_owned(),
         approval: None,
         dry_run: false,
-    })
+        result_cap: None,
+    });
+    if best.action != Action::Deny {
+        best.result_cap = cap;
+    }
+    best
 }
 
 fn report_rules(matched: &[&Rule], global: Mode) -> Vec<MatchedRule> {
@@ -575,6 +594,16 @@ fn decision_text(d: &Decision) -> String {
             a.group,
             humantime::format_duration(a.timeout)
         ));
+    }
+    if let Some(cap) = &d.result_cap {
+        for (what, l) in [("rows", &cap.rows), ("bytes", &cap.bytes)] {
+            if let Some(l) = l {
+                text.push_str(&format!(
+                    " (result cap {} {what} by rule {})",
+                    l.max, l.rule
+                ));
+            }
+        }
     }
     text
 }

@@ -102,6 +102,7 @@ impl ConnInspect for ConnPolicy {
             decided: action_name(decision.decided),
             rule: decision.rule,
             reason: decision.reason,
+            result_cap: decision.result_cap,
             kinds: kinds.iter().map(|k| k.name()).collect(),
             tables,
             hold: match (decision.action, decision.approval) {
@@ -124,6 +125,7 @@ fn refused(reason: String) -> Decision {
         reason,
         approval: None,
         dry_run: false,
+        result_cap: None,
     }
 }
 
@@ -183,6 +185,7 @@ impl ConnPolicy {
             kinds: Vec::new(),
             tables: Vec::new(),
             hold: None,
+            result_cap: None,
         })
     }
 

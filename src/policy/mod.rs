@@ -5,6 +5,7 @@
 //!   [`functions`] says what a PostgreSQL function call does; [`mysql`] reads MySQL and
 //!   MariaDB statements with MariaDB's lexical rules before sqlparser.
 //! - [`rules`]: the policy files (YAML model, validation with file:line:column, matching).
+//! - [`cap`]: result caps (`result_cap`), as written and as applied to a statement.
 //! - [`engine`]: decisions with least privilege, audit mode, the classification cache.
 //! - [`inspect`]: the engine as the pipeline's inspect stage (the policy in force is handed in).
 //! - [`reason`]: the reason an agent states for a statement or its session.
@@ -12,6 +13,7 @@
 //!
 //! **Architecture Invariant:** classification and decisions do no IO and read no clock.
 
+pub mod cap;
 pub mod classify;
 pub mod engine;
 pub mod functions;

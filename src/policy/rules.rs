@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+use super::cap::ResultCap;
 use super::classify::{Classified, Kind};
 use crate::auth::Identity;
 
@@ -151,6 +152,9 @@ pub struct Rule {
     pub approval: Option<Approval>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// The most one statement this rule lets through may return; see [`ResultCap`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_cap: Option<ResultCap>,
     /// `true`: statements this rule matches are refused unless they state a reason (a leading
     /// `/* reason: … */` comment, or the session's `tollgate.reason`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -475,6 +479,17 @@ impl Rule {
         }
         if self.require_reason && self.action == Action::Deny {
             p.push("require_reason only applies to action allow or require_approval".to_owned());
+        }
+        if let Some(cap) = &self.result_cap {
+            if cap.rows.is_none() && cap.bytes.is_none() {
+                p.push("result_cap needs rows or bytes".to_owned());
+            }
+            if cap.rows == Some(0) || cap.bytes == Some(0) {
+                p.push("result_cap limits must be above 0".to_owned());
+            }
+            if self.action == Action::Deny {
+                p.push("result_cap only applies to allow and require_approval".to_owned());
+            }
         }
         match (self.action, &self.approval) {
             (Action::RequireApproval, None) => {

@@ -329,3 +329,34 @@ pub async fn audit_store_bytes(db: &std::path::Path) -> Vec<u8> {
     }
     all
 }
+
+/// Recorder settings the tests share: a store at `location`, chain `chain`, checkpoints every
+/// 500 ms, no retention pruning, queues large enough that only a test that means to fill them
+/// does. Change a field with `Settings { field: …, ..recorder_settings(…) }`.
+pub fn recorder_settings(
+    location: tollgate::audit::store::Location,
+    chain: &str,
+) -> tollgate::audit::writer::Settings {
+    tollgate::audit::writer::Settings {
+        location,
+        chain: chain.into(),
+        checkpoint_interval: Duration::from_millis(500),
+        batch_size: 64,
+        queue_size: 4096,
+        queue_bytes: 4 << 20,
+        queue_wait: Duration::from_secs(2),
+        retention_days: 0,
+        linger: Duration::from_millis(2),
+    }
+}
+
+/// A fresh checkpoint signing key written to `dir/signing.pem`, and the signer it loads as.
+pub fn signing_key(dir: &std::path::Path) -> (tollgate::audit::record::Signer, PathBuf) {
+    use tollgate::audit::record::Signer;
+    let file = dir.join("signing.pem");
+    std::fs::write(&file, Signer::generate_pem()).unwrap();
+    (
+        Signer::from_pkcs8(&std::fs::read(&file).unwrap()).unwrap(),
+        file,
+    )
+}

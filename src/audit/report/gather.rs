@@ -43,6 +43,41 @@ pub struct IdentityActivity {
     pub held_by_rule: BTreeMap<String, u64>,
     pub upstream_roles: BTreeSet<String>,
     pub targets: BTreeSet<String>,
+    pub databases: BTreeSet<String>,
+    pub tables: BTreeSet<String>,
+}
+
+/// How the period's statements were decided: every statement in exactly one bucket.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Decisions {
+    /// Allowed by a rule (or logged only in audit mode) and run.
+    pub allowed: u64,
+    /// Refused by a rule (or by the default), not held.
+    pub refused: u64,
+    /// Refused because the audit store could not record them (58030).
+    pub refused_unrecorded: u64,
+    /// Held for approval, then run (approved).
+    pub held_ran: u64,
+    /// Held for approval, then refused (denied, timed out, cancelled).
+    pub held_refused: u64,
+}
+
+impl Decisions {
+    pub fn total(&self) -> u64 {
+        self.allowed + self.refused + self.refused_unrecorded + self.held_ran + self.held_refused
+    }
+}
+
+/// A failed login (PCI DSS 10.2.1.4).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FailedLogin {
+    pub ts: String,
+    /// The user name the client gave (masked).
+    pub user: String,
+    pub client_addr: String,
+    pub target: String,
+    pub method: String,
+    pub reason: String,
 }
 
 /// One held statement and what became of it (PCI DSS 6.5.1, 8.2.2).
@@ -75,6 +110,8 @@ pub struct ApprovalRow {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Reader {
     pub subject: String,
+    pub issuer: String,
+    pub groups: BTreeSet<String>,
     /// `token` (an OIDC token validated by the CLI), `os_user` (the operating-system account
     /// running the CLI), or `unverified` (a name given on the command line, or none).
     pub source: String,
@@ -112,7 +149,12 @@ pub struct Evidence {
     pub logins_ok: u64,
     pub logins_failed: u64,
     pub failure_reasons: BTreeMap<String, u64>,
+    /// Successful logins by method (`oidc`, `static`).
     pub logins_by_method: BTreeMap<String, u64>,
+    /// The first failed logins, listed.
+    pub failed_logins: Vec<FailedLogin>,
+    pub decisions: Decisions,
+    pub config_loads: u64,
     pub sessions: u64,
     pub sessions_without_subject: u64,
     pub identities: BTreeMap<String, IdentityActivity>,
@@ -151,16 +193,44 @@ pub struct Evidence {
     pub event_days: BTreeSet<String>,
 }
 
+/// A completed export as a signed bundle.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Bundle {
+    /// When it was completed.
+    pub ts: String,
+    pub by: String,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub records: u64,
+    pub out: Option<String>,
+}
+
+/// A recorded daily review.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Review {
+    pub day: String,
+    pub reviewer: String,
+    /// `token`, `os_user` or `unverified`.
+    pub source: String,
+    pub groups: BTreeSet<String>,
+    /// When it was recorded.
+    pub ts: String,
+    pub note: String,
+    pub claimed_as: String,
+}
+
 /// Facts about the whole store, whatever the period.
 #[derive(Debug, Default, Serialize)]
 pub struct StoreFacts {
     pub oldest: Option<String>,
     /// Retention prunings: (when, removed records older than).
     pub prunings: Vec<(String, String)>,
-    /// The time of the last export as a signed bundle.
-    pub last_bundle: Option<String>,
-    /// Reviewed day → (reviewer, when recorded).
-    pub reviews: BTreeMap<String, Vec<(String, String)>>,
+    /// Every completed export as a signed bundle, in time order.
+    pub bundles: Vec<Bundle>,
+    /// Every recorded review, by day reviewed.
+    pub reviews: BTreeMap<String, Vec<Review>>,
+    /// Records in each of the last three 30-day windows, oldest first: (from, to, records).
+    pub recent: Vec<(String, String, u64)>,
 }
 
 /// The most gaps or PAN findings listed by location (all are counted).
@@ -199,36 +269,67 @@ pub async fn gather(store: &mut Store, period: &Period) -> Result<Evidence, stor
     Ok(e)
 }
 
-/// The store-wide facts: oldest record, prunings, bundle exports and daily reviews.
-pub async fn store_facts(store: &mut Store) -> Result<StoreFacts, store::Error> {
+/// The store-wide facts: oldest record, prunings, completed bundle exports, daily reviews,
+/// and the records of the last three 30-day windows before `now`.
+pub async fn store_facts(store: &mut Store, now: &str) -> Result<StoreFacts, store::Error> {
     let mut f = StoreFacts {
         oldest: store.oldest_ts().await?,
         ..StoreFacts::default()
     };
+    if let Ok(now) = humantime::parse_rfc3339_weak(now) {
+        let day = std::time::Duration::from_secs(86_400);
+        for back in [90u32, 60, 30] {
+            let from = humantime::format_rfc3339_micros(now - day * back).to_string();
+            let to = humantime::format_rfc3339_micros(now - day * (back - 30)).to_string();
+            let n = store.count(&from, &to).await?;
+            f.recent.push((from, to, n));
+        }
+    }
     let kinds = [kind::AUDIT_PRUNED, kind::AUDIT_EXPORT, kind::AUDIT_REVIEW];
     for r in store.of_types(&kinds, "", "9999").await? {
         let Ok(b) = serde_json::from_str::<Body>(&r.body) else {
             continue;
         };
         let d = &b.detail;
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
         match b.kind.as_str() {
-            kind::AUDIT_PRUNED => f.prunings.push((
-                b.ts.clone(),
-                d["older_than"].as_str().unwrap_or_default().to_owned(),
-            )),
-            kind::AUDIT_EXPORT if d["format"] == "bundle" => f.last_bundle = Some(b.ts.clone()),
+            kind::AUDIT_PRUNED => f.prunings.push((b.ts.clone(), text(&d["older_than"]))),
+            // Only an export that was written to its end counts as a backup.
+            kind::AUDIT_EXPORT if d["format"] == "bundle" && d["completed"] == true => {
+                f.bundles.push(Bundle {
+                    ts: b.ts.clone(),
+                    by: b.subject.clone().unwrap_or_default(),
+                    since: d["since"].as_str().map(str::to_owned),
+                    until: d["until"].as_str().map(str::to_owned),
+                    records: d["records"].as_u64().unwrap_or(0),
+                    out: d["out"].as_str().map(str::to_owned),
+                })
+            }
             kind::AUDIT_REVIEW if b.outcome == "success" => {
                 if let Some(day) = d["date"].as_str() {
-                    f.reviews
-                        .entry(day.to_owned())
-                        .or_default()
-                        .push((b.subject.clone().unwrap_or_default(), b.ts.clone()));
+                    f.reviews.entry(day.to_owned()).or_default().push(Review {
+                        day: day.to_owned(),
+                        reviewer: b.subject.clone().unwrap_or_default(),
+                        source: reader_source(d).to_owned(),
+                        groups: b.groups.iter().cloned().collect(),
+                        ts: b.ts.clone(),
+                        note: text(&d["note"]),
+                        claimed_as: text(&d["claimed_as"]),
+                    });
                 }
             }
             _ => {}
         }
     }
     Ok(f)
+}
+
+/// How a read's reader was named: `token`, `os_user`, else `unverified`.
+fn reader_source(d: &serde_json::Value) -> &str {
+    d["reader_source"]
+        .as_str()
+        .filter(|s| matches!(*s, "token" | "os_user"))
+        .unwrap_or("unverified")
 }
 
 fn gap(e: &mut Evidence, chain: &str, seq: u64, ts: &str, kind: &str, missing: &str) {
@@ -318,11 +419,17 @@ fn in_session(kind: &str) -> bool {
             | kind::SERVER_FRAMES
             | kind::APPROVAL
             | kind::COLUMN_PROMOTED
+            | kind::RESULT_CAPPED
     )
 }
 
 fn nonempty(s: &Option<String>) -> bool {
     s.as_deref().is_some_and(|s| !s.is_empty())
+}
+
+/// A concrete database or target (the `*` pattern of a target names none).
+fn concrete(s: &Option<String>) -> bool {
+    s.as_deref().is_some_and(|s| !s.is_empty() && s != "*")
 }
 
 /// The PCI DSS 10.2.2 fields a record carries. The daemon's own events (subject `tollgate`)
@@ -332,10 +439,17 @@ fn fields_present(b: &Body) -> [bool; 6] {
         || (b.kind == kind::AUTH && b.detail["user"].as_str().is_some_and(|u| !u.is_empty()));
     let daemon = b.subject.as_deref() == Some("tollgate");
     let origin = nonempty(&b.client_addr) || daemon;
+    let d = &b.detail;
     let resource = if in_session(&b.kind) {
-        nonempty(&b.target) || nonempty(&b.database) || !b.tables.is_empty()
-    } else {
+        concrete(&b.database) || !b.tables.is_empty()
+    } else if daemon {
+        // The daemon's own events act on the daemon, its configuration or the trail.
         true
+    } else {
+        // Reads, exports, reviews and admin actions name what they acted on.
+        ["command", "format", "date", "api", "approval", "action"]
+            .iter()
+            .any(|k| !d[*k].is_null())
     };
     [
         user,
@@ -372,10 +486,10 @@ fn add(e: &mut Evidence, b: &Body) {
     let d = &b.detail;
     match b.kind.as_str() {
         kind::AUTH => {
-            *e.logins_by_method
-                .entry(d["method"].as_str().unwrap_or("unknown").to_owned())
-                .or_default() += 1;
             if b.outcome == "success" {
+                *e.logins_by_method
+                    .entry(d["method"].as_str().unwrap_or("unknown").to_owned())
+                    .or_default() += 1;
                 e.logins_ok += 1;
                 let who = identity(e, b);
                 if let Some(m) = d["method"].as_str() {
@@ -385,7 +499,18 @@ fn add(e: &mut Evidence, b: &Body) {
                 e.logins_failed += 1;
                 e.event_days.insert(day);
                 let reason = d["reason_kind"].as_str().unwrap_or("unknown").to_owned();
-                *e.failure_reasons.entry(reason).or_default() += 1;
+                *e.failure_reasons.entry(reason.clone()).or_default() += 1;
+                if e.failed_logins.len() < LISTED {
+                    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+                    e.failed_logins.push(FailedLogin {
+                        ts: b.ts.clone(),
+                        user: d["user"].as_str().unwrap_or_default().to_owned(),
+                        client_addr: text(&b.client_addr),
+                        target: text(&b.target),
+                        method: d["method"].as_str().unwrap_or_default().to_owned(),
+                        reason,
+                    });
+                }
             }
         }
         kind::SESSION_START => {
@@ -417,16 +542,15 @@ fn add(e: &mut Evidence, b: &Body) {
         }
         kind::AUDIT_READ | kind::AUDIT_EXPORT | kind::AUDIT_REVIEW => {
             e.audit_reads += 1;
-            let source = d["reader_source"]
-                .as_str()
-                .filter(|s| matches!(*s, "token" | "os_user"))
-                .unwrap_or("unverified");
+            let source = reader_source(d);
             let r = e.readers.entry(subject.clone()).or_insert_with(|| Reader {
                 subject,
                 source: source.to_owned(),
+                issuer: b.issuer.clone().unwrap_or_default(),
                 first: b.ts.clone(),
                 ..Reader::default()
             });
+            r.groups.extend(b.groups.iter().cloned());
             r.reads += 1;
             r.last = b.ts.clone();
         }
@@ -439,6 +563,7 @@ fn add(e: &mut Evidence, b: &Body) {
         }
         kind::DAEMON_STOP => e.daemon_stops += 1,
         kind::POLICY_RELOAD => e.policy_reloads += 1,
+        kind::CONFIG_LOAD => e.config_loads += 1,
         kind::STORE_FAILURE => {
             e.event_days.insert(day);
             e.store_failures.push(Location {
@@ -471,6 +596,9 @@ fn identity<'e>(e: &'e mut Evidence, b: &Body) -> &'e mut IdentityActivity {
     who.client_ids.extend(b.client_id.iter().cloned());
     who.upstream_roles.extend(b.upstream_role.iter().cloned());
     who.targets.extend(b.target.iter().cloned());
+    who.databases
+        .extend(b.database.iter().filter(|d| *d != "*").cloned());
+    who.tables.extend(b.tables.iter().cloned());
     who
 }
 
@@ -482,10 +610,20 @@ fn statement(e: &mut Evidence, b: &Body, day: String) {
         .unwrap_or("(default)")
         .to_owned();
     let held = d["decision"]["action"] == "require_approval";
-    if b.outcome == "refused" {
-        e.refused += 1;
+    let refused = b.outcome == "refused";
+    if refused {
         e.event_days.insert(day);
-        *e.refused_by_rule.entry(rule.clone()).or_default() += 1;
+    }
+    match (held, refused) {
+        (true, false) => e.decisions.held_ran += 1,
+        (true, true) => e.decisions.held_refused += 1,
+        (false, false) => e.decisions.allowed += 1,
+        (false, true) if d["sqlstate"] == "58030" => e.decisions.refused_unrecorded += 1,
+        (false, true) => {
+            e.decisions.refused += 1;
+            e.refused += 1;
+            *e.refused_by_rule.entry(rule.clone()).or_default() += 1;
+        }
     }
     if d["decision"]["dry_run"].as_bool() == Some(true) {
         e.dry_run += 1;
@@ -501,14 +639,11 @@ fn statement(e: &mut Evidence, b: &Body, day: String) {
         e.privilege_changes += 1;
     }
     e.tables.extend(b.tables.iter().cloned());
-    let refused = b.outcome == "refused";
     let who = identity(e, b);
-    if held {
-        *who.held_by_rule.entry(rule).or_default() += 1;
-    } else if refused {
-        *who.refused_by_rule.entry(rule).or_default() += 1;
-    } else {
-        who.allowed += 1;
+    match (held, refused) {
+        (true, _) => *who.held_by_rule.entry(rule).or_default() += 1,
+        (false, true) => *who.refused_by_rule.entry(rule).or_default() += 1,
+        (false, false) => who.allowed += 1,
     }
 }
 

@@ -30,8 +30,22 @@ pub struct Inputs {
     pub now: String,
     /// `audit.retention_days` (0: never pruned).
     pub retention_days: u32,
-    /// Targets whose clients log in with a static password rather than an OIDC token.
-    pub static_targets: Vec<String>,
+    /// The configured targets: how clients log in and where the upstream credential is read.
+    pub targets: Vec<TargetFacts>,
+    /// The SQLite store's file, whose permissions the report checks (None: a PostgreSQL
+    /// store, whose access its grants decide).
+    pub store_file: Option<std::path::PathBuf>,
+}
+
+/// A configured target as the report shows it (PCI DSS 8.6.2).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TargetFacts {
+    pub name: String,
+    /// `oidc`, `scram-sha-256` or `password`.
+    pub client_login: String,
+    pub upstream_role: String,
+    /// Where the upstream password comes from: `env NAME`, `file PATH`, or `none`.
+    pub credential: String,
 }
 
 /// A section's verdict.

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::gather::{Evidence, FIELDS, Location, StoreFacts};
-use super::{Inputs, Section, Table, Verdict, trail};
+use super::{Inputs, Section, Table, TargetFacts, Verdict, trail};
 use crate::audit::export::Period;
 use crate::audit::verify::ChainReport;
 
@@ -36,14 +36,46 @@ const GENERIC: &[&str] = &[
     "user",
 ];
 
-/// Whether a subject names a shared or generic account (`root`, `os:root`, `cli:unknown`).
+/// Words that, anywhere in a subject, mark an account many share (`shared-bot`, `team.etl`).
+const SHARED_WORDS: &[&str] = &[
+    "anonymous",
+    "common",
+    "default",
+    "generic",
+    "guest",
+    "shared",
+    "team",
+    "temp",
+    "test",
+    "tmp",
+    "unknown",
+];
+
+/// Upstream roles that are database superusers by name (PostgreSQL's bootstrap role, MySQL's
+/// root, SQL Server's sa, the managed services' admin roles).
+const SUPERUSER_ROLES: &[&str] = &[
+    "postgres",
+    "root",
+    "sa",
+    "admin",
+    "rdsadmin",
+    "azure_superuser",
+];
+
+/// Whether a subject names a shared or generic account: the whole name is a role or a system
+/// account (`root`, `os:root`, `cli:unknown`, `admin`), or one of its words says it is shared
+/// (`shared-bot`, `test_runner`).
 pub fn generic_subject(subject: &str) -> bool {
     let bare = subject
         .rsplit(':')
         .next()
         .unwrap_or(subject)
         .to_ascii_lowercase();
-    bare.is_empty() || GENERIC.contains(&bare.as_str())
+    bare.is_empty()
+        || GENERIC.contains(&bare.as_str())
+        || bare
+            .split(['-', '_', '.', '@', '+'])
+            .any(|w| SHARED_WORDS.contains(&w))
 }
 
 pub(super) fn list(m: &BTreeMap<String, u64>) -> String {
@@ -127,6 +159,7 @@ pub fn all(
         events(e),
         readers(e),
         completeness(e),
+        trail::access(inputs),
         trail::integrity(chains, f, inputs),
         trail::reviews(e, f, period, inputs),
         trail::retention(f, inputs),
@@ -186,10 +219,14 @@ fn approvals(e: &Evidence) -> Section {
     );
     let mut by = BTreeMap::<String, u64>::new();
     let mut self_approved = 0;
+    let mut shared_approvers = std::collections::BTreeSet::new();
     for a in e.approvals.values() {
         *by.entry(a.decision.clone()).or_default() += 1;
         if a.decision == "approved" && !a.approver.is_empty() && a.approver == a.requester {
             self_approved += 1;
+        }
+        if !a.approver.is_empty() && generic_subject(&a.approver) {
+            shared_approvers.insert(a.approver.clone());
         }
     }
     s.facts = vec![
@@ -244,7 +281,7 @@ fn approvals(e: &Evidence) -> Section {
             .collect(),
     });
     let pending = by.get("pending").copied().unwrap_or(0);
-    s.figures = json!({"held": e.approvals.len(), "outcomes": by, "self_approved": self_approved, "pending": pending});
+    s.figures = json!({"held": e.approvals.len(), "outcomes": by, "self_approved": self_approved, "pending": pending, "shared_approvers": shared_approvers});
     if e.approvals.is_empty() {
         judge(
             &mut s,
@@ -256,6 +293,15 @@ fn approvals(e: &Evidence) -> Section {
             &mut s,
             Verdict::Attention,
             format!("{self_approved} statement(s) approved by their requester"),
+        );
+    } else if !shared_approvers.is_empty() {
+        judge(
+            &mut s,
+            Verdict::Attention,
+            format!(
+                "decisions by shared or generic approver accounts: {}",
+                join(&shared_approvers)
+            ),
         );
     } else if pending > 0 {
         judge(
@@ -275,21 +321,29 @@ fn approvals(e: &Evidence) -> Section {
     s
 }
 
+fn capped(items: &std::collections::BTreeSet<String>, most: usize) -> String {
+    let mut text = join(items.iter().take(most));
+    if items.len() > most {
+        text.push_str(&format!(" … (+{})", items.len() - most));
+    }
+    text
+}
+
 fn access_review(e: &Evidence) -> Section {
     let mut s = section(
         "7",
         "7.2.1–7.2.5.1",
         "Access review: every identity and what it did",
     );
-    let allowed = e.statements - e.refused;
+    let d = &e.decisions;
     s.facts = vec![
         format!(
-            "{} statements decided by policy: {} allowed, {} refused, {} held for approval, {} only logged (audit mode).",
-            e.statements, allowed, e.refused, e.held, e.dry_run
+            "{} statements: {} allowed and run, {} refused by policy, {} held for approval ({} then run, {} then refused), {} refused because the trail could not record them; {} of them only logged (audit mode).",
+            d.total(), d.allowed, d.refused, d.held_ran + d.held_refused, d.held_ran, d.held_refused, d.refused_unrecorded, e.dry_run
         ),
         format!("Refusals by rule: {}.", list(&e.refused_by_rule)),
         format!("Upstream roles used (sessions): {}.", list(&e.upstream_roles)),
-        "A reviewer signs off this table every six months (7.2.4): each identity's groups, what it reached, and the roles it used upstream.".into(),
+        "A reviewer signs off this table every six months (7.2.4): each identity's groups, what it reached, and the roles it used upstream. Approvers are listed under 6.5.1, readers of the trail under 10.2.1.3.".into(),
     ];
     s.tables.push(Table {
         caption: "Identities seen in the period".into(),
@@ -298,6 +352,7 @@ fn access_review(e: &Evidence) -> Section {
             "groups",
             "issuer",
             "client id",
+            "login",
             "acting for",
             "first",
             "last",
@@ -306,7 +361,8 @@ fn access_review(e: &Evidence) -> Section {
             "refused (by rule)",
             "held (by rule)",
             "upstream roles",
-            "targets",
+            "databases",
+            "tables",
         ],
         rows: e
             .identities
@@ -321,6 +377,7 @@ fn access_review(e: &Evidence) -> Section {
                     join(&i.groups),
                     join(&i.issuers),
                     join(&i.client_ids),
+                    join(&i.auth_methods),
                     if i.actors.is_empty() {
                         "not recorded".into()
                     } else {
@@ -333,17 +390,16 @@ fn access_review(e: &Evidence) -> Section {
                     list(&i.refused_by_rule),
                     list(&i.held_by_rule),
                     join(&i.upstream_roles),
-                    join(&i.targets),
+                    capped(&i.databases, 10),
+                    capped(&i.tables, 20),
                 ]
             })
             .collect(),
     });
     s.figures = json!({
         "identities": e.identities.len(),
-        "statements": e.statements,
-        "allowed": allowed,
-        "refused": e.refused,
-        "held": e.held,
+        "statements": d.total(),
+        "decisions": d,
         "dry_run": e.dry_run,
         "refused_by_rule": e.refused_by_rule,
         "upstream_roles": e.upstream_roles,
@@ -380,7 +436,17 @@ fn identities(e: &Evidence, inputs: &Inputs) -> Section {
         "Unique identities; shared accounts; credentials agents never hold",
     );
     let generic: Vec<&String> = e.identities.keys().filter(|k| generic_subject(k)).collect();
+    let superuser: Vec<&String> = e
+        .upstream_roles
+        .keys()
+        .filter(|r| SUPERUSER_ROLES.contains(&r.to_ascii_lowercase().as_str()))
+        .collect();
     let static_logins = e.logins_by_method.get("static").copied().unwrap_or(0);
+    let static_targets: Vec<&TargetFacts> = inputs
+        .targets
+        .iter()
+        .filter(|t| t.client_login != "oidc")
+        .collect();
     s.facts = vec![
         format!(
             "{} sessions by {} distinct identities; {} session(s) without one.",
@@ -389,19 +455,43 @@ fn identities(e: &Evidence, inputs: &Inputs) -> Section {
             e.sessions_without_subject
         ),
         format!("Generic or shared identities: {}.", join(generic.iter().copied())),
-        format!("Logins by method: {}.", list(&e.logins_by_method)),
-        "Upstream credentials are injected by tollgate for every session: agents log in with their own token or client login and never hold the database's password (8.6.2).".into(),
         format!(
-            "Targets whose clients log in with a static password instead of an OIDC token: {}.",
-            join(&inputs.static_targets)
+            "Successful logins by method: {}; {} failed (listed under 10.2.1.1–10.2.1.7).",
+            list(&e.logins_by_method),
+            e.logins_failed
         ),
+        format!("Upstream roles that are database superusers by name: {}.", join(superuser.iter().copied())),
+        "Agents log in to tollgate with their own token (or a target's client login); the database credential of each target below is read by tollgate from its configured source and never sent to the agent (8.6.2).".into(),
     ];
+    s.tables.push(Table {
+        caption: "Targets: how clients log in and where the upstream credential comes from".into(),
+        columns: vec![
+            "target",
+            "client login",
+            "upstream role",
+            "credential source",
+        ],
+        rows: inputs
+            .targets
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    t.client_login.clone(),
+                    t.upstream_role.clone(),
+                    t.credential.clone(),
+                ]
+            })
+            .collect(),
+    });
     s.figures = json!({
         "sessions": e.sessions,
         "identities": e.identities.len(),
         "generic": generic,
+        "superuser_roles": superuser,
         "logins_by_method": e.logins_by_method,
-        "static_targets": inputs.static_targets,
+        "logins_failed": e.logins_failed,
+        "static_targets": static_targets.iter().map(|t| &t.name).collect::<Vec<_>>(),
         "sessions_without_subject": e.sessions_without_subject,
     });
     let mut problems = Vec::new();
@@ -416,10 +506,20 @@ fn identities(e: &Evidence, inputs: &Inputs) -> Section {
             "{static_logins} login(s) with a static client password"
         ));
     }
-    if !inputs.static_targets.is_empty() {
+    if !static_targets.is_empty() {
         problems.push(format!(
             "targets with static client passwords: {}",
-            inputs.static_targets.join(", ")
+            static_targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !superuser.is_empty() {
+        problems.push(format!(
+            "sessions ran as superuser upstream roles: {}",
+            join(superuser.iter().copied())
         ));
     }
     if e.sessions_without_subject > 0 {
@@ -438,7 +538,7 @@ fn identities(e: &Evidence, inputs: &Inputs) -> Section {
         judge(
             &mut s,
             Verdict::Met,
-            "every session has a unique, individual identity and injected upstream credentials",
+            "every session has a unique, individual identity, logs in with a token, and runs as a non-superuser upstream role whose credential it never holds",
         );
     } else {
         judge(&mut s, Verdict::Attention, problems.join("; "));
@@ -486,7 +586,26 @@ fn events(e: &Evidence) -> Section {
             e.schema_changes
         ),
     ];
+    s.tables.push(Table {
+        caption: "Failed logins".into(),
+        columns: vec!["time", "user given", "from", "target", "method", "reason"],
+        rows: e
+            .failed_logins
+            .iter()
+            .map(|f| {
+                vec![
+                    f.ts.clone(),
+                    f.user.clone(),
+                    f.client_addr.clone(),
+                    f.target.clone(),
+                    f.method.clone(),
+                    f.reason.clone(),
+                ]
+            })
+            .collect(),
+    });
     s.figures = json!({
+        "config_loads": e.config_loads,
         "statements": e.statements, "schema_changes": e.schema_changes, "privilege_changes": e.privilege_changes,
         "logins_failed": e.logins_failed, "logins_ok": e.logins_ok, "failure_reasons": e.failure_reasons,
         "policy_reloads": e.policy_reloads, "daemon_starts": e.daemon_starts, "unclean_starts": e.unclean_starts,
@@ -504,6 +623,13 @@ fn events(e: &Evidence) -> Section {
     s
 }
 
+/// Whether a subject also acted as a database client in the period (an agent reading or
+/// reviewing its own trail).
+fn was_client(e: &Evidence, subject: &str) -> bool {
+    let bare = subject.strip_prefix("api:").unwrap_or(subject);
+    e.identities.get(bare).is_some_and(|i| i.sessions > 0)
+}
+
 fn readers(e: &Evidence) -> Section {
     let mut s = section("10", "10.2.1.3", "Access to audit logs, by a named reader");
     let unnamed: Vec<&String> = e
@@ -512,14 +638,25 @@ fn readers(e: &Evidence) -> Section {
         .filter(|r| r.source == "unverified" || generic_subject(&r.subject))
         .map(|r| &r.subject)
         .collect();
-    s.facts = vec![format!(
-        "{} reads, exports or reviews of the trail by {} reader(s). The CLI names its reader by a validated token's subject (TOLLGATE_TOKEN), else by the operating-system account running it.",
-        e.audit_reads,
-        e.readers.len()
-    )];
+    let agents: Vec<&String> = e
+        .readers
+        .values()
+        .filter(|r| was_client(e, &r.subject))
+        .map(|r| &r.subject)
+        .collect();
+    s.facts = vec![
+        format!(
+            "{} reads, exports or reviews of the trail by {} reader(s). The CLI names its reader by a validated token's subject (TOLLGATE_TOKEN), else by the operating-system account running it; the admin API by the caller's token.",
+            e.audit_reads,
+            e.readers.len()
+        ),
+        "Reads of the store's files or database directly (outside tollgate) are not seen here: 10.3.1 below shows who can make them.".into(),
+    ];
     s.tables.push(Table {
         caption: "Readers of the trail".into(),
-        columns: vec!["reader", "named by", "reads", "first", "last"],
+        columns: vec![
+            "reader", "named by", "issuer", "groups", "reads", "first", "last",
+        ],
         rows: e
             .readers
             .values()
@@ -531,6 +668,8 @@ fn readers(e: &Evidence) -> Section {
                         r.subject.clone()
                     },
                     r.source.clone(),
+                    r.issuer.clone(),
+                    join(&r.groups),
                     r.reads.to_string(),
                     r.first.clone(),
                     r.last.clone(),
@@ -538,26 +677,29 @@ fn readers(e: &Evidence) -> Section {
             })
             .collect(),
     });
-    s.figures = json!({"reads": e.audit_reads, "readers": e.readers.len(), "unnamed": unnamed});
-    if unnamed.is_empty() {
-        judge(
-            &mut s,
-            Verdict::Met,
-            if e.audit_reads == 0 {
-                "no read of the trail in the period".to_owned()
-            } else {
-                "every read of the trail names a verified, individual reader".to_owned()
-            },
-        );
+    s.figures = json!({"reads": e.audit_reads, "readers": e.readers.len(), "unnamed": unnamed, "also_clients": agents});
+    let mut problems = Vec::new();
+    if !unnamed.is_empty() {
+        problems.push(format!(
+            "reads by unnamed, unverified or shared readers: {}",
+            join(unnamed.iter().copied())
+        ));
+    }
+    if !agents.is_empty() {
+        problems.push(format!(
+            "readers that also acted as database clients: {}",
+            join(agents.iter().copied())
+        ));
+    }
+    if problems.is_empty() {
+        let why = if e.audit_reads == 0 {
+            "no read of the trail in the period"
+        } else {
+            "every read of the trail names a verified, individual reader"
+        };
+        judge(&mut s, Verdict::Met, why);
     } else {
-        judge(
-            &mut s,
-            Verdict::Attention,
-            format!(
-                "reads by unnamed, unverified or shared readers: {}",
-                join(unnamed.iter().copied())
-            ),
-        );
+        judge(&mut s, Verdict::Attention, problems.join("; "));
     }
     s
 }

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use super::gather::{Evidence, StoreFacts};
-use super::sections::{judge, locations, section, time};
+use super::gather::{Evidence, Review, StoreFacts};
+use super::sections::{generic_subject, judge, locations, section, time};
 use super::{Inputs, Section, Table, Verdict};
 use crate::audit::export::Period;
 use crate::audit::verify::ChainReport;
@@ -58,19 +58,70 @@ pub(super) fn integrity(chains: &[ChainReport], f: &StoreFacts, inputs: &Inputs)
             })
             .collect(),
     });
-    let age = f.last_bundle.as_deref().and_then(time).and_then(|t| {
+    // How far back-to-back complete bundles carry the trail from its oldest record: a bundle
+    // counts only if it starts where the coverage so far ends (or covers everything).
+    let mut covered: Option<String> = None;
+    let mut disconnected = 0;
+    for b in &f.bundles {
+        let end = b
+            .until
+            .clone()
+            .map_or(b.ts.clone(), |u| u.min(b.ts.clone()));
+        let connects = match (&b.since, &covered) {
+            (None, _) => true,
+            (Some(since), Some(c)) => since <= c,
+            (Some(since), None) => f.oldest.as_ref().is_none_or(|o| since <= o),
+        };
+        if connects {
+            covered = Some(covered.map_or(end.clone(), |c| c.max(end)));
+        } else {
+            disconnected += 1;
+        }
+    }
+    let last = f.bundles.last();
+    let age = covered.as_deref().and_then(time).map(|t| {
         time(&inputs.now)
             .and_then(|now| now.duration_since(t).ok())
-            .or(Some(Duration::ZERO))
+            .unwrap_or(Duration::ZERO)
     });
-    s.facts.push(match (&f.last_bundle, age) {
-        (Some(at), Some(age)) => format!(
-            "Last exported as a signed bundle at {at} ({} hours before this report).",
+    s.facts.push(match last {
+        Some(b) => format!(
+            "Last complete signed bundle: {} by {}, records from {} to {} ({} records){}.",
+            b.ts,
+            b.by,
+            b.since.as_deref().unwrap_or("the beginning"),
+            b.until.as_deref().unwrap_or("its export"),
+            b.records,
+            b.out.as_deref().map(|o| format!(", written to {o}")).unwrap_or_default()
+        ),
+        None => "Never exported to its end as a signed bundle (`tollgate audit export --format bundle`).".into(),
+    });
+    s.facts.push(match (&covered, age) {
+        (Some(c), Some(age)) => format!(
+            "Complete bundles carry the trail without a gap from its oldest record up to {c} ({} hours before this report); {disconnected} bundle(s) start after a gap and extend nothing.",
             age.as_secs() / 3600
         ),
-        _ => "Never exported as a signed bundle (`tollgate audit export --format bundle`).".into(),
+        _ => "No complete bundle carries the trail from its oldest record.".into(),
     });
-    s.figures = json!({"chains": chains.len(), "intact": ok, "last_bundle": f.last_bundle, "bundle_age_s": age.map(|a| a.as_secs())});
+    s.tables.push(Table {
+        caption: "Complete signed bundles".into(),
+        columns: vec!["completed", "by", "from", "to", "records", "file"],
+        rows: f
+            .bundles
+            .iter()
+            .map(|b| {
+                vec![
+                    b.ts.clone(),
+                    b.by.clone(),
+                    b.since.clone().unwrap_or_else(|| "the beginning".into()),
+                    b.until.clone().unwrap_or_else(|| "its export".into()),
+                    b.records.to_string(),
+                    b.out.clone().unwrap_or_else(|| "standard output".into()),
+                ]
+            })
+            .collect(),
+    });
+    s.figures = json!({"chains": chains.len(), "intact": ok, "last_bundle": last, "covered_until": covered, "bundle_age_s": age.map(|a| a.as_secs()), "disconnected_bundles": disconnected});
     if !ok {
         judge(
             &mut s,
@@ -84,19 +135,76 @@ pub(super) fn integrity(chains: &[ChainReport], f: &StoreFacts, inputs: &Inputs)
             None => judge(
                 &mut s,
                 Verdict::Attention,
-                "chains intact, but the trail was never exported as a signed bundle",
+                "chains intact, but no complete signed bundle carries the trail from its oldest record",
             ),
             Some(a) if a > BUNDLE_MAX_AGE => judge(
                 &mut s,
                 Verdict::Attention,
-                "chains intact, but the last signed bundle is older than a day",
+                "chains intact, but the signed bundles stop more than a day before this report",
             ),
             Some(_) => judge(
                 &mut s,
                 Verdict::Met,
-                "chains intact and a signed bundle exported within the last day",
+                "chains intact, and complete signed bundles carry the trail to within a day of this report",
             ),
         }
+    }
+    s
+}
+
+/// Who can read the store outside tollgate (PCI DSS 10.3.1): the SQLite file's owner and mode.
+pub(super) fn access(inputs: &Inputs) -> Section {
+    use std::os::unix::fs::MetadataExt;
+    let mut s = section("10", "10.3.1 / 10.3.2", "Read access to the trail limited");
+    let Some(file) = &inputs.store_file else {
+        s.facts.push("The store is a PostgreSQL database: who can read it is decided by its grants and pg_hba.conf, outside what tollgate records.".into());
+        judge(
+            &mut s,
+            Verdict::NotEvidenced,
+            "review the store database's grants (only tollgate's role and the auditors' should read audit_records)",
+        );
+        return s;
+    };
+    let mut open_to_others = Vec::new();
+    let mut rows = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", file.display()));
+        let Ok(m) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = m.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            open_to_others.push(path.display().to_string());
+        }
+        rows.push(vec![
+            path.display().to_string(),
+            format!("{mode:04o}"),
+            m.uid().to_string(),
+            m.gid().to_string(),
+        ]);
+    }
+    s.facts.push("tollgate creates the SQLite store readable and writable by its own account only (0600); anyone who can read the file reads the trail without being recorded.".into());
+    s.tables.push(Table {
+        caption: "Store files".into(),
+        columns: vec!["file", "mode", "owner uid", "group gid"],
+        rows,
+    });
+    s.figures = json!({"open_to_others": open_to_others});
+    if open_to_others.is_empty() {
+        judge(
+            &mut s,
+            Verdict::Met,
+            "the store's files are readable by their owner only",
+        );
+    } else {
+        judge(
+            &mut s,
+            Verdict::Attention,
+            format!(
+                "readable or writable beyond their owner: {}",
+                open_to_others.join(", ")
+            ),
+        );
     }
     s
 }
@@ -132,26 +240,41 @@ pub(super) fn reviews(e: &Evidence, f: &StoreFacts, period: &Period, inputs: &In
             }
         }
     }
-    let unreviewed: Vec<&String> = days
-        .iter()
-        .filter(|d| !f.reviews.contains_key(*d))
-        .collect();
+    // A review counts when a verified, individual reader who is not one of the period's
+    // database clients recorded it after the day had ended.
+    let accepted = |r: &Review| {
+        r.source != "unverified"
+            && !generic_subject(&r.reviewer)
+            && e.identities
+                .get(&r.reviewer)
+                .is_none_or(|i| i.sessions == 0)
+            && next_day(&r.day).is_some_and(|end| r.ts >= end)
+    };
+    let reviewed = |d: &String| f.reviews.get(d).is_some_and(|rs| rs.iter().any(accepted));
+    let unreviewed: Vec<&String> = days.iter().filter(|d| !reviewed(d)).collect();
     let with_events: Vec<&&String> = unreviewed
         .iter()
         .filter(|d| e.event_days.contains(**d))
         .collect();
+    let rejected = f
+        .reviews
+        .values()
+        .flatten()
+        .filter(|r| !accepted(r))
+        .count();
     s.facts = vec![
         format!(
-            "{} day(s) due in the period, {} reviewed, {} without a review ({} of them with security events: refusals, failed logins, approvals or outages).",
+            "{} day(s) due in the period, {} reviewed, {} without an accepted review ({} of them with security events: refusals, failed logins, approvals or outages).",
             days.len(),
             days.len() - unreviewed.len(),
             unreviewed.len(),
             with_events.len()
         ),
+        format!("{rejected} recorded review(s) not accepted: by an unverified, shared or agent identity, or recorded before the day ended."),
         "A reviewer records a day's review with `tollgate audit review --date YYYY-MM-DD` after reading its security events.".into(),
     ];
     s.tables.push(Table {
-        caption: "Days without a review".into(),
+        caption: "Days without an accepted review".into(),
         columns: vec!["day", "security events"],
         rows: unreviewed
             .iter()
@@ -168,18 +291,38 @@ pub(super) fn reviews(e: &Evidence, f: &StoreFacts, period: &Period, inputs: &In
             .collect(),
     });
     s.tables.push(Table {
-        caption: "Reviews".into(),
-        columns: vec!["day", "reviewer", "recorded"],
-        rows: days
-            .iter()
-            .filter_map(|d| f.reviews.get(d).map(|r| (d, r)))
-            .flat_map(|(d, r)| {
-                r.iter()
-                    .map(move |(who, at)| vec![d.clone(), who.clone(), at.clone()])
+        caption: "Recorded reviews".into(),
+        columns: vec![
+            "day",
+            "reviewer",
+            "named by",
+            "recorded",
+            "accepted",
+            "note",
+            "claimed as",
+        ],
+        rows: f
+            .reviews
+            .values()
+            .flatten()
+            .map(|r| {
+                vec![
+                    r.day.clone(),
+                    r.reviewer.clone(),
+                    r.source.clone(),
+                    r.ts.clone(),
+                    if accepted(r) {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
+                    r.note.clone(),
+                    r.claimed_as.clone(),
+                ]
             })
             .collect(),
     });
-    s.figures = json!({"days": days.len(), "unreviewed": unreviewed, "unreviewed_with_events": with_events});
+    s.figures = json!({"days": days.len(), "unreviewed": unreviewed, "unreviewed_with_events": with_events, "rejected_reviews": rejected});
     if days.is_empty() {
         judge(
             &mut s,
@@ -190,13 +333,13 @@ pub(super) fn reviews(e: &Evidence, f: &StoreFacts, period: &Period, inputs: &In
         judge(
             &mut s,
             Verdict::Met,
-            "every day of the period was reviewed by a named reviewer",
+            "every day of the period was reviewed after it ended by a named, verified reviewer",
         );
     } else {
         judge(
             &mut s,
             Verdict::Attention,
-            format!("{} day(s) without a recorded review", unreviewed.len()),
+            format!("{} day(s) without an accepted review", unreviewed.len()),
         );
     }
     s
@@ -218,6 +361,18 @@ pub(super) fn retention(f: &StoreFacts, inputs: &Inputs) -> Section {
         .filter(|(_, older_than)| time(older_than).is_some_and(|t| t > at_hand_from))
         .count();
     let covers = oldest.is_some_and(|o| o <= at_hand_from);
+    // Prunings that removed records younger than a year at the time they ran.
+    let cut_young = f
+        .prunings
+        .iter()
+        .filter(|(at, older_than)| match (time(at), time(older_than)) {
+            (Some(at), Some(cut)) => {
+                at.duration_since(cut).unwrap_or_default()
+                    < Duration::from_secs(u64::from(RETENTION_DAYS) * 86_400)
+            }
+            _ => true,
+        })
+        .count();
     s.facts = vec![
         format!(
             "Oldest record in the store: {}.",
@@ -236,6 +391,15 @@ pub(super) fn retention(f: &StoreFacts, inputs: &Inputs) -> Section {
         ),
     ];
     s.tables.push(Table {
+        caption: "Records in the last three 30-day windows".into(),
+        columns: vec!["from", "to", "records"],
+        rows: f
+            .recent
+            .iter()
+            .map(|(a, b, n)| vec![a.clone(), b.clone(), n.to_string()])
+            .collect(),
+    });
+    s.tables.push(Table {
         caption: "Prunings".into(),
         columns: vec!["when", "removed records older than"],
         rows: f
@@ -249,6 +413,8 @@ pub(super) fn retention(f: &StoreFacts, inputs: &Inputs) -> Section {
         "retention_days": inputs.retention_days,
         "prunings": f.prunings.len(),
         "three_months_at_hand": covers || (oldest.is_some() && cut_recent == 0),
+        "prunings_under_a_year": cut_young,
+        "recent": f.recent,
     });
     if oldest.is_none() {
         judge(&mut s, Verdict::NotEvidenced, "the store holds no record");
@@ -260,6 +426,12 @@ pub(super) fn retention(f: &StoreFacts, inputs: &Inputs) -> Section {
                 "audit.retention_days is {}, under the 12 months PCI DSS asks for (unless older records are kept elsewhere)",
                 inputs.retention_days
             ),
+        );
+    } else if cut_young > 0 {
+        judge(
+            &mut s,
+            Verdict::Attention,
+            format!("{cut_young} pruning(s) removed records younger than twelve months"),
         );
     } else if cut_recent > 0 {
         judge(
@@ -287,6 +459,7 @@ pub(super) fn clocks(e: &Evidence) -> Section {
     let mut s = section("10", "10.6.1–10.6.3", "Synchronized time");
     let samples: u64 = e.clocks.values().map(|c| c.samples).sum();
     let failed: u64 = e.clocks.values().map(|c| c.failed).sum();
+    let unsampled = e.sessions.saturating_sub(samples + failed);
     let worst = e
         .clocks
         .values()
@@ -295,11 +468,14 @@ pub(super) fn clocks(e: &Evidence) -> Section {
         .fold(0.0_f64, |a, b| if b.abs() > a.abs() { b } else { a });
     s.facts = vec![
         format!(
-            "The skew between tollgate's clock and each target server's is sampled at every session start and recorded: {samples} samples, {failed} failed."
+            "The skew between tollgate's clock and each target server's is sampled at every session start and recorded: {samples} samples, {failed} failed, {unsampled} session(s) without a sample."
         ),
-        format!(
-            "Largest skew in the period: {worst:.3} ms (server minus tollgate); the limit used here is {SKEW_LIMIT_MS} ms."
-        ),
+        if samples == 0 {
+            "Largest skew in the period: none sampled.".to_owned()
+        } else {
+            format!("Largest skew in the period: {worst:.3} ms (server minus tollgate); the limit used here is {SKEW_LIMIT_MS} ms.")
+        },
+        "Record times are UTC from tollgate's host clock: keep it synchronized (NTP), as the targets' servers.".into(),
     ];
     s.tables.push(Table {
         caption: "Clock skew by target".into(),
@@ -312,13 +488,17 @@ pub(super) fn clocks(e: &Evidence) -> Section {
                     t.clone(),
                     c.samples.to_string(),
                     c.failed.to_string(),
-                    format!("{:.3}", c.worst_skew_ms),
+                    if c.samples == 0 {
+                        "—".into()
+                    } else {
+                        format!("{:.3}", c.worst_skew_ms)
+                    },
                     c.worst_at.clone(),
                 ]
             })
             .collect(),
     });
-    s.figures = json!({"samples": samples, "failed": failed, "worst_skew_ms": worst});
+    s.figures = json!({"samples": samples, "failed": failed, "unsampled_sessions": unsampled, "worst_skew_ms": if samples == 0 { None } else { Some(worst) }});
     if samples == 0 {
         judge(
             &mut s,
@@ -331,11 +511,20 @@ pub(super) fn clocks(e: &Evidence) -> Section {
             Verdict::Attention,
             format!("a target's clock was {worst:.0} ms off tollgate's"),
         );
+    } else if failed + unsampled > 0 {
+        judge(
+            &mut s,
+            Verdict::Attention,
+            format!(
+                "samples within {SKEW_LIMIT_MS} ms, but {} session(s) have no sample (failed or not taken)",
+                failed + unsampled
+            ),
+        );
     } else {
         judge(
             &mut s,
             Verdict::Met,
-            format!("every sampled clock within {SKEW_LIMIT_MS} ms of tollgate's"),
+            format!("every session's server clock within {SKEW_LIMIT_MS} ms of tollgate's"),
         );
     }
     s

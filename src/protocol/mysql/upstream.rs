@@ -329,7 +329,16 @@ pub async fn connect_upstream(
         .map_err(|_| Error::Upstream(format!("login to {} timed out", cfg.address)))??;
     // Before the pinning, so that the session's last statements stay the pinning's (what
     // ROW_COUNT() and FOUND_ROWS() report is as it was without the sample).
-    let clock = sample_clock(&mut server, caps, max).await?;
+    // A server that cannot answer a one-value query in time cannot serve the session either,
+    // and an answer arriving later would be out of step.
+    let clock = tokio::time::timeout(CLOCK_SAMPLE_TIMEOUT, sample_clock(&mut server, caps, max))
+        .await
+        .map_err(|_| {
+            Error::Upstream(format!(
+                "the server did not answer within {} s after the login",
+                CLOCK_SAMPLE_TIMEOUT.as_secs()
+            ))
+        })??;
     pin_session(&mut server, caps, max).await?;
     metrics::histogram!(crate::metrics::UPSTREAM_CONNECT).record(started.elapsed().as_secs_f64());
     Ok((
@@ -342,6 +351,9 @@ pub async fn connect_upstream(
         },
     ))
 }
+
+/// How long the clock sample may take before the login is given up.
+const CLOCK_SAMPLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Samples the server's clock on a session that just logged in, timing the round trip with
 /// tollgate's wall clock. A SELECT of no table in autocommit opens no transaction and prepares

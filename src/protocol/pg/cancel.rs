@@ -88,6 +88,16 @@ impl Registration {
     pub fn interrupt(&self) -> Arc<Interrupt> {
         Arc::clone(&self.interrupt)
     }
+
+    /// The upstream backend's key, for tollgate's own cancels (a result cap reached).
+    pub fn upstream(&self) -> Option<UpstreamKey> {
+        self.registry
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&self.process_id)
+            .map(|e| e.upstream.clone())
+    }
 }
 
 impl Drop for Registration {

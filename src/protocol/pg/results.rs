@@ -18,6 +18,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use crate::pipeline::ResultCap;
+
 /// A result column: its type and the format its values come in (0 text, 1 binary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Column {
@@ -32,8 +34,10 @@ pub struct Column {
 /// What the server will answer, in order.
 #[derive(Debug, Clone)]
 pub enum Expect {
-    /// A simple Query: done at ReadyForQuery.
-    Query,
+    /// A simple Query: done at ReadyForQuery. `cap`: its result cap (set once it is ruled on).
+    Query {
+        cap: Option<Arc<ResultCap>>,
+    },
     /// A FunctionCall (its function and whether it asked for a binary result): done at
     /// ReadyForQuery.
     Call {
@@ -53,9 +57,14 @@ pub enum Expect {
         portal: Arc<str>,
         statement: Option<Arc<str>>,
         formats: Arc<[i16]>,
+        /// The result cap of the statement the portal was bound to.
+        cap: Option<Arc<ResultCap>>,
     },
     Sync,
 }
+
+/// A result cap and the portal whose rows count against it (`None`: a simple Query's rows).
+pub type CapOf = (Arc<ResultCap>, Option<Arc<str>>);
 
 /// Per-connection bookkeeping shared by the two loops.
 #[derive(Default)]
@@ -88,6 +97,40 @@ impl Tracker {
         }
     }
 
+    /// Sets the result cap of the simple Query pushed last (it is ruled on after it is
+    /// tracked).
+    pub fn cap_last_query(&self, cap: Arc<ResultCap>) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(Expect::Query { cap: slot }) = q.back_mut() {
+            *slot = Some(cap);
+        }
+    }
+
+    /// What the rows arriving now count against: the result cap of the Query or Execute
+    /// answered now, and the portal (`None` for a simple Query).
+    pub fn current_cap(&self) -> Option<CapOf> {
+        match self.queue.lock().unwrap_or_else(|p| p.into_inner()).front() {
+            Some(Expect::Query { cap: Some(cap) }) => Some((Arc::clone(cap), None)),
+            Some(Expect::Execute {
+                cap: Some(cap),
+                portal,
+                ..
+            }) => Some((Arc::clone(cap), Some(Arc::clone(portal)))),
+            _ => None,
+        }
+    }
+
+    /// The portal a BindComplete arriving now completes, if that is what comes next.
+    pub fn bound_portal(&self) -> Option<Arc<str>> {
+        match self.queue.lock().unwrap_or_else(|p| p.into_inner()).front() {
+            Some(Expect::Forget {
+                portal: Some(p),
+                statement: None,
+            }) => Some(Arc::clone(p)),
+            _ => None,
+        }
+    }
+
     /// The FunctionCall whose answer comes next, if that is what comes next: its function and
     /// whether it asked for a binary result.
     pub fn call(&self) -> Option<(u32, bool)> {
@@ -105,6 +148,11 @@ impl Tracker {
             .cloned()
     }
 
+    #[cfg(test)]
+    pub fn pop_for_tests(&self) {
+        self.pop();
+    }
+
     fn pop(&self) {
         self.queue
             .lock()
@@ -116,7 +164,10 @@ impl Tracker {
     fn skip_to_sync(&self) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(front) = q.front() {
-            if matches!(front, Expect::Sync | Expect::Query | Expect::Call { .. }) {
+            if matches!(
+                front,
+                Expect::Sync | Expect::Query { .. } | Expect::Call { .. }
+            ) {
                 break;
             }
             q.pop_front();
@@ -127,7 +178,10 @@ impl Tracker {
     fn ready(&self) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(front) = q.pop_front() {
-            if matches!(front, Expect::Sync | Expect::Query | Expect::Call { .. }) {
+            if matches!(
+                front,
+                Expect::Sync | Expect::Query { .. } | Expect::Call { .. }
+            ) {
                 break;
             }
         }
@@ -137,10 +191,17 @@ impl Tracker {
 /// A portal's statement and the result formats its Bind asked for.
 type Portal = (Arc<str>, Arc<[i16]>);
 
-/// The client side: remembers each portal's statement and result formats from Bind.
+/// The client side: remembers each portal's statement and result formats from Bind, and the
+/// result caps of statements (from their Parse's ruling) and of the portals bound to them.
 #[derive(Default)]
 pub struct ClientSide {
     portals: HashMap<Arc<str>, Portal>,
+    statement_caps: HashMap<Arc<str>, Arc<ResultCap>>,
+    portal_caps: HashMap<Arc<str>, Arc<ResultCap>>,
+    /// Set once caps were dropped to bound memory (more than `MAX_NAMES` names): a statement
+    /// or portal whose cap is not known then gets this one (fail closed: a capped name must not
+    /// lose its cap because the client made many).
+    dropped: Option<Arc<ResultCap>>,
 }
 
 const MAX_NAMES: usize = 10_000;
@@ -149,12 +210,46 @@ const MAX_NAMES: usize = 10_000;
 const MAX_COLUMNS: usize = 1664;
 
 impl ClientSide {
+    /// A Parse was ruled on: the statement's result cap (`None`: none), until its next Parse.
+    pub fn parsed(&mut self, statement: &str, cap: Option<ResultCap>) {
+        match cap {
+            Some(cap) => {
+                if self.statement_caps.len() >= MAX_NAMES {
+                    self.dropped = self.statement_caps.values().next().cloned();
+                    self.statement_caps.clear();
+                }
+                self.statement_caps.insert(statement.into(), Arc::new(cap));
+            }
+            None => {
+                self.statement_caps.remove(statement);
+            }
+        }
+    }
+
     pub fn bind(
         &mut self,
         portal: &str,
         statement: &str,
         formats: impl Iterator<Item = i16> + Clone,
     ) {
+        // The portal runs the statement as parsed now, whatever a later Parse of the name.
+        let cap = self
+            .statement_caps
+            .get(statement)
+            .or(self.dropped.as_ref())
+            .cloned();
+        match cap {
+            Some(cap) => {
+                if self.portal_caps.len() >= MAX_NAMES {
+                    self.dropped = self.portal_caps.values().next().cloned();
+                    self.portal_caps.clear();
+                }
+                self.portal_caps.insert(portal.into(), cap);
+            }
+            None => {
+                self.portal_caps.remove(portal);
+            }
+        }
         // The same portal bound to the same statement again (every Execute of a prepared
         // statement): nothing to allocate.
         if let Some((s, f)) = self.portals.get(portal)
@@ -172,19 +267,27 @@ impl ClientSide {
 
     pub fn close_portal(&mut self, portal: &str) {
         self.portals.remove(portal);
+        self.portal_caps.remove(portal);
     }
 
     pub fn execute(&self, portal: &str) -> Expect {
+        let cap = self
+            .portal_caps
+            .get(portal)
+            .or(self.dropped.as_ref())
+            .cloned();
         match self.portals.get_key_value(portal) {
             Some((name, (statement, formats))) => Expect::Execute {
                 portal: Arc::clone(name),
                 statement: Some(Arc::clone(statement)),
                 formats: Arc::clone(formats),
+                cap,
             },
             None => Expect::Execute {
                 portal: portal.into(),
                 statement: None,
                 formats: Arc::from(Vec::new()),
+                cap,
             },
         }
     }
@@ -314,6 +417,7 @@ impl ServerSide {
                 portal,
                 statement,
                 formats,
+                ..
             }) => {
                 if let Some(c) = self.portal_columns.get(&portal) {
                     return Some(Arc::clone(c));
@@ -373,7 +477,10 @@ impl ServerSide {
     }
 
     pub fn error(&mut self, tracker: &Tracker) {
-        if !matches!(tracker.front(), Some(Expect::Query | Expect::Call { .. })) {
+        if !matches!(
+            tracker.front(),
+            Some(Expect::Query { .. } | Expect::Call { .. })
+        ) {
             tracker.skip_to_sync();
         }
         self.current = None;
@@ -443,6 +550,33 @@ mod tests {
     }
 
     #[test]
+    fn caps_dropped_to_bound_memory_fall_back_to_a_cap_never_to_none() {
+        let cap = ResultCap {
+            rows: Some(crate::pipeline::CapLimit {
+                max: 5,
+                rule: "r".into(),
+            }),
+            bytes: None,
+        };
+        let mut client = ClientSide::default();
+        client.parsed("plain", None);
+        client.bind("p0", "plain", std::iter::empty());
+        assert!(matches!(
+            client.execute("p0"),
+            Expect::Execute { cap: None, .. }
+        ));
+        for i in 0..=MAX_NAMES {
+            client.parsed(&format!("s{i}"), Some(cap.clone()));
+        }
+        // "s0" was dropped with the others: its portal is capped all the same.
+        client.bind("p1", "s0", std::iter::empty());
+        assert!(matches!(
+            client.execute("p1"),
+            Expect::Execute { cap: Some(_), .. }
+        ));
+    }
+
+    #[test]
     fn errors_skip_to_sync_and_simple_queries_use_their_description() {
         let tracker = Tracker::default();
         let mut client = ClientSide::default();
@@ -450,7 +584,7 @@ mod tests {
         client.bind("", "s9", std::iter::empty());
         tracker.push(client.execute(""));
         tracker.push(Expect::Sync);
-        tracker.push(Expect::Query);
+        tracker.push(Expect::Query { cap: None });
         server.error(&tracker);
         server.ready(&tracker);
         server.row_description(

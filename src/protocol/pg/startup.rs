@@ -708,6 +708,14 @@ async fn forward_cancel(ctx: &PgContext, process_id: i32, secret_key: i32) {
         debug!("cancel request with an unknown key, or for a held statement (now ended)");
         return;
     };
+    send_cancel(ctx, &key).await;
+}
+
+/// Sends a CancelRequest for `key`'s backend on a new connection to its target's server
+/// (PostgreSQL docs, "Canceling Requests in Progress") and waits, up to 2 seconds, until the
+/// server has read it and closed the connection. Failures are logged: a cancel is best effort
+/// in PostgreSQL too.
+pub(super) async fn send_cancel(ctx: &PgContext, key: &super::cancel::UpstreamKey) {
     let Some(target) = ctx.targets.get(&*key.target) else {
         return;
     };

@@ -202,9 +202,20 @@ pub(crate) async fn connect_upstream(
             Backend::NegotiateProtocolVersion { .. } => {}
             Backend::ReadyForQuery(_) => {
                 let (process_id, secret_key) = key.unwrap_or((0, 0));
-                let (clock, status) = sample_clock(&mut server, max, &mut greeting)
-                    .await
-                    .map_err(io)?;
+                // A server that cannot answer a one-value query in time cannot serve the
+                // session either, and an answer arriving later would be out of step.
+                let (clock, status) = tokio::time::timeout(
+                    CLOCK_SAMPLE_TIMEOUT,
+                    sample_clock(&mut server, max, &mut greeting),
+                )
+                .await
+                .map_err(|_| {
+                    io(Error::Upstream(format!(
+                        "the server did not answer within {} s after the login",
+                        CLOCK_SAMPLE_TIMEOUT.as_secs()
+                    )))
+                })?
+                .map_err(io)?;
                 return Ok((
                     server,
                     UpstreamSession {
@@ -228,6 +239,9 @@ pub(crate) async fn connect_upstream(
         }
     }
 }
+
+/// How long the clock sample may take before the login is given up.
+const CLOCK_SAMPLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Samples the server's clock on a session that just logged in (at ReadyForQuery), timing the
 /// round trip with tollgate's wall clock; also returns the transaction status of the

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+mod cap;
 mod results;
 mod statement;
 
@@ -99,6 +100,10 @@ struct Prepared {
     params: u16,
     /// The parameter types last bound (COM_STMT_EXECUTE sends them only when they change).
     param_types: Vec<ColumnMask>,
+    /// Its result cap (from the ruling on its text), and the rows and bytes its cursor has
+    /// returned since its last COM_STMT_EXECUTE.
+    cap: Option<Arc<crate::pipeline::ResultCap>>,
+    counted: (u64, u64),
 }
 
 /// The MySQL errno and SQLSTATE for a refusal's PostgreSQL-style SQLSTATE.
@@ -138,6 +143,12 @@ struct Relay<'a> {
     /// for promotions (`conn::promotion`), and the ones this connection promoted.
     sources: Vec<Option<Arc<str>>>,
     promoted_here: std::collections::HashSet<Arc<str>>,
+    /// The server's id of the upstream session (`KILL QUERY` at a result cap).
+    upstream_thread: u32,
+    /// The result cap of the statement last ruled on, and the rows counted against the cap
+    /// of the statement whose answer is streaming.
+    last_cap: Option<Arc<crate::pipeline::ResultCap>>,
+    counting: Option<cap::Counting>,
 }
 
 /// Runs an established connection until either side ends it.
@@ -187,6 +198,9 @@ pub async fn run(
         interrupt,
         sources: Vec::new(),
         promoted_here: Default::default(),
+        upstream_thread: est.upstream_thread,
+        last_cap: None,
+        counting: None,
     };
     let idle = ctx.config.limits.idle_timeout;
     let max = ctx.config.limits.max_client_frame;
@@ -671,6 +685,15 @@ impl Relay<'_> {
                     return Ok(None);
                 }
                 self.send_server(&payload).await?;
+                // A cursor's rows count from its COM_STMT_EXECUTE through every fetch.
+                self.counting = self.statements.get_mut(&id).and_then(|st| {
+                    if cmd == 0x17 {
+                        st.counted = (0, 0);
+                    }
+                    let mut c = cap::Counting::new(Arc::clone(st.cap.as_ref()?));
+                    (c.rows, c.bytes) = st.counted;
+                    Some(c)
+                });
                 if cmd == 0x17 {
                     self.results(true, Some(id)).await?;
                 } else {
@@ -681,6 +704,11 @@ impl Relay<'_> {
                         .unwrap_or_default();
                     self.sources = sources;
                     self.rows(&columns, true).await?;
+                }
+                if let Some(c) = self.counting.take()
+                    && let Some(st) = self.statements.get_mut(&id)
+                {
+                    st.counted = (c.rows, c.bytes);
                 }
             }
             0x18 | 0x19 => {

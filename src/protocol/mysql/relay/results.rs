@@ -208,6 +208,12 @@ impl Relay<'_> {
                 let found = found_in(payload, m, columns, binary);
                 self.promote(found).await;
             }
+            if self.counting.is_some() && self.count_row(payload.len()).await? {
+                // The cap: the statement was killed, its answer drained, the client told.
+                self.frames
+                    .push(json!({"t": "rows", "n": count, "capped": true}));
+                return Ok(false);
+            }
             let out = masked.as_deref().unwrap_or(payload);
             count += 1;
             if self.full && self.recorder.is_some() {
@@ -288,6 +294,8 @@ impl Relay<'_> {
                 sources: Vec::new(),
                 params,
                 param_types: Vec::new(),
+                cap: self.last_cap.take(),
+                counted: (0, 0),
             },
         );
         self.finish().await

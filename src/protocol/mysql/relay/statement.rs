@@ -44,6 +44,7 @@ impl Relay<'_> {
             ruling.verdict = verdict;
             ruling.reason = note;
         }
+        self.last_cap = ruling.result_cap.clone().map(Arc::new);
         let verdict = crate::conn::statement::settle(
             self.recorder,
             &self.info,
@@ -249,7 +250,9 @@ impl Relay<'_> {
         p.push(0x03);
         p.extend_from_slice(text.as_bytes());
         self.send_server(&p).await?;
+        self.counting = self.last_cap.take().map(cap::Counting::new);
         let ok = self.results(false, None).await?;
+        self.counting = None;
         // What a PREPARE or DEALLOCATE PREPARE defined counts once the server said so.
         self.inspect.answered(ok);
         Ok(())

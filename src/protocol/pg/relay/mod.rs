@@ -20,6 +20,7 @@
 //! syntax error for tollgate's refusal. Responses therefore stay in order however deeply the
 //! client pipelines.
 
+mod cap;
 mod hold;
 mod to_client;
 mod to_server;
@@ -97,6 +98,8 @@ pub(super) struct Shared {
     pub tracker: results::Tracker,
     /// How the client's CancelRequest reaches a statement held for approval.
     pub interrupt: std::sync::Arc<super::cancel::Interrupt>,
+    /// The upstream backend's cancel key, for a statement whose result reached its cap.
+    pub upstream_key: Option<super::cancel::UpstreamKey>,
 }
 
 /// Runs an established connection until either side ends it.
@@ -130,6 +133,7 @@ pub async fn run(
         pending_count: AtomicUsize::new(0),
         tracker: results::Tracker::default(),
         interrupt: est.cancel.interrupt(),
+        upstream_key: est.cancel.upstream(),
         marker: format!(
             "tollgate_refused_{}_",
             nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -193,6 +197,7 @@ pub async fn run(
         found: Vec::new(),
         binary_copy: false,
         call_result: None,
+        capping: cap::Capping::default(),
     }
     .run(server.buf);
     tokio::pin!(to_server, to_client);

@@ -64,6 +64,8 @@ pub(super) struct ToClient<'a> {
     /// The FunctionCall answered next asked for a binary result: its function's declared
     /// return type (0: not known, so withheld).
     pub call_result: Option<u32>,
+    /// Rows counted against result caps.
+    pub capping: super::cap::Capping,
 }
 
 /// One batch: the messages framed from one read, and what the stages made of them.
@@ -72,6 +74,9 @@ struct Step {
     recorded: Option<ServerBatch>,
     masked: u64,
     pos: usize,
+    /// Every message so far is tollgate's own refusal (in place of its marker's error) or
+    /// ReadyForQuery: nothing of the server's data.
+    own_only: bool,
 }
 
 impl ToClient<'_> {
@@ -84,12 +89,13 @@ impl ToClient<'_> {
                 recorded: self.record.map(|r| ServerBatch::new(r.full)),
                 masked: 0,
                 pos: 0,
+                own_only: true,
             };
             let problem = self.frame_all(&buf, &mut step).await.err();
             if step.masked > 0 {
                 metrics::counter!(crate::metrics::MASKED).increment(step.masked);
             }
-            if let Err(end) = self.record_batch(step.recorded.take()).await {
+            if let Err(end) = self.record_batch(step.recorded.take(), step.own_only).await {
                 return end;
             }
             if let Err(end) = self.write(&mut buf, &mut step).await {
@@ -133,12 +139,42 @@ impl ToClient<'_> {
     /// One message through the stages: observe, transform, record.
     async fn message(&mut self, buf: &BytesMut, step: &mut Step, n: usize) -> Result<(), Problem> {
         let m = Message::from_frame(&buf[step.pos..step.pos + n]);
+        let capped = self.capping.step(m.tag, m.body, &self.shared.tracker);
         if self.observe(m).await? {
             // The answer to tollgate's own Describe: not the client's to see.
             step.batch.replace(buf, step.pos, step.pos + n, &[]);
             return Ok(());
         }
+        match capped {
+            super::cap::Step::Pass => {}
+            super::cap::Step::Withhold => {
+                step.batch.replace(buf, step.pos, step.pos + n, &[]);
+                return Ok(());
+            }
+            super::cap::Step::Reached(reached) => {
+                step.own_only = false;
+                step.batch.replace(buf, step.pos, step.pos + n, &[]);
+                self.cap_reached(reached).await;
+                return Ok(());
+            }
+            super::cap::Step::Replace(out) => {
+                // The end of a result the server sent: recorded like the server's data.
+                step.own_only = false;
+                step.batch.replace(buf, step.pos, step.pos + n, &out);
+                if let Some(recorded) = &mut step.recorded {
+                    // The error (first message of the replacement).
+                    let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
+                    recorded.frame(b'E', &out[5..1 + len], None, self.masker, false);
+                }
+                return Ok(());
+            }
+        }
+        let refusals_before = self.shared.pending_count.load(Ordering::Acquire);
         let (changed, row_columns) = self.transform(m);
+        let refusal = m.tag == b'E'
+            && changed.is_some()
+            && self.shared.pending_count.load(Ordering::Acquire) < refusals_before;
+        step.own_only &= refusal || m.tag == b'Z';
         if !self.found.is_empty() {
             self.promote(row_columns.as_deref()).await;
         }
@@ -301,6 +337,31 @@ impl ToClient<'_> {
         }
     }
 
+    /// A result reached its cap: the statement is cancelled on the server (the relay goes on
+    /// withholding what it still sends), and the event is counted, logged and recorded.
+    async fn cap_reached(&mut self, reached: super::cap::Reached) {
+        metrics::counter!(
+            crate::metrics::RESULT_CAPPED,
+            "protocol" => "postgres",
+            "limit" => reached.what,
+            "rule" => reached.limit.rule.clone()
+        )
+        .increment(1);
+        tracing::info!(conn = %self.info.id, rule = %reached.limit.rule, limit = reached.what, max = reached.limit.max, "result cap reached; cancelling the statement");
+        if let Some(key) = &self.shared.upstream_key {
+            crate::protocol::pg::startup::send_cancel(self.ctx, key).await;
+        }
+        if let Some(record) = self.record {
+            let event = Event::new(
+                audit::kind::RESULT_CAPPED,
+                Outcome::Refused,
+                self.info.who.clone(),
+                cap_detail(&reached),
+            );
+            let _ = record.recorder.record_wait(event).await;
+        }
+    }
+
     /// A card number was found in result columns no rule protects: the table columns they
     /// come from are promoted for the target (`conn::promotion`), logged and recorded.
     async fn promote(&mut self, columns: Option<&[results::Column]>) {
@@ -337,7 +398,14 @@ impl ToClient<'_> {
     /// The record stage: the batch before the client gets it, so a result is never seen
     /// unrecorded. A writer behind makes this wait (backpressure: the server is read no
     /// further meanwhile), up to the audit queue's wait; then the connection ends with 58030.
-    async fn record_batch(&mut self, recorded: Option<ServerBatch>) -> Result<(), End> {
+    /// A batch of tollgate's own refusals alone (no server data: the 58030 of a statement the
+    /// failing store could not record, say) still reaches the client: the statement record or
+    /// the outage's `store_failure` record accounts for it.
+    async fn record_batch(
+        &mut self,
+        recorded: Option<ServerBatch>,
+        own_only: bool,
+    ) -> Result<(), End> {
         if let (Some(record), Some(detail)) = (self.record, recorded.and_then(ServerBatch::finish))
         {
             let event = Event::new(
@@ -347,6 +415,10 @@ impl ToClient<'_> {
                 detail,
             );
             if let Err(e) = record.recorder.record_result(event).await {
+                if own_only {
+                    warn!(error = %e, "a refusal was sent unrecorded: the audit store cannot take it");
+                    return Ok(());
+                }
                 // Fail closed: the batch is not shown; the client is told why, and the
                 // connection ends (its result cannot go on unrecorded).
                 let message = format!(
@@ -507,6 +579,17 @@ fn take_refusal(shared: &Shared, m: Message<'_>) -> Option<Vec<u8>> {
     let refusal = pending.swap_remove(index).error;
     shared.pending_count.store(pending.len(), Ordering::Release);
     Some(refusal)
+}
+
+/// The `result_capped` record's detail: the limit, its rule, what was counted.
+pub(super) fn cap_detail(reached: &super::cap::Reached) -> serde_json::Value {
+    serde_json::json!({
+        "rule": reached.limit.rule,
+        "limit": reached.what,
+        "max": reached.limit.max,
+        "rows": reached.rows,
+        "bytes": reached.bytes,
+    })
 }
 
 /// Tells the client the daemon is shutting down (FATAL 57P01).

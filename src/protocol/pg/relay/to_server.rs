@@ -219,7 +219,7 @@ impl ToServer<'_> {
                         function: *function_oid,
                         binary: *result_format == 1,
                     },
-                    _ => Expect::Query,
+                    _ => Expect::Query { cap: None },
                 });
             }
             Frontend::Parse { statement, .. } => shared.tracker.push(Expect::Forget {
@@ -338,6 +338,17 @@ impl ToServer<'_> {
             let (verdict, note) = held.map_err(Stop::End)?;
             ruling.verdict = verdict;
             ruling.reason = note;
+        }
+        // The result cap travels with what the server will answer: a Query's own, or through
+        // the statement's name to the portals bound to it.
+        match statement.origin {
+            Origin::Simple => {
+                if let Some(cap) = &ruling.result_cap {
+                    self.shared.tracker.cap_last_query(Arc::new(cap.clone()));
+                }
+            }
+            Origin::Prepare { name } => self.portals.parsed(name, ruling.result_cap.clone()),
+            Origin::FunctionCall { .. } => {}
         }
         Ok(settle(
             self.record.map(|r| r.recorder),
