@@ -196,3 +196,29 @@ fn policy_check_names_the_new_fields_misused() {
         );
     }
 }
+
+/// `policy explain`, `policy test` and `policy backtest` decide as the proxy does: a statement
+/// a `require_reason` rule matches is refused unless it states a reason.
+#[test]
+fn the_tools_see_the_requirement_too() {
+    let rules = RuleSet::parse(&[("p.yaml".into(), POLICY.into())]).unwrap();
+    let policy = Policy::new(rules);
+    let decide = |sql: &str, session: Option<&str>| {
+        policy
+            .decide_stated(&identity(None), "app", sql, SqlDialect::Postgres, session)
+            .decision
+    };
+    let bare = decide("delete from t where id = 1", None);
+    assert_eq!(bare.action, Action::Deny);
+    assert_eq!(bare.rule.as_deref(), Some("writes-with-a-reason"));
+    assert!(bare.message().contains("a reason is required"));
+    assert_eq!(
+        decide("/* reason: INC-1 */ delete from t where id = 1", None).action,
+        Action::Allow
+    );
+    assert_eq!(
+        decide("delete from t where id = 1", Some("INC-1")).action,
+        Action::Allow
+    );
+    assert_eq!(decide("select 1", None).action, Action::Allow);
+}

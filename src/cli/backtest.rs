@@ -99,7 +99,9 @@ pub async fn run(
                 let identity = identity_of(&body);
                 let database = body["database"].as_str().unwrap_or_default();
                 let dialect = dialect_of(&t.config, body["target"].as_str());
-                let report = policy.decide(&identity, database, sql, dialect);
+                // The reason the statement stated, as recorded (its comment or its session's).
+                let reason = body["detail"]["reason"].as_str();
+                let report = policy.decide_stated(&identity, database, sql, dialect, reason);
                 let d = &report.decision;
                 let mut new = describe(d.action.name(), d.rule.as_deref());
                 // Refused as unreadable then (its reason says so) and now is no change; read

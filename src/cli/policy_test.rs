@@ -172,7 +172,7 @@ fn check(policy: &Policy, defaults: &Who, case: &Case) -> Option<String> {
         _ => SqlDialect::Postgres,
     };
     let decision = policy
-        .decide(&identity, &database, &case.sql, dialect)
+        .decide_stated(&identity, &database, &case.sql, dialect, None)
         .decision;
     let got_rule = decision.rule.clone().unwrap_or_else(|| "default".into());
     let got = format!("{} by {got_rule}", decision.action.name());

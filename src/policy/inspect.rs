@@ -251,30 +251,15 @@ impl ConnPolicy {
             policy.decision(&conn.identity, &conn.database, list)
         };
         // A rule may ask for a reason: without one, refused whatever it would have done.
-        let decision = match policy.reason_required_by(
+        let stated =
+            super::reason::stated(conn.session_reason.as_deref(), statement.sql, dialect).is_some();
+        let decision = policy.with_reason_required(
             &conn.identity,
             &conn.database,
             judged.as_deref().unwrap_or(list),
-        ) {
-            Some(rule)
-                if decision.action != Action::Deny
-                    && super::reason::stated(
-                        conn.session_reason.as_deref(),
-                        statement.sql,
-                        dialect,
-                    )
-                    .is_none() =>
-            {
-                Decision {
-                    rule: Some(rule.to_owned()),
-                    ..refused(format!(
-                        "a reason is required: start the statement with /* reason: … */ or set {} for the session (docs/policy.md, \"Reasons and actors\")",
-                        super::reason::SESSION_SETTING
-                    ))
-                }
-            }
-            _ => decision,
-        };
+            stated,
+            decision,
+        );
         // A held statement may run once approved: what it prepares is remembered too, so a
         // later EXECUTE is judged by what really runs. (A refused one never runs; EXECUTE of
         // its name then fails on the server.) Too many names: refused rather than forgotten.
