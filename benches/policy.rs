@@ -41,6 +41,7 @@ fn bench(c: &mut Criterion) {
         client_id: None,
         issuer: "https://idp".into(),
         expires_at: None,
+        actor: None,
     };
     let mut group = c.benchmark_group("policy");
     for (name, sql) in STATEMENTS {

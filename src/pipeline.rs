@@ -52,6 +52,9 @@ pub struct ConnInfo {
     /// and extension functions), read from the server's catalog at login: a call or attribute
     /// reference naming one is a `call`. Empty for MySQL.
     pub user_functions: Arc<std::collections::BTreeSet<String>>,
+    /// The reason the agent gave for the whole session (`tollgate.reason`), cleaned by
+    /// `policy::reason::clean`; a statement's own leading comment takes precedence.
+    pub session_reason: Option<String>,
 }
 
 /// How a statement reached the proxy.

@@ -208,7 +208,7 @@ async fn an_approver_signs_in_and_approves_in_the_browser() {
     let (agent, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
     tokio::spawn(conn);
     let held = tokio::spawn({
-        let sql = format!("insert into {table} values (42)");
+        let sql = format!("/* reason: INC-42 the page shows it */ insert into {table} values (42)");
         async move { agent.execute(sql.as_str(), &[]).await }
     });
 
@@ -226,6 +226,12 @@ async fn an_approver_signs_in_and_approves_in_the_browser() {
         if source.contains(&format!("insert into {table}")) {
             assert!(
                 source.contains("Signed in as <b>dev-approver</b>"),
+                "{source}"
+            );
+            // The agent's stated reason and the impact line, next to the statement.
+            assert!(
+                source.contains("Reason: INC-42 the page shows it")
+                    && source.contains("Impact: no preview: only UPDATE"),
                 "{source}"
             );
             break;

@@ -385,6 +385,7 @@ async fn function_rules_match_every_spelling() {
         client_id: None,
         issuer: "test".into(),
         expires_at: None,
+        actor: None,
     };
     use tollgate::policy::classify::SqlDialect::MySql;
     for sql in [

@@ -505,6 +505,15 @@ async fn webhook_notifications_are_retried_and_recorded() {
             "approved by a DBA".into(),
             "dba".into(),
             Duration::from_secs(60),
+            tollgate::approval::Details {
+                agent_reason: Some("INC-1234 raise the limit".into()),
+                actor: Some("alice@example.com".into()),
+                preview: Some(tollgate::approval::preview::Preview {
+                    rows: Some(1),
+                    tables: vec!["public.accounts".into()],
+                    unavailable: None,
+                }),
+            },
         )
         .await
         .unwrap();
@@ -528,6 +537,16 @@ async fn webhook_notifications_are_retried_and_recorded() {
         "{text}"
     );
     assert_eq!(body["approval"]["id"], ticket.request.id.0.as_str());
+    // What the requester added: its reason, the person it acts for, the impact preview.
+    assert!(
+        text.contains("stated reason: INC-1234 raise the limit")
+            && text.contains("acting for alice@example.com")
+            && text.contains("impact: about 1 row (estimated); tables public.accounts"),
+        "{text}"
+    );
+    assert_eq!(body["approval"]["agent_reason"], "INC-1234 raise the limit");
+    assert_eq!(body["approval"]["actor"], "alice@example.com");
+    assert_eq!(body["approval"]["preview"]["rows"], 1);
     // The delivery is recorded (after the retry succeeded).
     let mut delivered = false;
     for _ in 0..50 {
@@ -577,6 +596,7 @@ async fn one_identity_cannot_crowd_out_the_others() {
                     "r".into(),
                     "dba".into(),
                     Duration::from_secs(60),
+                    Default::default(),
                 )
                 .await
         }

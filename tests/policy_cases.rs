@@ -20,6 +20,7 @@ fn agent() -> Identity {
         client_id: Some("ci".into()),
         issuer: "https://idp.example".into(),
         expires_at: None,
+        actor: None,
     }
 }
 
@@ -635,6 +636,7 @@ rules:
 fn conn() -> ConnInfo {
     ConnInfo {
         user_functions: Default::default(),
+        session_reason: None,
         id: ConnId(1),
         client_addr: SocketAddr::from(([127, 0, 0, 1], 5000)),
         user: "agent".into(),

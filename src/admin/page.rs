@@ -174,6 +174,7 @@ impl Login {
             client_id: None,
             issuer: v["iss"].as_str()?.to_owned(),
             expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(v["exp"].as_u64()?)),
+            actor: None,
         };
         Some((identity, v["csrf"].as_str()?.to_owned()))
     }
@@ -407,9 +408,25 @@ pub async fn page(
             });
         let own = r.subject == who.subject && r.issuer == who.issuer;
         rows.push_str(&format!(
-            "<tr id=\"{id}\"><td><code>{id}</code></td><td>{requester}<br><small>{groups}</small></td><td>{target}</td><td><pre>{sql}</pre></td><td>{rule}<br><small>{reason}</small></td><td>{left}</td><td>{actions}</td></tr>",
+            "<tr id=\"{id}\"><td><code>{id}</code></td><td>{requester}<br><small>{groups}</small>{actor}</td><td>{target}</td><td><pre>{sql}</pre>{stated}{impact}</td><td>{rule}<br><small>{reason}</small></td><td>{left}</td><td>{actions}</td></tr>",
             id = escape(&r.id.0),
             requester = escape(&r.subject),
+            actor = r.details.actor.as_deref().map_or(String::new(), |a| format!(
+                "<br><small class=\"actor\">acting for {}</small>",
+                escape(a)
+            )),
+            stated = r
+                .details
+                .agent_reason
+                .as_deref()
+                .map_or(String::new(), |a| format!(
+                    "<p class=\"stated\">Reason: {}</p>",
+                    escape(a)
+                )),
+            impact = r.details.preview.as_ref().map_or(String::new(), |p| format!(
+                "<p class=\"impact\">Impact: {}</p>",
+                escape(&p.summary())
+            )),
             groups = escape(&r.groups.join(", ")),
             target = escape(&format!("{} / {}", r.target, r.database)),
             sql = escape(&r.sql),

@@ -7,6 +7,7 @@
 //! fingerprint on the same target within N minutes goes through without asking again.
 //! Every step (held, notified, approved, denied, timed out, cancelled) is recorded.
 
+pub mod preview;
 pub mod shared;
 pub mod webhook;
 
@@ -73,6 +74,40 @@ pub struct Request {
     pub created_at: SystemTime,
     #[serde(skip)]
     pub who: Arc<Who>,
+    /// What the requester adds: its stated reason, the person it acts for, the preview.
+    #[serde(flatten)]
+    pub details: Details,
+}
+
+/// What an approver sees besides the statement and the rule, each masked, each optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Details {
+    /// The reason the agent stated (`/* reason: … */` or its session's `tollgate.reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_reason: Option<String>,
+    /// The person the agent acts for (the token's actor claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The server's estimate of what the statement would touch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<preview::Preview>,
+}
+
+impl Details {
+    /// The details as one line for people (the webhook's text, the CLI).
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(actor) = &self.actor {
+            parts.push(format!("acting for {actor}"));
+        }
+        if let Some(reason) = &self.agent_reason {
+            parts.push(format!("stated reason: {reason}"));
+        }
+        if let Some(p) = &self.preview {
+            parts.push(format!("impact: {}", p.summary()));
+        }
+        parts.join("; ")
+    }
 }
 
 /// How a held statement ends.
@@ -306,6 +341,7 @@ impl Approvals {
         reason: String,
         approver_group: String,
         timeout: Duration,
+        details: Details,
     ) -> Result<Ticket, SubmitError> {
         let now = SystemTime::now();
         let request = Arc::new(Request {
@@ -327,6 +363,7 @@ impl Approvals {
             expires_at: now + timeout,
             created_at: now,
             who,
+            details,
         });
         let (tx, rx) = oneshot::channel();
         {
@@ -598,6 +635,16 @@ impl Approvals {
             "created": r.created,
             "expires": r.expires,
         });
+        let mut fields = fields;
+        if let Some(reason) = &r.details.agent_reason {
+            fields["agent_reason"] = crate::mask::for_log(reason).into();
+        }
+        if let Some(actor) = &r.details.actor {
+            fields["actor"] = crate::mask::for_log(actor).into();
+        }
+        if let Some(p) = &r.details.preview {
+            fields["preview"] = serde_json::to_value(p).unwrap_or_default();
+        }
         if let (Some(d), serde_json::Value::Object(f)) = (detail.as_object_mut(), fields) {
             for (k, v) in f {
                 d.entry(k).or_insert(v);
@@ -646,5 +693,51 @@ impl Approvals {
             text.push_str(&format!("; approve at {url}"));
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared store keeps a request as its JSON: the requester's details survive the trip,
+    /// and a request stored before they existed still reads.
+    #[test]
+    fn a_request_and_its_details_round_trip_through_json() {
+        let now = SystemTime::now();
+        let request = Request {
+            id: ApprovalId("ap_abcdefghijkl".into()),
+            subject: "agent-1".into(),
+            issuer: "https://idp.example".into(),
+            groups: vec!["ai-agents".into()],
+            session: None,
+            client_addr: None,
+            target: "t".into(),
+            database: "d".into(),
+            sql: "delete from t".into(),
+            fingerprint: String::new(),
+            rule: Some("writes".into()),
+            reason: "approved by a DBA".into(),
+            approver_group: "dba".into(),
+            created: ts(now),
+            expires: ts(now),
+            expires_at: now,
+            created_at: now,
+            who: Arc::default(),
+            details: Details {
+                agent_reason: Some("INC-1".into()),
+                actor: Some("alice".into()),
+                preview: Some(preview::Preview::unavailable("preview timed out")),
+            },
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        let back: Request = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.details, request.details);
+        let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for k in ["agent_reason", "actor", "preview"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let back: Request = serde_json::from_value(old).unwrap();
+        assert_eq!(back.details, Details::default());
     }
 }

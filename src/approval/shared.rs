@@ -450,6 +450,7 @@ async fn listen(pool: PgPool, approvals: Weak<Approvals>) {
                     client_id: None,
                     issuer: issuer.unwrap_or_default(),
                     expires_at: None,
+                    actor: None,
                 };
                 a.decided_elsewhere(&ApprovalId(id), outcome, &approver);
             }

@@ -30,14 +30,20 @@ impl Webhook {
 
     /// Posts the notification; the status of the accepted attempt, or why every one failed.
     pub async fn notify(&self, r: &Request, page_url: Option<&str>) -> Result<u16, String> {
+        let details = r.details.summary();
         let text = format!(
-            "tollgate: {} ({}) wants to run on {}: `{}` (rule {}: {}). Approver group: {}. Expires {}.{}",
+            "tollgate: {} ({}) wants to run on {}: `{}` (rule {}: {}).{} Approver group: {}. Expires {}.{}",
             r.subject,
             r.groups.join(","),
             r.target,
             r.sql,
             r.rule.as_deref().unwrap_or("default"),
             r.reason,
+            if details.is_empty() {
+                String::new()
+            } else {
+                format!(" {details}.")
+            },
             r.approver_group,
             r.expires,
             page_url.map_or(String::new(), |u| format!(" Decide: {u}"))

@@ -259,6 +259,18 @@ impl DevIssuer {
 
     /// A signed access token for `subject`.
     pub fn mint(&self, subject: &str, groups: &[String], ttl: Duration) -> Result<String, Error> {
+        self.mint_for(subject, groups, ttl, None)
+    }
+
+    /// A token for an agent acting for a person: RFC 8693's `act` claim names them
+    /// (`{"act": {"sub": actor}}`).
+    pub fn mint_for(
+        &self,
+        subject: &str,
+        groups: &[String],
+        ttl: Duration,
+        actor: Option<&str>,
+    ) -> Result<String, Error> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -272,6 +284,10 @@ impl DevIssuer {
             "nbf": now,
             "exp": now.saturating_add(ttl.as_secs()),
         });
+        let mut claims = claims;
+        if let Some(actor) = actor {
+            claims["act"] = json!({ "sub": actor });
+        }
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         let key = jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8);

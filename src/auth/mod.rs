@@ -31,6 +31,9 @@ pub struct Identity {
     /// When tollgate stops accepting the token: its `exp` plus the configured clock-skew
     /// `leeway`, so login and every later message apply one rule. `None` for static logins.
     pub expires_at: Option<SystemTime>,
+    /// The person the agent acts for, from the issuer's `actor_claim` (RFC 8693 `act.sub` by
+    /// default); `None` when the token names nobody.
+    pub actor: Option<String>,
 }
 
 impl Identity {
@@ -42,6 +45,7 @@ impl Identity {
             client_id: None,
             issuer: STATIC_ISSUER.to_owned(),
             expires_at: None,
+            actor: None,
         }
     }
 

@@ -262,6 +262,12 @@ impl Validator {
                 .find_map(|c| claim(&claims, c).and_then(Value::as_str).map(str::to_owned)),
             issuer: issuer.config.issuer.clone(),
             expires_at: Some(expires_at),
+            actor: Some(issuer.config.actor_claim.as_str())
+                .filter(|c| !c.is_empty())
+                .and_then(|c| claim(&claims, c))
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned),
         };
         if identity.expired(now) {
             return Err(Reason::Expired);

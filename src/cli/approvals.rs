@@ -62,11 +62,26 @@ pub async fn approvals_command(
             let mut t = comfy_table::Table::new();
             t.set_header(["id", "requester", "target", "statement", "rule", "expires"]);
             for r in body.as_array().into_iter().flatten() {
+                // The requester's additions, under what they qualify.
+                let mut requester = r["subject"].as_str().unwrap_or_default().to_owned();
+                if let Some(actor) = r["actor"].as_str() {
+                    requester.push_str(&format!("\nfor {actor}"));
+                }
+                let mut statement = r["sql"].as_str().unwrap_or_default().to_owned();
+                if let Some(reason) = r["agent_reason"].as_str() {
+                    statement.push_str(&format!("\nreason: {reason}"));
+                }
+                if let Ok(p) = serde_json::from_value::<tollgate::approval::preview::Preview>(
+                    r["preview"].clone(),
+                ) && r["preview"].is_object()
+                {
+                    statement.push_str(&format!("\nimpact: {}", p.summary()));
+                }
                 t.add_row([
                     r["id"].as_str().unwrap_or_default().to_owned(),
-                    r["subject"].as_str().unwrap_or_default().to_owned(),
+                    requester,
                     r["target"].as_str().unwrap_or_default().to_owned(),
-                    r["sql"].as_str().unwrap_or_default().to_owned(),
+                    statement,
                     r["rule"].as_str().unwrap_or("default").to_owned(),
                     r["expires"].as_str().unwrap_or_default().to_owned(),
                 ]);

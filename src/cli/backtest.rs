@@ -99,7 +99,9 @@ pub async fn run(
                 let identity = identity_of(&body);
                 let database = body["database"].as_str().unwrap_or_default();
                 let dialect = dialect_of(&t.config, body["target"].as_str());
-                let report = policy.decide(&identity, database, sql, dialect);
+                // The reason the statement stated, as recorded (its comment or its session's).
+                let reason = body["detail"]["reason"].as_str();
+                let report = policy.decide_stated(&identity, database, sql, dialect, reason);
                 let d = &report.decision;
                 let mut new = describe(d.action.name(), d.rule.as_deref());
                 // Refused as unreadable then (its reason says so) and now is no change; read
@@ -173,6 +175,8 @@ fn identity_of(body: &serde_json::Value) -> Identity {
         client_id: text("client_id"),
         issuer: text("issuer").unwrap_or_default(),
         expires_at: None,
+        // The person the agent acted for, as the statement's record keeps it (masked).
+        actor: body["detail"]["actor"].as_str().map(str::to_owned),
     }
 }
 

@@ -63,6 +63,9 @@ pub enum TokenCommand {
         /// Lifetime, like 15m or 1h.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// The person the agent acts for (RFC 8693 `act.sub`), recorded and shown to approvers.
+        #[arg(long)]
+        act_sub: Option<String>,
         #[arg(long, default_value = ".tollgate-dev")]
         data_dir: PathBuf,
     },
@@ -75,6 +78,7 @@ pub fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         sub,
         groups,
         ttl,
+        act_sub,
         data_dir,
     } = command;
     let issuer = open_dev_issuer(&data_dir)?;
@@ -83,7 +87,10 @@ pub fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     } else {
         groups
     };
-    println!("{}", issuer.mint(&sub, &groups, ttl)?);
+    println!(
+        "{}",
+        issuer.mint_for(&sub, &groups, ttl, act_sub.as_deref())?
+    );
     Ok(())
 }
 

@@ -138,13 +138,14 @@ pub fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
                 client_id,
                 issuer,
                 expires_at: None,
+                actor: None,
             };
             let policy = Policy::new(rules);
             let dialect = match dialect {
                 DialectArg::Postgres => SqlDialect::Postgres,
                 DialectArg::Mysql => SqlDialect::MySql,
             };
-            let report = policy.decide(&identity, &database, &sql, dialect);
+            let report = policy.decide_stated(&identity, &database, &sql, dialect, None);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -163,6 +163,8 @@ fn check(policy: &Policy, defaults: &Who, case: &Case) -> Option<String> {
             .or_else(|| defaults.client_id.clone()),
         issuer: pick(&case.issuer, &defaults.issuer),
         expires_at: None,
+        // (Cases name no actor yet: `actor:` rules see none.)
+        actor: None,
     };
     let database = pick(&case.database, &defaults.database);
     let dialect = match case.dialect.or(defaults.dialect) {
@@ -170,7 +172,7 @@ fn check(policy: &Policy, defaults: &Who, case: &Case) -> Option<String> {
         _ => SqlDialect::Postgres,
     };
     let decision = policy
-        .decide(&identity, &database, &case.sql, dialect)
+        .decide_stated(&identity, &database, &case.sql, dialect, None)
         .decision;
     let got_rule = decision.rule.clone().unwrap_or_else(|| "default".into());
     let got = format!("{} by {got_rule}", decision.action.name());

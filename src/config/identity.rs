@@ -53,6 +53,10 @@ pub struct IssuerConfig {
     /// (`realm_access.roles` for Keycloak, `roles` for Azure AD, `groups` for Okta).
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
+    /// Claim naming the person the agent acts for (a dotted path); RFC 8693's `act.sub` by
+    /// default, `""` for none.
+    #[serde(default = "default_actor_claim")]
+    pub actor_claim: String,
     /// Claims naming the OAuth client, first present wins.
     #[serde(default = "default_client_id_claims")]
     pub client_id_claims: Vec<String>,
@@ -103,6 +107,10 @@ fn default_subject_claim() -> String {
 
 pub(super) fn default_groups_claim() -> String {
     "groups".into()
+}
+
+fn default_actor_claim() -> String {
+    "act.sub".into()
 }
 
 fn default_client_id_claims() -> Vec<String> {

@@ -30,6 +30,8 @@ pub struct Login<'a> {
     pub protocol: Protocol,
     /// The upstream server's clock, sampled on this session's upstream connection.
     pub clock: &'a ClockSample,
+    /// The reason the client gave for the session (`tollgate.reason`), as it sent it.
+    pub reason: Option<&'a str>,
 }
 
 /// The upstream server's clock against tollgate's, sampled once on each session's upstream
@@ -139,6 +141,7 @@ pub fn connected(id: ConnId, peer: SocketAddr, s: &Login<'_>) -> ConnInfo {
         who,
         protocol: s.protocol,
         user_functions: Default::default(),
+        session_reason: s.reason.and_then(crate::policy::reason::clean),
     };
     info!(
         session = info.who.session.as_ref().map(|s| s.0.as_str()),
@@ -199,6 +202,14 @@ pub async fn record_start(ctx: &Context, info: &ConnInfo, s: &Login<'_>) -> Resu
             "clock": s.clock.to_json(),
         }),
     );
+    let mut start = start;
+    // The person the agent acts for, and the session's reason: only when there is one.
+    if let Some(actor) = &s.identity.actor {
+        start.detail["actor"] = crate::mask::for_log(actor).into();
+    }
+    if let Some(reason) = &info.session_reason {
+        start.detail["reason"] = crate::mask::for_log(reason).into();
+    }
     let recorded = match recorder.record_within(auth).await {
         Ok(()) => recorder.record_within(start).await,
         Err(e) => Err(e),

@@ -77,6 +77,14 @@ pub fn statement_event(
     if let Some(name) = name {
         detail["name"] = serde_json::Value::String(crate::mask::for_log(name));
     }
+    if let Some(reason) = stated_reason(info, statement) {
+        detail["reason"] = String::from_utf8_lossy(&masker.mask(reason.as_bytes()))
+            .into_owned()
+            .into();
+    }
+    if let Some(actor) = &info.identity.actor {
+        detail["actor"] = crate::mask::for_log(actor).into();
+    }
     if let Some(oid) = oid {
         detail["oid"] = oid.into();
     }
@@ -91,6 +99,16 @@ pub fn statement_event(
     let mut event = Event::new(audit::kind::STATEMENT, outcome, info.who.clone(), detail);
     event.tables = ruling.tables.clone();
     event
+}
+
+/// The reason the agent states for a statement: its leading `/* reason: … */` comment, else
+/// the session's `tollgate.reason` (`policy::reason`); cleaned and length-capped, not masked.
+pub fn stated_reason(info: &ConnInfo, statement: &Statement<'_>) -> Option<String> {
+    let dialect = match info.protocol {
+        crate::config::Protocol::Postgres => crate::policy::classify::SqlDialect::Postgres,
+        crate::config::Protocol::Mysql => crate::policy::classify::SqlDialect::MySql,
+    };
+    crate::policy::reason::stated(info.session_reason.as_deref(), statement.sql, dialect)
 }
 
 /// The key of an approval window: the same statement, literals included (a window covers
@@ -193,10 +211,17 @@ pub async fn submit_for_approval(
     hold: &crate::pipeline::Hold,
     masker: &Masker,
     fingerprint: String,
+    preview: Option<crate::approval::preview::Preview>,
 ) -> Result<crate::approval::Ticket, (Verdict, String)> {
     let sql = crate::mask::redact_secrets(&String::from_utf8_lossy(
         &masker.mask(statement.sql.as_bytes()),
     ));
+    let masked = |text: &str| String::from_utf8_lossy(&masker.mask(text.as_bytes())).into_owned();
+    let details = crate::approval::Details {
+        agent_reason: stated_reason(info, statement).map(|r| masked(&r)),
+        actor: info.identity.actor.as_deref().map(masked),
+        preview,
+    };
     approvals
         .submit(
             &info.identity,
@@ -209,6 +234,7 @@ pub async fn submit_for_approval(
             ruling.reason.clone(),
             hold.group.clone(),
             hold.timeout,
+            details,
         )
         .await
         .map_err(|e| {

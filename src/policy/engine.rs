@@ -244,6 +244,87 @@ impl Policy {
         }))
     }
 
+    /// [`Policy::decide`] as the proxy enforces it: a statement a `require_reason` rule
+    /// matches is refused unless it states a reason (its leading comment, else
+    /// `session_reason`). What `policy explain`, `policy test` and `policy backtest` show.
+    pub fn decide_stated(
+        &self,
+        identity: &Identity,
+        database: &str,
+        sql: &str,
+        dialect: SqlDialect,
+        session_reason: Option<&str>,
+    ) -> Report {
+        let mut report = self.decide(identity, database, sql, dialect);
+        let statements: Vec<Classified> = report
+            .statements
+            .iter()
+            .filter_map(|s| s.classified.clone())
+            .collect();
+        let stated = super::reason::stated(session_reason, sql, dialect).is_some();
+        report.decision =
+            self.with_reason_required(identity, database, &statements, stated, report.decision);
+        report
+    }
+
+    /// `decision`, or the refusal of a statement that states no reason where a matching rule
+    /// requires one (`stated`: whether it states one).
+    pub fn with_reason_required(
+        &self,
+        identity: &Identity,
+        database: &str,
+        statements: &[Classified],
+        stated: bool,
+        decision: Decision,
+    ) -> Decision {
+        if stated || decision.action == Action::Deny {
+            return decision;
+        }
+        match self.reason_required_by(identity, database, statements) {
+            Some(rule) => Decision {
+                action: Action::Deny,
+                decided: Action::Deny,
+                rule: Some(rule.to_owned()),
+                reason: format!(
+                    "a reason is required: start the statement with /* reason: … */ or set {} for the session (docs/policy.md, \"Reasons and actors\")",
+                    super::reason::SESSION_SETTING
+                ),
+                approval: None,
+                dry_run: false,
+                result_cap: None,
+            },
+            None => decision,
+        }
+    }
+
+    /// The first enforced rule with `require_reason: true` that matches one of `statements`
+    /// for `identity`: such a statement is refused unless it states a reason.
+    pub fn reason_required_by(
+        &self,
+        identity: &Identity,
+        database: &str,
+        statements: &[Classified],
+    ) -> Option<&str> {
+        if self.rules.mode == Mode::Audit {
+            return None;
+        }
+        let mut requiring = self
+            .rules
+            .rules
+            .iter()
+            .filter(|r| r.require_reason && r.mode != Some(Mode::Audit))
+            .peekable();
+        requiring.peek()?;
+        requiring
+            .find(|r| {
+                r.matches_who(identity, database)
+                    && statements
+                        .iter()
+                        .any(|s| r.matches_statement(&self.effective(s)))
+            })
+            .map(|r| r.id.as_str())
+    }
+
     fn matching(&self, identity: &Identity, database: &str, s: &Classified) -> Vec<&Rule> {
         let s = self.effective(s);
         self.rules

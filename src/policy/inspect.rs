@@ -219,6 +219,7 @@ impl ConnPolicy {
         } else {
             list
         };
+        let mut judged: Option<Vec<Classified>> = None;
         let decision = if list.iter().any(|c| c.executes.is_some()) {
             // SQL-level EXECUTE runs what was prepared: judge that instead.
             let mut effective: Vec<Classified> = Vec::with_capacity(list.len());
@@ -243,10 +244,22 @@ impl ConnPolicy {
                     None => effective.push(c.clone()),
                 }
             }
-            policy.decision(&conn.identity, &conn.database, &effective)
+            let decision = policy.decision(&conn.identity, &conn.database, &effective);
+            judged = Some(effective);
+            decision
         } else {
             policy.decision(&conn.identity, &conn.database, list)
         };
+        // A rule may ask for a reason: without one, refused whatever it would have done.
+        let stated =
+            super::reason::stated(conn.session_reason.as_deref(), statement.sql, dialect).is_some();
+        let decision = policy.with_reason_required(
+            &conn.identity,
+            &conn.database,
+            judged.as_deref().unwrap_or(list),
+            stated,
+            decision,
+        );
         // A held statement may run once approved: what it prepares is remembered too, so a
         // later EXECUTE is judged by what really runs. (A refused one never runs; EXECUTE of
         // its name then fails on the server.) Too many names: refused rather than forgotten.

@@ -8,6 +8,8 @@
 //! - [`cap`]: result caps (`result_cap`), as written and as applied to a statement.
 //! - [`engine`]: decisions with least privilege, audit mode, the classification cache.
 //! - [`inspect`]: the engine as the pipeline's inspect stage (the policy in force is handed in).
+//! - [`reason`]: the reason an agent states for a statement or its session.
+//! - [`preview`]: which held statements approvers may see the server's plan for.
 //!
 //! **Architecture Invariant:** classification and decisions do no IO and read no clock.
 
@@ -18,6 +20,8 @@ pub mod functions;
 pub mod inspect;
 pub mod mysql;
 pub mod postgres;
+pub mod preview;
+pub mod reason;
 pub mod rules;
 
 pub use engine::{Decision, Policy, Report};

@@ -120,6 +120,20 @@ pub struct Match {
     /// `true`: this rule is about SQL that cannot be parsed or classified (and only that).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unparsed: bool,
+    /// Whether the token names a person the agent acts for (`Identity::actor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Presence>,
+    /// The person the agent acts for matches a glob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actors: Option<Vec<String>>,
+}
+
+/// Whether something is there: `actor: present` or `actor: absent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    Present,
+    Absent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -141,6 +155,10 @@ pub struct Rule {
     /// The most one statement this rule lets through may return; see [`ResultCap`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_cap: Option<ResultCap>,
+    /// `true`: statements this rule matches are refused unless they state a reason (a leading
+    /// `/* reason: … */` comment, or the session's `tollgate.reason`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_reason: bool,
 }
 
 /// One policy file.
@@ -389,7 +407,8 @@ impl Rule {
         if self.id.trim().is_empty() {
             p.push("id must not be empty".to_owned());
         }
-        let lists: [(&str, bool); 9] = [
+        let lists: [(&str, bool); 10] = [
+            ("actors", m.actors.as_ref().is_some_and(Vec::is_empty)),
             ("subjects", m.subjects.as_ref().is_some_and(Vec::is_empty)),
             ("groups", m.groups.as_ref().is_some_and(Vec::is_empty)),
             (
@@ -455,6 +474,12 @@ impl Rule {
                 "an unparsed statement has no tables, functions or conditions to match".to_owned(),
             );
         }
+        if m.actor == Some(Presence::Absent) && m.actors.is_some() {
+            p.push("actor: absent and actors together can never match".to_owned());
+        }
+        if self.require_reason && self.action == Action::Deny {
+            p.push("require_reason only applies to action allow or require_approval".to_owned());
+        }
         if let Some(cap) = &self.result_cap {
             if cap.rows.is_none() && cap.bytes.is_none() {
                 p.push("result_cap needs rows or bytes".to_owned());
@@ -491,6 +516,11 @@ impl Rule {
             })
             && any(&m.issuers, |p| glob(p, &identity.issuer))
             && any(&m.databases, |p| glob(p, database))
+            && m.actor
+                .is_none_or(|want| (want == Presence::Present) == identity.actor.is_some())
+            && any(&m.actors, |p| {
+                identity.actor.as_deref().is_some_and(|a| glob(p, a))
+            })
     }
 
     /// Whether the rule's statement conditions hold for a classified statement.

@@ -42,6 +42,11 @@ pub async fn direct() -> tokio_postgres::Client {
 }
 
 pub async fn setup(name: &str) -> Setup {
+    setup_with(name, "").await
+}
+
+/// [`setup`] with more rules before the others; `{table}` in them names the test's table.
+pub async fn setup_with(name: &str, extra_rules: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = format!("http://{}", listener.local_addr().unwrap());
@@ -64,6 +69,7 @@ pub async fn setup(name: &str) -> Setup {
         format!(
             "default: deny
 rules:
+{extra}
   - id: read
     match: {{ groups: [ai-agents], kinds: [read, session, transaction] }}
     action: allow
@@ -77,7 +83,8 @@ rules:
     action: require_approval
     reason: quick ones
     approval: {{ group: dba, timeout: 1s }}
-"
+",
+            extra = extra_rules.replace("{table}", &table)
         ),
     )
     .unwrap();
@@ -180,7 +187,18 @@ impl Setup {
             self.proxy.addr.port(),
             self.token(sub, groups)
         );
-        let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        self.connect(&url).await
+    }
+
+    /// An agent connection from a libpq-style connection string.
+    pub async fn connect(
+        &self,
+        url: &str,
+    ) -> (
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<AsyncMessage>,
+    ) {
+        let (client, mut connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         tokio::spawn(stream.for_each(move |m| {

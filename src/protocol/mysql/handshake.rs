@@ -112,6 +112,8 @@ pub struct Established {
     pub ok_seq: u8,
     /// The server's clock against tollgate's, for `session_start`.
     pub clock: ClockSample,
+    /// The `tollgate.reason` connection attribute.
+    pub reason: Option<String>,
 }
 
 /// The client's handshake response.
@@ -125,6 +127,9 @@ pub struct Response41 {
     pub database: Option<String>,
     pub plugin: Option<Vec<u8>>,
     pub program_name: Option<String>,
+    /// The `tollgate.reason` connection attribute: the session's reason (never forwarded:
+    /// the upstream login sends no attributes).
+    pub reason: Option<String>,
 }
 
 /// Decodes a HandshakeResponse41 (also used by the fuzz target).
@@ -171,6 +176,8 @@ pub fn parse_response(payload: &[u8]) -> Result<Response41, wire::Malformed> {
             let v = a.lenenc_str()?;
             if k == b"program_name" {
                 out.program_name = Some(String::from_utf8_lossy(v).into_owned());
+            } else if k == b"tollgate.reason" {
+                out.reason = Some(String::from_utf8_lossy(v).into_owned());
             }
         }
     }
@@ -499,6 +506,7 @@ async fn login(
         database,
         target,
         application_name: response.program_name,
+        reason: response.reason,
         caps: upstream.caps,
         upstream_thread: upstream.thread,
         status: upstream.status,

@@ -130,6 +130,7 @@ async fn serve_mysql(
         tls: est.client_tls,
         protocol: Protocol::Mysql,
         clock: &est.clock,
+        reason: est.reason.as_deref(),
     };
     let info = session::connected(id, peer, &session);
     let recorded = session::record_start(ctx, &info, &session).await;

@@ -407,6 +407,36 @@ pub async fn pin_session(server: &mut PacketIo, caps: u32, max: usize) -> Result
     Ok(())
 }
 
+/// The server's plan for one statement (`EXPLAIN FORMAT=JSON`, which plans and never runs
+/// it), asked on a side connection with the session's own upstream login and pinning, without
+/// multi-statements (the server refuses a second statement) or local files: the JSON text.
+pub async fn explain(
+    ctx: &Context,
+    target: &TargetRuntime,
+    identity: &Identity,
+    database: &str,
+    sql: &str,
+) -> Result<String, Error> {
+    let side_caps = caps::OFFERED
+        & !(caps::MULTI_STATEMENTS
+            | caps::MULTI_RESULTS
+            | caps::PS_MULTI_RESULTS
+            | caps::LOCAL_FILES);
+    let (mut server, upstream) =
+        connect_upstream(ctx, target, identity, database, side_caps, 45).await?;
+    let max = ctx.config.limits.max_server_frame;
+    pin_session(&mut server, upstream.caps, max).await?;
+    let plan = simple_query(
+        &mut server,
+        upstream.caps,
+        max,
+        &format!("EXPLAIN FORMAT=JSON {sql}"),
+    )
+    .await;
+    let _ = server.send(0, &[0x01]).await; // COM_QUIT
+    Ok(String::from_utf8_lossy(&plan?).into_owned())
+}
+
 /// Runs a one-value query on a session tollgate owns; returns the first value.
 async fn simple_query(
     server: &mut PacketIo,

@@ -22,6 +22,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod messages;
+pub mod options;
 pub mod recording;
 pub mod relay;
 pub mod results;
@@ -139,6 +140,7 @@ async fn serve_conn(
         tls: est.client_tls,
         protocol: Protocol::Postgres,
         clock: &est.clock,
+        reason: est.reason.as_deref(),
     };
     let mut info = session::connected(id, peer, &session);
     info.user_functions = std::sync::Arc::clone(&est.user_functions);

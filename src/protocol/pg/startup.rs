@@ -128,6 +128,8 @@ pub struct Established {
     pub user_functions: Arc<std::collections::BTreeSet<String>>,
     /// The server's clock against tollgate's, for `session_start`.
     pub clock: ClockSample,
+    /// The reason the client gave for the session (`tollgate.reason`).
+    pub reason: Option<String>,
 }
 
 /// The startup phase, within `startup_timeout`. `Ok(None)` when the connection was a
@@ -169,6 +171,7 @@ pub async fn run(
             client_tls: l.tls,
             user_functions: l.user_functions,
             clock: l.clock,
+            reason: l.reason,
         })),
         Ok(None) => Ok(None),
         Err(e @ (Error::Frame(_) | Error::Message(_))) => {
@@ -194,6 +197,7 @@ struct LoggedIn {
     tls: bool,
     user_functions: Arc<std::collections::BTreeSet<String>>,
     clock: ClockSample,
+    reason: Option<String>,
 }
 
 async fn login(
@@ -284,6 +288,10 @@ async fn login(
             "plaintext client while TLS is required".into(),
         ));
     }
+
+    // The session's reason is tollgate's, never the server's.
+    let mut params = params;
+    let reason = super::options::take_reason(&mut params);
 
     // tollgate speaks protocol 3.0 and no protocol extensions; say so, then go on.
     let unrecognized: Vec<&str> = params
@@ -469,6 +477,7 @@ async fn login(
         tls,
         user_functions,
         clock: key.clock,
+        reason,
     }))
 }
 

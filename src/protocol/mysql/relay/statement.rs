@@ -4,6 +4,8 @@
 
 use super::*;
 
+use crate::approval::preview::Preview;
+
 impl Relay<'_> {
     /// Runs a statement through the inspect stage (holding it for approval when the rules
     /// say so) and records it; `true` when it may be forwarded. A refusal is answered here.
@@ -92,6 +94,7 @@ impl Relay<'_> {
             hold,
             &self.masker,
             fingerprint,
+            Some(preview(self.ctx, &self.target, &self.info, statement, ruling).await),
         )
         .await
         {
@@ -345,6 +348,40 @@ pub(super) fn is_load_local(sql: &str) -> bool {
         .map(|w| w.to_ascii_lowercase())
         .collect();
     matches!(words.as_slice(), [a, b, c, ..] if a == "load" && (b == "data" || b == "xml") && c == "local")
+}
+
+/// The server's plan for a held UPDATE, DELETE or INSERT … SELECT calling no function
+/// (`policy::preview::check`), on a side connection through the session's upstream login
+/// (`upstream::explain`), within 3 s; whatever goes wrong becomes the preview's line.
+async fn preview(
+    ctx: &MyContext,
+    target: &TargetRuntime,
+    info: &ConnInfo,
+    statement: &Statement<'_>,
+    ruling: &Ruling,
+) -> Preview {
+    let dialect = crate::policy::classify::SqlDialect::MySql;
+    if let Err(why) = crate::policy::preview::check(statement.sql, dialect, &ruling.kinds) {
+        return Preview::unavailable(why);
+    }
+    let ask = crate::protocol::mysql::upstream::explain(
+        ctx,
+        target,
+        &info.identity,
+        &info.database,
+        statement.sql,
+    );
+    match tokio::time::timeout(std::time::Duration::from_secs(3), ask).await {
+        Err(_) => Preview::unavailable("preview timed out"),
+        Ok(Ok(plan)) => Preview::from_mysql_plan(&plan),
+        Ok(Err(e)) => {
+            // The server's words, not the statement text the error repeats.
+            let e = e.to_string();
+            let why = e.rsplit_once("refused: ").map_or(e.as_str(), |(_, w)| w);
+            let why: String = crate::mask::for_log(why).chars().take(200).collect();
+            Preview::unavailable(format!("preview failed: {why}"))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use super::{Batch, End, write_all};
+use crate::approval::preview::Preview;
 use crate::audit::{self, Event, Outcome, Recorder};
 use crate::conn::Control;
 use crate::conn::statement::{
@@ -15,10 +16,12 @@ use crate::conn::statement::{
 use crate::mask::Masker;
 use crate::net::{ReadHalf, WriteHalf};
 use crate::pipeline::{ConnInfo, Ruling, Statement, Verdict};
+use crate::protocol::pg::catalog::ConnCatalog;
 use crate::protocol::pg::messages;
 
 /// What holding a statement needs of the client-to-server loop.
 pub(super) struct Held<'a, 'b> {
+    pub ctx: &'a crate::protocol::pg::PgContext,
     /// The batch's client frames so far, recorded before its first part is forwarded.
     pub frames: &'a mut Vec<serde_json::Value>,
     pub recorder: Option<&'a Recorder>,
@@ -65,6 +68,7 @@ pub(super) async fn hold_statement(
     // From here a CancelRequest ends this statement rather than going to the server.
     let (_holding, cancelled) = held.interrupt.hold();
     tokio::pin!(cancelled);
+    let preview = preview(held.ctx, info, statement, ruling).await;
     let mut ticket = match submit_for_approval(
         approvals,
         info,
@@ -73,6 +77,7 @@ pub(super) async fn hold_statement(
         hold,
         masker,
         fingerprint,
+        Some(preview),
     )
     .await
     {
@@ -139,4 +144,56 @@ pub(super) async fn hold_statement(
         }
     };
     Ok(decided(info, &ticket.request.id, outcome, hold))
+}
+
+/// How long the impact preview may take, side connection's login included; past it the
+/// request goes to the approvers saying so.
+const PREVIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The server's plan for a held UPDATE, DELETE, INSERT … SELECT or MERGE, asked on a side
+/// connection in the agent's role and database inside a READ ONLY transaction: EXPLAIN without
+/// ANALYZE plans and never executes; statements calling functions are not planned
+/// (`policy::preview::check`). Whatever goes wrong becomes the preview's line, never a refusal.
+async fn preview(
+    ctx: &crate::protocol::pg::PgContext,
+    info: &ConnInfo,
+    statement: &Statement<'_>,
+    ruling: &Ruling,
+) -> Preview {
+    let dialect = crate::policy::classify::SqlDialect::Postgres;
+    if let Err(why) = crate::policy::preview::check(statement.sql, dialect, &ruling.kinds) {
+        return Preview::unavailable(why);
+    }
+    let Some(target) = ctx.target(&info.database) else {
+        return Preview::unavailable("preview failed: no target");
+    };
+    let mut side = ConnCatalog::new(ctx, target, &info.identity, &info.database);
+    let ask = async {
+        side.query("BEGIN READ ONLY".into()).await?;
+        side.query(format!(
+            "SET LOCAL statement_timeout = {}",
+            PREVIEW_TIMEOUT.as_millis()
+        ))
+        .await?;
+        let rows = side
+            .query(format!("EXPLAIN (VERBOSE, FORMAT JSON) {}", statement.sql))
+            .await?;
+        let _ = side.query("ROLLBACK".into()).await;
+        Ok::<_, String>(rows)
+    };
+    match tokio::time::timeout(PREVIEW_TIMEOUT, ask).await {
+        Err(_) => Preview::unavailable("preview timed out"),
+        Ok(Err(e)) => {
+            let e: String = crate::mask::for_log(&e).chars().take(200).collect();
+            Preview::unavailable(format!("preview failed: {e}"))
+        }
+        Ok(Ok(rows)) => match rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.as_deref())
+        {
+            Some(plan) => Preview::from_pg_plan(plan),
+            None => Preview::unavailable("preview failed: no plan"),
+        },
+    }
 }

@@ -309,6 +309,7 @@ impl ToServer<'_> {
             (ruling.hold.clone(), self.ctx.stages.approvals.as_ref())
         {
             let mut held = Held {
+                ctx: self.ctx,
                 frames: &mut step.frames,
                 recorder: self.record.map(|r| r.recorder),
                 batch: &mut step.batch,
