@@ -82,6 +82,11 @@ targets:
     address: 127.0.0.1:5432
     user: postgres
     client_auth: {{ method: scram-sha-256, user: agent, groups: [ai-agents], password: {{ file: {pw} }} }}
+  - name: plain
+    address: 127.0.0.1:5432
+    database: test
+    user: postgres
+    client_auth: {{ method: password, user: agent, groups: [ai-agents], password: {{ file: {pw} }} }}
 ",
         db = db.display(),
         key = key_file.display(),
@@ -333,4 +338,96 @@ async fn a_bytes_cap_and_a_cancel_inside_a_transaction_block() {
     );
     client.batch_execute("rollback").await.unwrap();
     assert_eq!(client.simple_query("select 1").await.unwrap().len(), 3);
+}
+
+/// Sends extended-protocol messages and reads to ReadyForQuery: the DataRows, the bytes of
+/// every message, and the SQLSTATEs of the errors.
+async fn exchange(raw: &mut common::Raw, messages: &[Vec<u8>]) -> (usize, usize, Vec<String>) {
+    raw.send(&messages.concat()).await;
+    let (mut rows, mut bytes, mut errors) = (0, 0, Vec::new());
+    for (tag, body) in raw.until_ready().await {
+        bytes += body.len() + 5;
+        match tag {
+            b'D' => rows += 1,
+            b'E' => {
+                let code = body
+                    .split(|b| *b == 0)
+                    .find_map(|f| f.strip_prefix(b"C"))
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .unwrap_or_default();
+                errors.push(code);
+            }
+            _ => {}
+        }
+    }
+    (rows, bytes, errors)
+}
+
+/// An SQL cursor is also a protocol portal of the same name: an Execute of it (no Bind by
+/// the client) counts against the session's caps like its FETCH does.
+#[tokio::test]
+async fn an_sql_cursor_run_by_a_protocol_execute_stops_at_the_cap() {
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(policy.path(), COPY_POLICY).unwrap();
+    let a = audited(policy.path()).await;
+    let mut raw = common::Raw::login(a.proxy.addr).await;
+    let declare = |sql: &str| common::frame(b'Q', format!("{sql}\0").as_bytes());
+    let execute = |portal: &str| {
+        let mut body = portal.as_bytes().to_vec();
+        body.extend_from_slice(&[0, 0, 0, 0, 0]);
+        common::frame(b'E', &body)
+    };
+    let sync = common::frame(b'S', b"");
+    // Outside a transaction (WITH HOLD) and inside one.
+    raw.send(&declare(
+        "declare hh cursor with hold for select g from generate_series(1, 60000) g",
+    ))
+    .await;
+    assert!(raw.until_ready().await.iter().all(|(t, _)| *t != b'E'));
+    let (rows, _, errors) = exchange(&mut raw, &[execute("hh"), sync.clone()]).await;
+    assert_eq!(
+        (rows, errors.as_slice()),
+        (10_000, &["57014".to_owned()][..])
+    );
+    exchange(&mut raw, &[declare("close hh")]).await;
+    exchange(&mut raw, &[declare("begin")]).await;
+    exchange(
+        &mut raw,
+        &[declare(
+            "declare c2 cursor for select g from generate_series(1, 60000) g",
+        )],
+    )
+    .await;
+    let (rows, _, errors) = exchange(&mut raw, &[execute("c2"), sync.clone()]).await;
+    assert_eq!(
+        (rows, errors.as_slice()),
+        (10_000, &["57014".to_owned()][..])
+    );
+    exchange(&mut raw, &[declare("rollback")]).await;
+    // The connection goes on.
+    let (rows, _, errors) = exchange(&mut raw, &[declare("select 1")]).await;
+    assert_eq!((rows, errors.len()), (1, 0));
+}
+
+/// An error cannot carry a result past its cap: the server's text of a value cast in an
+/// error is cut to 8 KiB (notices likewise, in the transform's unit tests), and the
+/// connection beside it keeps working.
+#[tokio::test]
+async fn a_huge_error_message_is_cut_not_forwarded() {
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(policy.path(), COPY_POLICY).unwrap();
+    let a = audited(policy.path()).await;
+    let mut raw = common::Raw::login(a.proxy.addr).await;
+    let other = a.proxy.connect().await;
+    let q = |sql: &str| common::frame(b'Q', format!("{sql}\0").as_bytes());
+    let (rows, bytes, errors) =
+        exchange(&mut raw, &[q("select (repeat('x', 30000000))::int")]).await;
+    assert_eq!((rows, errors.as_slice()), (0, &["22P02".to_owned()][..]));
+    assert!(
+        bytes < 64 * 1024,
+        "{bytes} bytes of error reached the client"
+    );
+    other.simple_query("select 1").await.unwrap();
+    let (rows, _, _) = exchange(&mut raw, &[q("select 1")]).await;
+    assert_eq!(rows, 1);
 }

@@ -18,7 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::pipeline::ResultCap;
+use crate::pipeline::{CapLimit, ResultCap};
 
 /// A result column: its type and the format its values come in (0 text, 1 binary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +202,10 @@ pub struct ClientSide {
     /// or portal whose cap is not known then gets this one (fail closed: a capped name must not
     /// lose its cap because the client made many).
     dropped: Option<Arc<ResultCap>>,
+    /// The tightest cap of every statement ruled on in the session: what an Execute of a
+    /// portal no Bind of this session made (an SQL cursor from DECLARE, run by its name)
+    /// counts against, since the statement that made it is not known here.
+    cursor_cap: Option<Arc<ResultCap>>,
 }
 
 const MAX_NAMES: usize = 10_000;
@@ -210,6 +214,28 @@ const MAX_NAMES: usize = 10_000;
 const MAX_COLUMNS: usize = 1664;
 
 impl ClientSide {
+    /// A statement was ruled on: its cap joins the tightest the session has seen.
+    pub fn ruled(&mut self, cap: Option<&ResultCap>) {
+        let Some(cap) = cap else { return };
+        let tightest = match &self.cursor_cap {
+            None => cap.clone(),
+            Some(seen) => {
+                let pick = |a: &Option<CapLimit>, b: &Option<CapLimit>| match (a, b) {
+                    (Some(a), Some(b)) => Some(if a.max <= b.max { a.clone() } else { b.clone() }),
+                    (Some(x), None) | (None, Some(x)) => Some(x.clone()),
+                    (None, None) => None,
+                };
+                ResultCap {
+                    rows: pick(&seen.rows, &cap.rows),
+                    bytes: pick(&seen.bytes, &cap.bytes),
+                }
+            }
+        };
+        if self.cursor_cap.as_deref() != Some(&tightest) {
+            self.cursor_cap = Some(Arc::new(tightest));
+        }
+    }
+
     /// A Parse was ruled on: the statement's result cap (`None`: none), until its next Parse.
     pub fn parsed(&mut self, statement: &str, cap: Option<ResultCap>) {
         match cap {
@@ -271,10 +297,16 @@ impl ClientSide {
     }
 
     pub fn execute(&self, portal: &str) -> Expect {
+        let bound = self.portals.contains_key(portal);
         let cap = self
             .portal_caps
             .get(portal)
             .or(self.dropped.as_ref())
+            .or(if bound {
+                None
+            } else {
+                self.cursor_cap.as_ref()
+            })
             .cloned();
         match self.portals.get_key_value(portal) {
             Some((name, (statement, formats))) => Expect::Execute {

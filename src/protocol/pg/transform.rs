@@ -334,13 +334,20 @@ pub fn binary_copy_data(body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
     Some(frame)
 }
 
+/// The longest field of an ErrorResponse or NoticeResponse forwarded, in bytes; the rest is
+/// cut. PostgreSQL's own messages are far shorter: a longer one echoes data (a value cast in
+/// an error, a notice raised with a table's contents), which would carry a result past its
+/// cap and fill the audit queue with one record.
+pub const MAX_MESSAGE_FIELD: usize = 8 * 1024;
+
 /// ErrorResponse (`E`) or NoticeResponse (`N`): every field masked (a unique violation's DETAIL
 /// echoes the key; a RAISE NOTICE echoes whatever it was given).
 pub fn fields(tag: u8, body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
-    if !may_hold_pan(body) {
+    let oversized = body.len() > MAX_MESSAGE_FIELD;
+    if !oversized && !may_hold_pan(body) {
         return None;
     }
-    let mut new_body = Vec::with_capacity(body.len() + 16);
+    let mut new_body = Vec::with_capacity(body.len().min(16 * MAX_MESSAGE_FIELD) + 16);
     let mut rest = body;
     let mut changed = false;
     while let Some((&code, tail)) = rest.split_first() {
@@ -348,10 +355,27 @@ pub fn fields(tag: u8, body: &[u8], masker: &Masker) -> Option<Vec<u8>> {
             break;
         }
         let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-        let masked = masker.mask(&tail[..end]);
+        let value = &tail[..end];
+        let kept = if value.len() > MAX_MESSAGE_FIELD {
+            changed = true;
+            // Cut on a character boundary.
+            let mut cut = MAX_MESSAGE_FIELD;
+            while cut > 0 && value[cut] & 0xC0 == 0x80 {
+                cut -= 1;
+            }
+            &value[..cut]
+        } else {
+            value
+        };
+        let masked = masker.mask(kept);
         changed |= matches!(masked, std::borrow::Cow::Owned(_));
         new_body.push(code);
         new_body.extend_from_slice(&masked);
+        if kept.len() < value.len() {
+            new_body.extend_from_slice(
+                format!(" … [{} bytes cut by tollgate]", value.len() - kept.len()).as_bytes(),
+            );
+        }
         new_body.push(0);
         rest = tail.get(end + 1..).unwrap_or_default();
     }
@@ -391,6 +415,21 @@ mod tests {
 
     fn masker() -> Masker {
         Masker::new(Format::BinLast4, None)
+    }
+
+    #[test]
+    fn an_error_or_notice_field_past_8_kib_is_cut_on_a_character_boundary() {
+        let long = "é".repeat(3 * MAX_MESSAGE_FIELD);
+        for tag in [b'E', b'N'] {
+            let body = format!("SERROR\0C22P02\0M{long}\0\0");
+            let out = fields(tag, body.as_bytes(), &masker()).expect("cut");
+            let text = std::str::from_utf8(&out[5..]).expect("still UTF-8");
+            assert!(out.len() < MAX_MESSAGE_FIELD + 200, "{}", out.len());
+            assert!(text.starts_with("SERROR\0C22P02\0Mé"), "{text:.40}");
+            assert!(text.contains("bytes cut by tollgate]\0\0"));
+        }
+        // Short messages without digits pass untouched.
+        assert!(fields(b'E', b"SERROR\0C42601\0Msyntax error\0\0", &masker()).is_none());
     }
 
     fn row(values: &[Option<&[u8]>]) -> Vec<u8> {

@@ -68,6 +68,9 @@ pub(super) struct ToClient<'a> {
     pub capping: super::cap::Capping,
 }
 
+/// The largest message of a batch that may pass as tollgate's own refusals alone.
+const OWN_BATCH_MAX: usize = 16 * 1024;
+
 /// One batch: the messages framed from one read, and what the stages made of them.
 struct Step {
     batch: Batch,
@@ -169,12 +172,19 @@ impl ToClient<'_> {
                 return Ok(());
             }
         }
-        let refusals_before = self.shared.pending_count.load(Ordering::Acquire);
-        let (changed, row_columns) = self.transform(m);
-        let refusal = m.tag == b'E'
-            && changed.is_some()
-            && self.shared.pending_count.load(Ordering::Acquire) < refusals_before;
-        step.own_only &= refusal || m.tag == b'Z';
+        // tollgate's own refusal in place of its marker's error, taken here so that what is
+        // tollgate's and what is the server's is known exactly.
+        let own = if m.tag == b'E' {
+            take_refusal(self.shared, m)
+        } else {
+            None
+        };
+        let refusal = own.is_some();
+        let (changed, row_columns) = match own {
+            Some(out) => (Some(out), None),
+            None => self.transform(m),
+        };
+        step.own_only &= (refusal || m.tag == b'Z') && n <= OWN_BATCH_MAX;
         if !self.found.is_empty() {
             self.promote(row_columns.as_deref()).await;
         }

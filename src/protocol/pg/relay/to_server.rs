@@ -340,7 +340,9 @@ impl ToServer<'_> {
             ruling.reason = note;
         }
         // The result cap travels with what the server will answer: a Query's own, or through
-        // the statement's name to the portals bound to it.
+        // the statement's name to the portals bound to it; SQL cursors run by name count
+        // against the tightest cap seen.
+        self.portals.ruled(ruling.result_cap.as_ref());
         match statement.origin {
             Origin::Simple => {
                 if let Some(cap) = &ruling.result_cap {
