@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use common::{Proxy, sqlstate};
 use futures_util::{StreamExt, pin_mut};
-use tollgate::audit::record::Signer;
 use tollgate::audit::store::Location;
-use tollgate::audit::writer::{Recorder, Settings};
+use tollgate::audit::writer::Recorder;
 use tollgate::audit::{Store, kind};
 use tollgate::conn::policy_files::PolicyInspector;
 use tollgate::pipeline::Stages;
@@ -44,21 +43,9 @@ struct Audited {
 async fn audited(policy: &std::path::Path) -> Audited {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
-    let key_file = dir.path().join("signing.pem");
-    std::fs::write(&key_file, Signer::generate_pem()).unwrap();
-    let signer = Signer::from_pkcs8(&std::fs::read(&key_file).unwrap()).unwrap();
+    let (signer, key_file) = common::signing_key(dir.path());
     let recorder = Recorder::start(
-        Settings {
-            location: Location::Sqlite(db.clone()),
-            chain: "test".into(),
-            checkpoint_interval: Duration::from_millis(500),
-            batch_size: 64,
-            queue_size: 4096,
-            queue_bytes: 4 << 20,
-            queue_wait: Duration::from_secs(2),
-            retention_days: 0,
-            linger: Duration::from_millis(2),
-        },
+        common::recorder_settings(Location::Sqlite(db.clone()), "test"),
         signer,
     )
     .unwrap();

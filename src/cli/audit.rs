@@ -244,18 +244,13 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
                 since: period.since,
                 until: period.until,
             };
-            record_read(
-                setup,
-                &t.reader,
-                audit::kind::AUDIT_EXPORT,
-                serde_json::json!({
-                    "format": format!("{format:?}").to_lowercase(),
-                    "since": period.since,
-                    "until": period.until,
-                    "out": out.as_ref().map(|p| p.display().to_string()),
-                }),
-            )
-            .await?;
+            let what = serde_json::json!({
+                "format": format!("{format:?}").to_lowercase(),
+                "since": period.since,
+                "until": period.until,
+                "out": out.as_ref().map(|p| p.display().to_string()),
+            });
+            record_read(setup, &t.reader, audit::kind::AUDIT_EXPORT, what.clone()).await?;
             let mut st = open_store(setup).await?;
             let (since, until) = period.bounds();
             let total = st.count(since, until).await?;
@@ -282,20 +277,10 @@ pub async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
             };
             bar.finish_and_clear();
             // Written to its end: what the report counts as a backup (10.3.3).
-            record_read(
-                setup,
-                &t.reader,
-                audit::kind::AUDIT_EXPORT,
-                serde_json::json!({
-                    "format": format!("{format:?}").to_lowercase(),
-                    "since": period.since,
-                    "until": period.until,
-                    "out": out.as_ref().map(|p| p.display().to_string()),
-                    "completed": true,
-                    "records": n,
-                }),
-            )
-            .await?;
+            let mut done = what;
+            done["completed"] = true.into();
+            done["records"] = n.into();
+            record_read(setup, &t.reader, audit::kind::AUDIT_EXPORT, done).await?;
             eprintln!("{n} record(s) exported");
             Ok(())
         }
