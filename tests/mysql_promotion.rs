@@ -156,5 +156,11 @@ async fn a_mysql_column_found_to_hold_card_numbers_is_refused_to_computation() {
             "the promotion of {column} is recorded"
         );
     }
+    // The results' records count their rows and the rows with a masked value, as on
+    // PostgreSQL (what the PCI DSS report's 3.4.1 section adds up).
+    assert!(
+        text.contains("\"masked\":1,") && text.contains("\"rows\":1}"),
+        "server_frames records carry rows and masked"
+    );
     direct.query_drop("drop table memo17p").await.unwrap();
 }

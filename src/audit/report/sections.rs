@@ -176,7 +176,7 @@ fn pan(e: &Evidence) -> Section {
     );
     s.facts = vec![
         format!(
-            "{} card numbers were masked in results, errors and notices sent to agents ({} result rows).",
+            "{} result rows sent to agents carried a masked card number ({} result rows in all, both protocols); errors, notices and column names are masked too.",
             e.masked_values, e.result_rows
         ),
         format!(

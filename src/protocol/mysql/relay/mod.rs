@@ -133,6 +133,10 @@ struct Relay<'a> {
     target: Arc<TargetRuntime>,
     /// Server frames waiting to be recorded.
     frames: Vec<Value>,
+    /// Rows sent, and rows with a value masked, since the last `server_frames` record (its
+    /// `rows` and `masked`, as on PostgreSQL).
+    frame_rows: u64,
+    frame_masked: u64,
     /// Sequence id of the next packet to the client.
     cseq: u8,
     /// Whether the statement in flight is a LOAD DATA LOCAL the policy let through.
@@ -193,6 +197,8 @@ pub async fn run(
         statements: HashMap::new(),
         target: est.target,
         frames: Vec::new(),
+        frame_rows: 0,
+        frame_masked: 0,
         cseq: 1,
         local_infile: false,
         interrupt,
@@ -428,6 +434,8 @@ impl Relay<'_> {
             return Ok(());
         }
         let frames = std::mem::take(&mut self.frames);
+        let rows = std::mem::take(&mut self.frame_rows);
+        let masked = std::mem::take(&mut self.frame_masked);
         let Some(recorder) = self.recorder else {
             return Ok(());
         };
@@ -435,7 +443,7 @@ impl Relay<'_> {
             audit::kind::SERVER_FRAMES,
             Outcome::Info,
             self.info.who.clone(),
-            json!({ "frames": frames }),
+            json!({ "frames": frames, "rows": rows, "masked": masked }),
         );
         recorder
             .record_result(event)

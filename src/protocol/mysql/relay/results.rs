@@ -216,6 +216,8 @@ impl Relay<'_> {
             }
             let out = masked.as_deref().unwrap_or(payload);
             count += 1;
+            self.frame_rows += 1;
+            self.frame_masked += u64::from(masked.is_some());
             if self.full && self.recorder.is_some() {
                 let values = row_values(out, columns, binary, &self.masker);
                 self.frames.push(json!({"t": "row", "v": values}));
