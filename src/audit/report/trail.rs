@@ -37,7 +37,7 @@ pub(super) fn integrity(chains: &[ChainReport], f: &StoreFacts, inputs: &Inputs)
             "chain",
             "records",
             "checkpoints",
-            "last signed at",
+            "last signed record",
             "unsigned tail",
             "status",
         ],
