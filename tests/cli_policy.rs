@@ -73,6 +73,48 @@ fn the_shipped_cases_pass_and_a_wrong_expectation_fails_naming_its_line() {
     assert!(err.contains("expekt"), "{err}");
 }
 
+/// Cases name the session's reason and the person the agent acts for, as rules with
+/// `require_reason` and `actor:` see them in the daemon.
+#[test]
+fn cases_give_a_session_reason_and_an_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "
+default: deny
+rules:
+  - id: writes-for-a-person
+    match: { groups: [ai-agents], kinds: [write], actor: absent }
+    action: deny
+    reason: agents change data only on behalf of a named person
+  - id: writes-with-a-reason
+    match: { groups: [ai-agents], kinds: [write] }
+    action: allow
+    require_reason: true
+",
+    )
+    .unwrap();
+    let cases = dir.path().join("p.cases.yaml");
+    let write = "update orders set paid = true where id = 1";
+    std::fs::write(
+        &cases,
+        format!(
+            "policies: [p.yaml]
+defaults: {{ sub: agent-7, groups: [ai-agents], database: shop }}
+cases:
+  - {{ sql: \"{write}\", expect: deny, rule: writes-for-a-person }}
+  - {{ sql: \"{write}\", actor: alice, expect: deny, rule: writes-with-a-reason }}
+  - {{ sql: \"{write}\", actor: alice, reason: INC-1234, expect: allow, rule: writes-with-a-reason }}
+  - {{ sql: \"/* reason: INC-9 */ {write}\", actor: alice, expect: allow, rule: writes-with-a-reason }}
+"
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = run(&["policy", "test", cases.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("4 passed, 0 failed"), "{out}");
+}
+
 /// A session recorded under the example policy, then decided again under the example plus a
 /// rule that denies reading pg_class.
 #[tokio::test]

@@ -5,6 +5,8 @@
 //! ```yaml
 //! policies: [agents.yaml]            # relative to this file; --policy overrides
 //! defaults: { sub: agent-7, groups: [ai-agents], database: shop, dialect: postgres }
+//! # also per case or in defaults: client_id, issuer, actor (the person the agent acts for),
+//! # reason (the session's tollgate.reason; a statement's own comment still counts)
 //! cases:
 //!   - sql: select * from orders where id = 1
 //!     expect: allow                  # allow | deny | require_approval
@@ -41,6 +43,10 @@ struct Who {
     groups: Option<Vec<String>>,
     client_id: Option<String>,
     issuer: Option<String>,
+    /// The person the agent acts for (the token's actor claim).
+    actor: Option<String>,
+    /// The session's stated reason (`tollgate.reason`).
+    reason: Option<String>,
     /// The database name the client asks for (it chooses the target).
     database: Option<String>,
     dialect: Option<Dialect>,
@@ -69,6 +75,8 @@ struct Case {
     groups: Option<Vec<String>>,
     client_id: Option<String>,
     issuer: Option<String>,
+    actor: Option<String>,
+    reason: Option<String>,
     database: Option<String>,
     dialect: Option<Dialect>,
 }
@@ -163,16 +171,16 @@ fn check(policy: &Policy, defaults: &Who, case: &Case) -> Option<String> {
             .or_else(|| defaults.client_id.clone()),
         issuer: pick(&case.issuer, &defaults.issuer),
         expires_at: None,
-        // (Cases name no actor yet: `actor:` rules see none.)
-        actor: None,
+        actor: case.actor.clone().or_else(|| defaults.actor.clone()),
     };
+    let reason = case.reason.as_deref().or(defaults.reason.as_deref());
     let database = pick(&case.database, &defaults.database);
     let dialect = match case.dialect.or(defaults.dialect) {
         Some(Dialect::Mysql) => SqlDialect::MySql,
         _ => SqlDialect::Postgres,
     };
     let decision = policy
-        .decide_stated(&identity, &database, &case.sql, dialect, None)
+        .decide_stated(&identity, &database, &case.sql, dialect, reason)
         .decision;
     let got_rule = decision.rule.clone().unwrap_or_else(|| "default".into());
     let got = format!("{} by {got_rule}", decision.action.name());
