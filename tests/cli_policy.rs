@@ -91,6 +91,10 @@ rules:
     match: { groups: [ai-agents], kinds: [write] }
     action: allow
     require_reason: true
+  - id: dba-unparsed
+    match: { groups: [dba], unparsed: true }
+    action: allow
+    require_reason: true
 ",
     )
     .unwrap();
@@ -106,13 +110,16 @@ cases:
   - {{ sql: \"{write}\", actor: alice, expect: deny, rule: writes-with-a-reason }}
   - {{ sql: \"{write}\", actor: alice, reason: INC-1234, expect: allow, rule: writes-with-a-reason }}
   - {{ sql: \"/* reason: INC-9 */ {write}\", actor: alice, expect: allow, rule: writes-with-a-reason }}
+  # SQL tollgate cannot parse, allowed by an unparsed rule that requires a reason.
+  - {{ sql: \"selec 1\", sub: dba-1, groups: [dba], expect: deny, rule: dba-unparsed }}
+  - {{ sql: \"selec 1\", sub: dba-1, groups: [dba], reason: CHG-7, expect: allow, rule: dba-unparsed }}
 "
         ),
     )
     .unwrap();
     let (ok, out, err) = run(&["policy", "test", cases.to_str().unwrap()]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("4 passed, 0 failed"), "{out}");
+    assert!(out.contains("6 passed, 0 failed"), "{out}");
 }
 
 /// A session recorded under the example policy, then decided again under the example plus a

@@ -30,6 +30,10 @@ rules:
   - id: ddl-for-our-people
     match: { groups: [ai-agents], kinds: [ddl], actors: ['*@example.com'] }
     action: allow
+  - id: unparsed-with-a-reason
+    match: { groups: [ai-agents], unparsed: true }
+    action: allow
+    require_reason: true
 ";
 
 fn identity(actor: Option<&str>) -> Identity {
@@ -102,6 +106,9 @@ fn a_required_reason_comes_from_the_leading_comment_or_the_session() {
             true,
         ),
         ("delete from t where id = 1", Some("INC-2"), false, false),
+        // SQL tollgate cannot parse, allowed only by an unparsed rule: its reason is required.
+        ("selec 1", None, false, true),
+        ("selec 1", Some("INC-4"), false, false),
         ("delete from t where id = 1", Some("   "), false, true),
         // Reads need none; a reason does not make a denied statement pass.
         ("select 1", None, false, false),
@@ -138,7 +145,10 @@ fn a_required_reason_comes_from_the_leading_comment_or_the_session() {
             "{sql} {session:?}: {ruling:?}"
         );
         if let Verdict::Refuse { sqlstate, message } = &ruling.verdict
-            && ruling.rule.as_deref() == Some("writes-with-a-reason")
+            && matches!(
+                ruling.rule.as_deref(),
+                Some("writes-with-a-reason" | "unparsed-with-a-reason")
+            )
         {
             assert_eq!(sqlstate, "42501");
             assert!(message.contains("a reason is required"), "{message}");

@@ -280,7 +280,17 @@ impl Policy {
         if stated || decision.action == Action::Deny {
             return decision;
         }
-        match self.reason_required_by(identity, database, statements) {
+        // The deciding rule itself (the only one an unparsed statement, which has no
+        // classification to match, can be decided by), then any enforced rule that matches.
+        let deciding = decision.rule.as_deref().filter(|id| {
+            self.rules.mode != Mode::Audit
+                && self
+                    .rules
+                    .rules
+                    .iter()
+                    .any(|r| r.id == *id && r.require_reason && r.mode != Some(Mode::Audit))
+        });
+        match deciding.or_else(|| self.reason_required_by(identity, database, statements)) {
             Some(rule) => Decision {
                 action: Action::Deny,
                 decided: Action::Deny,

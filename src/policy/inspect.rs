@@ -198,7 +198,14 @@ impl ConnPolicy {
         let dialect = self.dialect(conn);
         let classified = policy.classify(statement.sql, dialect);
         let Ok(list) = classified.as_ref() else {
-            let report = policy.decide(&conn.identity, &conn.database, statement.sql, dialect);
+            // Unparsed: only an `unparsed` rule can allow it, and its `require_reason` holds.
+            let report = policy.decide_stated(
+                &conn.identity,
+                &conn.database,
+                statement.sql,
+                dialect,
+                conn.session_reason.as_deref(),
+            );
             return (report.decision, Vec::new(), Vec::new());
         };
         // Calls of the target's own functions (its catalog, read at login) are calls.
