@@ -8,6 +8,10 @@
 //! its budgeted reads ([`Exceeded::Full`]): an untracked identity never reads past its budget
 //! (fail closed).
 //!
+//! An approver may raise a key's budget for a while ([`Ledger::raise`]): the raise's rows and
+//! bytes add to every limit of that key's budget until it ends. A key keeps at most
+//! [`MAX_RAISES`] raises; past that, the one ending first is dropped (less allowance, never more).
+//!
 //! The ledger does no IO and keeps no clock: every call is given `now`.
 
 use std::collections::{HashMap, VecDeque};
@@ -19,6 +23,9 @@ const BUCKET: Duration = Duration::from_secs(60);
 
 /// The longest window; buckets older than this are dropped.
 const DAY_BUCKETS: u64 = 24 * 60;
+
+/// Raises kept per key.
+pub const MAX_RAISES: usize = 8;
 
 /// Whose usage: the identity (OIDC issuer and subject) and the rule whose budget it draws on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -72,7 +79,10 @@ pub enum Exceeded {
     /// The window's usage reached the budget; it frees up (usage falls below it) at `frees_at`.
     UsedUp {
         what: &'static str,
+        /// The budget's limit as written.
         limit: u64,
+        /// The limit with the raises in force; `limit` when there are none.
+        raised: u64,
         used: u64,
         per: Window,
         frees_at: SystemTime,
@@ -87,6 +97,7 @@ impl fmt::Display for Exceeded {
             Exceeded::UsedUp {
                 what,
                 limit,
+                raised,
                 used,
                 per,
                 frees_at,
@@ -96,10 +107,13 @@ impl fmt::Display for Exceeded {
                     .unwrap_or_default()
                     .as_secs();
                 let (h, m) = ((secs / 3600) % 24, (secs / 60) % 60);
+                write!(f, "budget of {limit} {what} per {}", per.name())?;
+                if raised != limit {
+                    write!(f, " (raised to {raised} by approval)")?;
+                }
                 write!(
                     f,
-                    "budget of {limit} {what} per {} used up ({used} {what}); it frees up from {h:02}:{m:02} UTC",
-                    per.name()
+                    " used up ({used} {what}); it frees up from {h:02}:{m:02} UTC"
                 )
             }
             Exceeded::Full => {
@@ -113,6 +127,15 @@ impl fmt::Display for Exceeded {
 #[derive(Debug, Default)]
 struct Usage {
     buckets: VecDeque<(u64, u64, u64)>,
+    raises: Vec<Raise>,
+}
+
+/// An approver's raise: rows and bytes added to the key's limits until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raise {
+    pub rows: u64,
+    pub bytes: u64,
+    pub until: SystemTime,
 }
 
 impl Usage {
@@ -123,6 +146,15 @@ impl Usage {
             }
             self.buckets.pop_front();
         }
+    }
+
+    /// The rows (`rows == true`) or bytes the raises in force at `t` add.
+    fn raised_at(&self, t: SystemTime, rows: bool) -> u64 {
+        self.raises
+            .iter()
+            .filter(|r| r.until > t)
+            .map(|r| if rows { r.rows } else { r.bytes })
+            .fold(0, u64::saturating_add)
     }
 
     /// Buckets within `window` of `minute` (the current minute counts as one of them).
@@ -165,14 +197,8 @@ impl Ledger {
     /// even after dropping the keys idle for a day: the usage is then not tracked.
     pub fn add(&mut self, key: &Key, now: SystemTime, rows: u64, bytes: u64) -> bool {
         let minute = minute_of(now);
-        if !self.keys.contains_key(key) && self.keys.len() >= self.max_keys {
-            self.keys.retain(|_, u| {
-                u.prune(minute);
-                !u.buckets.is_empty()
-            });
-            if self.keys.len() >= self.max_keys {
-                return false;
-            }
+        if !self.make_room(key, minute) {
+            return false;
         }
         let usage = self.keys.entry(key.clone()).or_default();
         usage.prune(minute);
@@ -184,6 +210,45 @@ impl Ledger {
             _ => usage.buckets.push_back((minute, rows, bytes)),
         }
         true
+    }
+
+    /// Raises `key`'s budget by `raise` until `raise.until`. `false` when the key is new and
+    /// the ledger full: the raise is then not kept.
+    pub fn raise(&mut self, key: &Key, now: SystemTime, raise: Raise) -> bool {
+        if !self.make_room(key, minute_of(now)) {
+            return false;
+        }
+        let usage = self.keys.entry(key.clone()).or_default();
+        usage.raises.retain(|r| r.until > now);
+        if usage.raises.len() >= MAX_RAISES
+            && let Some(first) = (0..usage.raises.len()).min_by_key(|&i| usage.raises[i].until)
+        {
+            usage.raises.swap_remove(first);
+        }
+        usage.raises.push(raise);
+        true
+    }
+
+    /// The raises of `key` in force at `now`.
+    pub fn raises(&self, key: &Key, now: SystemTime) -> Vec<Raise> {
+        self.keys.get(key).map_or_else(Vec::new, |u| {
+            u.raises.iter().filter(|r| r.until > now).copied().collect()
+        })
+    }
+
+    /// Whether `key` is tracked or can be: when the ledger is full, the keys idle for a day
+    /// (no bucket, no raise in force) are dropped first.
+    fn make_room(&mut self, key: &Key, minute: u64) -> bool {
+        if self.keys.contains_key(key) || self.keys.len() < self.max_keys {
+            return true;
+        }
+        let now = UNIX_EPOCH + BUCKET * u32::try_from(minute).unwrap_or(u32::MAX);
+        self.keys.retain(|_, u| {
+            u.prune(minute);
+            u.raises.retain(|r| r.until > now);
+            !u.buckets.is_empty() || !u.raises.is_empty()
+        });
+        self.keys.len() < self.max_keys
     }
 
     /// What `key` used in the `window` ending at `now`.
@@ -200,7 +265,8 @@ impl Ledger {
     }
 
     /// Whether `key` may read more under `budget` at `now`: refused once the window's usage
-    /// has reached a limit, with the time the usage falls back below it.
+    /// has reached a limit (with the raises in force), with the time the usage falls back
+    /// below the limit in force then (a raise may have ended by then).
     pub fn check(&self, key: &Key, budget: &Budget, now: SystemTime) -> Result<(), Exceeded> {
         let Some(usage) = self.keys.get(key) else {
             return if self.keys.len() >= self.max_keys {
@@ -212,32 +278,35 @@ impl Ledger {
         let minute = minute_of(now);
         let used = self.used(key, budget.per, now);
         type Of = fn(&(u64, u64, u64)) -> u64;
-        let limits: [(&'static str, Option<u64>, u64, Of); 2] = [
-            ("rows", budget.rows, used.rows, |b| b.1),
-            ("bytes", budget.bytes, used.bytes, |b| b.2),
+        let limits: [(&'static str, Option<u64>, u64, Of, bool); 2] = [
+            ("rows", budget.rows, used.rows, |b| b.1, true),
+            ("bytes", budget.bytes, used.bytes, |b| b.2, false),
         ];
-        for (what, limit, used, of) in limits {
+        let at = |minute: u64| UNIX_EPOCH + BUCKET * u32::try_from(minute).unwrap_or(u32::MAX);
+        for (what, limit, used, of, rows) in limits {
             let Some(limit) = limit else { continue };
-            if used < limit {
+            let raised = limit.saturating_add(usage.raised_at(now, rows));
+            if used < raised {
                 continue;
             }
             // The oldest buckets leave the window first: the budget frees up once enough of
-            // them have left for the rest to fall below the limit.
+            // them have left for the rest to fall below the limit in force at that time.
             let mut left = used;
             let mut frees = minute + 1;
             for bucket in usage.within(budget.per, minute) {
                 left = left.saturating_sub(of(bucket));
                 frees = bucket.0 + budget.per.buckets();
-                if left < limit {
+                if left < limit.saturating_add(usage.raised_at(at(frees), rows)) {
                     break;
                 }
             }
             return Err(Exceeded::UsedUp {
                 what,
                 limit,
+                raised,
                 used,
                 per: budget.per,
-                frees_at: UNIX_EPOCH + BUCKET * u32::try_from(frees).unwrap_or(u32::MAX),
+                frees_at: at(frees),
             });
         }
         Ok(())
@@ -310,6 +379,52 @@ mod tests {
         assert_eq!(what, "bytes");
         assert_eq!(frees_at, UNIX_EPOCH + Duration::from_secs(1440 * 60));
         assert_eq!(l.check(&k, &daily, at(1440)), Ok(()));
+    }
+
+    #[test]
+    fn an_approvers_raise_lets_reads_through_until_it_ends() {
+        let mut l = Ledger::new(8);
+        let k = key("agent");
+        l.add(&k, at(600), 1200, 10);
+        assert!(l.check(&k, &HOURLY, at(601)).is_err());
+        let raise = Raise {
+            rows: 500,
+            bytes: 0,
+            until: at(630),
+        };
+        assert!(l.raise(&k, at(601), raise));
+        assert_eq!(l.raises(&k, at(601)), vec![raise]);
+        assert_eq!(l.check(&k, &HOURLY, at(601)), Ok(()));
+        l.add(&k, at(602), 400, 10);
+        // 1600 rows against 1000 + 500: used up; the raise ends at 10:30, before the hour's
+        // rows leave (minute 600's at 11:00, leaving 400 < 1000).
+        let err = l.check(&k, &HOURLY, at(603)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "budget of 1000 rows per hour (raised to 1500 by approval) used up (1600 rows); it frees up from 11:00 UTC"
+        );
+        // Past the raise, the budget as written applies again.
+        l.add(&k, at(640), 0, 0);
+        assert!(l.raises(&k, at(640)).is_empty());
+        assert!(matches!(
+            l.check(&k, &HOURLY, at(640)),
+            Err(Exceeded::UsedUp { raised: 1000, .. })
+        ));
+        // At most MAX_RAISES are kept; the ones ending first go.
+        for i in 0..MAX_RAISES as u64 + 2 {
+            l.raise(
+                &k,
+                at(641),
+                Raise {
+                    rows: 1,
+                    bytes: 1,
+                    until: at(700 + i),
+                },
+            );
+        }
+        let kept = l.raises(&k, at(641));
+        assert_eq!(kept.len(), MAX_RAISES);
+        assert!(kept.iter().all(|r| r.until >= at(702)));
     }
 
     #[test]
