@@ -7,6 +7,8 @@
 //! - [`admission`]: the connection budgets: unauthenticated connections draw from their own,
 //!   smaller one and move to a session slot ([`Ticket::admit`]) once their client has
 //!   authenticated.
+//! - [`budget`]: the ledger of volume budgets: rows and bytes read per identity and rule in
+//!   one-minute buckets over a rolling hour or day, bounded in memory.
 //! - [`lifecycle`]: the daemon's [`Phase`], the [`Control`] line to each connection and the
 //!   connection ids; [`Listener`] is what the accept loop (`server`) calls to serve a wire.
 //! - [`session`]: a logged-in connection's identity ([`session::connected`]), the session's
@@ -19,6 +21,7 @@
 //! Nothing here reads or writes wire bytes; nothing here imports a wire module.
 
 pub mod admission;
+pub mod budget;
 pub mod lifecycle;
 pub mod policy_files;
 pub mod promotion;
