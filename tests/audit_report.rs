@@ -626,6 +626,15 @@ async fn the_report_answers_every_section_over_known_activity() {
         "{text}"
     );
     assert!(text.contains("by carol@example.com"), "{text}");
+    // The day with the planted card numbers: counted for the reviewer, never shown in clear.
+    let out = run(
+        &["audit", "review", "--date", &day(2)],
+        &config,
+        Some(&token),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 clear card numbers found"), "{text}");
+    common::cli::assert_no_pan(&out.stdout, "the review's output");
     // Today cannot be reviewed yet.
     let today = Command::new(BIN)
         .args(["audit", "review", "--date", &day(0), "--config"])
