@@ -261,34 +261,36 @@ impl Policy {
             .iter()
             .filter_map(|s| s.classified.clone())
             .collect();
-        let stated = super::reason::stated(session_reason, sql, dialect).is_some();
+        let stated = || super::reason::stated(session_reason, sql, dialect).is_some();
         report.decision =
             self.with_reason_required(identity, database, &statements, stated, report.decision);
         report
     }
 
     /// `decision`, or the refusal of a statement that states no reason where a matching rule
-    /// requires one (`stated`: whether it states one).
+    /// requires one (`stated`: whether it states one, asked only when a rule requires one).
     pub fn with_reason_required(
         &self,
         identity: &Identity,
         database: &str,
         statements: &[Classified],
-        stated: bool,
+        stated: impl FnOnce() -> bool,
         decision: Decision,
     ) -> Decision {
-        if stated || decision.action == Action::Deny {
+        if decision.action == Action::Deny
+            || self.rules.mode == Mode::Audit
+            || !self.rules.rules.iter().any(|r| r.require_reason)
+            || stated()
+        {
             return decision;
         }
         // The deciding rule itself (the only one an unparsed statement, which has no
         // classification to match, can be decided by), then any enforced rule that matches.
         let deciding = decision.rule.as_deref().filter(|id| {
-            self.rules.mode != Mode::Audit
-                && self
-                    .rules
-                    .rules
-                    .iter()
-                    .any(|r| r.id == *id && r.require_reason && r.mode != Some(Mode::Audit))
+            self.rules
+                .rules
+                .iter()
+                .any(|r| r.require_reason && r.mode != Some(Mode::Audit) && r.id == *id)
         });
         match deciding.or_else(|| self.reason_required_by(identity, database, statements)) {
             Some(rule) => Decision {

@@ -258,8 +258,9 @@ impl ConnPolicy {
             policy.decision(&conn.identity, &conn.database, list)
         };
         // A rule may ask for a reason: without one, refused whatever it would have done.
-        let stated =
-            super::reason::stated(conn.session_reason.as_deref(), statement.sql, dialect).is_some();
+        let stated = || {
+            super::reason::stated(conn.session_reason.as_deref(), statement.sql, dialect).is_some()
+        };
         let decision = policy.with_reason_required(
             &conn.identity,
             &conn.database,

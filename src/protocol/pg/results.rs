@@ -217,13 +217,22 @@ impl ClientSide {
     /// A statement was ruled on: its cap joins the tightest the session has seen.
     pub fn ruled(&mut self, cap: Option<&ResultCap>) {
         let Some(cap) = cap else { return };
+        let tightens = |seen: &Option<CapLimit>, new: &Option<CapLimit>| match (seen, new) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(s), Some(n)) => n.max < s.max,
+        };
+        // Every statement of a capped rule comes here: nothing is built unless it tightens.
         let tightest = match &self.cursor_cap {
             None => cap.clone(),
+            Some(seen)
+                if !tightens(&seen.rows, &cap.rows) && !tightens(&seen.bytes, &cap.bytes) =>
+            {
+                return;
+            }
             Some(seen) => {
-                let pick = |a: &Option<CapLimit>, b: &Option<CapLimit>| match (a, b) {
-                    (Some(a), Some(b)) => Some(if a.max <= b.max { a.clone() } else { b.clone() }),
-                    (Some(x), None) | (None, Some(x)) => Some(x.clone()),
-                    (None, None) => None,
+                let pick = |s: &Option<CapLimit>, n: &Option<CapLimit>| {
+                    if tightens(s, n) { n.clone() } else { s.clone() }
                 };
                 ResultCap {
                     rows: pick(&seen.rows, &cap.rows),
@@ -231,9 +240,7 @@ impl ClientSide {
                 }
             }
         };
-        if self.cursor_cap.as_deref() != Some(&tightest) {
-            self.cursor_cap = Some(Arc::new(tightest));
-        }
+        self.cursor_cap = Some(Arc::new(tightest));
     }
 
     /// A Parse was ruled on: the statement's result cap (`None`: none), until its next Parse.
@@ -606,6 +613,43 @@ mod tests {
             client.execute("p1"),
             Expect::Execute { cap: Some(_), .. }
         ));
+    }
+
+    #[test]
+    fn a_cursor_run_by_name_counts_against_the_tightest_cap_seen() {
+        let limit = |max: u64, rule: &str| {
+            Some(crate::pipeline::CapLimit {
+                max,
+                rule: rule.into(),
+            })
+        };
+        let cap_of = |client: &ClientSide, portal: &str| match client.execute(portal) {
+            Expect::Execute { cap, .. } => cap.map(|c| (c.rows.clone(), c.bytes.clone())),
+            _ => unreachable!(),
+        };
+        let mut client = ClientSide::default();
+        assert_eq!(cap_of(&client, "cur"), None);
+        client.ruled(Some(&ResultCap {
+            rows: limit(100, "a"),
+            bytes: None,
+        }));
+        client.ruled(None);
+        client.ruled(Some(&ResultCap {
+            rows: limit(500, "b"),
+            bytes: limit(9, "b"),
+        }));
+        client.ruled(Some(&ResultCap {
+            rows: limit(50, "c"),
+            bytes: None,
+        }));
+        assert_eq!(
+            cap_of(&client, "cur"),
+            Some((limit(50, "c"), limit(9, "b")))
+        );
+        // A portal the client bound to an uncapped statement keeps no cap.
+        client.parsed("s", None);
+        client.bind("p", "s", std::iter::empty());
+        assert_eq!(cap_of(&client, "p"), None);
     }
 
     #[test]
